@@ -1,0 +1,978 @@
+/* qcow2-cluster.c - qcow2 guest-to-host mapping: L2 entry decoding, reads through the mapping
+ * (backing, zero, data, compressed), allocating writes with copy-on-write, zeroing/discard,
+ * L1 growth, shrinking and metadata preallocation.
+ *
+ * Threads: coroutines; functions taking the lock say so, the others run with it held.
+ */
+#include <errno.h>
+#include <string.h>
+#include "config.h"
+#include "block/qcow2.h"
+#include "block/util.h"
+#ifdef CONFIG_ZLIB
+#include <zlib.h>
+#endif
+#ifdef CONFIG_ZSTD
+#include <zstd.h>
+#endif
+
+/* --- pure decoding --- */
+
+void qcow2_set_geometry(BDRVQcow2State *s, int cluster_bits, bool ext_l2, int refcount_order)
+{
+    s->cluster_bits = cluster_bits;
+    s->cluster_size = 1U << cluster_bits;
+    s->ext_l2 = ext_l2;
+    s->l2_entry_size = ext_l2 ? 16 : 8;
+    s->l2_bits = cluster_bits - (ext_l2 ? 4 : 3);
+    s->l2_size = 1U << s->l2_bits;
+    s->sc_bits = ext_l2 ? cluster_bits - 5 : cluster_bits;
+    s->sc_size = 1U << s->sc_bits;
+    s->csize_shift = 62 - (cluster_bits - 8);
+    s->csize_mask = (1ULL << (cluster_bits - 8)) - 1;
+    s->cluster_offset_mask = (1ULL << s->csize_shift) - 1;
+    s->refcount_order = refcount_order;
+    s->rb_bits = cluster_bits + 3 - refcount_order;
+    s->refcount_max = refcount_order == 6 ? UINT64_MAX : (1ULL << (1 << refcount_order)) - 1;
+}
+
+Qcow2SubclusterType qcow2_sc_type(const BDRVQcow2State *s, uint64_t entry, uint64_t bitmap,
+                                  int sc)
+{
+    uint64_t off = entry & L2E_OFFSET_MASK;
+
+    if (entry & QCOW_OFLAG_COMPRESSED) {
+        return QCOW2_SC_COMPRESSED;
+    }
+    if (!s->ext_l2) {
+        if (entry & QCOW_OFLAG_ZERO) {
+            if (s->version < 3) {
+                return QCOW2_SC_INVALID;
+            }
+            return off ? QCOW2_SC_ZERO_ALLOC : QCOW2_SC_ZERO_PLAIN;
+        }
+        return off ? QCOW2_SC_NORMAL : QCOW2_SC_UNALLOC_PLAIN;
+    } else {
+        bool alloc = (bitmap >> sc) & 1;
+        bool zero = (bitmap >> (32 + sc)) & 1;
+        if (alloc && zero) {
+            return QCOW2_SC_INVALID;
+        }
+        if (off) {
+            return alloc ? QCOW2_SC_NORMAL : zero ? QCOW2_SC_ZERO_ALLOC : QCOW2_SC_UNALLOC_ALLOC;
+        }
+        if (alloc) {
+            return QCOW2_SC_INVALID;
+        }
+        return zero ? QCOW2_SC_ZERO_PLAIN : QCOW2_SC_UNALLOC_PLAIN;
+    }
+}
+
+void qcow2_compressed_decode(int cluster_bits, uint64_t entry, uint64_t *host, uint64_t *bytes,
+                             uint64_t *ref_start, uint64_t *ref_len)
+{
+    int shift = 62 - (cluster_bits - 8);
+    uint64_t off = entry & ((1ULL << shift) - 1);
+    uint64_t nsect = ((entry >> shift) & ((1ULL << (cluster_bits - 8)) - 1)) + 1;
+
+    *host = off;
+    *ref_start = off & ~511ULL;
+    *ref_len = nsect * 512;
+    *bytes = *ref_start + *ref_len - off;
+}
+
+static bool sc_is_unalloc(Qcow2SubclusterType t)
+{
+    return t == QCOW2_SC_UNALLOC_PLAIN || t == QCOW2_SC_UNALLOC_ALLOC;
+}
+
+static bool sc_is_zero(Qcow2SubclusterType t)
+{
+    return t == QCOW2_SC_ZERO_PLAIN || t == QCOW2_SC_ZERO_ALLOC;
+}
+
+static bool has_backing_file(BlockDriverState *bs)
+{
+    return bs->backing || bs->backing_file;
+}
+
+/* --- reading --- */
+
+int coroutine_fn qcow2_get_extent(BlockDriverState *bs, uint64_t offset, uint64_t max,
+                                  Qcow2Extent *ext)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t cluster = offset >> s->cluster_bits;
+    uint64_t l1i = cluster >> s->l2_bits;
+    uint32_t l2i = cluster & (s->l2_size - 1);
+    uint64_t l1_end = (l1i + 1) << (s->l2_bits + s->cluster_bits);
+    uint64_t end = MIN(offset + max, l1_end);
+    uint64_t l2off, pos;
+    void *table;
+    int ret;
+
+    memset(ext, 0, sizeof(*ext));
+    if (l1i >= s->l1_size || !(s->l1_table[l1i] & L1E_OFFSET_MASK)) {
+        ext->type = QCOW2_SC_UNALLOC_PLAIN;
+        ext->bytes = end - offset;
+        return 0;
+    }
+    l2off = s->l1_table[l1i] & L1E_OFFSET_MASK;
+    if (l2off & (s->cluster_size - 1)) {
+        return -EIO;
+    }
+    ret = qcow2_cache_get(bs, s->l2_cache, l2off, false, &table);
+    if (ret < 0) {
+        return ret;
+    }
+
+    pos = offset;
+    for (uint32_t i = l2i; i < s->l2_size && pos < end; i++) {
+        uint64_t e = qcow2_l2_entry(s, table, i);
+        uint64_t bm = qcow2_l2_bitmap(s, table, i);
+        uint64_t cstart = (cluster + (i - l2i)) << s->cluster_bits;
+        uint64_t cend = MIN(cstart + s->cluster_size, end);
+
+        while (pos < cend) {
+            int sc = (pos - cstart) >> s->sc_bits;
+            Qcow2SubclusterType t = qcow2_sc_type(s, e, bm, sc);
+            uint64_t sc_end = MIN(cstart + ((uint64_t)(sc + 1) << s->sc_bits), cend);
+
+            if (t == QCOW2_SC_INVALID) {
+                if (pos == offset) {
+                    ret = -EIO;
+                    goto out;
+                }
+                goto done;
+            }
+            if (t == QCOW2_SC_NORMAL && ((e & L2E_OFFSET_MASK) & (s->cluster_size - 1))) {
+                if (pos == offset) {
+                    ret = -EIO;
+                    goto out;
+                }
+                goto done;
+            }
+            if (pos == offset) {
+                ext->type = t;
+                ext->entry = e;
+                ext->host = (e & L2E_OFFSET_MASK) + (pos - cstart);
+            } else {
+                if (t != ext->type || t == QCOW2_SC_COMPRESSED) {
+                    goto done;
+                }
+                if (t == QCOW2_SC_NORMAL &&
+                    (e & L2E_OFFSET_MASK) + (pos - cstart) != ext->host + (pos - offset)) {
+                    goto done;
+                }
+            }
+            pos = s->ext_l2 ? sc_end : cend;
+        }
+        if (ext->type == QCOW2_SC_COMPRESSED) {
+            break;
+        }
+    }
+done:
+    ext->bytes = MIN(pos, end) - offset;
+out:
+    qcow2_cache_put(s->l2_cache, table);
+    return ret;
+}
+
+int coroutine_fn qcow2_read_backing(BlockDriverState *bs, uint64_t offset, uint64_t bytes,
+                                    uint8_t *buf)
+{
+    int64_t blen;
+    uint64_t n = 0;
+    int ret;
+
+    if (bs->backing) {
+        blen = bdrv_getlength(bs->backing->bs);
+        if (blen < 0) {
+            return blen;
+        }
+        if (offset < (uint64_t)blen) {
+            n = MIN(bytes, (uint64_t)blen - offset);
+            ret = bdrv_co_pread(bs->backing->bs, offset, n, buf, 0);
+            if (ret < 0) {
+                return ret;
+            }
+        }
+    }
+    memset(buf + n, 0, bytes - n);
+    return 0;
+}
+
+int coroutine_fn qcow2_decompress_cluster(BlockDriverState *bs, uint64_t entry, uint8_t *out)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t host, bytes, rs, rl;
+    int64_t flen;
+    uint8_t *in;
+    int ret = 0;
+
+    qcow2_compressed_decode(s->cluster_bits, entry, &host, &bytes, &rs, &rl);
+    flen = bdrv_getlength(bs->file->bs);
+    if (flen < 0) {
+        return flen;
+    }
+    if (host >= (uint64_t)flen) {
+        return -EIO;
+    }
+    in = blk_blockalign(bytes);
+    memset(in, 0, bytes);
+    ret = bdrv_co_pread(bs->file->bs, host, MIN(bytes, (uint64_t)flen - host), in, 0);
+    if (ret < 0) {
+        goto out;
+    }
+    if (s->compression_type == QCOW2_COMPRESSION_ZLIB) {
+#ifdef CONFIG_ZLIB
+        z_stream z;
+        memset(&z, 0, sizeof(z));
+        if (inflateInit2(&z, -12) != Z_OK) {
+            ret = -EIO;
+            goto out;
+        }
+        z.next_in = in;
+        z.avail_in = bytes;
+        z.next_out = out;
+        z.avail_out = s->cluster_size;
+        ret = inflate(&z, Z_FINISH);
+        if ((ret == Z_STREAM_END || ret == Z_BUF_ERROR) && z.avail_out == 0) {
+            ret = 0;
+        } else {
+            ret = -EIO;
+        }
+        inflateEnd(&z);
+#else
+        ret = -ENOTSUP;
+#endif
+    } else if (s->compression_type == QCOW2_COMPRESSION_ZSTD) {
+#ifdef CONFIG_ZSTD
+        ZSTD_DCtx *dctx = ZSTD_createDCtx();
+        ZSTD_inBuffer zin = { in, bytes, 0 };
+        ZSTD_outBuffer zout = { out, s->cluster_size, 0 };
+        size_t zr = 1;
+
+        if (!dctx) {
+            ret = -ENOMEM;
+            goto out;
+        }
+        ret = 0;
+        while (zout.pos < zout.size) {
+            size_t in_pos = zin.pos, out_pos = zout.pos;
+            zr = ZSTD_decompressStream(dctx, &zout, &zin);
+            if (ZSTD_isError(zr) || (zin.pos == in_pos && zout.pos == out_pos)) {
+                ret = -EIO;
+                break;
+            }
+        }
+        if (ret == 0 && zr > 0) {
+            ret = -EIO;     /* more data than a cluster: damaged */
+        }
+        ZSTD_freeDCtx(dctx);
+#else
+        ret = -ENOTSUP;
+#endif
+    } else {
+        ret = -ENOTSUP;
+    }
+out:
+    blk_vfree(in);
+    return ret;
+}
+
+int coroutine_fn qcow2_read_entry_range(BlockDriverState *bs, uint64_t offset, uint64_t bytes,
+                                        uint64_t entry, uint64_t bitmap, uint8_t *buf)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t cstart = offset & ~(uint64_t)(s->cluster_size - 1);
+    uint64_t pos = offset, end = offset + bytes;
+    int ret;
+
+    if (bytes == 0) {
+        return 0;
+    }
+    if (entry & QCOW_OFLAG_COMPRESSED) {
+        uint8_t *tmp = blk_blockalign(s->cluster_size);
+        ret = qcow2_decompress_cluster(bs, entry, tmp);
+        if (ret == 0) {
+            memcpy(buf, tmp + (offset - cstart), bytes);
+        }
+        blk_vfree(tmp);
+        return ret;
+    }
+    while (pos < end) {
+        int sc = (pos - cstart) >> s->sc_bits;
+        Qcow2SubclusterType t = qcow2_sc_type(s, entry, bitmap, sc);
+        uint64_t n = MIN(end, cstart + ((uint64_t)(sc + 1) << s->sc_bits)) - pos;
+        uint8_t *p = buf + (pos - offset);
+
+        if (sc_is_unalloc(t)) {
+            ret = qcow2_read_backing(bs, pos, n, p);
+        } else if (sc_is_zero(t)) {
+            memset(p, 0, n);
+            ret = 0;
+        } else if (t == QCOW2_SC_NORMAL) {
+            ret = bdrv_co_pread(bs->file->bs, (entry & L2E_OFFSET_MASK) + (pos - cstart), n, p,
+                                0);
+        } else {
+            ret = -EIO;
+        }
+        if (ret < 0) {
+            return ret;
+        }
+        pos += n;
+    }
+    return 0;
+}
+
+/* --- L1/L2 updates --- */
+
+static int coroutine_fn write_l1_entry(BlockDriverState *bs, uint32_t l1i, uint64_t value)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint8_t buf[8];
+    int ret;
+
+    ret = qcow2_pre_l2_write(bs);
+    if (ret < 0) {
+        return ret;
+    }
+    stbe64(buf, value);
+    ret = bdrv_co_pwrite(bs->file->bs, s->l1_table_offset + (uint64_t)l1i * 8, 8, buf, 0);
+    if (ret < 0) {
+        return ret;
+    }
+    s->l1_table[l1i] = value;
+    return 0;
+}
+
+int coroutine_fn qcow2_get_l2_for_write(BlockDriverState *bs, uint32_t l1i, void **table)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t l1e = s->l1_table[l1i];
+    uint64_t old = l1e & L1E_OFFSET_MASK;
+    int64_t new;
+    void *nt, *ot;
+    int ret;
+
+    if (old && (l1e & QCOW_OFLAG_COPIED)) {
+        return qcow2_cache_get(bs, s->l2_cache, old, false, table);
+    }
+    new = qcow2_alloc_clusters(bs, 1);
+    if (new < 0) {
+        return new;
+    }
+    ret = qcow2_cache_get(bs, s->l2_cache, new, true, &nt);
+    if (ret < 0) {
+        return ret;
+    }
+    if (old) {
+        ret = qcow2_cache_get(bs, s->l2_cache, old, false, &ot);
+        if (ret < 0) {
+            goto fail;
+        }
+        memcpy(nt, ot, s->cluster_size);
+        qcow2_cache_put(s->l2_cache, ot);
+    }
+    ret = qcow2_cache_write(bs, s->l2_cache, nt);
+    if (ret < 0) {
+        goto fail;
+    }
+    if (!s->lazy_refcounts) {
+        ret = bdrv_co_flush(bs->file->bs);
+        if (ret < 0) {
+            goto fail;
+        }
+    }
+    ret = write_l1_entry(bs, l1i, (uint64_t)new | QCOW_OFLAG_COPIED);
+    if (ret < 0) {
+        goto fail;
+    }
+    if (old) {
+        qcow2_free_deferred(bs, old, s->cluster_size);
+    }
+    *table = nt;
+    return 0;
+fail:
+    qcow2_cache_put(s->l2_cache, nt);
+    return ret;
+}
+
+/* Mask of subclusters touched by [a, b) (offsets inside one cluster). */
+static uint64_t sc_mask(BDRVQcow2State *s, uint64_t a, uint64_t b)
+{
+    int first, last;
+
+    if (!s->ext_l2) {
+        return 0;
+    }
+    first = a >> s->sc_bits;
+    last = (b - 1) >> s->sc_bits;
+    return ((last == 31 ? 0xffffffffULL : (1ULL << (last + 1)) - 1)) &
+           ~((1ULL << first) - 1);
+}
+
+/* Can a write of [a, b) of this cluster go straight to the host cluster? */
+static bool write_in_place(BDRVQcow2State *s, uint64_t e, uint64_t bm, uint64_t a, uint64_t b)
+{
+    uint64_t off = e & L2E_OFFSET_MASK;
+
+    if (!(e & QCOW_OFLAG_COPIED) || (e & QCOW_OFLAG_COMPRESSED) || !off ||
+        (off & (s->cluster_size - 1))) {
+        return false;
+    }
+    if (!s->ext_l2) {
+        return !(e & QCOW_OFLAG_ZERO);
+    }
+    {
+        uint64_t m = sc_mask(s, a, b);
+        return (bm & m) == m && !(bm & (m << 32));
+    }
+}
+
+static bool cluster_needs_new(BDRVQcow2State *s, uint64_t e)
+{
+    uint64_t off = e & L2E_OFFSET_MASK;
+    return !(e & QCOW_OFLAG_COPIED) || (e & QCOW_OFLAG_COMPRESSED) || !off ||
+           (off & (s->cluster_size - 1));
+}
+
+/* Slow path for the write at [offset, end) starting in a cluster that cannot be written in
+ * place.  Handles one cluster, or a run of clusters needing new host clusters.  Lock held.
+ * Returns bytes consumed or -errno. */
+static int64_t coroutine_fn write_alloc(BlockDriverState *bs, uint64_t offset, uint64_t end,
+                                        const uint8_t *buf)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t cs = s->cluster_size;
+    uint64_t cluster = offset >> s->cluster_bits;
+    uint32_t l1i = cluster >> s->l2_bits;
+    uint32_t l2i = cluster & (s->l2_size - 1);
+    uint64_t cstart = cluster << s->cluster_bits;
+    uint64_t a = offset - cstart;
+    void *table;
+    uint64_t e0, bm0;
+    int64_t ret;
+    uint8_t *wbuf = NULL;
+
+    ret = qcow2_get_l2_for_write(bs, l1i, &table);
+    if (ret < 0) {
+        return ret;
+    }
+    e0 = qcow2_l2_entry(s, table, l2i);
+    bm0 = qcow2_l2_bitmap(s, table, l2i);
+
+    if (!cluster_needs_new(s, e0)) {
+        /* Host cluster is ours: fill the untouched parts of the units we write. */
+        uint64_t host = e0 & L2E_OFFSET_MASK;
+        uint64_t b = MIN(end - cstart, cs);
+        uint64_t unit = s->ext_l2 ? s->sc_size : cs;
+        uint64_t ra = ROUND_DOWN(a, unit), rb = MIN(ROUND_UP(b, unit), cs);
+
+        wbuf = blk_blockalign(rb - ra);
+        ret = qcow2_read_entry_range(bs, cstart + ra, a - ra, e0, bm0, wbuf);
+        if (ret == 0) {
+            ret = qcow2_read_entry_range(bs, cstart + b, rb - b, e0, bm0, wbuf + (b - ra));
+        }
+        if (ret < 0) {
+            goto out;
+        }
+        memcpy(wbuf + (a - ra), buf, b - a);
+        ret = bdrv_co_pwrite(bs->file->bs, host + ra, rb - ra, wbuf, 0);
+        if (ret < 0) {
+            goto out;
+        }
+        if (s->ext_l2) {
+            uint64_t m = sc_mask(s, ra, rb);
+            bm0 = (bm0 | m) & ~(m << 32);
+            qcow2_l2_set(s, table, l2i, e0, bm0);
+        } else {
+            qcow2_l2_set(s, table, l2i, e0 & ~QCOW_OFLAG_ZERO, 0);
+        }
+        qcow2_cache_mark_dirty(s->l2_cache, table);
+        ret = b - a;
+        goto out;
+    }
+
+    /* New host clusters for a run [cluster, cluster + k). */
+    {
+        uint64_t k = 1, total, ra, rb, blast, host_base;
+        uint64_t last_e, last_bm;
+        int64_t host;
+        bool full0 = !s->ext_l2 || (e0 & QCOW_OFLAG_COMPRESSED) || (e0 & L2E_OFFSET_MASK);
+        bool fulll;
+
+        /* extend over following clusters that the write reaches and that need new clusters
+         * too; all but the last are fully covered */
+        while (cstart + k * cs < end && l2i + k < s->l2_size &&
+               (k + 1) * cs <= MAX(2 * cs, 4 * 1024 * 1024) &&
+               cluster_needs_new(s, qcow2_l2_entry(s, table, l2i + k))) {
+            k++;
+        }
+        blast = MIN(end - (cstart + (k - 1) * cs), cs);   /* end inside the last cluster */
+        last_e = qcow2_l2_entry(s, table, l2i + k - 1);
+        last_bm = qcow2_l2_bitmap(s, table, l2i + k - 1);
+        fulll = !s->ext_l2 || (last_e & QCOW_OFLAG_COMPRESSED) || (last_e & L2E_OFFSET_MASK);
+        ra = full0 ? 0 : ROUND_DOWN(a, s->sc_size);
+        rb = fulll ? cs : MIN(ROUND_UP(blast, s->sc_size), cs);
+        total = (k - 1) * cs + rb - ra;
+
+        host = qcow2_alloc_clusters(bs, k);
+        if (host < 0) {
+            ret = host;
+            goto out;
+        }
+        host_base = host;
+        wbuf = blk_blockalign(total);
+        ret = qcow2_read_entry_range(bs, cstart + ra, a - ra, e0, bm0, wbuf);
+        if (ret == 0) {
+            uint64_t lstart = cstart + (k - 1) * cs;
+            ret = qcow2_read_entry_range(bs, lstart + blast, rb - blast, last_e, last_bm,
+                                         wbuf + (lstart + blast - (cstart + ra)));
+        }
+        if (ret < 0) {
+            goto out;
+        }
+        {
+            uint64_t dlen = (k - 1) * cs + blast - a;
+            memcpy(wbuf + (a - ra), buf, dlen);
+            ret = bdrv_co_pwrite(bs->file->bs, host_base + ra, total, wbuf, 0);
+            if (ret < 0) {
+                goto out;
+            }
+            for (uint64_t j = 0; j < k; j++) {
+                uint64_t e = qcow2_l2_entry(s, table, l2i + j);
+                uint64_t bm = qcow2_l2_bitmap(s, table, l2i + j);
+                uint64_t ne = (host_base + j * cs) | QCOW_OFLAG_COPIED;
+                uint64_t nbm = 0;
+                if (s->ext_l2) {
+                    uint64_t wa = j == 0 ? a : 0;
+                    uint64_t wb = j == k - 1 ? blast : cs;
+                    uint64_t m = sc_mask(s, ROUND_DOWN(wa, s->sc_size),
+                                         MIN(ROUND_UP(wb, s->sc_size), cs));
+                    if (e & QCOW_OFLAG_COMPRESSED) {
+                        nbm = QCOW2_BITMAP_ALLOC_ALL;     /* whole cluster was written */
+                    } else if (e & L2E_OFFSET_MASK) {
+                        nbm = (bm & QCOW2_BITMAP_ALLOC_ALL) | m |
+                              ((bm & QCOW2_BITMAP_ZERO_ALL) & ~(m << 32));
+                    } else {
+                        nbm = m | ((bm & QCOW2_BITMAP_ZERO_ALL) & ~(m << 32));
+                    }
+                }
+                qcow2_l2_set(s, table, l2i + j, ne, nbm);
+                qcow2_free_l2_entry(bs, e);
+            }
+            qcow2_cache_mark_dirty(s->l2_cache, table);
+            ret = dlen;
+        }
+    }
+out:
+    if (wbuf) {
+        blk_vfree(wbuf);
+    }
+    qcow2_cache_put(s->l2_cache, table);
+    return ret;
+}
+
+int coroutine_fn qcow2_do_pwrite(BlockDriverState *bs, uint64_t offset, uint64_t bytes,
+                                 const uint8_t *buf)
+{
+    BDRVQcow2State *s = bs->opaque;
+    int64_t ret = 0;
+
+    while (bytes > 0) {
+        uint64_t cluster = offset >> s->cluster_bits;
+        uint64_t l1i = cluster >> s->l2_bits;
+        uint32_t l2i = cluster & (s->l2_size - 1);
+        uint64_t l1_end = (l1i + 1) << (s->l2_bits + s->cluster_bits);
+        uint64_t end = MIN(offset + bytes, l1_end);
+        uint64_t fast_len = 0, host = 0;
+
+        co_mutex_lock(&s->lock);
+        if (l1i >= s->l1_size) {
+            ret = qcow2_grow_l1(bs, l1i + 1);
+            if (ret < 0) {
+                co_mutex_unlock(&s->lock);
+                return ret;
+            }
+        }
+        if ((s->l1_table[l1i] & QCOW_OFLAG_COPIED) && (s->l1_table[l1i] & L1E_OFFSET_MASK)) {
+            void *table;
+            ret = qcow2_cache_get(bs, s->l2_cache, s->l1_table[l1i] & L1E_OFFSET_MASK, false,
+                                  &table);
+            if (ret < 0) {
+                co_mutex_unlock(&s->lock);
+                return ret;
+            }
+            for (uint32_t i = l2i; i < s->l2_size; i++) {
+                uint64_t cstart = (cluster + (i - l2i)) << s->cluster_bits;
+                uint64_t pos = offset + fast_len;
+                uint64_t cend = MIN(cstart + s->cluster_size, end);
+                uint64_t e = qcow2_l2_entry(s, table, i);
+                uint64_t bm = qcow2_l2_bitmap(s, table, i);
+
+                if (pos >= end) {
+                    break;
+                }
+                if (!write_in_place(s, e, bm, pos - cstart, cend - cstart)) {
+                    break;
+                }
+                if (fast_len == 0) {
+                    host = (e & L2E_OFFSET_MASK) + (pos - cstart);
+                } else if ((e & L2E_OFFSET_MASK) != host + fast_len) {
+                    break;
+                }
+                fast_len += cend - pos;
+            }
+            qcow2_cache_put(s->l2_cache, table);
+        }
+        if (fast_len) {
+            s->inflight_writes++;
+            co_mutex_unlock(&s->lock);
+            ret = bdrv_co_pwrite(bs->file->bs, host, fast_len, buf, 0);
+            co_mutex_lock(&s->lock);
+            s->inflight_writes--;
+            co_mutex_unlock(&s->lock);
+            if (ret < 0) {
+                return ret;
+            }
+            ret = fast_len;
+        } else {
+            ret = write_alloc(bs, offset, end, buf);
+            co_mutex_unlock(&s->lock);
+            if (ret < 0) {
+                return ret;
+            }
+        }
+        offset += ret;
+        bytes -= ret;
+        buf += ret;
+    }
+    return 0;
+}
+
+/* --- zeroing and discard --- */
+
+static int coroutine_fn write_zeros_data(BlockDriverState *bs, uint64_t offset, uint64_t bytes)
+{
+    uint64_t chunk = MIN(bytes, 1024 * 1024);
+    uint8_t *z;
+    int ret = 0;
+
+    if (!bytes) {
+        return 0;
+    }
+    z = blk_blockalign(chunk);
+    memset(z, 0, chunk);
+    while (bytes && ret == 0) {
+        uint64_t n = MIN(bytes, chunk);
+        ret = qcow2_do_pwrite(bs, offset, n, z);
+        offset += n;
+        bytes -= n;
+    }
+    blk_vfree(z);
+    return ret;
+}
+
+/* Zero whole clusters [offset, end) and subcluster-aligned parts by metadata, inside one L2
+ * table.  Lock held.  Returns 0, -ENOTSUP for a part that needs data writes (compressed
+ * cluster with subclusters), or -errno. */
+static int coroutine_fn zero_meta(BlockDriverState *bs, uint64_t offset, uint64_t end,
+                                  bool unmap, uint64_t *done)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t cs = s->cluster_size;
+    uint64_t cluster = offset >> s->cluster_bits;
+    uint32_t l1i = cluster >> s->l2_bits;
+    uint32_t l2i = cluster & (s->l2_size - 1);
+    bool backing = has_backing_file(bs);
+    void *table;
+    int ret;
+
+    *done = 0;
+    if (l1i >= s->l1_size) {
+        ret = qcow2_grow_l1(bs, l1i + 1);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    if (!(s->l1_table[l1i] & L1E_OFFSET_MASK) && !backing) {
+        *done = end - offset;      /* all unallocated, no backing: already zeros */
+        return 0;
+    }
+    ret = qcow2_get_l2_for_write(bs, l1i, &table);
+    if (ret < 0) {
+        return ret;
+    }
+    for (uint32_t i = l2i; i < s->l2_size && offset + *done < end; i++) {
+        uint64_t cstart = (cluster + (i - l2i)) << s->cluster_bits;
+        uint64_t a = offset + *done - cstart;
+        uint64_t b = MIN(end - cstart, cs);
+        uint64_t e = qcow2_l2_entry(s, table, i);
+        uint64_t bm = qcow2_l2_bitmap(s, table, i);
+        uint64_t ne = e, nbm = bm;
+        bool keep;
+
+        if (a == 0 && b == cs) {
+            keep = !unmap && !cluster_needs_new(s, e);
+            if (!s->ext_l2) {
+                if (s->version < 3) {
+                    if (backing) {
+                        ret = -ENOTSUP;
+                        break;
+                    }
+                    ne = 0;
+                    keep = false;
+                } else if (keep) {
+                    ne = (e & (L2E_OFFSET_MASK | QCOW_OFLAG_COPIED)) | QCOW_OFLAG_ZERO;
+                } else {
+                    ne = backing ? QCOW_OFLAG_ZERO : 0;
+                }
+            } else if (keep) {
+                nbm = QCOW2_BITMAP_ZERO_ALL;
+            } else {
+                ne = 0;
+                nbm = backing ? QCOW2_BITMAP_ZERO_ALL : 0;
+            }
+            if (!keep && (e & (L2E_OFFSET_MASK | QCOW_OFLAG_COMPRESSED))) {
+                qcow2_free_l2_entry(bs, e);
+            }
+        } else {
+            uint64_t m;
+            /* partial cluster: subcluster-aligned (caller guarantees), extended L2 only */
+            if (!s->ext_l2 || (e & QCOW_OFLAG_COMPRESSED)) {
+                ret = -ENOTSUP;
+                break;
+            }
+            m = sc_mask(s, a, b);
+            nbm = (bm & ~m) | (m << 32);
+            if (!(e & L2E_OFFSET_MASK) && !backing) {
+                nbm = bm & ~m;     /* unallocated without backing reads zeros already */
+            }
+        }
+        if (ne != e || nbm != bm) {
+            qcow2_l2_set(s, table, i, ne, nbm);
+            qcow2_cache_mark_dirty(s->l2_cache, table);
+        }
+        *done += b - a;
+    }
+    qcow2_cache_put(s->l2_cache, table);
+    return ret == -ENOTSUP && *done ? 0 : ret;
+}
+
+int coroutine_fn qcow2_zero_range(BlockDriverState *bs, uint64_t offset, uint64_t bytes,
+                                  bool unmap)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t end = offset + bytes;
+    uint64_t unit = s->ext_l2 ? s->sc_size : s->cluster_size;
+    int ret = 0;
+
+    while (offset < end) {
+        uint64_t cstart = ROUND_DOWN(offset, s->cluster_size);
+        uint64_t cend = MIN(cstart + s->cluster_size, end);
+        uint64_t done = 0;
+
+        if (!IS_ALIGNED(offset, unit) || (cend - offset) < unit) {
+            /* unaligned head: plain zero data up to the next unit boundary */
+            uint64_t n = MIN(ROUND_UP(offset + 1, unit), end) - offset;
+            ret = write_zeros_data(bs, offset, n);
+            if (ret < 0) {
+                return ret;
+            }
+            offset += n;
+            continue;
+        }
+        /* aligned run: up to the last unit boundary */
+        {
+            uint64_t l1_end = ((offset >> (s->l2_bits + s->cluster_bits)) + 1)
+                              << (s->l2_bits + s->cluster_bits);
+            uint64_t mend = MIN(ROUND_DOWN(end, unit), l1_end);
+            if (mend <= offset) {
+                ret = write_zeros_data(bs, offset, end - offset);
+                return ret;
+            }
+            co_mutex_lock(&s->lock);
+            ret = zero_meta(bs, offset, mend, unmap, &done);
+            co_mutex_unlock(&s->lock);
+            if (ret == -ENOTSUP && done == 0) {
+                /* this cluster needs a data write */
+                uint64_t n = MIN(cend, mend) - offset;
+                ret = write_zeros_data(bs, offset, n);
+                done = n;
+            }
+            if (ret < 0) {
+                return ret;
+            }
+            offset += done;
+        }
+    }
+    return 0;
+}
+
+/* --- resizing --- */
+
+int coroutine_fn qcow2_grow_l1(BlockDriverState *bs, uint64_t min_size)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t new_bytes, old_bytes;
+    int64_t new_off;
+    uint64_t *buf;
+    uint8_t hdr[12];
+    int ret;
+
+    if (min_size <= s->l1_size) {
+        return 0;
+    }
+    if (min_size * 8 > QCOW2_MAX_L1_BYTES) {
+        return -EFBIG;
+    }
+    new_bytes = ROUND_UP(min_size * 8, s->cluster_size);
+    new_off = qcow2_alloc_clusters(bs, new_bytes / s->cluster_size);
+    if (new_off < 0) {
+        return new_off;
+    }
+    buf = blk_blockalign(new_bytes);
+    memset(buf, 0, new_bytes);
+    for (uint32_t i = 0; i < s->l1_size; i++) {
+        buf[i] = GUINT64_TO_BE(s->l1_table[i]);
+    }
+    ret = qcow2_pre_l2_write(bs);
+    if (ret == 0) {
+        ret = bdrv_co_pwrite(bs->file->bs, new_off, new_bytes, buf, 0);
+    }
+    blk_vfree(buf);
+    if (ret == 0) {
+        ret = bdrv_co_flush(bs->file->bs);
+    }
+    if (ret < 0) {
+        return ret;
+    }
+    stbe32(hdr, min_size);
+    stbe64(hdr + 4, new_off);
+    ret = bdrv_co_pwrite(bs->file->bs, QCOW2_HDR_L1_SIZE, 12, hdr, 0);
+    if (ret == 0) {
+        ret = bdrv_co_flush(bs->file->bs);
+    }
+    if (ret < 0) {
+        return ret;
+    }
+    old_bytes = ROUND_UP((uint64_t)s->l1_size * 8, s->cluster_size);
+    if (s->l1_table_offset && old_bytes) {
+        qcow2_free_deferred(bs, s->l1_table_offset, old_bytes);
+    }
+    s->l1_table = g_renew(uint64_t, s->l1_table, min_size);
+    memset(s->l1_table + s->l1_size, 0, (min_size - s->l1_size) * 8);
+    s->l1_size = min_size;
+    s->l1_table_offset = new_off;
+    return 0;
+}
+
+int coroutine_fn qcow2_free_beyond(BlockDriverState *bs, uint64_t from)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t cf = from >> s->cluster_bits;
+    int ret;
+
+    for (uint64_t l1i = cf >> s->l2_bits; l1i < s->l1_size; l1i++) {
+        uint64_t l2off = s->l1_table[l1i] & L1E_OFFSET_MASK;
+        uint32_t start = l1i == (cf >> s->l2_bits) ? (cf & (s->l2_size - 1)) : 0;
+        void *table;
+
+        if (!l2off) {
+            continue;
+        }
+        if (start == 0) {
+            ret = qcow2_cache_get(bs, s->l2_cache, l2off, false, &table);
+            if (ret < 0) {
+                return ret;
+            }
+            for (uint32_t i = 0; i < s->l2_size; i++) {
+                qcow2_free_l2_entry(bs, qcow2_l2_entry(s, table, i));
+            }
+            qcow2_cache_put(s->l2_cache, table);
+            ret = write_l1_entry(bs, l1i, 0);
+            if (ret < 0) {
+                return ret;
+            }
+            qcow2_free_deferred(bs, l2off, s->cluster_size);
+            continue;
+        }
+        ret = qcow2_get_l2_for_write(bs, l1i, &table);
+        if (ret < 0) {
+            return ret;
+        }
+        for (uint32_t i = start; i < s->l2_size; i++) {
+            uint64_t e = qcow2_l2_entry(s, table, i);
+            if (e || qcow2_l2_bitmap(s, table, i)) {
+                qcow2_free_l2_entry(bs, e);
+                qcow2_l2_set(s, table, i, 0, 0);
+                qcow2_cache_mark_dirty(s->l2_cache, table);
+            }
+        }
+        qcow2_cache_put(s->l2_cache, table);
+    }
+    return 0;
+}
+
+int coroutine_fn qcow2_preallocate(BlockDriverState *bs, uint64_t offset, uint64_t bytes,
+                                   uint64_t *host_end)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t cs = s->cluster_size;
+    uint64_t c = offset >> s->cluster_bits;
+    uint64_t cend = DIV_ROUND_UP(offset + bytes, cs);
+    int ret;
+
+    *host_end = 0;
+    while (c < cend) {
+        uint32_t l1i = c >> s->l2_bits;
+        uint32_t l2i = c & (s->l2_size - 1);
+        uint64_t n = MIN(cend - c, s->l2_size - l2i);
+        void *table;
+
+        if (l1i >= s->l1_size) {
+            ret = qcow2_grow_l1(bs, l1i + 1);
+            if (ret < 0) {
+                return ret;
+            }
+        }
+        ret = qcow2_get_l2_for_write(bs, l1i, &table);
+        if (ret < 0) {
+            return ret;
+        }
+        for (uint64_t i = 0; i < n;) {
+            uint64_t run = 0;
+            int64_t host;
+            while (i + run < n) {
+                uint64_t e = qcow2_l2_entry(s, table, l2i + i + run);
+                if (e & (L2E_OFFSET_MASK | QCOW_OFLAG_COMPRESSED)) {
+                    break;
+                }
+                run++;
+            }
+            if (run == 0) {
+                i++;
+                continue;
+            }
+            host = qcow2_alloc_clusters(bs, run);
+            if (host < 0) {
+                qcow2_cache_put(s->l2_cache, table);
+                return host;
+            }
+            for (uint64_t j = 0; j < run; j++) {
+                /* with a backing file, extended L2 leaves the subclusters unallocated so
+                 * the backing data still shows */
+                qcow2_l2_set(s, table, l2i + i + j, (host + j * cs) | QCOW_OFLAG_COPIED,
+                             s->ext_l2 && !has_backing_file(bs) ? QCOW2_BITMAP_ALLOC_ALL : 0);
+            }
+            qcow2_cache_mark_dirty(s->l2_cache, table);
+            *host_end = MAX(*host_end, host + run * cs);
+            i += run;
+        }
+        qcow2_cache_put(s->l2_cache, table);
+        c += n;
+    }
+    return 0;
+}

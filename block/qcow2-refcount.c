@@ -1,0 +1,1093 @@
+/* qcow2-refcount.c - qcow2 refcounts: metadata table caches, refcount get/update for every
+ * refcount width, cluster allocation (growing the refcount table), deferred frees, the
+ * crash-safe metadata flush and the refcount rebuild of dirty images.
+ *
+ * Threads: everything here runs in coroutines with BDRVQcow2State.lock held.
+ *
+ * Ordering rules (crash safety):
+ *  - a cluster's refcount is written and flushed to disk before any L1/L2 entry that references
+ *    it (qcow2_pre_l2_write, called before every L1/L2 write; lazy refcount mode sets the dirty
+ *    bit instead);
+ *  - a refcount is decremented only after the metadata that referenced the cluster has been
+ *    rewritten and flushed (qcow2_free_deferred queues, qcow2_flush_metadata applies);
+ *  - a new refcount block is written and flushed before the refcount table entry pointing to it,
+ *    and a new refcount table before the header pointing to it.
+ */
+#include <errno.h>
+#include <string.h>
+#include "block/qcow2.h"
+#include "block/util.h"
+
+/* --- pure refcount block arithmetic --- */
+
+uint64_t qcow2_refblock_get(const void *block, int order, uint64_t idx)
+{
+    const uint8_t *b = block;
+
+    switch (order) {
+    case 0: case 1: case 2: {
+        int bits = 1 << order;
+        uint64_t bit = idx * bits;
+        return (b[bit / 8] >> (bit % 8)) & ((1U << bits) - 1);
+    }
+    case 3:
+        return b[idx];
+    case 4:
+        return ldbe16(b + idx * 2);
+    case 5:
+        return ldbe32(b + idx * 4);
+    default:
+        return ldbe64(b + idx * 8);
+    }
+}
+
+void qcow2_refblock_set(void *block, int order, uint64_t idx, uint64_t value)
+{
+    uint8_t *b = block;
+
+    switch (order) {
+    case 0: case 1: case 2: {
+        int bits = 1 << order;
+        uint64_t bit = idx * bits;
+        uint8_t mask = ((1U << bits) - 1) << (bit % 8);
+        b[bit / 8] = (b[bit / 8] & ~mask) | ((value << (bit % 8)) & mask);
+        break;
+    }
+    case 3:
+        b[idx] = value;
+        break;
+    case 4:
+        stbe16(b + idx * 2, value);
+        break;
+    case 5:
+        stbe32(b + idx * 4, value);
+        break;
+    default:
+        stbe64(b + idx * 8, value);
+        break;
+    }
+}
+
+/* --- metadata table cache --- */
+
+static uint32_t cache_table_size(BlockDriverState *bs)
+{
+    BDRVQcow2State *s = bs->opaque;
+    return s->cluster_size;
+}
+
+Qcow2Cache *qcow2_cache_new(int size, bool is_l2, uint32_t table_size)
+{
+    Qcow2Cache *c = g_new0(Qcow2Cache, 1);
+
+    (void)table_size;
+    c->size = MAX(size, 4);
+    c->is_l2 = is_l2;
+    c->entries = g_new0(Qcow2CacheEntry, c->size);
+    c->index = g_hash_table_new(g_int64_hash, g_int64_equal);
+    return c;
+}
+
+void qcow2_cache_free(Qcow2Cache *c)
+{
+    if (!c) {
+        return;
+    }
+    for (int i = 0; i < c->size; i++) {
+        if (c->entries[i].table) {
+            blk_vfree(c->entries[i].table);
+        }
+    }
+    g_hash_table_destroy(c->index);
+    g_free(c->entries);
+    g_free(c);
+}
+
+static Qcow2CacheEntry *cache_find_table(Qcow2Cache *c, void *table)
+{
+    for (int i = 0; i < c->size; i++) {
+        if (c->entries[i].table == table && c->entries[i].offset) {
+            return &c->entries[i];
+        }
+    }
+    g_assert_not_reached();
+}
+
+static int coroutine_fn cache_write_entry(BlockDriverState *bs, Qcow2Cache *c,
+                                          Qcow2CacheEntry *e)
+{
+    BDRVQcow2State *s = bs->opaque;
+    int ret;
+
+    if (!e->dirty) {
+        return 0;
+    }
+    if (c->is_l2) {
+        ret = qcow2_pre_l2_write(bs);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    ret = bdrv_co_pwrite(bs->file->bs, e->offset, s->cluster_size, e->table, 0);
+    if (ret < 0) {
+        return ret;
+    }
+    e->dirty = false;
+    if (!c->is_l2) {
+        s->rc_unsynced = true;
+    }
+    return 0;
+}
+
+int coroutine_fn qcow2_cache_get(BlockDriverState *bs, Qcow2Cache *c, uint64_t offset,
+                                 bool fresh, void **table)
+{
+    BDRVQcow2State *s = bs->opaque;
+    gpointer v;
+    Qcow2CacheEntry *e = NULL;
+    int ret;
+
+    if (offset == 0 || (offset & (s->cluster_size - 1))) {
+        return -EIO;
+    }
+    v = g_hash_table_lookup(c->index, &offset);
+    if (v) {
+        e = &c->entries[GPOINTER_TO_INT(v) - 1];
+        if (fresh) {
+            memset(e->table, 0, s->cluster_size);
+        }
+        e->pins++;
+        e->lru = ++c->lru_counter;
+        *table = e->table;
+        return 0;
+    }
+
+    /* Choose a slot: a free one, else the least recently used unpinned one. */
+    for (int i = 0; i < c->size; i++) {
+        Qcow2CacheEntry *x = &c->entries[i];
+        if (x->pins) {
+            continue;
+        }
+        if (!x->offset) {
+            e = x;
+            break;
+        }
+        if (!e || x->lru < e->lru) {
+            e = x;
+        }
+    }
+    if (!e) {
+        return -ENOMEM;
+    }
+    if (e->offset) {
+        e->pins++;   /* keep it while writing back */
+        ret = cache_write_entry(bs, c, e);
+        e->pins--;
+        if (ret < 0) {
+            return ret;
+        }
+        g_hash_table_remove(c->index, &e->offset);
+        e->offset = 0;
+    }
+    if (!e->table) {
+        e->table = blk_blockalign(cache_table_size(bs));
+    }
+    e->pins = 1;
+    if (fresh) {
+        memset(e->table, 0, s->cluster_size);
+    } else {
+        ret = bdrv_co_pread(bs->file->bs, offset, s->cluster_size, e->table, 0);
+        if (ret < 0) {
+            e->pins = 0;
+            return ret;
+        }
+    }
+    e->offset = offset;
+    e->dirty = false;
+    e->lru = ++c->lru_counter;
+    g_hash_table_insert(c->index, &e->offset, GINT_TO_POINTER((int)(e - c->entries) + 1));
+    *table = e->table;
+    return 0;
+}
+
+void qcow2_cache_put(Qcow2Cache *c, void *table)
+{
+    Qcow2CacheEntry *e = cache_find_table(c, table);
+    g_assert(e->pins > 0);
+    e->pins--;
+}
+
+void qcow2_cache_mark_dirty(Qcow2Cache *c, void *table)
+{
+    cache_find_table(c, table)->dirty = true;
+}
+
+int coroutine_fn qcow2_cache_write(BlockDriverState *bs, Qcow2Cache *c, void *table)
+{
+    Qcow2CacheEntry *e = cache_find_table(c, table);
+    e->dirty = true;
+    return cache_write_entry(bs, c, e);
+}
+
+int coroutine_fn qcow2_cache_flush(BlockDriverState *bs, Qcow2Cache *c)
+{
+    int result = 0;
+
+    for (int i = 0; i < c->size; i++) {
+        Qcow2CacheEntry *e = &c->entries[i];
+        if (e->offset && e->dirty) {
+            int ret;
+            e->pins++;
+            ret = cache_write_entry(bs, c, e);
+            e->pins--;
+            if (ret < 0 && result == 0) {
+                result = ret;
+            }
+        }
+    }
+    return result;
+}
+
+bool qcow2_cache_has_dirty(Qcow2Cache *c)
+{
+    for (int i = 0; i < c->size; i++) {
+        if (c->entries[i].offset && c->entries[i].dirty) {
+            return true;
+        }
+    }
+    return false;
+}
+
+void qcow2_cache_discard(Qcow2Cache *c, uint64_t offset)
+{
+    gpointer v = g_hash_table_lookup(c->index, &offset);
+    Qcow2CacheEntry *e;
+
+    if (!v) {
+        return;
+    }
+    e = &c->entries[GPOINTER_TO_INT(v) - 1];
+    if (e->pins) {
+        return;
+    }
+    g_hash_table_remove(c->index, &e->offset);
+    e->offset = 0;
+    e->dirty = false;
+}
+
+/* --- header --- */
+
+int coroutine_fn qcow2_write_header_field(BlockDriverState *bs, int offset, int len,
+                                          uint64_t value)
+{
+    uint8_t buf[8];
+
+    if (len == 8) {
+        stbe64(buf, value);
+    } else if (len == 4) {
+        stbe32(buf, value);
+    } else {
+        return -EINVAL;
+    }
+    return bdrv_co_pwrite(bs->file->bs, offset, len, buf, 0);
+}
+
+int coroutine_fn qcow2_mark_dirty(BlockDriverState *bs)
+{
+    BDRVQcow2State *s = bs->opaque;
+    int ret;
+
+    if (s->dirty_set || (s->incompat & QCOW2_INCOMPAT_DIRTY)) {
+        s->dirty_set = true;
+        return 0;
+    }
+    ret = bdrv_co_flush(bs->file->bs);
+    if (ret < 0) {
+        return ret;
+    }
+    ret = qcow2_write_header_field(bs, QCOW2_HDR_INCOMPAT, 8, s->incompat | QCOW2_INCOMPAT_DIRTY);
+    if (ret < 0) {
+        return ret;
+    }
+    ret = bdrv_co_flush(bs->file->bs);
+    if (ret < 0) {
+        return ret;
+    }
+    s->incompat |= QCOW2_INCOMPAT_DIRTY;
+    s->dirty_set = true;
+    return 0;
+}
+
+/* --- refcounts --- */
+
+int coroutine_fn qcow2_get_refcount(BlockDriverState *bs, uint64_t cluster_index, uint64_t *rc)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t ti = cluster_index >> s->rb_bits;
+    uint64_t off;
+    void *tbl;
+    int ret;
+
+    *rc = 0;
+    if (ti >= s->refcount_table_size) {
+        return 0;
+    }
+    off = s->refcount_table[ti] & REFT_OFFSET_MASK;
+    if (!off) {
+        return 0;
+    }
+    ret = qcow2_cache_get(bs, s->rb_cache, off, false, &tbl);
+    if (ret < 0) {
+        return ret;
+    }
+    *rc = qcow2_refblock_get(tbl, s->refcount_order,
+                             cluster_index & ((1ULL << s->rb_bits) - 1));
+    qcow2_cache_put(s->rb_cache, tbl);
+    return 0;
+}
+
+static bool is_reserved(BDRVQcow2State *s, uint64_t ci, uint64_t *skip_to)
+{
+    for (int i = 0; i < s->nresv; i++) {
+        if (ci >= s->resv_start[i] && ci < s->resv_end[i]) {
+            *skip_to = s->resv_end[i];
+            return true;
+        }
+    }
+    return false;
+}
+
+/* First cluster index of n free, unreserved, contiguous clusters. */
+static int64_t coroutine_fn find_free(BlockDriverState *bs, uint64_t n)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t ci = s->free_cluster_index;
+    uint64_t start = ci, run = 0;
+    uint64_t limit = (1ULL << (56 - s->cluster_bits));
+    int64_t first_free = -1;
+
+    while (ci < limit) {
+        uint64_t skip, ti = ci >> s->rb_bits, rc;
+        int ret;
+
+        if (is_reserved(s, ci, &skip)) {
+            ci = skip;
+            run = 0;
+            continue;
+        }
+        if (ti >= s->refcount_table_size || !(s->refcount_table[ti] & REFT_OFFSET_MASK)) {
+            rc = 0;
+        } else {
+            ret = qcow2_get_refcount(bs, ci, &rc);
+            if (ret < 0) {
+                return ret;
+            }
+        }
+        if (rc == 0) {
+            if (first_free < 0) {
+                first_free = ci;
+            }
+            if (run == 0) {
+                start = ci;
+            }
+            if (++run == n) {
+                if ((uint64_t)first_free == start) {
+                    s->free_cluster_index = start + n;
+                } else {
+                    s->free_cluster_index = first_free;
+                }
+                return start;
+            }
+        } else {
+            run = 0;
+        }
+        ci++;
+    }
+    return -ENOSPC;
+}
+
+static int coroutine_fn ensure_refblock(BlockDriverState *bs, uint64_t ti);
+
+static int coroutine_fn set_reftable_entry(BlockDriverState *bs, uint64_t ti, uint64_t off)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint8_t buf[8];
+    int ret;
+
+    stbe64(buf, off);
+    ret = bdrv_co_pwrite(bs->file->bs, s->refcount_table_offset + ti * 8, 8, buf, 0);
+    if (ret < 0) {
+        return ret;
+    }
+    s->refcount_table[ti] = off;
+    s->rc_unsynced = true;
+    return 0;
+}
+
+int coroutine_fn qcow2_update_refcount(BlockDriverState *bs, uint64_t offset, uint64_t length,
+                                       int64_t delta)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t first, last;
+    void *tbl = NULL;
+    uint64_t tbl_ti = UINT64_MAX;
+    int ret = 0;
+
+    if (length == 0) {
+        return 0;
+    }
+    first = offset >> s->cluster_bits;
+    last = (offset + length - 1) >> s->cluster_bits;
+    for (uint64_t ci = first; ci <= last; ci++) {
+        uint64_t ti = ci >> s->rb_bits;
+        uint64_t idx = ci & ((1ULL << s->rb_bits) - 1);
+        uint64_t v;
+
+        if (ti != tbl_ti) {
+            if (tbl) {
+                qcow2_cache_put(s->rb_cache, tbl);
+                tbl = NULL;
+            }
+            if (delta > 0) {
+                ret = ensure_refblock(bs, ti);
+                if (ret < 0) {
+                    return ret;
+                }
+            } else if (ti >= s->refcount_table_size ||
+                       !(s->refcount_table[ti] & REFT_OFFSET_MASK)) {
+                log_warning("%s: qcow2: freeing cluster %#" G_GINT64_MODIFIER "x without "
+                            "refcount block", bs->filename, ci << s->cluster_bits);
+                return -EIO;
+            }
+            ret = qcow2_cache_get(bs, s->rb_cache, s->refcount_table[ti] & REFT_OFFSET_MASK,
+                                  false, &tbl);
+            if (ret < 0) {
+                return ret;
+            }
+            tbl_ti = ti;
+        }
+        v = qcow2_refblock_get(tbl, s->refcount_order, idx);
+        if (delta < 0 && v < (uint64_t)-delta) {
+            log_warning("%s: qcow2: refcount underflow at %#" G_GINT64_MODIFIER "x",
+                        bs->filename, ci << s->cluster_bits);
+            ret = -EIO;
+            break;
+        }
+        if (delta > 0 && (uint64_t)delta > s->refcount_max - v) {
+            ret = -ERANGE;
+            break;
+        }
+        v += delta;
+        qcow2_refblock_set(tbl, s->refcount_order, idx, v);
+        qcow2_cache_mark_dirty(s->rb_cache, tbl);
+        if (v == 0) {
+            uint64_t coff = ci << s->cluster_bits;
+            if (ci < s->free_cluster_index) {
+                s->free_cluster_index = ci;
+            }
+            qcow2_cache_discard(s->l2_cache, coff);
+            if (coff != (s->refcount_table[ti] & REFT_OFFSET_MASK)) {
+                qcow2_cache_discard(s->rb_cache, coff);
+            }
+        }
+    }
+    if (tbl) {
+        qcow2_cache_put(s->rb_cache, tbl);
+    }
+    return ret;
+}
+
+/* Grow the refcount table to at least min_entries entries.  The new table and the refcount
+ * blocks needed to describe it are placed together in free space and describe themselves. */
+static int coroutine_fn grow_reftable(BlockDriverState *bs, uint64_t min_entries)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t per_cluster = s->cluster_size / 8;
+    uint64_t new_entries, tc = 0, m = 0, area_start = 0, old_off, old_tc;
+    uint64_t *new_table = NULL;
+    GArray *need = g_array_new(FALSE, FALSE, sizeof(uint64_t));
+    int ret = 0, iter;
+
+    new_entries = MAX(min_entries, (uint64_t)s->refcount_table_size * 3 / 2);
+    new_entries = MAX(new_entries, per_cluster);
+    new_entries = ROUND_UP(new_entries, per_cluster);
+
+    for (iter = 0; iter < 64; iter++) {
+        int64_t start;
+        uint64_t first_ti, last_ti;
+
+        tc = new_entries / per_cluster;
+        if (tc * s->cluster_size > QCOW2_MAX_REFTABLE_BYTES * 4ULL) {
+            ret = -EFBIG;
+            goto out;
+        }
+        start = find_free(bs, tc + m);
+        if (start < 0) {
+            ret = start;
+            goto out;
+        }
+        area_start = start;
+        first_ti = area_start >> s->rb_bits;
+        last_ti = (area_start + tc + m - 1) >> s->rb_bits;
+        if (last_ti >= new_entries) {
+            new_entries = ROUND_UP(last_ti + 1, per_cluster);
+            continue;
+        }
+        g_array_set_size(need, 0);
+        for (uint64_t ti = first_ti; ti <= last_ti; ti++) {
+            if (ti >= s->refcount_table_size || !(s->refcount_table[ti] & REFT_OFFSET_MASK)) {
+                g_array_append_val(need, ti);
+            }
+        }
+        if (need->len == m) {
+            break;
+        }
+        m = need->len;
+    }
+    if (iter == 64) {
+        ret = -EIO;
+        goto out;
+    }
+
+    g_assert(s->nresv < 8);
+    s->resv_start[s->nresv] = area_start;
+    s->resv_end[s->nresv] = area_start + tc + m;
+    s->nresv++;
+
+    new_table = blk_blockalign(tc * s->cluster_size);
+    memset(new_table, 0, tc * s->cluster_size);
+    for (uint32_t i = 0; i < s->refcount_table_size; i++) {
+        new_table[i] = s->refcount_table[i];
+    }
+
+    /* New refcount blocks, written before anything points at them. */
+    for (uint64_t j = 0; j < m; j++) {
+        uint64_t ti = g_array_index(need, uint64_t, j);
+        uint64_t boff = (area_start + tc + j) << s->cluster_bits;
+        uint64_t base = ti << s->rb_bits;
+        void *tbl;
+
+        ret = qcow2_cache_get(bs, s->rb_cache, boff, true, &tbl);
+        if (ret < 0) {
+            goto out_unreserve;
+        }
+        for (uint64_t ci = area_start; ci < area_start + tc + m; ci++) {
+            if ((ci >> s->rb_bits) == ti) {
+                qcow2_refblock_set(tbl, s->refcount_order, ci - base, 1);
+            }
+        }
+        ret = qcow2_cache_write(bs, s->rb_cache, tbl);
+        qcow2_cache_put(s->rb_cache, tbl);
+        if (ret < 0) {
+            goto out_unreserve;
+        }
+        new_table[ti] = boff;
+    }
+    /* Area clusters covered by existing refcount blocks. */
+    for (uint64_t ci = area_start; ci < area_start + tc + m; ci++) {
+        uint64_t ti = ci >> s->rb_bits;
+        if (ti < s->refcount_table_size && (s->refcount_table[ti] & REFT_OFFSET_MASK)) {
+            ret = qcow2_update_refcount(bs, ci << s->cluster_bits, 1, 1);
+            if (ret < 0) {
+                goto out_unreserve;
+            }
+        }
+    }
+    ret = qcow2_cache_flush(bs, s->rb_cache);
+    if (ret < 0) {
+        goto out_unreserve;
+    }
+    for (uint64_t i = 0; i < new_entries; i++) {
+        new_table[i] = GUINT64_TO_BE(new_table[i]);
+    }
+    ret = bdrv_co_pwrite(bs->file->bs, area_start << s->cluster_bits, tc * s->cluster_size,
+                         new_table, 0);
+    for (uint64_t i = 0; i < new_entries; i++) {
+        new_table[i] = GUINT64_FROM_BE(new_table[i]);
+    }
+    if (ret < 0) {
+        goto out_unreserve;
+    }
+    ret = bdrv_co_flush(bs->file->bs);
+    if (ret < 0) {
+        goto out_unreserve;
+    }
+    {
+        uint8_t hdr[12];
+        stbe64(hdr, area_start << s->cluster_bits);
+        stbe32(hdr + 8, tc);
+        ret = bdrv_co_pwrite(bs->file->bs, QCOW2_HDR_REFTABLE_OFFSET, 12, hdr, 0);
+        if (ret < 0) {
+            goto out_unreserve;
+        }
+    }
+    ret = bdrv_co_flush(bs->file->bs);
+    if (ret < 0) {
+        goto out_unreserve;
+    }
+    old_off = s->refcount_table_offset;
+    old_tc = DIV_ROUND_UP((uint64_t)s->refcount_table_size * 8, s->cluster_size);
+    g_free(s->refcount_table);
+    s->refcount_table = g_new(uint64_t, new_entries);
+    memcpy(s->refcount_table, new_table, new_entries * 8);
+    s->refcount_table_size = new_entries;
+    s->refcount_table_offset = area_start << s->cluster_bits;
+    s->rc_unsynced = false;
+    /* Nothing references the old table any more. */
+    if (old_off && old_tc) {
+        ret = qcow2_update_refcount(bs, old_off, old_tc * s->cluster_size, -1);
+    }
+
+out_unreserve:
+    s->nresv--;
+out:
+    if (new_table) {
+        blk_vfree(new_table);
+    }
+    g_array_free(need, TRUE);
+    return ret;
+}
+
+static int coroutine_fn ensure_refblock(BlockDriverState *bs, uint64_t ti)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t base, b = UINT64_MAX, boff;
+    void *tbl;
+    int ret;
+
+    if (ti >= s->refcount_table_size) {
+        ret = grow_reftable(bs, ti + 1);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    if (s->refcount_table[ti] & REFT_OFFSET_MASK) {
+        return 0;
+    }
+
+    /* Prefer a block that describes itself: every cluster of its range is free. */
+    base = ti << s->rb_bits;
+    for (uint64_t ci = base; ci < base + (1ULL << s->rb_bits); ci++) {
+        uint64_t skip;
+        if (!is_reserved(s, ci, &skip)) {
+            b = ci;
+            break;
+        }
+        ci = skip - 1;
+    }
+    if (b != UINT64_MAX) {
+        boff = b << s->cluster_bits;
+        ret = qcow2_cache_get(bs, s->rb_cache, boff, true, &tbl);
+        if (ret < 0) {
+            return ret;
+        }
+        qcow2_refblock_set(tbl, s->refcount_order, b - base, 1);
+    } else {
+        int64_t off = qcow2_alloc_clusters(bs, 1);
+        if (off < 0) {
+            return off;
+        }
+        if (s->refcount_table[ti] & REFT_OFFSET_MASK) {
+            /* the nested allocation created it after all */
+            return qcow2_update_refcount(bs, off, s->cluster_size, -1);
+        }
+        boff = off;
+        ret = qcow2_cache_get(bs, s->rb_cache, boff, true, &tbl);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    ret = qcow2_cache_write(bs, s->rb_cache, tbl);
+    qcow2_cache_put(s->rb_cache, tbl);
+    if (ret < 0) {
+        return ret;
+    }
+    ret = bdrv_co_flush(bs->file->bs);
+    if (ret < 0) {
+        return ret;
+    }
+    return set_reftable_entry(bs, ti, boff);
+}
+
+int64_t coroutine_fn qcow2_alloc_clusters(BlockDriverState *bs, uint64_t n)
+{
+    BDRVQcow2State *s = bs->opaque;
+    int64_t start;
+    int ret = 0;
+
+    if (n == 0) {
+        return -EINVAL;
+    }
+    if (s->nresv >= 6) {
+        return -EIO;
+    }
+    start = find_free(bs, n);
+    if (start < 0) {
+        return start;
+    }
+    s->resv_start[s->nresv] = start;
+    s->resv_end[s->nresv] = start + n;
+    s->nresv++;
+    for (uint64_t ti = start >> s->rb_bits; ti <= (start + n - 1) >> s->rb_bits; ti++) {
+        ret = ensure_refblock(bs, ti);
+        if (ret < 0) {
+            goto out;
+        }
+    }
+    ret = qcow2_update_refcount(bs, (uint64_t)start << s->cluster_bits, n << s->cluster_bits, 1);
+out:
+    s->nresv--;
+    if (ret < 0) {
+        return ret;
+    }
+    if (s->free_cluster_index < (uint64_t)start + n && s->free_cluster_index >= (uint64_t)start) {
+        s->free_cluster_index = start + n;
+    }
+    return (int64_t)start << s->cluster_bits;
+}
+
+void qcow2_free_deferred(BlockDriverState *bs, uint64_t offset, uint64_t length)
+{
+    BDRVQcow2State *s = bs->opaque;
+    Qcow2PendingFree f = { .offset = offset, .length = length };
+
+    if (length) {
+        g_array_append_val(s->pending_frees, f);
+    }
+}
+
+void qcow2_free_l2_entry(BlockDriverState *bs, uint64_t entry)
+{
+    BDRVQcow2State *s = bs->opaque;
+
+    if (entry & QCOW_OFLAG_COMPRESSED) {
+        uint64_t host, bytes, rs, rl;
+        qcow2_compressed_decode(s->cluster_bits, entry, &host, &bytes, &rs, &rl);
+        qcow2_free_deferred(bs, rs, rl);
+    } else if (entry & L2E_OFFSET_MASK) {
+        qcow2_free_deferred(bs, entry & L2E_OFFSET_MASK, s->cluster_size);
+    }
+}
+
+int coroutine_fn qcow2_pre_l2_write(BlockDriverState *bs)
+{
+    BDRVQcow2State *s = bs->opaque;
+    int ret;
+
+    if (s->lazy_refcounts) {
+        return qcow2_mark_dirty(bs);
+    }
+    if (qcow2_cache_has_dirty(s->rb_cache)) {
+        ret = qcow2_cache_flush(bs, s->rb_cache);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    if (s->rc_unsynced) {
+        ret = bdrv_co_flush(bs->file->bs);
+        if (ret < 0) {
+            return ret;
+        }
+        s->rc_unsynced = false;
+    }
+    return 0;
+}
+
+int coroutine_fn qcow2_flush_metadata(BlockDriverState *bs)
+{
+    BDRVQcow2State *s = bs->opaque;
+    int ret;
+
+    if (s->read_only) {
+        return 0;
+    }
+    if (qcow2_cache_has_dirty(s->l2_cache)) {
+        ret = qcow2_pre_l2_write(bs);
+        if (ret < 0) {
+            return ret;
+        }
+        ret = qcow2_cache_flush(bs, s->l2_cache);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    if (s->pending_frees->len && s->inflight_writes == 0) {
+        GArray *frees = s->pending_frees;
+
+        ret = bdrv_co_flush(bs->file->bs);
+        if (ret < 0) {
+            return ret;
+        }
+        s->pending_frees = g_array_new(FALSE, FALSE, sizeof(Qcow2PendingFree));
+        for (guint i = 0; i < frees->len; i++) {
+            Qcow2PendingFree *f = &g_array_index(frees, Qcow2PendingFree, i);
+            ret = qcow2_update_refcount(bs, f->offset, f->length, -1);
+            if (ret < 0) {
+                log_warning("%s: qcow2: cannot free clusters at %#" G_GINT64_MODIFIER "x: %s",
+                            bs->filename, f->offset, g_strerror(-ret));
+            }
+        }
+        g_array_free(frees, TRUE);
+    }
+    ret = qcow2_cache_flush(bs, s->rb_cache);
+    if (ret < 0) {
+        return ret;
+    }
+    return 0;
+}
+
+/* --- rebuild (dirty images) --- */
+
+typedef struct RebuildState {
+    BlockDriverState *bs;
+    uint32_t *counts;
+    uint64_t nb;
+    GError **errp;
+} RebuildState;
+
+static int rebuild_inc(RebuildState *r, uint64_t offset, uint64_t length, const char *what)
+{
+    BDRVQcow2State *s = r->bs->opaque;
+
+    if (!length) {
+        return 0;
+    }
+    for (uint64_t ci = offset >> s->cluster_bits;
+         ci <= (offset + length - 1) >> s->cluster_bits; ci++) {
+        if (ci >= r->nb) {
+            error_setg(r->errp, "%s: qcow2: %s at %#" G_GINT64_MODIFIER "x is beyond the end "
+                       "of the file; run 'qemu-img check -r all'", r->bs->filename, what,
+                       offset);
+            return -EIO;
+        }
+        if (r->counts[ci] < UINT32_MAX) {
+            r->counts[ci]++;
+        }
+    }
+    return 0;
+}
+
+static int coroutine_fn rebuild_walk_l1(RebuildState *r, const uint64_t *l1, uint32_t l1_size)
+{
+    BlockDriverState *bs = r->bs;
+    BDRVQcow2State *s = bs->opaque;
+    uint8_t *l2 = blk_blockalign(s->cluster_size);
+    int ret = 0;
+
+    for (uint32_t i = 0; i < l1_size; i++) {
+        uint64_t l2off = l1[i] & L1E_OFFSET_MASK;
+        if (!l2off) {
+            continue;
+        }
+        if (l2off & (s->cluster_size - 1)) {
+            error_setg(r->errp, "%s: qcow2: misaligned L2 table offset %#" G_GINT64_MODIFIER
+                       "x; run 'qemu-img check -r all'", bs->filename, l2off);
+            ret = -EIO;
+            break;
+        }
+        ret = rebuild_inc(r, l2off, s->cluster_size, "L2 table");
+        if (ret < 0) {
+            break;
+        }
+        ret = bdrv_co_pread(bs->file->bs, l2off, s->cluster_size, l2, 0);
+        if (ret < 0) {
+            error_setg_errno(r->errp, ret, "%s: qcow2: cannot read L2 table", bs->filename);
+            break;
+        }
+        for (uint32_t j = 0; j < s->l2_size; j++) {
+            uint64_t e = qcow2_l2_entry(s, l2, j);
+            if (e & QCOW_OFLAG_COMPRESSED) {
+                uint64_t host, bytes, rs, rl;
+                qcow2_compressed_decode(s->cluster_bits, e, &host, &bytes, &rs, &rl);
+                ret = rebuild_inc(r, rs, rl, "compressed cluster");
+            } else if (e & L2E_OFFSET_MASK) {
+                ret = rebuild_inc(r, e & L2E_OFFSET_MASK, s->cluster_size, "data cluster");
+            }
+            if (ret < 0) {
+                goto out;
+            }
+        }
+    }
+out:
+    blk_vfree(l2);
+    return ret;
+}
+
+int coroutine_fn qcow2_rebuild_refcounts(BlockDriverState *bs, GError **errp)
+{
+    BDRVQcow2State *s = bs->opaque;
+    RebuildState r = { .bs = bs, .errp = errp };
+    int64_t file_len = bdrv_getlength(bs->file->bs);
+    uint64_t first, nblocks = 0, tc = 0, total, E = 1ULL << s->rb_bits;
+    uint64_t *table = NULL;
+    uint8_t *blk = NULL;
+    int ret;
+
+    if (file_len < 0) {
+        error_setg_errno(errp, file_len, "%s: cannot get file size", bs->filename);
+        return file_len;
+    }
+    r.nb = DIV_ROUND_UP((uint64_t)file_len, s->cluster_size);
+    if (r.nb > (1ULL << 28)) {
+        error_setg(errp, "%s: qcow2: image too large to repair its refcounts", bs->filename);
+        return -EFBIG;
+    }
+    r.counts = g_try_new0(uint32_t, r.nb + 1);
+    if (!r.counts) {
+        error_setg(errp, "%s: qcow2: out of memory repairing refcounts", bs->filename);
+        return -ENOMEM;
+    }
+
+    ret = rebuild_inc(&r, 0, s->cluster_size, "header");
+    if (ret == 0) {
+        ret = rebuild_inc(&r, s->l1_table_offset, (uint64_t)s->l1_size * 8, "L1 table");
+    }
+    if (ret == 0) {
+        ret = rebuild_walk_l1(&r, s->l1_table, s->l1_size);
+    }
+    for (uint32_t i = 0; ret == 0 && i < s->nb_snapshots; i++) {
+        Qcow2Snapshot *sn = &s->snapshots[i];
+        uint64_t *l1;
+        uint64_t bytes = (uint64_t)sn->l1_size * 8;
+
+        ret = rebuild_inc(&r, sn->l1_table_offset, bytes, "snapshot L1 table");
+        if (ret < 0 || !bytes) {
+            break;
+        }
+        l1 = blk_blockalign(ROUND_UP(bytes, 512));
+        ret = bdrv_co_pread(bs->file->bs, sn->l1_table_offset, bytes, l1, 0);
+        if (ret < 0) {
+            error_setg_errno(errp, ret, "%s: qcow2: cannot read snapshot L1 table",
+                             bs->filename);
+        } else {
+            for (uint32_t j = 0; j < sn->l1_size; j++) {
+                l1[j] = GUINT64_FROM_BE(l1[j]);
+            }
+            ret = rebuild_walk_l1(&r, l1, sn->l1_size);
+        }
+        blk_vfree(l1);
+    }
+    if (ret == 0 && s->nb_snapshots) {
+        ret = rebuild_inc(&r, s->snapshots_offset, s->snapshots_size, "snapshot table");
+    }
+    if (ret < 0) {
+        goto out;
+    }
+
+    /* New refcount blocks and table go after the last used cluster. */
+    first = r.nb;
+    while (first > 0 && r.counts[first - 1] == 0) {
+        first--;
+    }
+    for (int iter = 0; iter < 16; iter++) {
+        uint64_t nb2, tc2;
+        total = first + nblocks + tc;
+        nb2 = DIV_ROUND_UP(total, E);
+        tc2 = DIV_ROUND_UP(nb2 * 8, s->cluster_size);
+        if (nb2 == nblocks && tc2 == tc) {
+            break;
+        }
+        nblocks = nb2;
+        tc = tc2;
+    }
+    total = first + nblocks + tc;
+    if (tc * s->cluster_size > QCOW2_MAX_REFTABLE_BYTES * 4ULL) {
+        error_setg(errp, "%s: qcow2: refcount table would be too large", bs->filename);
+        ret = -EFBIG;
+        goto out;
+    }
+
+    table = g_new0(uint64_t, tc * s->cluster_size / 8);
+    blk = blk_blockalign(s->cluster_size);
+    for (uint64_t j = 0; j < nblocks; j++) {
+        memset(blk, 0, s->cluster_size);
+        for (uint64_t k = 0; k < E; k++) {
+            uint64_t ci = j * E + k;
+            uint64_t v = ci < r.nb ? r.counts[ci] : 0;
+            if (ci >= first && ci < total) {
+                v++;
+            }
+            if (v > s->refcount_max) {
+                error_setg(errp, "%s: qcow2: refcount of cluster %" G_GUINT64_FORMAT " does not "
+                           "fit in %d bits", bs->filename, ci, 1 << s->refcount_order);
+                ret = -ERANGE;
+                goto out;
+            }
+            if (v) {
+                qcow2_refblock_set(blk, s->refcount_order, k, v);
+            }
+        }
+        ret = bdrv_co_pwrite(bs->file->bs, (first + j) << s->cluster_bits, s->cluster_size,
+                             blk, 0);
+        if (ret < 0) {
+            error_setg_errno(errp, ret, "%s: qcow2: cannot write refcount block", bs->filename);
+            goto out;
+        }
+        table[j] = GUINT64_TO_BE((first + j) << s->cluster_bits);
+    }
+    for (uint64_t j = 0; j < tc; j++) {
+        memcpy(blk, (uint8_t *)table + j * s->cluster_size, s->cluster_size);
+        ret = bdrv_co_pwrite(bs->file->bs, (first + nblocks + j) << s->cluster_bits,
+                             s->cluster_size, blk, 0);
+        if (ret < 0) {
+            error_setg_errno(errp, ret, "%s: qcow2: cannot write refcount table", bs->filename);
+            goto out;
+        }
+    }
+    ret = bdrv_co_flush(bs->file->bs);
+    if (ret < 0) {
+        error_setg_errno(errp, ret, "%s: qcow2: flush failed", bs->filename);
+        goto out;
+    }
+    {
+        uint8_t hdr[12];
+        stbe64(hdr, (first + nblocks) << s->cluster_bits);
+        stbe32(hdr + 8, tc);
+        ret = bdrv_co_pwrite(bs->file->bs, QCOW2_HDR_REFTABLE_OFFSET, 12, hdr, 0);
+    }
+    if (ret == 0) {
+        ret = bdrv_co_flush(bs->file->bs);
+    }
+    if (ret < 0) {
+        error_setg_errno(errp, ret, "%s: qcow2: cannot update the header", bs->filename);
+        goto out;
+    }
+
+    /* Swap in the new table; drop cached blocks of the old one. */
+    for (int i = 0; i < s->rb_cache->size; i++) {
+        Qcow2CacheEntry *e = &s->rb_cache->entries[i];
+        if (e->offset) {
+            g_hash_table_remove(s->rb_cache->index, &e->offset);
+            e->offset = 0;
+            e->dirty = false;
+        }
+    }
+    g_free(s->refcount_table);
+    s->refcount_table_size = tc * s->cluster_size / 8;
+    s->refcount_table = g_new(uint64_t, s->refcount_table_size);
+    for (uint32_t i = 0; i < s->refcount_table_size; i++) {
+        s->refcount_table[i] = GUINT64_FROM_BE(table[i]);
+    }
+    s->refcount_table_offset = (first + nblocks) << s->cluster_bits;
+    s->free_cluster_index = 0;
+
+    ret = qcow2_write_header_field(bs, QCOW2_HDR_INCOMPAT, 8,
+                                   s->incompat & ~QCOW2_INCOMPAT_DIRTY);
+    if (ret == 0) {
+        ret = bdrv_co_flush(bs->file->bs);
+    }
+    if (ret < 0) {
+        error_setg_errno(errp, ret, "%s: qcow2: cannot clear the dirty bit", bs->filename);
+        goto out;
+    }
+    s->incompat &= ~QCOW2_INCOMPAT_DIRTY;
+    s->dirty_set = false;
+
+out:
+    g_free(r.counts);
+    g_free(table);
+    if (blk) {
+        blk_vfree(blk);
+    }
+    return ret;
+}

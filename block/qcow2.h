@@ -1,0 +1,308 @@
+/* qcow2.h - qcow2 format driver: on-disk constants, driver state and the interfaces between
+ * qcow2.c (open/close/I/O/create), qcow2-cluster.c (L1/L2 mapping), qcow2-refcount.c
+ * (refcounts, allocation, metadata caches) and qcow2-snapshot.c (internal snapshot table).
+ *
+ * Threads: all metadata (header fields, L1 table, both caches, refcount table, pending frees)
+ * is protected by BDRVQcow2State.lock, a CoMutex; every function below that takes a
+ * BlockDriverState is called with that lock held unless its comment says otherwise.  Guest data
+ * I/O on clusters that are already allocated is done with the lock dropped.
+ */
+#ifndef BLOCK_QCOW2_H
+#define BLOCK_QCOW2_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <glib.h>
+#include "block/block.h"
+#include "block/coroutine.h"
+#include "block/util.h"
+
+#define QCOW2_MAGIC                 0x514649fbU   /* "QFI\xfb" */
+
+#define QCOW2_INCOMPAT_DIRTY        (1ULL << 0)
+#define QCOW2_INCOMPAT_CORRUPT      (1ULL << 1)
+#define QCOW2_INCOMPAT_DATA_FILE    (1ULL << 2)
+#define QCOW2_INCOMPAT_COMPRESSION  (1ULL << 3)
+#define QCOW2_INCOMPAT_EXTL2        (1ULL << 4)
+#define QCOW2_INCOMPAT_KNOWN        0x1fULL
+
+#define QCOW2_COMPAT_LAZY_REFCOUNTS (1ULL << 0)
+
+#define QCOW2_EXT_END               0x00000000U
+#define QCOW2_EXT_BACKING_FORMAT    0xe2792acaU
+#define QCOW2_EXT_FEATURE_TABLE     0x6803f857U
+#define QCOW2_EXT_BITMAPS           0x23852875U
+#define QCOW2_EXT_CRYPTO            0x0537be77U
+#define QCOW2_EXT_DATA_FILE         0x44415441U
+
+#define QCOW2_COMPRESSION_ZLIB      0
+#define QCOW2_COMPRESSION_ZSTD      1
+
+/* Header field offsets, for in-place updates that leave extensions untouched. */
+#define QCOW2_HDR_SIZE              24
+#define QCOW2_HDR_L1_SIZE           36   /* followed by l1_table_offset at 40 */
+#define QCOW2_HDR_REFTABLE_OFFSET   48   /* followed by refcount_table_clusters at 56 */
+#define QCOW2_HDR_INCOMPAT          72
+#define QCOW2_HDR_AUTOCLEAR         88
+
+/* L1/L2/refcount table entries */
+#define QCOW_OFLAG_COPIED           (1ULL << 63)
+#define QCOW_OFLAG_COMPRESSED       (1ULL << 62)
+#define QCOW_OFLAG_ZERO             (1ULL << 0)
+#define L1E_OFFSET_MASK             0x00fffffffffffe00ULL
+#define L2E_OFFSET_MASK             0x00fffffffffffe00ULL
+#define REFT_OFFSET_MASK            0xfffffffffffffe00ULL
+#define L1E_RESERVED_MASK           0x7f000000000001ffULL
+
+#define QCOW2_SUBCLUSTERS           32
+#define QCOW2_BITMAP_ALLOC_ALL      0x00000000ffffffffULL
+#define QCOW2_BITMAP_ZERO_ALL       0xffffffff00000000ULL
+
+/* Implementation limits on untrusted header values (QEMU's, so every QEMU image opens). */
+#define QCOW2_MIN_CLUSTER_BITS      9
+#define QCOW2_MAX_CLUSTER_BITS      21
+#define QCOW2_MAX_L1_BYTES          (32 * 1024 * 1024)
+#define QCOW2_MAX_REFTABLE_BYTES    (8 * 1024 * 1024)
+#define QCOW2_MAX_SNAPSHOTS         65536
+#define QCOW2_MAX_SNAPSHOTS_BYTES   (64 * 1024 * 1024)
+#define QCOW2_MAX_BACKING_NAME      1023
+
+/* What one guest subcluster (or whole cluster without extended L2) reads as. */
+typedef enum {
+    QCOW2_SC_UNALLOC_PLAIN,  /* no host cluster: read the backing file (or zeros) */
+    QCOW2_SC_UNALLOC_ALLOC,  /* host cluster exists, this subcluster unallocated (extended L2) */
+    QCOW2_SC_ZERO_PLAIN,     /* reads as zeros, no host cluster */
+    QCOW2_SC_ZERO_ALLOC,     /* reads as zeros, host cluster preallocated */
+    QCOW2_SC_NORMAL,         /* data at the host offset */
+    QCOW2_SC_COMPRESSED,     /* compressed cluster (never has subclusters) */
+    QCOW2_SC_INVALID,        /* damaged entry */
+} Qcow2SubclusterType;
+
+/* A cache of cluster-sized metadata tables (L2 tables or refcount blocks). */
+typedef struct Qcow2CacheEntry {
+    uint64_t offset;         /* host offset of the table, 0 = slot free */
+    void *table;             /* cluster_size bytes, aligned */
+    bool dirty;
+    int pins;                /* in use by a caller: not evictable */
+    uint64_t lru;
+} Qcow2CacheEntry;
+
+typedef struct Qcow2Cache {
+    Qcow2CacheEntry *entries;
+    int size;
+    bool is_l2;              /* writing back an L2 table needs the refcounts durable first */
+    uint64_t lru_counter;
+    GHashTable *index;       /* offset -> entry index + 1 */
+} Qcow2Cache;
+
+typedef struct Qcow2Snapshot {
+    uint64_t l1_table_offset;
+    uint32_t l1_size;
+    char *id;
+    char *name;
+    uint32_t date_sec;
+    uint32_t date_nsec;
+    uint64_t vm_clock_nsec;
+    uint64_t vm_state_size;
+    uint64_t disk_size;
+    uint32_t extra_size;
+} Qcow2Snapshot;
+
+typedef struct Qcow2PendingFree {
+    uint64_t offset;
+    uint64_t length;
+} Qcow2PendingFree;
+
+typedef struct BDRVQcow2State {
+    CoMutex lock;
+
+    /* geometry */
+    int version;
+    int cluster_bits;
+    uint32_t cluster_size;
+    bool ext_l2;
+    int l2_entry_size;       /* 8, or 16 with extended L2 */
+    int l2_bits;             /* log2 of entries per L2 table */
+    uint32_t l2_size;        /* entries per L2 table */
+    int sc_bits;             /* log2 of the subcluster size (== cluster_bits without ext L2) */
+    uint32_t sc_size;
+    int csize_shift;         /* compressed descriptor: sector count position */
+    uint64_t csize_mask;
+    uint64_t cluster_offset_mask;
+    int refcount_order;
+    int rb_bits;             /* log2 of refcount entries per refcount block */
+    uint64_t refcount_max;
+    int compression_type;
+
+    /* header */
+    uint64_t size;           /* virtual size */
+    uint64_t incompat;
+    uint64_t compat;
+    uint64_t autoclear;
+    uint32_t header_length;
+    char *feature_table;     /* raw feature name table extension, or NULL */
+    uint32_t feature_table_len;
+
+    /* L1 */
+    uint64_t *l1_table;      /* host byte order */
+    uint32_t l1_size;
+    uint64_t l1_table_offset;
+
+    /* refcounts */
+    uint64_t *refcount_table;    /* host byte order */
+    uint32_t refcount_table_size;   /* entries */
+    uint64_t refcount_table_offset;
+    uint64_t free_cluster_index; /* allocation search hint */
+    GArray *pending_frees;       /* Qcow2PendingFree: applied after the L2 tables are durable */
+    bool rc_unsynced;            /* refcount metadata written but not yet flushed to disk */
+    uint64_t resv_start[8], resv_end[8];  /* clusters being allocated (not yet refcounted) */
+    int nresv;
+
+    /* snapshots */
+    uint32_t nb_snapshots;
+    uint64_t snapshots_offset;
+    uint64_t snapshots_size;     /* bytes of the table */
+    Qcow2Snapshot *snapshots;
+    bool snapshot_loaded;        /* presenting an internal snapshot (read-only) */
+
+    Qcow2Cache *l2_cache;
+    Qcow2Cache *rb_cache;
+
+    bool read_only;
+    bool lazy_refcounts;         /* lazy refcount mode in effect */
+    bool dirty_set;              /* we set the dirty bit in the header */
+    int inflight_writes;         /* guest writes in flight with the lock dropped */
+} BDRVQcow2State;
+
+/* --- pure helpers (no I/O; unit-tested) --- */
+
+/* Refcount of entry idx in a refcount block with entries of 1 << order bits. */
+uint64_t qcow2_refblock_get(const void *block, int order, uint64_t idx);
+void qcow2_refblock_set(void *block, int order, uint64_t idx, uint64_t value);
+
+/* Type of subcluster sc of an L2 entry (sc is ignored without extended L2). */
+Qcow2SubclusterType qcow2_sc_type(const BDRVQcow2State *s, uint64_t entry, uint64_t bitmap,
+                                  int sc);
+/* Decode a compressed cluster descriptor: host byte offset of the data, bytes of compressed
+ * data available from there, and the sector-aligned range whose clusters it holds refcounts
+ * on. */
+void qcow2_compressed_decode(int cluster_bits, uint64_t entry, uint64_t *host, uint64_t *bytes,
+                             uint64_t *ref_start, uint64_t *ref_len);
+/* Fill the derived geometry fields of s from cluster_bits, ext_l2 and refcount_order. */
+void qcow2_set_geometry(BDRVQcow2State *s, int cluster_bits, bool ext_l2, int refcount_order);
+
+/* L2 entry access (table in on-disk byte order). */
+static inline uint64_t qcow2_l2_entry(const BDRVQcow2State *s, const void *table, uint32_t i)
+{
+    return ldbe64((const uint8_t *)table + (size_t)i * s->l2_entry_size);
+}
+static inline uint64_t qcow2_l2_bitmap(const BDRVQcow2State *s, const void *table, uint32_t i)
+{
+    return s->ext_l2 ? ldbe64((const uint8_t *)table + (size_t)i * 16 + 8) : 0;
+}
+static inline void qcow2_l2_set(const BDRVQcow2State *s, void *table, uint32_t i, uint64_t entry,
+                                uint64_t bitmap)
+{
+    stbe64((uint8_t *)table + (size_t)i * s->l2_entry_size, entry);
+    if (s->ext_l2) {
+        stbe64((uint8_t *)table + (size_t)i * 16 + 8, bitmap);
+    }
+}
+
+/* --- metadata caches (qcow2-refcount.c) --- */
+
+Qcow2Cache *qcow2_cache_new(int size, bool is_l2, uint32_t table_size);
+void qcow2_cache_free(Qcow2Cache *c);
+/* Get the table at host offset (read it unless fresh); pinned until qcow2_cache_put. */
+int coroutine_fn qcow2_cache_get(BlockDriverState *bs, Qcow2Cache *c, uint64_t offset,
+                                 bool fresh, void **table);
+void qcow2_cache_put(Qcow2Cache *c, void *table);
+void qcow2_cache_mark_dirty(Qcow2Cache *c, void *table);
+/* Write one table now (clears its dirty flag). */
+int coroutine_fn qcow2_cache_write(BlockDriverState *bs, Qcow2Cache *c, void *table);
+/* Write every dirty table. */
+int coroutine_fn qcow2_cache_flush(BlockDriverState *bs, Qcow2Cache *c);
+/* Forget a table (its cluster was freed). */
+void qcow2_cache_discard(Qcow2Cache *c, uint64_t offset);
+bool qcow2_cache_has_dirty(Qcow2Cache *c);
+
+/* --- refcounts and allocation (qcow2-refcount.c) --- */
+
+int coroutine_fn qcow2_get_refcount(BlockDriverState *bs, uint64_t cluster_index, uint64_t *rc);
+/* Add delta to the refcount of every cluster overlapping [offset, offset + length). */
+int coroutine_fn qcow2_update_refcount(BlockDriverState *bs, uint64_t offset, uint64_t length,
+                                       int64_t delta);
+/* Allocate n contiguous free clusters (refcount 1); returns the host offset or -errno. */
+int64_t coroutine_fn qcow2_alloc_clusters(BlockDriverState *bs, uint64_t n);
+/* Drop one reference on the clusters of [offset, offset + length) once the metadata that
+ * stopped referencing them is durable (at the next flush). */
+void qcow2_free_deferred(BlockDriverState *bs, uint64_t offset, uint64_t length);
+/* Drop the reference held by an L2 entry (normal, preallocated or compressed). */
+void qcow2_free_l2_entry(BlockDriverState *bs, uint64_t entry);
+/* Before writing L1/L2 metadata: make refcounts durable (or set the dirty bit in lazy mode). */
+int coroutine_fn qcow2_pre_l2_write(BlockDriverState *bs);
+/* Full metadata flush in crash-safe order; applies pending frees. */
+int coroutine_fn qcow2_flush_metadata(BlockDriverState *bs);
+/* Rebuild all refcounts from the L1/L2 tables (dirty image opened read-write). */
+int coroutine_fn qcow2_rebuild_refcounts(BlockDriverState *bs, GError **errp);
+/* Write a header field in place. */
+int coroutine_fn qcow2_write_header_field(BlockDriverState *bs, int offset, int len,
+                                          uint64_t value);
+int coroutine_fn qcow2_mark_dirty(BlockDriverState *bs);
+
+/* --- mapping (qcow2-cluster.c) --- */
+
+typedef struct Qcow2Extent {
+    Qcow2SubclusterType type;
+    uint64_t host;           /* host offset of the first byte (NORMAL) */
+    uint64_t entry;          /* the raw L2 entry of the first cluster (COMPRESSED) */
+    uint64_t bytes;          /* length of the extent */
+} Qcow2Extent;
+
+/* Mapping of [offset, offset + max) up to the first change of type or host discontinuity. */
+int coroutine_fn qcow2_get_extent(BlockDriverState *bs, uint64_t offset, uint64_t max,
+                                  Qcow2Extent *ext);
+/* Read [offset, offset + bytes) (inside one guest cluster) as described by entry/bitmap.
+ * Does data I/O; may be called with or without the lock. */
+int coroutine_fn qcow2_read_entry_range(BlockDriverState *bs, uint64_t offset, uint64_t bytes,
+                                        uint64_t entry, uint64_t bitmap, uint8_t *buf);
+/* Read guest data that is not in this layer: from the backing node, zeros past its end. */
+int coroutine_fn qcow2_read_backing(BlockDriverState *bs, uint64_t offset, uint64_t bytes,
+                                    uint8_t *buf);
+int coroutine_fn qcow2_decompress_cluster(BlockDriverState *bs, uint64_t entry, uint8_t *out);
+/* The L2 table for l1_index, ready to modify (allocated or copied-on-write as needed). */
+int coroutine_fn qcow2_get_l2_for_write(BlockDriverState *bs, uint32_t l1_index, void **table);
+/* Guest write of [offset, offset + bytes).  Takes and drops the lock itself. */
+int coroutine_fn qcow2_do_pwrite(BlockDriverState *bs, uint64_t offset, uint64_t bytes,
+                                 const uint8_t *buf);
+/* Make [offset, offset + bytes) read as zeros; unmap frees host clusters. */
+int coroutine_fn qcow2_zero_range(BlockDriverState *bs, uint64_t offset, uint64_t bytes,
+                                  bool unmap);
+/* Grow the L1 table to at least min_size entries. */
+int coroutine_fn qcow2_grow_l1(BlockDriverState *bs, uint64_t min_size);
+/* Free every cluster mapped at or beyond guest offset `from` (cluster aligned). */
+int coroutine_fn qcow2_free_beyond(BlockDriverState *bs, uint64_t from);
+/* Allocate host clusters for [offset, offset + bytes) (metadata preallocation). */
+int coroutine_fn qcow2_preallocate(BlockDriverState *bs, uint64_t offset, uint64_t bytes,
+                                   uint64_t *host_end);
+
+/* --- snapshots (qcow2-snapshot.c) --- */
+
+int coroutine_fn qcow2_read_snapshots(BlockDriverState *bs, GError **errp);
+void qcow2_free_snapshots(BDRVQcow2State *s);
+/* Find by id, then by name; NULL if none. */
+Qcow2Snapshot *qcow2_find_snapshot(BDRVQcow2State *s, const char *id_or_name);
+int coroutine_fn qcow2_load_snapshot(BlockDriverState *bs, const char *id_or_name,
+                                     GError **errp);
+int qcow2_snapshot_list(BlockDriverState *bs, GPtrArray **out);
+
+/* Number of L1 entries needed for a virtual size. */
+static inline uint64_t qcow2_l1_entries_for(const BDRVQcow2State *s, uint64_t size)
+{
+    uint64_t per_l1 = (uint64_t)s->l2_size << s->cluster_bits;
+    return (size + per_l1 - 1) / per_l1;
+}
+
+extern const BlockDriver bdrv_qcow2;
+
+#endif
