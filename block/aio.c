@@ -1,0 +1,315 @@
+/* aio.c - the per-thread event loop: epoll over fd handlers, an eventfd to be woken from other
+ * threads, bottom halves and scheduled coroutines.
+ *
+ * Threads: a context is polled only by its owning thread.  aio_bh_schedule/aio_co_schedule push
+ * onto lock-free lists from any thread and write the eventfd only when the owner may be asleep.
+ */
+#include "config.h"
+#include "block/aio.h"
+#include "block/util.h"
+
+#include <stdlib.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+CoScheduleLink *coroutine_sched_link(Coroutine *co);
+Coroutine *coroutine_from_sched_link(CoScheduleLink *l);
+bool coroutine_mark_scheduled(Coroutine *co);
+void coroutine_clear_scheduled(Coroutine *co);
+
+typedef struct AioHandler {
+    int fd;
+    IOHandler *io_read;
+    IOHandler *io_write;
+    void *opaque;
+    bool deleted;
+} AioHandler;
+
+typedef struct BH {
+    struct BH *next;
+    BHFunc *cb;
+    void *opaque;
+} BH;
+
+struct AioContext {
+    int epfd;
+    int notify_fd;
+    GHashTable *handlers;       /* fd -> AioHandler* */
+    GPtrArray *deleted;         /* handlers removed during dispatch, freed after it */
+    BH *bh_head;                /* atomic LIFO, reversed when run */
+    CoScheduleLink *co_head;    /* atomic LIFO of scheduled coroutines */
+    int sleeping;               /* atomic: owner is (about to be) blocked in epoll_wait */
+    bool dispatching;           /* owner is inside aio_poll and will look at the lists again */
+    int depth;                  /* aio_poll nesting (aio_run_coroutine inside a handler) */
+};
+
+static __thread AioContext *current_ctx;
+
+static bool run_scheduled(AioContext *ctx);
+
+static void notify_read(void *opaque)
+{
+    AioContext *ctx = opaque;
+    uint64_t v;
+
+    while (read(ctx->notify_fd, &v, sizeof(v)) == sizeof(v)) {
+    }
+}
+
+AioContext *aio_context_new(GError **errp)
+{
+    AioContext *ctx = aio_context_new_unbound(errp);
+
+    if (ctx) {
+        current_ctx = ctx;
+    }
+    return ctx;
+}
+
+void aio_context_set_current(AioContext *ctx)
+{
+    current_ctx = ctx;
+}
+
+AioContext *aio_context_new_unbound(GError **errp)
+{
+    AioContext *ctx = g_new0(AioContext, 1);
+
+    ctx->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (ctx->epfd < 0) {
+        error_setg_errno(errp, errno, "epoll_create1");
+        g_free(ctx);
+        return NULL;
+    }
+    ctx->notify_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (ctx->notify_fd < 0) {
+        error_setg_errno(errp, errno, "eventfd");
+        close(ctx->epfd);
+        g_free(ctx);
+        return NULL;
+    }
+    ctx->handlers = g_hash_table_new_full(NULL, NULL, NULL, g_free);
+    ctx->deleted = g_ptr_array_new_with_free_func(g_free);
+    aio_set_fd_handler(ctx, ctx->notify_fd, notify_read, NULL, ctx);
+    return ctx;
+}
+
+void aio_context_free(AioContext *ctx)
+{
+    /* Run what is still queued (bottom halves only: no fd of the old owner is polled). */
+    while (run_scheduled(ctx)) {
+    }
+    g_hash_table_destroy(ctx->handlers);
+    g_ptr_array_free(ctx->deleted, true);
+    close(ctx->notify_fd);
+    close(ctx->epfd);
+    if (current_ctx == ctx) {
+        current_ctx = NULL;
+    }
+    g_free(ctx);
+}
+
+AioContext *aio_get_current(void)
+{
+    if (G_UNLIKELY(!current_ctx)) {
+        g_autoptr(GError) err = NULL;
+        if (!aio_context_new(&err)) {
+            g_error("cannot create an event loop: %s", err->message);
+        }
+    }
+    return current_ctx;
+}
+
+void aio_set_fd_handler(AioContext *ctx, int fd, IOHandler *io_read, IOHandler *io_write,
+                        void *opaque)
+{
+    AioHandler *h = g_hash_table_lookup(ctx->handlers, GINT_TO_POINTER(fd));
+    struct epoll_event ev = { 0 };
+
+    if (!io_read && !io_write) {
+        if (h) {
+            epoll_ctl(ctx->epfd, EPOLL_CTL_DEL, fd, NULL);
+            g_hash_table_steal(ctx->handlers, GINT_TO_POINTER(fd));
+            h->deleted = true;
+            g_ptr_array_add(ctx->deleted, h);
+        }
+        return;
+    }
+    ev.events = (io_read ? EPOLLIN : 0) | (io_write ? EPOLLOUT : 0);
+    if (!h) {
+        h = g_new0(AioHandler, 1);
+        h->fd = fd;
+        g_hash_table_insert(ctx->handlers, GINT_TO_POINTER(fd), h);
+        ev.data.ptr = h;
+        if (epoll_ctl(ctx->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+            g_error("epoll_ctl add fd %d: %s", fd, g_strerror(errno));
+        }
+    } else {
+        ev.data.ptr = h;
+        epoll_ctl(ctx->epfd, EPOLL_CTL_MOD, fd, &ev);
+    }
+    h->io_read = io_read;
+    h->io_write = io_write;
+    h->opaque = opaque;
+}
+
+void aio_notify(AioContext *ctx)
+{
+    uint64_t one = 1;
+
+    /* Pairs with the fence in aio_poll: either the owner sees our work before sleeping, or we
+     * see it sleeping and wake it. */
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&ctx->sleeping, __ATOMIC_RELAXED)) {
+        ssize_t r = write(ctx->notify_fd, &one, sizeof(one));
+        (void)r;
+    }
+}
+
+void aio_bh_schedule(AioContext *ctx, BHFunc *cb, void *opaque)
+{
+    BH *bh = g_new(BH, 1);
+
+    bh->cb = cb;
+    bh->opaque = opaque;
+    bh->next = __atomic_load_n(&ctx->bh_head, __ATOMIC_RELAXED);
+    while (!__atomic_compare_exchange_n(&ctx->bh_head, &bh->next, bh, true, __ATOMIC_RELEASE,
+                                        __ATOMIC_RELAXED)) {
+    }
+    if (ctx != current_ctx || !ctx->dispatching) {
+        aio_notify(ctx);
+    }
+}
+
+void aio_co_schedule(AioContext *ctx, Coroutine *co)
+{
+    CoScheduleLink *l = coroutine_sched_link(co);
+
+    if (!coroutine_mark_scheduled(co)) {
+        g_error("coroutine scheduled twice");
+    }
+    l->next = __atomic_load_n(&ctx->co_head, __ATOMIC_RELAXED);
+    while (!__atomic_compare_exchange_n(&ctx->co_head, &l->next, l, true, __ATOMIC_RELEASE,
+                                        __ATOMIC_RELAXED)) {
+    }
+    if (ctx != current_ctx || !ctx->dispatching) {
+        aio_notify(ctx);
+    }
+}
+
+/* Run everything scheduled so far, oldest first.  Returns true if anything ran. */
+static bool run_scheduled(AioContext *ctx)
+{
+    bool progress = false;
+    BH *bh = __atomic_exchange_n(&ctx->bh_head, NULL, __ATOMIC_ACQUIRE);
+    CoScheduleLink *l = __atomic_exchange_n(&ctx->co_head, NULL, __ATOMIC_ACQUIRE);
+    BH *bh_rev = NULL;
+    CoScheduleLink *l_rev = NULL;
+
+    while (bh) {
+        BH *next = bh->next;
+        bh->next = bh_rev;
+        bh_rev = bh;
+        bh = next;
+    }
+    while (l) {
+        CoScheduleLink *next = l->next;
+        l->next = l_rev;
+        l_rev = l;
+        l = next;
+    }
+    while (l_rev) {
+        CoScheduleLink *next = l_rev->next;
+        Coroutine *co = coroutine_from_sched_link(l_rev);
+        coroutine_clear_scheduled(co);
+        coroutine_enter(co);
+        l_rev = next;
+        progress = true;
+    }
+    while (bh_rev) {
+        BH *next = bh_rev->next;
+        bh_rev->cb(bh_rev->opaque);
+        g_free(bh_rev);
+        bh_rev = next;
+        progress = true;
+    }
+    return progress;
+}
+
+static bool has_scheduled(AioContext *ctx)
+{
+    return __atomic_load_n(&ctx->bh_head, __ATOMIC_ACQUIRE) ||
+           __atomic_load_n(&ctx->co_head, __ATOMIC_ACQUIRE);
+}
+
+bool aio_poll(AioContext *ctx, bool blocking)
+{
+    struct epoll_event events[64];
+    bool progress;
+    bool was_dispatching = ctx->dispatching;
+    int timeout = 0;
+    int n;
+
+    ctx->depth++;
+    ctx->dispatching = true;
+    progress = run_scheduled(ctx);
+
+    if (blocking && !progress) {
+        __atomic_store_n(&ctx->sleeping, 1, __ATOMIC_RELAXED);
+        __atomic_thread_fence(__ATOMIC_SEQ_CST);
+        timeout = has_scheduled(ctx) ? 0 : -1;
+        ctx->dispatching = false;
+    }
+    n = epoll_wait(ctx->epfd, events, G_N_ELEMENTS(events), timeout);
+    __atomic_store_n(&ctx->sleeping, 0, __ATOMIC_RELAXED);
+    ctx->dispatching = true;
+
+    for (int i = 0; i < n; i++) {
+        AioHandler *h = events[i].data.ptr;
+        if (h->deleted) {
+            continue;
+        }
+        if ((events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) && h->io_read) {
+            h->io_read(h->opaque);
+            progress = true;
+        }
+        if (!h->deleted && (events[i].events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) &&
+            h->io_write) {
+            h->io_write(h->opaque);
+            progress = true;
+        }
+    }
+    progress |= run_scheduled(ctx);
+    if (--ctx->depth == 0) {
+        g_ptr_array_set_size(ctx->deleted, 0);
+    }
+    ctx->dispatching = was_dispatching;
+    return progress;
+}
+
+typedef struct RunCo {
+    CoroutineEntry *entry;
+    void *opaque;
+    bool done;
+} RunCo;
+
+static void coroutine_fn run_co_entry(void *opaque)
+{
+    RunCo *r = opaque;
+
+    r->entry(r->opaque);
+    r->done = true;
+}
+
+void aio_run_coroutine(CoroutineEntry *entry, void *opaque)
+{
+    AioContext *ctx = aio_get_current();
+    RunCo r = { .entry = entry, .opaque = opaque };
+
+    g_assert(!in_coroutine());
+    coroutine_enter(coroutine_create(run_co_entry, &r));
+    while (!r.done) {
+        aio_poll(ctx, true);
+    }
+}

@@ -1,0 +1,661 @@
+/* block.c - the block graph: driver table, opening nodes and backing chains, probing, references,
+ * image creation and the synchronous wrappers used on set-up paths.
+ *
+ * Threads: everything here runs in the main thread; only bdrv_getlength and the allocation
+ * helpers are called from I/O threads.
+ */
+#include "config.h"
+#include "block/block.h"
+#include "block/aio.h"
+#include "block/util.h"
+
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+extern const BlockDriver bdrv_file;
+extern const BlockDriver bdrv_null;
+extern const BlockDriver bdrv_raw;
+extern const BlockDriver bdrv_qcow2;
+
+/* Every driver blkfuse has.  Protocols first; formats in probing order. */
+static const BlockDriver *const block_drivers[] = {
+    &bdrv_file,
+    &bdrv_null,
+    &bdrv_raw,
+    &bdrv_qcow2,
+};
+
+#define BACKING_CHAIN_MAX 256
+
+const BlockDriver *bdrv_find_format(const char *name)
+{
+    for (size_t i = 0; i < G_N_ELEMENTS(block_drivers); i++) {
+        if (strcmp(block_drivers[i]->format_name, name) == 0) {
+            return block_drivers[i];
+        }
+    }
+    return NULL;
+}
+
+const BlockDriver *bdrv_find_protocol(const char *filename)
+{
+    const char *colon = strchr(filename, ':');
+    const char *slash = strchr(filename, '/');
+
+    if (colon && (!slash || colon < slash)) {
+        for (size_t i = 0; i < G_N_ELEMENTS(block_drivers); i++) {
+            const char *p = block_drivers[i]->protocol_prefix;
+            if (p && strlen(p) == (size_t)(colon - filename) &&
+                strncmp(p, filename, colon - filename) == 0) {
+                return block_drivers[i];
+            }
+        }
+    }
+    return &bdrv_file;
+}
+
+const char *bdrv_format_list(void)
+{
+    static char *list;
+
+    if (!list) {
+        GString *s = g_string_new(NULL);
+        for (size_t i = 0; i < G_N_ELEMENTS(block_drivers); i++) {
+            if (!block_drivers[i]->is_protocol) {
+                g_string_append_printf(s, "%s%s", s->len ? ", " : "",
+                                       block_drivers[i]->format_name);
+            }
+        }
+        list = g_string_free(s, false);
+    }
+    return list;
+}
+
+/* --- options --- */
+
+BlockOptions *block_options_new(void)
+{
+    return g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+}
+
+bool block_options_parse(BlockOptions *opts, const char *str, GError **errp)
+{
+    g_auto(GStrv) parts = g_strsplit(str, ",", -1);
+
+    for (char **p = parts; *p; p++) {
+        char *eq = strchr(*p, '=');
+        if (**p == '\0') {
+            continue;
+        }
+        if (!eq || eq == *p) {
+            error_setg(errp, "invalid option '%s': expected KEY=VALUE", *p);
+            return false;
+        }
+        g_hash_table_replace(opts, g_strndup(*p, eq - *p), g_strdup(eq + 1));
+    }
+    return true;
+}
+
+char *block_options_take(BlockOptions *opts, const char *key)
+{
+    gpointer k, v;
+
+    if (!opts || !g_hash_table_steal_extended(opts, key, &k, &v)) {
+        return NULL;
+    }
+    g_free(k);
+    return v;
+}
+
+bool block_options_take_size(BlockOptions *opts, const char *key, uint64_t *out, bool *found,
+                             GError **errp)
+{
+    g_autofree char *v = block_options_take(opts, key);
+
+    if (found) {
+        *found = v != NULL;
+    }
+    if (!v) {
+        return true;
+    }
+    if (!parse_size(v, out, errp)) {
+        error_prefix(errp, "option %s", key);
+        return false;
+    }
+    return true;
+}
+
+bool block_options_take_bool(BlockOptions *opts, const char *key, bool *out, bool *found,
+                             GError **errp)
+{
+    g_autofree char *v = block_options_take(opts, key);
+
+    if (found) {
+        *found = v != NULL;
+    }
+    if (!v) {
+        return true;
+    }
+    if (!strcmp(v, "on") || !strcmp(v, "true") || !strcmp(v, "yes") || !strcmp(v, "1")) {
+        *out = true;
+    } else if (!strcmp(v, "off") || !strcmp(v, "false") || !strcmp(v, "no") ||
+               !strcmp(v, "0")) {
+        *out = false;
+    } else {
+        error_setg(errp, "option %s: expected on or off, not '%s'", key, v);
+        return false;
+    }
+    return true;
+}
+
+static bool block_options_check_empty(BlockOptions *opts, const char *what, GError **errp)
+{
+    GHashTableIter it;
+    gpointer key;
+
+    if (!opts) {
+        return true;
+    }
+    g_hash_table_iter_init(&it, opts);
+    if (g_hash_table_iter_next(&it, &key, NULL)) {
+        error_setg(errp, "unknown option '%s' for %s", (char *)key, what);
+        return false;
+    }
+    return true;
+}
+
+void block_snapshot_info_free(BlockSnapshotInfo *sn)
+{
+    if (sn) {
+        g_free(sn->id);
+        g_free(sn->name);
+        g_free(sn);
+    }
+}
+
+/* --- nodes --- */
+
+static BlockDriverState *bdrv_new(const BlockDriver *drv, const char *filename, int flags)
+{
+    static int node_counter;
+    BlockDriverState *bs = g_new0(BlockDriverState, 1);
+
+    bs->drv = drv;
+    bs->opaque = g_malloc0(MAX(drv->instance_size, 1));
+    bs->filename = g_strdup(filename);
+    bs->open_flags = flags;
+    bs->read_only = !(flags & BDRV_O_RDWR);
+    bs->refcnt = 1;
+    bs->bl.request_alignment = 1;
+    bs->bl.mem_alignment = 1;
+    g_mutex_init(&bs->reqs_lock);
+    snprintf(bs->node_name, sizeof(bs->node_name), "#%s%d", drv->format_name, node_counter++);
+    return bs;
+}
+
+static void bdrv_free(BlockDriverState *bs)
+{
+    g_mutex_clear(&bs->reqs_lock);
+    g_free(bs->opaque);
+    g_free(bs->filename);
+    g_free(bs->backing_file);
+    g_free(bs->backing_format);
+    g_free(bs);
+}
+
+static BdrvChild *bdrv_child_new(BlockDriverState *child, const char *name)
+{
+    BdrvChild *c = g_new0(BdrvChild, 1);
+
+    c->name = g_strdup(name);
+    c->bs = child;
+    return c;
+}
+
+static void bdrv_child_free(BdrvChild *c)
+{
+    if (c) {
+        bdrv_unref(c->bs);
+        g_free(c->name);
+        g_free(c);
+    }
+}
+
+static void bdrv_refresh_limits(BlockDriverState *bs)
+{
+    if (bs->file) {
+        bs->bl.request_alignment = bs->file->bs->bl.request_alignment;
+        bs->bl.mem_alignment = bs->file->bs->bl.mem_alignment;
+    }
+    if (bs->drv->bdrv_refresh_limits) {
+        bs->drv->bdrv_refresh_limits(bs);
+    }
+}
+
+void bdrv_ref(BlockDriverState *bs)
+{
+    __atomic_add_fetch(&bs->refcnt, 1, __ATOMIC_RELAXED);
+}
+
+void bdrv_unref(BlockDriverState *bs)
+{
+    if (!bs || __atomic_sub_fetch(&bs->refcnt, 1, __ATOMIC_ACQ_REL) > 0) {
+        return;
+    }
+    if (!bs->read_only) {
+        int ret = bdrv_flush(bs);
+        if (ret < 0) {
+            log_error("%s: flush at close failed: %s", bs->filename, g_strerror(-ret));
+        }
+    }
+    if (bs->drv->bdrv_close) {
+        bs->drv->bdrv_close(bs);
+    }
+    bdrv_child_free(bs->backing);
+    bdrv_child_free(bs->file);
+    bdrv_free(bs);
+}
+
+static BlockDriverState *bdrv_open_protocol(const char *filename, BlockOptions *opts, int flags,
+                                            GError **errp)
+{
+    const BlockDriver *drv = bdrv_find_protocol(filename);
+    BlockDriverState *bs = bdrv_new(drv, filename, flags);
+
+    if (drv->bdrv_open(bs, opts, flags, errp) < 0) {
+        bdrv_free(bs);
+        return NULL;
+    }
+    bdrv_refresh_limits(bs);
+    return bs;
+}
+
+/* Score every format against the first bytes of file; raw wins only if nothing else claims it. */
+static const BlockDriver *probe_buffer(const uint8_t *buf, int len, const char *filename)
+{
+    const BlockDriver *best = &bdrv_raw;
+    int best_score = 0;
+
+    for (size_t i = 0; i < G_N_ELEMENTS(block_drivers); i++) {
+        const BlockDriver *drv = block_drivers[i];
+        if (drv->bdrv_probe) {
+            int score = drv->bdrv_probe(buf, len, filename);
+            if (score > best_score) {
+                best_score = score;
+                best = drv;
+            }
+        }
+    }
+    return best;
+}
+
+const BlockDriver *bdrv_probe_buffer(const uint8_t *buf, int len, const char *filename)
+{
+    return probe_buffer(buf, len, filename);
+}
+
+static const BlockDriver *probe_node(BlockDriverState *file, GError **errp)
+{
+    enum { PROBE_LEN = 4096 };
+    g_autofree uint8_t *buf = NULL;
+    int64_t len = bdrv_getlength(file);
+    int ret;
+
+    if (len < 0) {
+        error_setg_errno(errp, len, "%s: cannot get the image size", file->filename);
+        return NULL;
+    }
+    len = MIN(len, PROBE_LEN);
+    buf = blk_blockalign(PROBE_LEN);
+    memset(buf, 0, PROBE_LEN);
+    if (len > 0) {
+        ret = bdrv_pread(file, 0, MIN(ROUND_UP(len, 512), PROBE_LEN), buf);
+        if (ret < 0) {
+            error_setg_errno(errp, ret, "%s: cannot read the image header", file->filename);
+            return NULL;
+        }
+    }
+    return probe_buffer(buf, len, file->filename);
+}
+
+const BlockDriver *bdrv_probe_format(const char *filename, GError **errp)
+{
+    BlockDriverState *file = bdrv_open_protocol(filename, NULL, 0, errp);
+    const BlockDriver *drv;
+
+    if (!file) {
+        return NULL;
+    }
+    drv = probe_node(file, errp);
+    bdrv_unref(file);
+    return drv;
+}
+
+/* Realpaths of the images whose open is in progress, to refuse a backing chain that loops. */
+static GPtrArray *opening_chain;
+
+BlockDriverState *bdrv_open(const char *filename, const char *format, BlockOptions *opts,
+                            int flags, GError **errp)
+{
+    const BlockDriver *drv = NULL;
+    BlockDriverState *file, *bs;
+    const BlockDriver *proto = bdrv_find_protocol(filename);
+    g_autofree char *what = NULL;
+
+    if (format) {
+        drv = bdrv_find_format(format);
+        if (!drv) {
+            error_setg(errp, "unknown format '%s' (known: %s)", format, bdrv_format_list());
+            return NULL;
+        }
+    }
+    if (drv && drv->is_protocol) {
+        if (drv != proto && drv != &bdrv_file) {
+            error_setg(errp, "%s: format %s does not match the file name", filename, format);
+            return NULL;
+        }
+        bs = drv == proto ? bdrv_open_protocol(filename, opts, flags, errp) : NULL;
+        if (bs && !block_options_check_empty(opts, drv->format_name, errp)) {
+            bdrv_unref(bs);
+            return NULL;
+        }
+        return bs;
+    }
+
+    file = bdrv_open_protocol(filename, opts, flags & ~BDRV_O_PROBED, errp);
+    if (!file) {
+        return NULL;
+    }
+    if (!drv) {
+        drv = proto->is_protocol && proto != &bdrv_file ? &bdrv_raw : probe_node(file, errp);
+        if (!drv) {
+            bdrv_unref(file);
+            return NULL;
+        }
+        flags |= BDRV_O_PROBED;
+    }
+
+    bs = bdrv_new(drv, filename, flags);
+    bs->file = bdrv_child_new(file, "file");
+    bdrv_refresh_limits(bs);
+    if (drv->bdrv_open(bs, opts, flags, errp) < 0) {
+        bdrv_child_free(bs->backing);
+        bdrv_child_free(bs->file);
+        bdrv_free(bs);
+        return NULL;
+    }
+    bdrv_refresh_limits(bs);
+    what = g_strdup_printf("format %s", drv->format_name);
+    if (!block_options_check_empty(opts, what, errp)) {
+        bdrv_unref(bs);
+        return NULL;
+    }
+    return bs;
+}
+
+int bdrv_open_backing(BlockDriverState *bs, int flags, GError **errp)
+{
+    g_autofree char *path = NULL;
+    g_autofree char *real = NULL;
+    g_autofree char *dir = NULL;
+    BlockDriverState *backing;
+    int backing_flags;
+
+    if (!bs->backing_file || (flags & BDRV_O_NO_BACKING)) {
+        return 0;
+    }
+    if (g_path_is_absolute(bs->backing_file) || strchr(bs->backing_file, ':') ||
+        !bs->file) {
+        path = g_strdup(bs->backing_file);
+    } else {
+        dir = g_path_get_dirname(bs->file->bs->filename);
+        path = g_build_filename(dir, bs->backing_file, NULL);
+    }
+    if (!opening_chain) {
+        opening_chain = g_ptr_array_new_with_free_func(g_free);
+    }
+    if (opening_chain->len == 0 && bs->file) {
+        char *self = realpath(bs->file->bs->filename, NULL);
+        g_ptr_array_add(opening_chain, self ? self : g_strdup(bs->file->bs->filename));
+    }
+    real = realpath(path, NULL);
+    if (!real) {
+        real = g_strdup(path);
+    }
+    for (guint i = 0; i < opening_chain->len; i++) {
+        if (strcmp(opening_chain->pdata[i], real) == 0) {
+            error_setg(errp, "%s: backing chain loops back to %s", bs->filename, path);
+            g_ptr_array_set_size(opening_chain, 0);
+            return -ELOOP;
+        }
+    }
+    if (opening_chain->len >= BACKING_CHAIN_MAX) {
+        error_setg(errp, "%s: backing chain is deeper than %d images", bs->filename,
+                   BACKING_CHAIN_MAX);
+        g_ptr_array_set_size(opening_chain, 0);
+        return -ELOOP;
+    }
+    g_ptr_array_add(opening_chain, g_steal_pointer(&real));
+
+    backing_flags = flags & ~(BDRV_O_RDWR | BDRV_O_PROBED);
+    backing = bdrv_open(path, bs->backing_format, NULL, backing_flags, errp);
+    g_ptr_array_set_size(opening_chain, 0);
+    if (!backing) {
+        error_prefix(errp, "%s: cannot open backing file", bs->filename);
+        return -EINVAL;
+    }
+    bs->backing = bdrv_child_new(backing, "backing");
+    return 0;
+}
+
+int64_t bdrv_getlength(BlockDriverState *bs)
+{
+    return bs->drv->bdrv_getlength(bs);
+}
+
+int64_t bdrv_get_allocated_file_size(BlockDriverState *bs)
+{
+    if (bs->drv->bdrv_get_allocated_file_size) {
+        return bs->drv->bdrv_get_allocated_file_size(bs);
+    }
+    return bs->file ? bdrv_get_allocated_file_size(bs->file->bs) : 0;
+}
+
+/* --- synchronous wrappers --- */
+
+typedef struct SyncReq {
+    BlockDriverState *bs;
+    int64_t offset, bytes;
+    void *buf;
+    bool write;
+    bool flush;
+    int ret;
+} SyncReq;
+
+static void coroutine_fn sync_req_entry(void *opaque)
+{
+    SyncReq *r = opaque;
+
+    if (r->flush) {
+        r->ret = bdrv_co_flush(r->bs);
+    } else if (r->write) {
+        r->ret = bdrv_co_pwrite(r->bs, r->offset, r->bytes, r->buf, 0);
+    } else {
+        r->ret = bdrv_co_pread(r->bs, r->offset, r->bytes, r->buf, 0);
+    }
+}
+
+int bdrv_pread(BlockDriverState *bs, int64_t offset, int64_t bytes, void *buf)
+{
+    SyncReq r = { .bs = bs, .offset = offset, .bytes = bytes, .buf = buf };
+
+    aio_run_coroutine(sync_req_entry, &r);
+    return r.ret;
+}
+
+int bdrv_pwrite(BlockDriverState *bs, int64_t offset, int64_t bytes, const void *buf)
+{
+    SyncReq r = { .bs = bs, .offset = offset, .bytes = bytes, .buf = (void *)buf,
+                  .write = true };
+
+    aio_run_coroutine(sync_req_entry, &r);
+    return r.ret;
+}
+
+int bdrv_flush(BlockDriverState *bs)
+{
+    SyncReq r = { .bs = bs, .flush = true };
+
+    aio_run_coroutine(sync_req_entry, &r);
+    return r.ret;
+}
+
+/* --- creation --- */
+
+typedef struct CreateCo {
+    const BlockDriver *drv;
+    BlockDriverState *file;
+    uint64_t size;
+    const char *backing_file, *backing_fmt;
+    BlockOptions *opts;
+    GError **errp;
+    int ret;
+} CreateCo;
+
+static void coroutine_fn create_entry(void *opaque)
+{
+    CreateCo *c = opaque;
+
+    c->ret = c->drv->bdrv_co_create(c->file, c->size, c->backing_file, c->backing_fmt,
+                                    c->opts, c->errp);
+}
+
+static bool backing_size(const char *image, const char *backing_file, const char *backing_fmt,
+                         uint64_t *size, GError **errp)
+{
+    g_autofree char *dir = g_path_get_dirname(image);
+    g_autofree char *path = g_path_is_absolute(backing_file) ?
+        g_strdup(backing_file) : g_build_filename(dir, backing_file, NULL);
+    BlockDriverState *bs = bdrv_open(path, backing_fmt, NULL, 0, errp);
+    int64_t len;
+
+    if (!bs) {
+        error_prefix(errp, "cannot open backing file");
+        return false;
+    }
+    len = bdrv_getlength(bs);
+    bdrv_unref(bs);
+    if (len < 0) {
+        error_setg_errno(errp, len, "%s: cannot get the size", path);
+        return false;
+    }
+    *size = len;
+    return true;
+}
+
+typedef struct TruncCo {
+    BlockDriverState *bs;
+    int64_t size;
+    PreallocMode mode;
+    GError **errp;
+    int ret;
+} TruncCo;
+
+static void coroutine_fn trunc_entry(void *opaque)
+{
+    TruncCo *t = opaque;
+
+    t->ret = bdrv_co_truncate(t->bs, t->size, true, t->mode, t->errp);
+}
+
+bool bdrv_create(const char *filename, const char *format, uint64_t size,
+                 const char *backing_file, const char *backing_fmt, BlockOptions *opts,
+                 GError **errp)
+{
+    const BlockDriver *drv = bdrv_find_format(format ? format : "raw");
+    BlockDriverState *file;
+    g_autofree char *what = NULL;
+    int fd;
+    bool ok;
+
+    if (!drv || drv->is_protocol) {
+        error_setg(errp, "cannot create images of format '%s' (known: %s)",
+                   format, bdrv_format_list());
+        return false;
+    }
+    if (backing_file && !drv->bdrv_co_create) {
+        error_setg(errp, "format %s does not support backing files", drv->format_name);
+        return false;
+    }
+    if (backing_file && size == 0 &&
+        !backing_size(filename, backing_file, backing_fmt, &size, errp)) {
+        return false;
+    }
+    fd = open(filename, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        error_setg_errno(errp, errno, "%s: cannot create", filename);
+        return false;
+    }
+    close(fd);
+
+    file = bdrv_open_protocol(filename, NULL, BDRV_O_RDWR | BDRV_O_NO_LOCK, errp);
+    if (!file) {
+        return false;
+    }
+    if (drv->bdrv_co_create) {
+        CreateCo c = { .drv = drv, .file = file, .size = size, .backing_file = backing_file,
+                       .backing_fmt = backing_fmt, .opts = opts, .errp = errp };
+        aio_run_coroutine(create_entry, &c);
+        ok = c.ret >= 0;
+    } else {
+        /* raw: the file itself, at the requested size */
+        g_autofree char *prealloc = block_options_take(opts, "preallocation");
+        PreallocMode mode = PREALLOC_MODE_OFF;
+        ok = true;
+        if (prealloc && !strcmp(prealloc, "falloc")) {
+            mode = PREALLOC_MODE_FALLOC;
+        } else if (prealloc && !strcmp(prealloc, "full")) {
+            mode = PREALLOC_MODE_FULL;
+        } else if (prealloc && strcmp(prealloc, "off") != 0) {
+            error_setg(errp, "preallocation must be off, falloc or full, not '%s'", prealloc);
+            ok = false;
+        }
+        if (ok) {
+            TruncCo t = { .bs = file, .size = size, .mode = mode, .errp = errp };
+            aio_run_coroutine(trunc_entry, &t);
+            ok = t.ret >= 0;
+        }
+    }
+    what = g_strdup_printf("creating a %s image", drv->format_name);
+    if (ok && !block_options_check_empty(opts, what, errp)) {
+        ok = false;
+    }
+    bdrv_unref(file);
+    if (!ok) {
+        error_prefix(errp, "%s", filename);
+        unlink(filename);
+    }
+    return ok;
+}
+
+/* --- buffers --- */
+
+void *blk_blockalign(size_t size)
+{
+    void *p;
+
+    if (posix_memalign(&p, 4096, MAX(size, 1)) != 0) {
+        g_error("out of memory allocating %zu bytes", size);
+    }
+    return p;
+}
+
+void blk_vfree(void *p)
+{
+    free(p);
+}

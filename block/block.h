@@ -1,0 +1,281 @@
+/* block.h - the block graph: drivers, nodes (BlockDriverState) and the generic I/O entry points.
+ *
+ * Threads: nodes are opened and closed in the main thread.  I/O (bdrv_co_*) runs in coroutines in
+ * any thread's AioContext, concurrently from several threads; drivers with mutable metadata
+ * (qcow2) protect it with a CoMutex.  Requests reaching a driver have already been validated by
+ * the BlockBackend (range, read-only, flags) and aligned by block/io.c to the node's
+ * request_alignment, so drivers do not check them again.
+ */
+#ifndef BLOCK_BLOCK_H
+#define BLOCK_BLOCK_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <glib.h>
+#include "block/coroutine.h"
+
+typedef struct BlockDriver BlockDriver;
+typedef struct BlockDriverState BlockDriverState;
+typedef struct BdrvChild BdrvChild;
+
+/* Open flags (bs->open_flags) */
+enum {
+    BDRV_O_RDWR      = 1 << 0,  /* opened read-write */
+    BDRV_O_NOCACHE   = 1 << 1,  /* bypass the host page cache (O_DIRECT) */
+    BDRV_O_PROBED    = 1 << 2,  /* format was probed, not given: see raw's first-sector guard */
+    BDRV_O_NO_BACKING = 1 << 3, /* do not open the backing chain */
+    BDRV_O_NO_LOCK   = 1 << 4,  /* do not take image locks */
+};
+
+/* Request flags */
+typedef enum {
+    BDRV_REQ_FUA          = 1 << 0, /* write: durable before completion */
+    BDRV_REQ_MAY_UNMAP    = 1 << 1, /* write_zeroes: may deallocate */
+    BDRV_REQ_NO_FALLBACK  = 1 << 2, /* write_zeroes: fail with -ENOTSUP rather than write zeros */
+} BdrvRequestFlags;
+
+/* block_status results */
+enum {
+    BDRV_BLOCK_DATA      = 1 << 0, /* reads come from this node's storage (or a child's) */
+    BDRV_BLOCK_ZERO      = 1 << 1, /* reads as zeros */
+    BDRV_BLOCK_OFFSET_VALID = 1 << 2, /* *map is the offset in *file */
+    BDRV_BLOCK_ALLOCATED = 1 << 3, /* allocated in this layer (not passed to backing) */
+    BDRV_BLOCK_RAW       = 1 << 4, /* pass-through: ask *file at *map for the real status */
+    BDRV_BLOCK_EOF       = 1 << 5, /* range reaches the end of the node */
+};
+
+typedef enum {
+    PREALLOC_MODE_OFF,
+    PREALLOC_MODE_METADATA,
+    PREALLOC_MODE_FALLOC,
+    PREALLOC_MODE_FULL,
+} PreallocMode;
+
+typedef struct BlockLimits {
+    uint32_t request_alignment; /* offsets and lengths must be multiples (padding done by io.c) */
+    uint32_t mem_alignment;     /* buffers must be aligned to this (bounced by the driver) */
+    uint64_t max_transfer;      /* largest request the driver takes at once; 0 = unlimited */
+} BlockLimits;
+
+/* Key=value options for opening a node: driver-specific keys are removed by the driver that
+ * consumes them; a key left over after open is an error ("unknown option"). */
+typedef GHashTable BlockOptions;   /* char * -> char *, owned */
+BlockOptions *block_options_new(void);
+/* Parse "a=1,b=2" into opts; returns false with errp set on malformed input. */
+bool block_options_parse(BlockOptions *opts, const char *str, GError **errp);
+/* Take (remove) an option: returns the value (caller frees) or NULL if absent. */
+char *block_options_take(BlockOptions *opts, const char *key);
+bool block_options_take_size(BlockOptions *opts, const char *key, uint64_t *out, bool *found,
+                             GError **errp);
+bool block_options_take_bool(BlockOptions *opts, const char *key, bool *out, bool *found,
+                             GError **errp);
+
+/* Image-level information for `blkfuse info` (filled by bdrv_get_info and the driver). */
+typedef struct BlockDriverInfo {
+    int64_t cluster_size;       /* 0 if not applicable */
+    int version;                /* format version, 0 if not applicable */
+    bool dirty;                 /* e.g. qcow2 lazy refcounts dirty bit */
+    bool corrupt;
+    int refcount_bits;
+    bool extended_l2;
+    bool lazy_refcounts;
+    const char *compression_type; /* static string or NULL */
+    char *extra;                /* owned, free-form "key: value\n" lines, or NULL */
+} BlockDriverInfo;
+
+typedef struct BlockSnapshotInfo {
+    char *id;
+    char *name;
+    int64_t vm_state_size;
+    int64_t disk_size;          /* virtual disk size recorded in the snapshot */
+    int64_t date_sec;
+    uint32_t date_nsec;
+    uint64_t vm_clock_nsec;
+} BlockSnapshotInfo;
+void block_snapshot_info_free(BlockSnapshotInfo *sn);
+
+/*
+ * A block driver.  One per file, named bdrv_<name>, listed in block/block.c's driver table.
+ * Unless noted, callbacks are called from coroutine context in any I/O thread, with the request
+ * already validated and aligned.
+ */
+struct BlockDriver {
+    const char *format_name;    /* Required. "raw", "qcow2", "file", "null" */
+    size_t instance_size;       /* Required. Size of bs->opaque, zero-allocated before open */
+    bool is_protocol;           /* true: opens a filename (file, null); false: format on a child */
+    const char *protocol_prefix;/* Optional. "null" makes "null:..." filenames use this driver */
+
+    /* Optional (formats). Returns a score 0..100 that buf (the first bytes of the image, buf_size
+     * >= 512 unless the file is shorter) is of this format.  NULL means never probed. */
+    int (*bdrv_probe)(const uint8_t *buf, int buf_size, const char *filename);
+
+    /* Required.  Main thread, outside coroutines (use aio_run_coroutine or the bdrv_* sync
+     * wrappers for I/O).  Protocols open bs->filename; formats find bs->file already attached.
+     * Consumes its options from opts.  Returns 0 or -errno with errp set. */
+    int (*bdrv_open)(BlockDriverState *bs, BlockOptions *opts, int flags, GError **errp);
+
+    /* Optional.  Main thread.  Release everything; called after a final flush. */
+    void (*bdrv_close)(BlockDriverState *bs);
+
+    /* Optional.  Set bs->bl from the driver's knowledge; called after open.  NULL: inherit
+     * request_alignment from bs->file if any, else 1. */
+    void (*bdrv_refresh_limits)(BlockDriverState *bs);
+
+    /* Required.  Read bytes at offset into buf.  Returns 0 or -errno. */
+    int coroutine_fn (*bdrv_co_pread)(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                                      void *buf, BdrvRequestFlags flags);
+
+    /* Optional (NULL: node is read-only).  Write bytes at offset from buf.  Only BDRV_REQ_FUA
+     * may be set in flags; a driver that does not handle it leaves it to io.c (flush after). */
+    int coroutine_fn (*bdrv_co_pwrite)(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                                       const void *buf, BdrvRequestFlags flags);
+
+    /* Optional.  Make the range read as zeros, efficiently.  NULL or -ENOTSUP: io.c writes a
+     * zeroed buffer instead (unless BDRV_REQ_NO_FALLBACK). */
+    int coroutine_fn (*bdrv_co_pwrite_zeroes)(BlockDriverState *bs, int64_t offset,
+                                              int64_t bytes, BdrvRequestFlags flags);
+
+    /* Optional.  Deallocate the range if possible; afterwards it reads as zeros only if the
+     * driver guarantees it (callers that need zeros use pwrite_zeroes with MAY_UNMAP).
+     * NULL: discard is a successful no-op. */
+    int coroutine_fn (*bdrv_co_pdiscard)(BlockDriverState *bs, int64_t offset, int64_t bytes);
+
+    /* Optional.  Write this node's cached state (metadata) down to its children.  io.c then
+     * flushes bs->file.  For protocols: make written data durable (fdatasync). */
+    int coroutine_fn (*bdrv_co_flush)(BlockDriverState *bs);
+
+    /* Optional (NULL: -ENOTSUP).  Resize to offset bytes.  exact=false allows rounding up.  */
+    int coroutine_fn (*bdrv_co_truncate)(BlockDriverState *bs, int64_t offset, bool exact,
+                                         PreallocMode prealloc, GError **errp);
+
+    /* Optional.  Status of [offset, offset+bytes): returns BDRV_BLOCK_* flags (or -errno) and
+     * sets *pnum (> 0, <= bytes) to the length that has that status; *map and *file when
+     * OFFSET_VALID or RAW.  NULL: io.c answers DATA|ALLOCATED for the whole range (for formats
+     * with bs->file and no callback, it forwards to bs->file as RAW). */
+    int coroutine_fn (*bdrv_co_block_status)(BlockDriverState *bs, int64_t offset,
+                                             int64_t bytes, int64_t *pnum, int64_t *map,
+                                             BlockDriverState **file);
+
+    /* Required.  Current virtual size in bytes, or -errno.  Any thread, must not yield. */
+    int64_t (*bdrv_getlength)(BlockDriverState *bs);
+
+    /* Optional.  Bytes the node occupies on the host (st_blocks * 512 for files).  NULL: sum of
+     * the children's. */
+    int64_t (*bdrv_get_allocated_file_size)(BlockDriverState *bs);
+
+    /* Optional.  Fill info (main thread). */
+    int (*bdrv_get_info)(BlockDriverState *bs, BlockDriverInfo *info);
+
+    /* Optional.  Returns the internal snapshots (array of BlockSnapshotInfo, owned). */
+    int (*bdrv_snapshot_list)(BlockDriverState *bs, GPtrArray **out);
+
+    /* Optional.  Create an image file: filename's protocol node is already created, empty, and
+     * opened read-write as `file`.  Main thread, coroutine context (called via
+     * aio_run_coroutine).  Consumes its options. */
+    int coroutine_fn (*bdrv_co_create)(BlockDriverState *file, uint64_t size,
+                                       const char *backing_file, const char *backing_fmt,
+                                       BlockOptions *opts, GError **errp);
+};
+
+struct BdrvChild {
+    char *name;                 /* "file", "backing" */
+    BlockDriverState *bs;       /* the child node (reference held) */
+};
+
+struct BlockDriverState {
+    const BlockDriver *drv;
+    void *opaque;               /* driver state, instance_size bytes */
+    char *filename;             /* what was opened (protocol) or the image file (format) */
+    char node_name[32];
+    int open_flags;             /* BDRV_O_* */
+    bool read_only;
+    int refcnt;
+    BlockLimits bl;
+
+    BdrvChild *file;            /* protocol child of a format node, or NULL */
+    BdrvChild *backing;         /* backing image of a format node, or NULL */
+    char *backing_file;         /* name from the image header (formats), or NULL */
+    char *backing_format;       /* format from the image header, or NULL */
+
+    /* Serialisation of read-modify-write padding (block/io.c) */
+    GMutex reqs_lock;
+    GList *tracked_reqs;
+};
+
+/* Flags a format driver decides for its backing: opened read-only, same cache mode. */
+
+/* --- opening and closing (main thread) --- */
+
+/* The driver table. */
+const BlockDriver *bdrv_find_format(const char *name);
+const BlockDriver *bdrv_find_protocol(const char *filename);
+/* Comma-separated list of format names, for help texts (static). */
+const char *bdrv_format_list(void);
+
+/* Open an image: the protocol node for filename (file or PREFIX:...) and, on top, the format node
+ * (format NULL = probe).  Consumes options from opts; leftovers are an error.  Returns the top
+ * node with one reference, or NULL with errp set.  A format node's backing chain is opened as
+ * well unless BDRV_O_NO_BACKING. */
+BlockDriverState *bdrv_open(const char *filename, const char *format, BlockOptions *opts,
+                            int flags, GError **errp);
+
+/* For format drivers' open: open bs's backing chain from bs->backing_file / backing_format,
+ * relative to bs's directory, read-only, detecting loops.  Returns 0 or -errno (errp set). */
+int bdrv_open_backing(BlockDriverState *bs, int flags, GError **errp);
+
+void bdrv_ref(BlockDriverState *bs);
+/* Drop a reference; the last one flushes, closes the driver and unrefs the children. */
+void bdrv_unref(BlockDriverState *bs);
+
+/* The format the first bytes of an image (buf, len >= 512 unless the image is shorter) probe as;
+ * raw when no format claims them. */
+const BlockDriver *bdrv_probe_buffer(const uint8_t *buf, int len, const char *filename);
+
+/* Probe the format of filename from its first bytes; returns the driver or NULL (errp). */
+const BlockDriver *bdrv_probe_format(const char *filename, GError **errp);
+
+/* --- generic I/O (coroutine context; validated by the caller) --- */
+
+int coroutine_fn bdrv_co_pread(BlockDriverState *bs, int64_t offset, int64_t bytes, void *buf,
+                               BdrvRequestFlags flags);
+int coroutine_fn bdrv_co_pwrite(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                                const void *buf, BdrvRequestFlags flags);
+int coroutine_fn bdrv_co_pwrite_zeroes(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                                       BdrvRequestFlags flags);
+int coroutine_fn bdrv_co_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes);
+/* Flush bs (driver), then its file child, recursively. */
+int coroutine_fn bdrv_co_flush(BlockDriverState *bs);
+int coroutine_fn bdrv_co_truncate(BlockDriverState *bs, int64_t offset, bool exact,
+                                  PreallocMode prealloc, GError **errp);
+/* Status of one extent starting at offset (see the driver callback); resolves RAW through the
+ * file child.  Never returns *pnum == 0 for bytes > 0 inside the node. */
+int coroutine_fn bdrv_co_block_status(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                                      int64_t *pnum, int64_t *map, BlockDriverState **file);
+/* Like block_status, but follows the backing chain: the status a reader of bs sees. */
+int coroutine_fn bdrv_co_block_status_above(BlockDriverState *bs, int64_t offset,
+                                            int64_t bytes, int64_t *pnum);
+
+int64_t bdrv_getlength(BlockDriverState *bs);
+int64_t bdrv_get_allocated_file_size(BlockDriverState *bs);
+
+/* Synchronous wrappers for the main thread outside coroutines (open paths, tools, tests). */
+int bdrv_pread(BlockDriverState *bs, int64_t offset, int64_t bytes, void *buf);
+int bdrv_pwrite(BlockDriverState *bs, int64_t offset, int64_t bytes, const void *buf);
+int bdrv_flush(BlockDriverState *bs);
+
+/* --- image creation (main thread) --- */
+
+/* Create filename as format with the given virtual size (0 with a backing file: its size).
+ * Consumes opts; leftovers are an error. */
+bool bdrv_create(const char *filename, const char *format, uint64_t size,
+                 const char *backing_file, const char *backing_fmt, BlockOptions *opts,
+                 GError **errp);
+
+/* --- buffers --- */
+
+/* Aligned buffer suitable for any node's I/O (O_DIRECT), freed with blk_vfree. */
+void *blk_blockalign(size_t size);
+void blk_vfree(void *p);
+
+#endif

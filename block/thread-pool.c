@@ -1,0 +1,54 @@
+/* thread-pool.c - worker threads that run blocking system calls for coroutines.
+ *
+ * Threads: workers (a GThreadPool, grown on demand) run only the request's function; the
+ * result goes back to the requesting coroutine through its home event loop.
+ */
+#include "config.h"
+#include "block/io-engine.h"
+#include "block/aio.h"
+#include "block/util.h"
+
+#define THREAD_POOL_MAX 32
+
+typedef struct ThreadPoolReq {
+    ThreadPoolFunc *fn;
+    void *opaque;
+    Coroutine *co;
+    int ret;
+} ThreadPoolReq;
+
+static GThreadPool *pool;
+static GOnce pool_once = G_ONCE_INIT;
+
+static void worker(gpointer data, gpointer user_data)
+{
+    ThreadPoolReq *req = data;
+
+    req->ret = req->fn(req->opaque);
+    aio_co_schedule(coroutine_get_context(req->co), req->co);
+}
+
+static gpointer pool_init(gpointer unused)
+{
+    g_autoptr(GError) err = NULL;
+    GThreadPool *p = g_thread_pool_new(worker, NULL, THREAD_POOL_MAX, false, &err);
+
+    if (!p) {
+        g_error("cannot create the I/O thread pool: %s", err->message);
+    }
+    return p;
+}
+
+int coroutine_fn thread_pool_run(ThreadPoolFunc *fn, void *opaque)
+{
+    ThreadPoolReq req = { .fn = fn, .opaque = opaque, .co = coroutine_self() };
+    g_autoptr(GError) err = NULL;
+
+    g_assert(req.co);
+    pool = g_once(&pool_once, pool_init, NULL);
+    if (!g_thread_pool_push(pool, &req, &err)) {
+        return -EAGAIN;
+    }
+    coroutine_yield();
+    return req.ret;
+}

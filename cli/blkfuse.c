@@ -1,0 +1,1058 @@
+/* blkfuse.c - the blkfuse command: mount, unmount, list, stats, info, create, serve.
+ *
+ * Threads: the CLI is single-threaded until a daemon starts exporting; the daemon's main thread
+ * runs the control socket and the export registry, and forks before any thread exists.
+ * Exit status: 0 success, 1 runtime error, 2 usage error.
+ */
+#include "config.h"
+#include "block/aio.h"
+#include "block/backend.h"
+#include "block/util.h"
+#include "cli/control.h"
+#include "cli/json.h"
+#include "fuse/export.h"
+
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#ifndef PR_SET_IO_FLUSHER
+#define PR_SET_IO_FLUSHER 57
+#endif
+
+#define EXIT_USAGE 2
+
+/* --- option tables: the help text is generated from them --- */
+
+typedef struct CliOption {
+    const char *name;           /* long name */
+    int key;                    /* short letter, or a unique value > 255 */
+    const char *arg;            /* argument name, NULL for a flag */
+    const char *help;
+} CliOption;
+
+typedef struct CliCommand {
+    const char *name;
+    const char *args;
+    const char *summary;
+    const CliOption *options;
+    int (*run)(GHashTable *opts, int argc, char **argv);
+    int min_args, max_args;
+} CliCommand;
+
+enum {
+    OPT_GROWABLE = 256, OPT_CACHE, OPT_QUEUES, OPT_FOREGROUND, OPT_LOG_FILE, OPT_FORCE,
+    OPT_JSON, OPT_ALLOW_OTHER, OPT_DAEMON, OPT_ID, OPT_SOCKET, OPT_SNAPSHOT,
+    OPT_SNAPSHOT_NAME, OPT_HELP,
+};
+
+static const CliOption help_option = { "help", OPT_HELP, NULL, "show this help and exit" };
+
+static const CliOption mount_options[] = {
+    { "format", 'f', "FORMAT", "image format (raw, qcow2); probed from the image if not given" },
+    { "read-only", 'r', NULL, "export read-only (file mode 0400; writes fail with EROFS)" },
+    { "growable", OPT_GROWABLE, NULL, "writes past the end grow the image instead of failing "
+      "with ENOSPC" },
+    { "cache", OPT_CACHE, "MODE", "writeback (default: host page cache), writethrough (flush "
+      "after every write), none (O_DIRECT), directsync (O_DIRECT + flush after every write)" },
+    { "queues", OPT_QUEUES, "N", "serve the file from N threads, each with its own /dev/fuse "
+      "queue (default 1)" },
+    { "options", 'o', "KEY=VALUE,...", "format and protocol options: raw offset=,size=; qcow2 "
+      "l2-cache-size=; file locking=off" },
+    { "snapshot", OPT_SNAPSHOT, NULL, "send writes to a temporary overlay that is deleted at "
+      "unmount; the image stays untouched" },
+    { "snapshot-name", OPT_SNAPSHOT_NAME, "NAME", "export the internal snapshot NAME "
+      "(read-only)" },
+    { "allow-other", OPT_ALLOW_OTHER, NULL, "let other users access the file, subject to its "
+      "mode (needs user_allow_other in /etc/fuse.conf when not root)" },
+    { "id", OPT_ID, "ID", "export id (default: exportN)" },
+    { "daemon", OPT_DAEMON, "SOCKET", "add the export to the running 'blkfuse serve' daemon "
+      "listening on SOCKET" },
+    { "foreground", OPT_FOREGROUND, NULL, "stay in the foreground, logging to stderr" },
+    { "log-file", OPT_LOG_FILE, "FILE", "log to FILE (default: syslog when daemonized)" },
+    { "verbose", 'v', NULL, "log debug messages" },
+    { NULL },
+};
+
+static const CliOption unmount_options[] = {
+    { "force", OPT_FORCE, NULL, "unmount even while the file is open: users' I/O fails "
+      "from then on" },
+    { NULL },
+};
+
+static const CliOption list_options[] = {
+    { "json", OPT_JSON, NULL, "print JSON" },
+    { NULL },
+};
+
+static const CliOption info_options[] = {
+    { "format", 'f', "FORMAT", "image format; probed if not given" },
+    { "json", OPT_JSON, NULL, "print JSON" },
+    { NULL },
+};
+
+static const CliOption create_options[] = {
+    { "format", 'f', "FORMAT", "image format: qcow2 or raw (default raw)" },
+    { "backing", 'b', "BACKING", "backing file (qcow2)" },
+    { "backing-format", 'F', "FORMAT", "format of the backing file; probed if not given" },
+    { "options", 'o', "KEY=VALUE,...", "format options: qcow2 cluster_size=, lazy_refcounts=, "
+      "extended_l2=, compression_type=, preallocation=, refcount_bits=, compat=; raw "
+      "preallocation=" },
+    { NULL },
+};
+
+static const CliOption serve_options[] = {
+    { "socket", OPT_SOCKET, "PATH", "control socket path (default: RUNTIME_DIR/PID.sock)" },
+    { "foreground", OPT_FOREGROUND, NULL, "stay in the foreground, logging to stderr" },
+    { "log-file", OPT_LOG_FILE, "FILE", "log to FILE (default: syslog when daemonized)" },
+    { "verbose", 'v', NULL, "log debug messages" },
+    { NULL },
+};
+
+static int cmd_mount(GHashTable *o, int argc, char **argv);
+static int cmd_unmount(GHashTable *o, int argc, char **argv);
+static int cmd_list(GHashTable *o, int argc, char **argv);
+static int cmd_stats(GHashTable *o, int argc, char **argv);
+static int cmd_info(GHashTable *o, int argc, char **argv);
+static int cmd_create(GHashTable *o, int argc, char **argv);
+static int cmd_serve(GHashTable *o, int argc, char **argv);
+
+static const CliCommand commands[] = {
+    { "mount", "IMAGE MOUNTPOINT", "export IMAGE as the regular file MOUNTPOINT (created if "
+      "missing)", mount_options, cmd_mount, 2, 2 },
+    { "unmount", "MOUNTPOINT", "flush, close the image and end the export on MOUNTPOINT",
+      unmount_options, cmd_unmount, 1, 1 },
+    { "list", "", "list the exports of this user's daemons", list_options, cmd_list, 0, 0 },
+    { "stats", "MOUNTPOINT", "show I/O counters and latency of an export", list_options,
+      cmd_stats, 1, 1 },
+    { "info", "IMAGE", "show an image's format, sizes, backing chain and snapshots",
+      info_options, cmd_info, 1, 1 },
+    { "create", "IMAGE [SIZE]", "create an image (SIZE defaults to the backing file's)",
+      create_options, cmd_create, 1, 2 },
+    { "serve", "", "run a daemon without exports; add them with 'mount --daemon SOCKET'",
+      serve_options, cmd_serve, 0, 0 },
+};
+
+static void print_options(FILE *f, const CliOption *opts)
+{
+    for (const CliOption *o = opts; ; o++) {
+        const CliOption *opt = o->name ? o : &help_option;
+        g_autofree char *left = NULL;
+
+        if (opt->key < 256) {
+            left = g_strdup_printf("-%c, --%s%s%s", opt->key, opt->name, opt->arg ? " " : "",
+                                   opt->arg ? opt->arg : "");
+        } else {
+            left = g_strdup_printf("    --%s%s%s", opt->name, opt->arg ? "=" : "",
+                                   opt->arg ? opt->arg : "");
+        }
+        fprintf(f, "  %-30s %s\n", left, opt->help);
+        if (!o->name) {
+            break;
+        }
+    }
+}
+
+static void command_help(const CliCommand *c)
+{
+    printf("Usage: blkfuse %s [OPTION]...%s%s\n%s.\n\nOptions:\n", c->name, *c->args ? " " : "",
+           c->args, c->summary);
+    print_options(stdout, c->options);
+}
+
+static void main_help(void)
+{
+    printf("Usage: blkfuse COMMAND [OPTION]... [ARG]...\n"
+           "Present disk images (raw, qcow2) as regular files through FUSE.\n\nCommands:\n");
+    for (size_t i = 0; i < G_N_ELEMENTS(commands); i++) {
+        g_autofree char *left = g_strdup_printf("%s %s", commands[i].name, commands[i].args);
+        printf("  %-24s %s\n", left, commands[i].summary);
+    }
+    printf("\nRun 'blkfuse COMMAND --help' for a command's options.\n"
+           "Also: blkfuse --help, blkfuse --version.  See blkfuse(1).\n");
+}
+
+static int usage_error(const CliCommand *c, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
+static int usage_error(const CliCommand *c, const char *fmt, ...)
+{
+    va_list ap;
+    g_autofree char *msg = NULL;
+
+    va_start(ap, fmt);
+    msg = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+    if (c) {
+        fprintf(stderr, "blkfuse %s: %s\nTry 'blkfuse %s --help'.\n", c->name, msg, c->name);
+    } else {
+        fprintf(stderr, "blkfuse: %s\nTry 'blkfuse --help'.\n", msg);
+    }
+    return EXIT_USAGE;
+}
+
+static int fail(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
+static int fail(const char *fmt, ...)
+{
+    va_list ap;
+    g_autofree char *msg = NULL;
+
+    va_start(ap, fmt);
+    msg = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "blkfuse: %s\n", msg);
+    return EXIT_FAILURE;
+}
+
+/* Parse argv against c's table into a name -> value table ("" for flags; -o values joined with
+ * commas).  Returns the index of the first operand, or -1 after a usage error / help. */
+static int parse_options(const CliCommand *c, int argc, char **argv, GHashTable *out,
+                         int *status)
+{
+    GArray *longopts = g_array_new(true, true, sizeof(struct option));
+    GString *shortopts = g_string_new("+:");
+    int ret = -1;
+
+    for (const CliOption *o = c->options; ; o++) {
+        const CliOption *opt = o->name ? o : &help_option;
+        struct option lo = { opt->name, opt->arg ? required_argument : no_argument, NULL,
+                             opt->key };
+        g_array_append_val(longopts, lo);
+        if (opt->key < 256) {
+            g_string_append_c(shortopts, opt->key);
+            if (opt->arg) {
+                g_string_append_c(shortopts, ':');
+            }
+        }
+        if (!o->name) {
+            break;
+        }
+    }
+    optind = 1;
+    opterr = 0;
+    for (;;) {
+        int longindex = -1;
+        int key = getopt_long(argc, argv, shortopts->str, (struct option *)longopts->data,
+                              &longindex);
+        const CliOption *opt = NULL;
+
+        if (key == -1) {
+            ret = optind;
+            break;
+        }
+        if (key == OPT_HELP) {
+            command_help(c);
+            *status = 0;
+            break;
+        }
+        if (key == '?' || key == ':') {
+            const char *bad = argv[optind - 1];
+            *status = usage_error(c, key == '?' ? "unknown option '%s'" :
+                                  "option '%s' needs an argument", bad);
+            break;
+        }
+        for (const CliOption *o = c->options; o->name; o++) {
+            if (o->key == key) {
+                opt = o;
+            }
+        }
+        if (opt->arg && !strcmp(opt->name, "options") && g_hash_table_contains(out, "options")) {
+            char *joined = g_strjoin(",", (char *)g_hash_table_lookup(out, "options"), optarg,
+                                     NULL);
+            g_hash_table_replace(out, g_strdup(opt->name), joined);
+        } else {
+            g_hash_table_replace(out, g_strdup(opt->name), g_strdup(opt->arg ? optarg : ""));
+        }
+    }
+    g_array_free(longopts, true);
+    g_string_free(shortopts, true);
+    return ret;
+}
+
+static const char *opt_str(GHashTable *o, const char *name)
+{
+    return g_hash_table_lookup(o, name);
+}
+
+static bool opt_flag(GHashTable *o, const char *name)
+{
+    return g_hash_table_contains(o, name);
+}
+
+/* --- the daemon --- */
+
+typedef struct DaemonConfig {
+    const BlockExportOptions *export;   /* NULL for serve */
+    const char *socket_path;
+    bool serve;
+    bool foreground;
+    const char *log_file;
+    bool verbose;
+} DaemonConfig;
+
+static void report_to_parent(int fd, const char *msg)
+{
+    if (fd >= 0) {
+        g_autofree char *line = g_strdup_printf("%s\n", msg);
+        ssize_t r = write(fd, line, strlen(line));
+        (void)r;
+        close(fd);
+    }
+}
+
+typedef struct SignalState {
+    int fd;
+    ControlServer *srv;
+    bool terminating;
+} SignalState;
+
+static void signal_read(void *opaque)
+{
+    SignalState *s = opaque;
+    struct signalfd_siginfo si;
+
+    while (read(s->fd, &si, sizeof(si)) == sizeof(si)) {
+        if (si.ssi_signo == SIGHUP) {
+            log_reopen();
+            log_info("log reopened (SIGHUP)");
+        } else if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) {
+            log_info("%s: unmounting every export and exiting", strsignal(si.ssi_signo));
+            s->terminating = true;
+            control_server_request_exit(s->srv);
+        }
+    }
+}
+
+/* Run the daemon: in this process with --foreground, else in a forked child that reports to
+ * the parent once the mount is live (or why it is not).  Returns the exit status. */
+static int daemon_run(const DaemonConfig *cfg)
+{
+    g_autoptr(GError) err = NULL;
+    int report_fd = -1;
+    AioContext *ctx;
+    ControlServer *srv;
+    SignalState sig = { .fd = -1 };
+    sigset_t mask;
+
+    if (!cfg->foreground) {
+        int p[2];
+        pid_t pid;
+
+        if (pipe2(p, O_CLOEXEC) < 0) {
+            return fail("cannot create a pipe: %s", g_strerror(errno));
+        }
+        fflush(NULL);
+        pid = fork();
+        if (pid < 0) {
+            return fail("cannot fork the daemon: %s", g_strerror(errno));
+        }
+        if (pid > 0) {
+            char buf[4096];
+            ssize_t n, len = 0;
+            int status;
+
+            close(p[1]);
+            while (len < (ssize_t)sizeof(buf) - 1 &&
+                   (n = read(p[0], buf + len, sizeof(buf) - 1 - len)) != 0) {
+                if (n < 0) {
+                    if (errno == EINTR) {
+                        continue;
+                    }
+                    break;
+                }
+                len += n;
+            }
+            buf[len] = '\0';
+            close(p[0]);
+            g_strchomp(buf);
+            if (strcmp(buf, "OK") == 0) {
+                return 0;
+            }
+            waitpid(pid, &status, WNOHANG);
+            if (len == 0) {
+                return fail("the daemon exited before the mount was live%s%s",
+                            cfg->log_file ? "; see " : "", cfg->log_file ? cfg->log_file : "");
+            }
+            fprintf(stderr, "blkfuse: %s\n", buf);
+            return EXIT_FAILURE;
+        }
+        close(p[0]);
+        report_fd = p[1];
+        setsid();
+    }
+
+    log_set_verbose(cfg->verbose);
+    if (!log_open(cfg->log_file ? cfg->log_file : (cfg->foreground ? NULL : "syslog"), &err)) {
+        report_to_parent(report_fd, err->message);
+        if (report_fd < 0) {
+            fprintf(stderr, "blkfuse: %s\n", err->message);
+        }
+        return EXIT_FAILURE;
+    }
+
+    /* Signals arrive through a signalfd in the main loop; block them before any thread starts
+     * so every thread inherits the mask. */
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &mask, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    /* A loop device on our file may have to write back pages to free memory: the kernel must
+     * not throttle us as if we were an ordinary writer, or reclaim can deadlock on our I/O. */
+    if (prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0) < 0) {
+        log_debug("PR_SET_IO_FLUSHER: %s (loop devices under memory pressure may stall)",
+                  g_strerror(errno));
+    }
+
+    ctx = aio_get_current();
+    srv = control_server_new(cfg->socket_path, cfg->serve, &err);
+    if (!srv) {
+        goto fail;
+    }
+    sig.srv = srv;
+    sig.fd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+    aio_set_fd_handler(ctx, sig.fd, signal_read, NULL, &sig);
+
+    if (cfg->export && !blk_exp_add(cfg->export, &err)) {
+        control_server_free(srv);
+        goto fail;
+    }
+    if (cfg->serve) {
+        log_info("serving; control socket %s", control_server_path(srv));
+    }
+
+    if (report_fd >= 0) {
+        int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+        int errfd = cfg->log_file ? open(cfg->log_file, O_WRONLY | O_APPEND | O_CLOEXEC) : -1;
+        report_to_parent(report_fd, "OK");
+        if (null >= 0) {
+            dup2(null, STDIN_FILENO);
+            dup2(null, STDOUT_FILENO);
+            dup2(errfd >= 0 ? errfd : null, STDERR_FILENO);   /* stray library messages */
+            close(null);
+        }
+        if (errfd >= 0) {
+            close(errfd);
+        }
+        if (chdir("/") < 0) {
+            log_warning("chdir /: %s", g_strerror(errno));
+        }
+    }
+
+    while (!control_server_should_exit(srv)) {
+        aio_poll(ctx, true);
+    }
+    blk_exp_close_all();
+    control_server_free(srv);
+    aio_set_fd_handler(ctx, sig.fd, NULL, NULL, NULL);
+    close(sig.fd);
+    log_info("exiting");
+    return 0;
+
+fail:
+    if (sig.fd >= 0) {
+        aio_set_fd_handler(ctx, sig.fd, NULL, NULL, NULL);
+        close(sig.fd);
+    }
+    log_error("%s", err->message);
+    if (report_fd >= 0) {
+        report_to_parent(report_fd, err->message);
+    } else if (cfg->log_file) {
+        fprintf(stderr, "blkfuse: %s\n", err->message);
+    }
+    return EXIT_FAILURE;
+}
+
+/* --- commands --- */
+
+static bool parse_queues(const char *s, unsigned *out)
+{
+    char *end;
+    unsigned long v;
+
+    if (!s) {
+        *out = 1;
+        return true;
+    }
+    v = strtoul(s, &end, 10);
+    if (*end || !*s || v < 1 || v > 64) {
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+static int cmd_mount(GHashTable *o, int argc, char **argv)
+{
+    const CliCommand *c = &commands[0];
+    g_autoptr(GHashTable) bopts = block_options_new();
+    g_autoptr(GError) err = NULL;
+    const char *cache = opt_str(o, "cache");
+    BlockExportOptions eo = {
+        .type = "fuse",
+        .id = opt_str(o, "id"),
+        .image = argv[0],
+        .format = opt_str(o, "format"),
+        .opts = bopts,
+        .mountpoint = argv[1],
+        .read_only = opt_flag(o, "read-only") || opt_flag(o, "snapshot-name"),
+        .growable = opt_flag(o, "growable"),
+        .allow_other = opt_flag(o, "allow-other"),
+        .snapshot = opt_flag(o, "snapshot"),
+        .cache = cache,
+    };
+    DaemonConfig cfg = {
+        .export = &eo,
+        .foreground = opt_flag(o, "foreground"),
+        .log_file = opt_str(o, "log-file"),
+        .verbose = opt_flag(o, "verbose"),
+    };
+    g_autofree char *log_abs = NULL;
+
+    if (!parse_queues(opt_str(o, "queues"), &eo.queues)) {
+        return usage_error(c, "--queues needs a number from 1 to 64, not '%s'",
+                           opt_str(o, "queues"));
+    }
+    if (cache && strcmp(cache, "writeback") && strcmp(cache, "writethrough") &&
+        strcmp(cache, "none") && strcmp(cache, "directsync")) {
+        return usage_error(c, "--cache must be writeback, writethrough, none or directsync, "
+                           "not '%s'", cache);
+    }
+    if (eo.format && !bdrv_find_format(eo.format)) {
+        return usage_error(c, "unknown format '%s' (known: %s)", eo.format,
+                           bdrv_format_list());
+    }
+    if (opt_str(o, "options") && !block_options_parse(bopts, opt_str(o, "options"), &err)) {
+        return usage_error(c, "%s", err->message);
+    }
+    if (opt_str(o, "snapshot-name")) {
+        g_hash_table_replace(bopts, g_strdup("snapshot-name"),
+                             g_strdup(opt_str(o, "snapshot-name")));
+    }
+    if (eo.snapshot && eo.read_only) {
+        return usage_error(c, "--snapshot and --read-only exclude each other");
+    }
+    if (opt_str(o, "daemon")) {
+        g_autoptr(JsonValue) req = json_new_object();
+        g_autoptr(JsonValue) reply = NULL;
+        g_autofree char *image = g_canonicalize_filename(eo.image, NULL);
+        g_autofree char *mp = g_canonicalize_filename(eo.mountpoint, NULL);
+
+        json_object_set_string(req, "cmd", "mount");
+        json_object_set_string(req, "image", strchr(eo.image, ':') ? eo.image : image);
+        json_object_set_string(req, "mountpoint", mp);
+        if (eo.id) {
+            json_object_set_string(req, "id", eo.id);
+        }
+        if (eo.format) {
+            json_object_set_string(req, "format", eo.format);
+        }
+        if (opt_str(o, "options")) {
+            json_object_set_string(req, "options", opt_str(o, "options"));
+        }
+        json_object_set_bool(req, "read_only", eo.read_only);
+        json_object_set_bool(req, "growable", eo.growable);
+        json_object_set_bool(req, "allow_other", eo.allow_other);
+        json_object_set_bool(req, "snapshot", eo.snapshot);
+        if (cache) {
+            json_object_set_string(req, "cache", cache);
+        }
+        json_object_set_int(req, "queues", eo.queues);
+        reply = control_call(opt_str(o, "daemon"), req, 60000, &err);
+        if (!reply) {
+            return fail("%s", err->message);
+        }
+        if (!json_object_get_bool(reply, "ok", false)) {
+            return fail("%s", json_object_get_string(reply, "error"));
+        }
+        return 0;
+    }
+    if (cfg.log_file) {
+        log_abs = g_canonicalize_filename(cfg.log_file, NULL);
+        cfg.log_file = log_abs;
+    }
+    return daemon_run(&cfg);
+}
+
+static int cmd_serve(GHashTable *o, int argc, char **argv)
+{
+    g_autofree char *log_abs = NULL;
+    g_autofree char *sock_abs = NULL;
+    DaemonConfig cfg = {
+        .serve = true,
+        .socket_path = opt_str(o, "socket"),
+        .foreground = opt_flag(o, "foreground"),
+        .log_file = opt_str(o, "log-file"),
+        .verbose = opt_flag(o, "verbose"),
+    };
+
+    if (cfg.log_file) {
+        log_abs = g_canonicalize_filename(cfg.log_file, NULL);
+        cfg.log_file = log_abs;
+    }
+    if (cfg.socket_path) {
+        sock_abs = g_canonicalize_filename(cfg.socket_path, NULL);
+        cfg.socket_path = sock_abs;
+    }
+    return daemon_run(&cfg);
+}
+
+/* Every export of every daemon in the runtime directory, as (socket, export) pairs. */
+typedef struct FoundExport {
+    char *socket;
+    JsonValue *exp;             /* borrowed from replies */
+} FoundExport;
+
+static GPtrArray *collect_exports(GPtrArray **replies_out)
+{
+    g_autoptr(GPtrArray) socks = control_find_daemons();
+    GPtrArray *found = g_ptr_array_new_with_free_func(g_free);
+    GPtrArray *replies = g_ptr_array_new_with_free_func((GDestroyNotify)json_free);
+
+    for (guint i = 0; i < socks->len; i++) {
+        g_autoptr(JsonValue) req = json_new_object();
+        JsonValue *reply;
+        JsonValue *exports;
+
+        json_object_set_string(req, "cmd", "list");
+        reply = control_call(socks->pdata[i], req, 10000, NULL);
+        if (!reply) {
+            continue;
+        }
+        g_ptr_array_add(replies, reply);
+        exports = json_object_get(reply, "exports");
+        for (guint j = 0; j < json_array_length(exports); j++) {
+            FoundExport *f = g_new0(FoundExport, 1);
+            f->socket = NULL;
+            f->exp = json_array_get(exports, j);
+            json_object_set_string(f->exp, "socket", socks->pdata[i]);
+            g_ptr_array_add(found, f);
+        }
+    }
+    *replies_out = replies;
+    return found;
+}
+
+static JsonValue *find_export_by_mountpoint(GPtrArray *found, const char *mp)
+{
+    g_autofree char *real = realpath(mp, NULL);
+    g_autofree char *canon = g_canonicalize_filename(mp, NULL);
+
+    for (guint i = 0; i < found->len; i++) {
+        FoundExport *f = found->pdata[i];
+        const char *emp = json_object_get_string(f->exp, "mountpoint");
+        if ((real && !g_strcmp0(emp, real)) || !g_strcmp0(emp, canon)) {
+            return f->exp;
+        }
+    }
+    return NULL;
+}
+
+static bool pid_alive(int pid)
+{
+    g_autofree char *path = g_strdup_printf("/proc/%d/stat", pid);
+    g_autofree char *stat = NULL;
+    char *p;
+
+    if (!g_file_get_contents(path, &stat, NULL, NULL)) {
+        return false;
+    }
+    p = strrchr(stat, ')');
+    return p && p[1] == ' ' && p[2] != 'Z' && p[2] != 'X';
+}
+
+static bool is_fuse_mount(const char *path)
+{
+    g_autofree char *contents = NULL;
+    g_auto(GStrv) lines = NULL;
+
+    if (!g_file_get_contents("/proc/self/mountinfo", &contents, NULL, NULL)) {
+        return false;
+    }
+    lines = g_strsplit(contents, "\n", -1);
+    for (char **l = lines; *l; l++) {
+        g_auto(GStrv) f = g_strsplit(*l, " ", -1);
+        guint n = g_strv_length(f);
+        if (n < 5) {
+            continue;
+        }
+        g_autofree char *target = g_strcompress(f[4]);
+        if (strcmp(target, path) != 0) {
+            continue;
+        }
+        for (guint i = 5; i + 1 < n; i++) {
+            if (!strcmp(f[i], "-")) {
+                return g_str_has_prefix(f[i + 1], "fuse");
+            }
+        }
+    }
+    return false;
+}
+
+static int cmd_unmount(GHashTable *o, int argc, char **argv)
+{
+    g_autoptr(GPtrArray) replies = NULL;
+    g_autoptr(GPtrArray) found = collect_exports(&replies);
+    JsonValue *exp = find_export_by_mountpoint(found, argv[0]);
+    g_autoptr(JsonValue) req = json_new_object();
+    g_autoptr(JsonValue) reply = NULL;
+    g_autoptr(GError) err = NULL;
+    g_autofree char *canon = g_canonicalize_filename(argv[0], NULL);
+    int64_t deadline;
+    int pid;
+
+    if (!exp) {
+        if (is_fuse_mount(canon)) {
+            /* No daemon of ours answers for it (another user's, or its socket is gone). */
+            const char *args[] = { "fusermount3", "-u", opt_flag(o, "force") ? "-z" : NULL,
+                                   canon, NULL };
+            int status;
+            if (!opt_flag(o, "force")) {
+                args[2] = canon;
+                args[3] = NULL;
+            }
+            if (!g_spawn_sync(NULL, (char **)args, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, NULL,
+                              NULL, &status, &err) || !g_spawn_check_wait_status(status, NULL)) {
+                return fail("%s: no blkfuse daemon found for it, and fusermount3 -u failed",
+                            argv[0]);
+            }
+            fprintf(stderr, "blkfuse: %s: no control socket found; unmounted with "
+                    "fusermount3\n", argv[0]);
+            return 0;
+        }
+        return fail("%s: not a blkfuse mount (see 'blkfuse list')", argv[0]);
+    }
+    json_object_set_string(req, "cmd", "unmount");
+    json_object_set_string(req, "mountpoint", json_object_get_string(exp, "mountpoint"));
+    json_object_set_bool(req, "force", opt_flag(o, "force"));
+    reply = control_call(json_object_get_string(exp, "socket"), req, 0, &err);
+    if (!reply) {
+        return fail("%s", err->message);
+    }
+    if (!json_object_get_bool(reply, "ok", false)) {
+        return fail("%s", json_object_get_string(reply, "error"));
+    }
+    if (!json_object_get_bool(reply, "exiting", false)) {
+        return 0;
+    }
+    /* The daemon flushed and closed the image; wait until it has exited too. */
+    pid = json_object_get_int(reply, "pid", 0);
+    deadline = g_get_monotonic_time() + 60 * G_TIME_SPAN_SECOND;
+    while (pid > 0 && pid_alive(pid)) {
+        if (g_get_monotonic_time() > deadline) {
+            return fail("%s: unmounted, but daemon %d has not exited after 60 s", argv[0], pid);
+        }
+        g_usleep(10 * 1000);
+    }
+    return 0;
+}
+
+static char *human_bytes(int64_t n)
+{
+    return format_size(n < 0 ? 0 : n);
+}
+
+static int cmd_list(GHashTable *o, int argc, char **argv)
+{
+    g_autoptr(GPtrArray) replies = NULL;
+    g_autoptr(GPtrArray) found = collect_exports(&replies);
+    g_autoptr(GPtrArray) rows = g_ptr_array_new_with_free_func((GDestroyNotify)g_strfreev);
+    static const char *const heads[] = { "ID", "PID", "IMAGE", "FORMAT", "MOUNTPOINT", "MODE",
+                                         "CLIENTS", "READ", "WRITTEN", "OWNER", "SINCE" };
+    enum { NCOL = G_N_ELEMENTS(heads) };
+    int width[NCOL] = { 0 };
+
+    if (opt_flag(o, "json")) {
+        g_autoptr(JsonValue) arr = json_new_array();
+        g_autofree char *text = NULL;
+        for (guint i = 0; i < found->len; i++) {
+            FoundExport *f = found->pdata[i];
+            /* Move the export object out of its reply into our array. */
+            JsonValue *copy = NULL;
+            g_autofree char *s = json_to_string(f->exp);
+            copy = json_parse(s, strlen(s), NULL);
+            json_array_append(arr, copy);
+        }
+        text = json_to_string_pretty(arr);
+        printf("%s\n", text);
+        return 0;
+    }
+    if (found->len == 0) {
+        printf("no exports\n");
+        return 0;
+    }
+    g_ptr_array_add(rows, g_strdupv((char **)heads));
+    for (guint i = 0; i < found->len; i++) {
+        JsonValue *e = ((FoundExport *)found->pdata[i])->exp;
+        char **row = g_new0(char *, NCOL + 1);
+        const char *since = json_object_get_string(e, "since");
+        row[0] = g_strdup(json_object_get_string(e, "id"));
+        row[1] = g_strdup_printf("%" G_GINT64_FORMAT, json_object_get_int(e, "pid", 0));
+        row[2] = g_strdup(json_object_get_string(e, "image"));
+        row[3] = g_strdup(json_object_get_string(e, "format"));
+        row[4] = g_strdup(json_object_get_string(e, "mountpoint"));
+        row[5] = g_strdup_printf("%s%s%s", json_object_get_bool(e, "read_only", false) ? "ro" :
+                                 "rw", json_object_get_bool(e, "growable", false) ? ",grow" : "",
+                                 json_object_get_bool(e, "snapshot", false) ? ",snap" : "");
+        row[6] = g_strdup_printf("%" G_GINT64_FORMAT, json_object_get_int(e, "clients", 0));
+        row[7] = human_bytes(json_object_get_int(e, "bytes_read", 0));
+        row[8] = human_bytes(json_object_get_int(e, "bytes_written", 0));
+        row[9] = g_strdup(json_object_get_string(e, "owner"));
+        row[10] = g_strndup(since ? since : "", 19);
+        if (row[10][0]) {
+            row[10][10] = ' ';
+        }
+        g_ptr_array_add(rows, row);
+    }
+    for (guint r = 0; r < rows->len; r++) {
+        char **row = rows->pdata[r];
+        for (int i = 0; i < NCOL; i++) {
+            width[i] = MAX(width[i], (int)strlen(row[i] ? row[i] : ""));
+        }
+    }
+    for (guint r = 0; r < rows->len; r++) {
+        char **row = rows->pdata[r];
+        for (int i = 0; i < NCOL - 1; i++) {
+            printf("%-*s  ", width[i], row[i] ? row[i] : "");
+        }
+        printf("%s\n", row[NCOL - 1] ? row[NCOL - 1] : "");
+    }
+    return 0;
+}
+
+static int cmd_stats(GHashTable *o, int argc, char **argv)
+{
+    g_autoptr(GPtrArray) replies = NULL;
+    g_autoptr(GPtrArray) found = collect_exports(&replies);
+    JsonValue *exp = find_export_by_mountpoint(found, argv[0]);
+    JsonValue *stats;
+
+    if (!exp) {
+        return fail("%s: not a blkfuse mount (see 'blkfuse list')", argv[0]);
+    }
+    stats = json_object_get(exp, "stats");
+    if (opt_flag(o, "json")) {
+        g_autofree char *text = json_to_string_pretty(exp);
+        printf("%s\n", text);
+        return 0;
+    }
+    printf("export %s: %s on %s, %s clients, %s in flight\n",
+           json_object_get_string(exp, "id"), json_object_get_string(exp, "image"),
+           json_object_get_string(exp, "mountpoint"),
+           g_strdup_printf("%" G_GINT64_FORMAT, json_object_get_int(exp, "clients", 0)),
+           g_strdup_printf("%" G_GINT64_FORMAT, json_object_get_int(stats, "in_flight", 0)));
+    printf("%-14s %12s %12s %8s %14s %14s\n", "kind", "ops", "bytes", "failed",
+           "avg latency us", "max latency us");
+    for (int i = 0; i < BLK_STAT__MAX; i++) {
+        JsonValue *k = json_object_get(stats, blk_stat_names[i]);
+        printf("%-14s %12" G_GINT64_FORMAT " %12" G_GINT64_FORMAT " %8" G_GINT64_FORMAT
+               " %14.1f %14.1f\n", blk_stat_names[i], json_object_get_int(k, "ops", 0),
+               json_object_get_int(k, "bytes", 0), json_object_get_int(k, "failed", 0),
+               json_object_get_double(k, "avg_latency_us", 0),
+               json_object_get_double(k, "max_latency_us", 0));
+    }
+    return 0;
+}
+
+static int cmd_info(GHashTable *o, int argc, char **argv)
+{
+    g_autoptr(GError) err = NULL;
+    g_autoptr(JsonValue) info = json_new_object();
+    g_autoptr(JsonValue) chain = json_new_array();
+    BlockDriverState *bs = bdrv_open(argv[0], opt_str(o, "format"), NULL, BDRV_O_NO_LOCK,
+                                     &err);
+
+    if (!bs) {
+        return fail("%s", err->message);
+    }
+    for (BlockDriverState *p = bs; p; p = p->backing ? p->backing->bs : NULL) {
+        JsonValue *layer = json_new_object();
+        BlockDriverInfo bdi = { 0 };
+        g_autoptr(GPtrArray) snaps = NULL;
+        BlockDriverState *file = p->file ? p->file->bs : p;
+
+        json_object_set_string(layer, "filename", file->filename);
+        json_object_set_string(layer, "format", p->drv->format_name);
+        json_object_set_int(layer, "virtual_size", bdrv_getlength(p));
+        json_object_set_int(layer, "disk_size", bdrv_get_allocated_file_size(p));
+        if (p->drv->bdrv_get_info && p->drv->bdrv_get_info(p, &bdi) >= 0) {
+            if (bdi.version) {
+                json_object_set_int(layer, "version", bdi.version);
+            }
+            if (bdi.cluster_size) {
+                json_object_set_int(layer, "cluster_size", bdi.cluster_size);
+            }
+            if (bdi.refcount_bits) {
+                json_object_set_int(layer, "refcount_bits", bdi.refcount_bits);
+            }
+            json_object_set_bool(layer, "extended_l2", bdi.extended_l2);
+            json_object_set_bool(layer, "lazy_refcounts", bdi.lazy_refcounts);
+            if (bdi.compression_type) {
+                json_object_set_string(layer, "compression_type", bdi.compression_type);
+            }
+            json_object_set_bool(layer, "dirty", bdi.dirty);
+            json_object_set_bool(layer, "corrupt", bdi.corrupt);
+            g_free(bdi.extra);
+        }
+        if (p->backing_file) {
+            json_object_set_string(layer, "backing_file", p->backing_file);
+        }
+        if (p->backing_format) {
+            json_object_set_string(layer, "backing_format", p->backing_format);
+        }
+        if (p->drv->bdrv_snapshot_list && p->drv->bdrv_snapshot_list(p, &snaps) >= 0 && snaps) {
+            JsonValue *arr = json_new_array();
+            for (guint i = 0; i < snaps->len; i++) {
+                BlockSnapshotInfo *sn = snaps->pdata[i];
+                JsonValue *s = json_new_object();
+                json_object_set_string(s, "id", sn->id);
+                json_object_set_string(s, "name", sn->name);
+                json_object_set_int(s, "disk_size", sn->disk_size);
+                json_object_set_int(s, "vm_state_size", sn->vm_state_size);
+                json_object_set_int(s, "date_sec", sn->date_sec);
+                json_array_append(arr, s);
+                block_snapshot_info_free(sn);
+            }
+            g_ptr_array_set_free_func(snaps, NULL);
+            json_object_set(layer, "snapshots", arr);
+        }
+        json_array_append(chain, layer);
+    }
+    bdrv_unref(bs);
+
+    if (opt_flag(o, "json")) {
+        g_autofree char *text = NULL;
+        JsonValue *top = json_array_get(chain, 0);
+        g_autofree char *s = json_to_string(top);
+        JsonValue *copy = json_parse(s, strlen(s), NULL);
+        json_object_set(copy, "backing_chain", g_steal_pointer(&chain));
+        text = json_to_string_pretty(copy);
+        json_free(copy);
+        printf("%s\n", text);
+        return 0;
+    }
+    for (guint i = 0; i < json_array_length(chain); i++) {
+        JsonValue *l = json_array_get(chain, i);
+        g_autofree char *vs = human_bytes(json_object_get_int(l, "virtual_size", 0));
+        g_autofree char *ds = human_bytes(json_object_get_int(l, "disk_size", 0));
+        JsonValue *snaps = json_object_get(l, "snapshots");
+
+        if (i > 0) {
+            printf("\nbacking file %u:\n", i);
+        }
+        printf("image: %s\nformat: %s\nvirtual size: %s (%" G_GINT64_FORMAT " bytes)\n"
+               "disk size: %s\n", json_object_get_string(l, "filename"),
+               json_object_get_string(l, "format"), vs,
+               json_object_get_int(l, "virtual_size", 0), ds);
+        if (json_object_get(l, "cluster_size")) {
+            printf("cluster size: %" G_GINT64_FORMAT "\n",
+                   json_object_get_int(l, "cluster_size", 0));
+        }
+        if (json_object_get(l, "version")) {
+            printf("version: %" G_GINT64_FORMAT "\nrefcount bits: %" G_GINT64_FORMAT "\n"
+                   "extended l2: %s\nlazy refcounts: %s\ncompression type: %s\n"
+                   "dirty: %s\ncorrupt: %s\n", json_object_get_int(l, "version", 0),
+                   json_object_get_int(l, "refcount_bits", 0),
+                   json_object_get_bool(l, "extended_l2", false) ? "yes" : "no",
+                   json_object_get_bool(l, "lazy_refcounts", false) ? "yes" : "no",
+                   json_object_get_string(l, "compression_type") ?
+                   json_object_get_string(l, "compression_type") : "zlib",
+                   json_object_get_bool(l, "dirty", false) ? "yes" : "no",
+                   json_object_get_bool(l, "corrupt", false) ? "yes" : "no");
+        }
+        if (json_object_get_string(l, "backing_file")) {
+            printf("backing file: %s%s%s%s\n", json_object_get_string(l, "backing_file"),
+                   json_object_get_string(l, "backing_format") ? " (format " : "",
+                   json_object_get_string(l, "backing_format") ?
+                   json_object_get_string(l, "backing_format") : "",
+                   json_object_get_string(l, "backing_format") ? ")" : "");
+        }
+        if (json_array_length(snaps) > 0) {
+            printf("snapshots:\n  %-6s %-20s %12s\n", "ID", "NAME", "DISK SIZE");
+            for (guint j = 0; j < json_array_length(snaps); j++) {
+                JsonValue *s = json_array_get(snaps, j);
+                g_autofree char *sz = human_bytes(json_object_get_int(s, "disk_size", 0));
+                printf("  %-6s %-20s %12s\n", json_object_get_string(s, "id"),
+                       json_object_get_string(s, "name"), sz);
+            }
+        }
+    }
+    return 0;
+}
+
+static int cmd_create(GHashTable *o, int argc, char **argv)
+{
+    const CliCommand *c = &commands[5];
+    g_autoptr(GHashTable) bopts = block_options_new();
+    g_autoptr(GError) err = NULL;
+    uint64_t size = 0;
+
+    if (argc > 1 && !parse_size(argv[1], &size, &err)) {
+        return usage_error(c, "%s", err->message);
+    }
+    if (argc < 2 && !opt_str(o, "backing")) {
+        return usage_error(c, "a SIZE is needed when there is no backing file");
+    }
+    if (opt_str(o, "backing-format") && !opt_str(o, "backing")) {
+        return usage_error(c, "--backing-format needs --backing");
+    }
+    if (opt_str(o, "options") && !block_options_parse(bopts, opt_str(o, "options"), &err)) {
+        return usage_error(c, "%s", err->message);
+    }
+    if (!bdrv_create(argv[0], opt_str(o, "format") ? opt_str(o, "format") : "raw", size,
+                     opt_str(o, "backing"), opt_str(o, "backing-format"), bopts, &err)) {
+        return fail("%s", err->message);
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    const CliCommand *c = NULL;
+    g_autoptr(GHashTable) opts = NULL;
+    int status = 0;
+    int first;
+
+    if (argc < 2) {
+        return usage_error(NULL, "no command given");
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        main_help();
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "-V")) {
+        printf("blkfuse %s\n", BLKFUSE_VERSION);
+        return 0;
+    }
+    for (size_t i = 0; i < G_N_ELEMENTS(commands); i++) {
+        if (!strcmp(argv[1], commands[i].name) ||
+            (!strcmp(argv[1], "umount") && !strcmp(commands[i].name, "unmount"))) {
+            c = &commands[i];
+        }
+    }
+    if (!c) {
+        return usage_error(NULL, argv[1][0] == '-' ? "unknown option '%s'" :
+                           "unknown command '%s'", argv[1]);
+    }
+    opts = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+    first = parse_options(c, argc - 1, argv + 1, opts, &status);
+    if (first < 0) {
+        return status;
+    }
+    argc -= first + 1;
+    argv += first + 1;
+    if (argc < c->min_args) {
+        return usage_error(c, "missing %s", c->args);
+    }
+    if (argc > c->max_args) {
+        return usage_error(c, "unexpected argument '%s'", argv[c->max_args]);
+    }
+    return c->run(opts, argc, argv);
+}

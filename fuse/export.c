@@ -1,0 +1,247 @@
+/* export.c - the export registry: add, find, list and remove exports; each export holds its
+ * backend, and the registry plus every in-flight request hold references on the export.
+ *
+ * Threads: main thread only, except blk_exp_ref/unref (atomic; the final unref happens in the
+ * main thread because the registry's reference is dropped last, from blk_exp_shutdown_done).
+ */
+#include "config.h"
+#include "fuse/export.h"
+#include "block/aio.h"
+#include "block/util.h"
+
+#include <limits.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+/* Every export driver blkfuse has. */
+static const BlockExportDriver *const export_drivers[] = {
+    &blk_exp_fuse,
+};
+
+static GList *exports;          /* BlockExport *, in creation order */
+static unsigned next_id;
+static BlockExportRemovedFunc *removed_fn;
+static void *removed_opaque;
+
+void blk_exp_set_removed_notifier(BlockExportRemovedFunc *fn, void *opaque)
+{
+    removed_fn = fn;
+    removed_opaque = opaque;
+}
+
+static const BlockExportDriver *find_driver(const char *type)
+{
+    for (size_t i = 0; i < G_N_ELEMENTS(export_drivers); i++) {
+        if (strcmp(export_drivers[i]->type, type) == 0) {
+            return export_drivers[i];
+        }
+    }
+    return NULL;
+}
+
+static char *absolute_path(const char *path)
+{
+    char *real = realpath(path, NULL);
+
+    if (real) {
+        return real;
+    }
+    if (g_path_is_absolute(path)) {
+        return g_strdup(path);
+    } else {
+        g_autofree char *cwd = g_get_current_dir();
+        return g_build_filename(cwd, path, NULL);
+    }
+}
+
+static int cache_flags(const char *cache, bool *write_through, GError **errp)
+{
+    *write_through = false;
+    if (!cache || !strcmp(cache, "writeback")) {
+        return 0;
+    }
+    if (!strcmp(cache, "writethrough")) {
+        *write_through = true;
+        return 0;
+    }
+    if (!strcmp(cache, "none")) {
+        return BDRV_O_NOCACHE;
+    }
+    if (!strcmp(cache, "directsync")) {
+        *write_through = true;
+        return BDRV_O_NOCACHE;
+    }
+    error_setg(errp, "invalid cache mode '%s': expected writeback, writethrough, none or "
+               "directsync", cache);
+    return -1;
+}
+
+BlockExport *blk_exp_add(const BlockExportOptions *opts, GError **errp)
+{
+    const BlockExportDriver *drv = find_driver(opts->type ? opts->type : "fuse");
+    g_autofree char *id = NULL;
+    BlockExport *exp;
+    bool write_through;
+    int flags;
+
+    if (!drv) {
+        error_setg(errp, "unknown export type '%s'", opts->type);
+        return NULL;
+    }
+    id = opts->id ? g_strdup(opts->id) : g_strdup_printf("export%u", next_id);
+    if (blk_exp_find(id)) {
+        error_setg(errp, "an export with id '%s' already exists", id);
+        return NULL;
+    }
+    flags = cache_flags(opts->cache, &write_through, errp);
+    if (flags < 0) {
+        return NULL;
+    }
+    if (!opts->read_only) {
+        flags |= BDRV_O_RDWR;
+    }
+
+    exp = g_malloc0(drv->instance_size);
+    exp->drv = drv;
+    exp->id = g_steal_pointer(&id);
+    exp->refcnt = 1;
+    exp->image = strchr(opts->image, ':') && !g_file_test(opts->image, G_FILE_TEST_EXISTS) ?
+                 g_strdup(opts->image) : absolute_path(opts->image);
+    exp->mountpoint = absolute_path(opts->mountpoint);
+    exp->cache = g_strdup(opts->cache ? opts->cache : "writeback");
+    exp->read_only = opts->read_only;
+    exp->growable = opts->growable;
+    exp->snapshot = opts->snapshot;
+    exp->queues = MAX(opts->queues, 1);
+    exp->owner = getuid();
+    exp->since = time(NULL);
+
+    exp->blk = blk_new_open(exp->image, opts->format, opts->opts, flags, errp);
+    if (!exp->blk) {
+        goto fail;
+    }
+    blk_set_write_through(exp->blk, write_through);
+    exp->format = g_strdup(blk_bs(exp->blk)->drv->format_name);
+
+    if (drv->create(exp, opts, errp) < 0) {
+        goto fail;
+    }
+    next_id++;
+    exports = g_list_append(exports, exp);
+    log_info("export %s: %s (%s%s) on %s", exp->id, exp->image, exp->format,
+             exp->read_only ? ", read-only" : "", exp->mountpoint);
+    return exp;
+
+fail:
+    blk_unref(exp->blk);
+    g_free(exp->id);
+    g_free(exp->image);
+    g_free(exp->mountpoint);
+    g_free(exp->cache);
+    g_free(exp->format);
+    g_free(exp);
+    return NULL;
+}
+
+BlockExport *blk_exp_find(const char *id)
+{
+    for (GList *l = exports; l; l = l->next) {
+        BlockExport *exp = l->data;
+        if (strcmp(exp->id, id) == 0) {
+            return exp;
+        }
+    }
+    return NULL;
+}
+
+BlockExport *blk_exp_find_by_mountpoint(const char *mountpoint)
+{
+    g_autofree char *abs = absolute_path(mountpoint);
+
+    for (GList *l = exports; l; l = l->next) {
+        BlockExport *exp = l->data;
+        if (strcmp(exp->mountpoint, abs) == 0) {
+            return exp;
+        }
+    }
+    return NULL;
+}
+
+GList *blk_exp_list(void)
+{
+    return exports;
+}
+
+unsigned blk_exp_count(void)
+{
+    return g_list_length(exports);
+}
+
+unsigned blk_exp_clients(BlockExport *exp)
+{
+    return exp->drv->clients ? exp->drv->clients(exp) : 0;
+}
+
+int blk_exp_request_remove(BlockExport *exp, bool force, GError **errp)
+{
+    int ret;
+
+    if (exp->shutting_down && !(force && !exp->forced)) {
+        return 0;
+    }
+    ret = exp->drv->request_shutdown(exp, force, errp);
+    if (ret < 0) {
+        return ret;
+    }
+    exp->shutting_down = true;
+    exp->forced |= force;
+    return 0;
+}
+
+void blk_exp_shutdown_done(BlockExport *exp, const char *reason)
+{
+    exports = g_list_remove(exports, exp);
+    log_info("export %s: %s removed (%s)", exp->id, exp->mountpoint, reason);
+    if (removed_fn) {
+        removed_fn(exp, reason, removed_opaque);
+    }
+    blk_exp_unref(exp);
+}
+
+void blk_exp_close_all(void)
+{
+    AioContext *ctx = aio_get_current();
+    GList *copy = g_list_copy(exports);
+
+    for (GList *l = copy; l; l = l->next) {
+        blk_exp_request_remove(l->data, true, NULL);
+    }
+    g_list_free(copy);
+    while (exports) {
+        aio_poll(ctx, true);
+    }
+}
+
+void blk_exp_ref(BlockExport *exp)
+{
+    __atomic_add_fetch(&exp->refcnt, 1, __ATOMIC_RELAXED);
+}
+
+void blk_exp_unref(BlockExport *exp)
+{
+    if (__atomic_sub_fetch(&exp->refcnt, 1, __ATOMIC_ACQ_REL) > 0) {
+        return;
+    }
+    blk_unref(exp->blk);        /* drains, flushes, closes the image */
+    exp->drv->delete(exp);
+    if (exp->overlay) {
+        unlink(exp->overlay);
+        g_free(exp->overlay);
+    }
+    g_free(exp->id);
+    g_free(exp->image);
+    g_free(exp->mountpoint);
+    g_free(exp->cache);
+    g_free(exp->format);
+    g_free(exp);
+}

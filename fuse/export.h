@@ -1,0 +1,102 @@
+/* export.h - the export registry: exports by id, each holding a BlockBackend, added, queried and
+ * removed (safely: refused while in use; or forcibly: users are disconnected).
+ *
+ * Threads: the registry lives in the main thread.  Export drivers may run I/O threads; they
+ * report a finished shutdown with blk_exp_shutdown_done() from the main thread.
+ */
+#ifndef FUSE_EXPORT_H
+#define FUSE_EXPORT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <time.h>
+#include <glib.h>
+#include "block/backend.h"
+
+typedef struct BlockExport BlockExport;
+
+typedef struct BlockExportOptions {
+    const char *type;           /* "fuse" */
+    const char *id;             /* NULL: "export<N>" */
+    const char *image;          /* image file name, as given */
+    const char *format;         /* NULL: probe */
+    BlockOptions *opts;         /* format/protocol options (-o) */
+    const char *mountpoint;
+    bool read_only;
+    bool growable;
+    bool allow_other;
+    bool snapshot;              /* writes go to a temporary overlay */
+    const char *cache;          /* writeback (default), writethrough, none, directsync */
+    unsigned queues;            /* 0 = 1 */
+} BlockExportOptions;
+
+typedef struct BlockExportDriver {
+    const char *type;
+    size_t instance_size;       /* >= sizeof(BlockExport), which must come first */
+
+    /* Required.  Start serving exp (exp->blk is open).  Returns 0 or -errno with errp set. */
+    int (*create)(BlockExport *exp, const BlockExportOptions *opts, GError **errp);
+
+    /* Required.  Begin removal.  Safe (force false): return -EBUSY with errp set while users
+     * hold the export open.  Forced: make users' I/O fail, then stop.  The driver calls
+     * blk_exp_shutdown_done() once no request is in flight and it no longer touches exp->blk. */
+    int (*request_shutdown)(BlockExport *exp, bool force, GError **errp);
+
+    /* Required.  Free the driver's resources (after shutdown is done). */
+    void (*delete)(BlockExport *exp);
+
+    /* Optional.  Number of users holding the export open. */
+    unsigned (*clients)(BlockExport *exp);
+} BlockExportDriver;
+
+struct BlockExport {
+    const BlockExportDriver *drv;
+    char *id;
+    BlockBackend *blk;
+    int refcnt;                 /* registry + in-flight requests */
+    char *image;                /* absolute path */
+    char *format;
+    char *mountpoint;           /* absolute path */
+    char *cache;
+    bool read_only;
+    bool growable;
+    bool snapshot;
+    char *overlay;              /* temporary overlay file (--snapshot), removed at delete */
+    unsigned queues;
+    uid_t owner;
+    time_t since;
+    bool shutting_down;
+    bool forced;
+};
+
+/* Called in the main thread whenever an export has been removed (by request or because its
+ * mount went away); reason is "unmounted", "removed" or "forced". */
+typedef void BlockExportRemovedFunc(BlockExport *exp, const char *reason, void *opaque);
+void blk_exp_set_removed_notifier(BlockExportRemovedFunc *fn, void *opaque);
+
+/* Open the image and start an export.  Returns it (owned by the registry) or NULL (errp). */
+BlockExport *blk_exp_add(const BlockExportOptions *opts, GError **errp);
+BlockExport *blk_exp_find(const char *id);
+/* mountpoint is compared after realpath(). */
+BlockExport *blk_exp_find_by_mountpoint(const char *mountpoint);
+/* Exports in order of creation (the list belongs to the registry). */
+GList *blk_exp_list(void);
+unsigned blk_exp_count(void);
+unsigned blk_exp_clients(BlockExport *exp);
+
+/* Begin removing exp.  Returns 0 (removal in progress; the notifier fires when done) or -errno
+ * (errp set): -EBUSY when in use and not forced. */
+int blk_exp_request_remove(BlockExport *exp, bool force, GError **errp);
+/* Forcibly remove every export and wait until they are gone (exit path). */
+void blk_exp_close_all(void);
+
+void blk_exp_ref(BlockExport *exp);
+void blk_exp_unref(BlockExport *exp);
+
+/* For drivers: shutdown finished (main thread).  reason as for the notifier. */
+void blk_exp_shutdown_done(BlockExport *exp, const char *reason);
+
+extern const BlockExportDriver blk_exp_fuse;
+
+#endif

@@ -1,0 +1,1164 @@
+/* fuse.c - the FUSE export driver: one regular file per export, on its mountpoint, served with
+ * libfuse3's low-level API; every request runs as one coroutine on its queue's event loop.
+ *
+ * Threads:
+ * - main thread: create (mount, INIT handshake), request_shutdown, delete.
+ * - one thread per queue: its own AioContext, its own /dev/fuse fd (queue 0 has the fd from
+ *   fuse_session_mount; the others have FUSE_DEV_IOC_CLONE'd fds, each wrapped in a libfuse
+ *   session of its own through fuse_session_custom_io, so that replies go back on the fd the
+ *   request came from).  A queue reads requests, starts a coroutine for each, and replies from
+ *   the same thread.  Many requests are in flight per queue.
+ * - export attributes (mode, owner, times) are shared by the queues under exp->attr_lock.
+ */
+#include "config.h"
+#include "fuse/export.h"
+#include "block/aio.h"
+#include "block/io-engine.h"
+#include "block/util.h"
+
+#define FUSE_USE_VERSION 314
+#include <fuse_lowlevel.h>
+#include <linux/fs.h>
+#include <linux/fuse.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#ifndef FALLOC_FL_KEEP_SIZE
+#include <linux/falloc.h>
+#endif
+
+#define FUSE_MAX_IO         (1024 * 1024)       /* max_read and max_write */
+/* libfuse reads up to its buffer size (256 pages + one page of header) into our buffer. */
+#define FUSE_RBUF_SIZE      (256 * 4096 + 4096)
+/* A WRITE request is fuse_in_header + fuse_write_in (80 bytes) then data: shift the buffer so
+ * the data lands 4 KiB-aligned, ready for O_DIRECT without a copy. */
+#define FUSE_WRITE_HDR      (sizeof(struct fuse_in_header) + sizeof(struct fuse_write_in))
+#define FUSE_RBUF_SHIFT     (4096 - FUSE_WRITE_HDR)
+#define FUSE_REQS_PER_WAKE  32      /* requests read per readable event before yielding */
+#define FUSE_BUF_POOL_MAX   64      /* idle buffers kept per queue */
+
+typedef struct FuseExport FuseExport;
+
+/* A buffer from a queue's pool: request buffers (receive) and read-reply buffers. */
+typedef struct FuseBuf {
+    struct FuseBuf *next;
+    uint8_t *data;              /* aligned allocation of FUSE_RBUF_SIZE + 4096 */
+} FuseBuf;
+
+typedef struct FuseQueue {
+    FuseExport *exp;
+    unsigned index;
+    struct fuse_session *se;
+    int fd;
+    GThread *thread;
+    AioContext *ctx;
+    bool ready;                 /* thread started (under exp->start_lock) */
+    bool stopping;              /* queue thread: stop reading, finish in-flight, exit */
+    bool disconnected;          /* the kernel ended the connection (unmounted) */
+    unsigned in_flight;         /* requests of this queue (queue thread only) */
+    FuseBuf *rbuf;              /* receive buffer for the next request */
+    bool rbuf_taken;            /* the request being dispatched keeps rbuf */
+    FuseBuf *pool;
+    unsigned pool_size;
+    bool drop_reply;            /* swallow the reply to our replayed INIT */
+    struct FuseReq *free_reqs;
+} FuseQueue;
+
+struct FuseExport {
+    BlockExport common;
+    FuseQueue *queues;
+    unsigned nr_queues;
+    bool created_mountpoint;
+    bool mounted;
+    bool allow_other;
+    bool got_init;
+    uint8_t *init_msg;          /* the kernel's INIT request, replayed into the clone sessions */
+    size_t init_len;
+
+    GMutex start_lock;
+    GCond start_cond;
+
+    unsigned open_count;        /* atomic: open file handles */
+    int halted;                 /* atomic: forced removal, every request fails with EIO */
+    unsigned queues_running;    /* main thread */
+    AioContext *main_ctx;
+    const char *stop_reason;
+
+    CoMutex grow_lock;          /* serialises growing the image */
+
+    GMutex attr_lock;
+    mode_t mode;                /* permission bits of the file */
+    uid_t uid;
+    gid_t gid;
+    struct timespec atime, mtime, ctime;
+};
+
+/* One FUSE request in flight; pooled per queue. */
+typedef struct FuseReq {
+    struct FuseReq *next_free;
+    FuseQueue *q;
+    fuse_req_t req;
+    int64_t offset;
+    int64_t size;
+    int mode;                   /* fallocate mode, lseek whence, setattr to_set */
+    int fi_flags;
+    const char *wbuf;           /* write data (inside rbuf) */
+    FuseBuf *rbuf;              /* receive buffer held for the write data */
+    struct stat attr;           /* setattr */
+} FuseReq;
+
+static __thread FuseQueue *current_queue;
+
+/* --- buffers and request structs --- */
+
+static FuseBuf *fuse_buf_get(FuseQueue *q)
+{
+    FuseBuf *b = q->pool;
+
+    if (b) {
+        q->pool = b->next;
+        q->pool_size--;
+        return b;
+    }
+    b = g_new0(FuseBuf, 1);
+    b->data = blk_blockalign(FUSE_RBUF_SIZE + 4096);
+    return b;
+}
+
+static void fuse_buf_put(FuseQueue *q, FuseBuf *b)
+{
+    if (q->pool_size >= FUSE_BUF_POOL_MAX) {
+        blk_vfree(b->data);
+        g_free(b);
+        return;
+    }
+    b->next = q->pool;
+    q->pool = b;
+    q->pool_size++;
+}
+
+static void fuse_pool_free(FuseQueue *q)
+{
+    while (q->pool) {
+        FuseBuf *b = q->pool;
+        q->pool = b->next;
+        blk_vfree(b->data);
+        g_free(b);
+    }
+    q->pool_size = 0;
+    if (q->rbuf) {
+        blk_vfree(q->rbuf->data);
+        g_free(q->rbuf);
+        q->rbuf = NULL;
+    }
+    while (q->free_reqs) {
+        FuseReq *r = q->free_reqs;
+        q->free_reqs = r->next_free;
+        g_free(r);
+    }
+}
+
+static FuseReq *fuse_req_new(fuse_req_t req)
+{
+    FuseQueue *q = current_queue;
+    FuseReq *r = q->free_reqs;
+
+    if (r) {
+        q->free_reqs = r->next_free;
+        memset(r, 0, sizeof(*r));
+    } else {
+        r = g_new0(FuseReq, 1);
+    }
+    r->q = q;
+    r->req = req;
+    return r;
+}
+
+/* Start the coroutine for r.  Holds a reference on the export while it runs. */
+static void fuse_req_start(FuseReq *r, CoroutineEntry *entry)
+{
+    r->q->in_flight++;
+    blk_exp_ref(&r->q->exp->common);
+    coroutine_enter(coroutine_create(entry, r));
+}
+
+/* The coroutine has replied: release what it held. */
+static void fuse_req_done(FuseReq *r)
+{
+    FuseQueue *q = r->q;
+
+    if (r->rbuf) {
+        fuse_buf_put(q, r->rbuf);
+    }
+    r->next_free = q->free_reqs;
+    q->free_reqs = r;
+    q->in_flight--;
+    blk_exp_unref(&q->exp->common);
+}
+
+static bool fuse_halted(FuseExport *exp)
+{
+    return __atomic_load_n(&exp->halted, __ATOMIC_ACQUIRE);
+}
+
+/* --- attributes --- */
+
+static void now(struct timespec *ts)
+{
+    clock_gettime(CLOCK_REALTIME_COARSE, ts);
+}
+
+static void fuse_fill_attr(FuseExport *exp, struct stat *st)
+{
+    BlockBackend *blk = exp->common.blk;
+    int64_t len = blk_getlength(blk);
+    int64_t alloc = blk_get_allocated_file_size(blk);
+
+    memset(st, 0, sizeof(*st));
+    st->st_ino = FUSE_ROOT_ID;
+    st->st_nlink = 1;
+    st->st_size = len < 0 ? 0 : len;
+    st->st_blksize = 4096;
+    /* Allocation of the image on the host; never more than the file could hold. */
+    st->st_blocks = alloc < 0 ? DIV_ROUND_UP(st->st_size, 512) : DIV_ROUND_UP(alloc, 512);
+    g_mutex_lock(&exp->attr_lock);
+    st->st_mode = S_IFREG | exp->mode;
+    st->st_uid = exp->uid;
+    st->st_gid = exp->gid;
+    st->st_atim = exp->atime;
+    st->st_mtim = exp->mtime;
+    st->st_ctim = exp->ctime;
+    g_mutex_unlock(&exp->attr_lock);
+}
+
+static void fuse_touch_mtime(FuseExport *exp)
+{
+    struct timespec ts;
+
+    now(&ts);
+    g_mutex_lock(&exp->attr_lock);
+    exp->mtime = exp->ctime = ts;
+    g_mutex_unlock(&exp->attr_lock);
+}
+
+static void fuse_reply_attr_now(FuseExport *exp, fuse_req_t req)
+{
+    struct stat st;
+
+    fuse_fill_attr(exp, &st);
+    fuse_reply_attr(req, &st, 1.0);
+}
+
+/* --- growing --- */
+
+/* Make the export at least end bytes long (for writes past EOF on a growable export, and
+ * fallocate).  Returns 0 or -errno. */
+static int coroutine_fn fuse_grow(FuseExport *exp, int64_t end)
+{
+    int ret = 0;
+
+    co_mutex_lock(&exp->grow_lock);
+    if (blk_getlength(exp->common.blk) < end) {
+        g_autoptr(GError) err = NULL;
+        ret = blk_co_truncate(exp->common.blk, end, false, PREALLOC_MODE_OFF, &err);
+        if (ret < 0) {
+            log_warning("export %s: cannot grow to %" G_GINT64_FORMAT " bytes: %s",
+                        exp->common.id, end, err ? err->message : g_strerror(-ret));
+        }
+    }
+    co_mutex_unlock(&exp->grow_lock);
+    return ret;
+}
+
+/* --- request coroutines --- */
+
+static void coroutine_fn fuse_co_read(void *opaque)
+{
+    FuseReq *r = opaque;
+    FuseExport *exp = r->q->exp;
+    int64_t len = blk_getlength(exp->common.blk);
+    FuseBuf *b;
+    int ret;
+
+    if (len < 0 || r->offset >= len) {      /* at or past EOF: a zero-length read */
+        fuse_reply_buf(r->req, NULL, 0);
+        fuse_req_done(r);
+        return;
+    }
+    r->size = MIN(r->size, len - r->offset);
+    b = fuse_buf_get(r->q);
+    ret = blk_co_pread(exp->common.blk, r->offset, r->size, b->data, 0);
+    if (ret < 0) {
+        fuse_reply_err(r->req, -ret);
+    } else {
+        fuse_reply_buf(r->req, (const char *)b->data, r->size);
+    }
+    fuse_buf_put(r->q, b);
+    fuse_req_done(r);
+}
+
+static void coroutine_fn fuse_co_write(void *opaque)
+{
+    FuseReq *r = opaque;
+    FuseExport *exp = r->q->exp;
+    int64_t end = r->offset + r->size;
+    BdrvRequestFlags flags = (r->fi_flags & (O_DSYNC | O_SYNC)) ? BDRV_REQ_FUA : 0;
+    int ret = 0;
+
+    if (end > blk_getlength(exp->common.blk)) {
+        ret = exp->common.growable ? fuse_grow(exp, end) : -ENOSPC;
+    }
+    if (ret >= 0) {
+        ret = blk_co_pwrite(exp->common.blk, r->offset, r->size, r->wbuf, flags);
+    }
+    if (ret < 0) {
+        fuse_reply_err(r->req, -ret);
+    } else {
+        fuse_touch_mtime(exp);
+        fuse_reply_write(r->req, r->size);
+    }
+    fuse_req_done(r);
+}
+
+static void coroutine_fn fuse_co_flush(void *opaque)
+{
+    FuseReq *r = opaque;
+    int ret = r->q->exp->common.read_only ? 0 : blk_co_flush(r->q->exp->common.blk);
+
+    fuse_reply_err(r->req, ret < 0 ? -ret : 0);
+    fuse_req_done(r);
+}
+
+static void coroutine_fn fuse_co_fallocate(void *opaque)
+{
+    FuseReq *r = opaque;
+    FuseExport *exp = r->q->exp;
+    BlockBackend *blk = exp->common.blk;
+    int64_t end = r->offset + r->size;
+    int64_t len = blk_getlength(blk);
+    int mode = r->mode;
+    int ret = 0;
+
+    if (mode & FALLOC_FL_PUNCH_HOLE) {
+        /* Reads as zeros afterwards; whole clusters are deallocated where the format can. */
+        if (!(mode & FALLOC_FL_KEEP_SIZE) || (mode & ~(FALLOC_FL_PUNCH_HOLE |
+                                                      FALLOC_FL_KEEP_SIZE))) {
+            ret = -EOPNOTSUPP;
+        } else if (r->offset < len) {
+            ret = blk_co_pwrite_zeroes(blk, r->offset, MIN(end, len) - r->offset,
+                                       BDRV_REQ_MAY_UNMAP);
+        }
+    } else if (mode & FALLOC_FL_ZERO_RANGE) {
+        if (mode & ~(FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE)) {
+            ret = -EOPNOTSUPP;
+        } else {
+            if (r->offset < len) {
+                ret = blk_co_pwrite_zeroes(blk, r->offset, MIN(end, len) - r->offset, 0);
+            }
+            if (ret >= 0 && end > len && !(mode & FALLOC_FL_KEEP_SIZE)) {
+                ret = fuse_grow(exp, end);      /* grown space reads as zeros */
+            }
+        }
+    } else if (mode & ~FALLOC_FL_KEEP_SIZE) {
+        ret = -EOPNOTSUPP;
+    } else if (end > len && !(mode & FALLOC_FL_KEEP_SIZE)) {
+        ret = fuse_grow(exp, end);
+    }
+    if (ret >= 0 && mode != FALLOC_FL_KEEP_SIZE) {
+        fuse_touch_mtime(exp);
+    }
+    fuse_reply_err(r->req, ret < 0 ? -ret : 0);
+    fuse_req_done(r);
+}
+
+static void coroutine_fn fuse_co_lseek(void *opaque)
+{
+    FuseReq *r = opaque;
+    BlockBackend *blk = r->q->exp->common.blk;
+    int64_t len = blk_getlength(blk);
+    int64_t off = r->offset;
+    bool want_data = r->mode == SEEK_DATA;
+    int ret = 0;
+
+    if (off < 0) {
+        ret = -EINVAL;
+    }
+    while (ret >= 0 && off < len) {
+        int64_t pnum;
+        int st = blk_co_block_status(blk, off, len - off, &pnum);
+        if (st < 0) {
+            ret = st;
+            break;
+        }
+        /* Data is anything that does not read as zeros. */
+        bool is_data = (st & BDRV_BLOCK_DATA) && !(st & BDRV_BLOCK_ZERO);
+        if (is_data == want_data) {
+            break;
+        }
+        off += pnum;
+    }
+    if (ret >= 0) {
+        if (off >= len) {
+            /* SEEK_HOLE: the end of file is a hole; SEEK_DATA: no more data. */
+            if (want_data) {
+                ret = -ENXIO;
+            } else {
+                off = len;
+            }
+        }
+    }
+    if (ret < 0) {
+        fuse_reply_err(r->req, -ret);
+    } else {
+        fuse_reply_lseek(r->req, off);
+    }
+    fuse_req_done(r);
+}
+
+static void coroutine_fn fuse_co_setattr(void *opaque)
+{
+    FuseReq *r = opaque;
+    FuseExport *exp = r->q->exp;
+    int to_set = r->mode;
+    int ret = 0;
+
+    if ((to_set & FUSE_SET_ATTR_MODE) && exp->common.read_only &&
+        (r->attr.st_mode & 0222)) {
+        ret = -EROFS;
+    }
+    if (ret >= 0 && (to_set & FUSE_SET_ATTR_SIZE)) {
+        if (exp->common.read_only) {
+            ret = -EROFS;
+        } else {
+            g_autoptr(GError) err = NULL;
+            co_mutex_lock(&exp->grow_lock);
+            ret = blk_co_truncate(exp->common.blk, r->attr.st_size, true, PREALLOC_MODE_OFF,
+                                  &err);
+            co_mutex_unlock(&exp->grow_lock);
+            if (ret < 0) {
+                log_warning("export %s: resize to %lld bytes failed: %s", exp->common.id,
+                            (long long)r->attr.st_size, err ? err->message : g_strerror(-ret));
+            } else {
+                fuse_touch_mtime(exp);
+            }
+        }
+    }
+    if (ret >= 0) {
+        struct timespec ts;
+        now(&ts);
+        g_mutex_lock(&exp->attr_lock);
+        if (to_set & FUSE_SET_ATTR_MODE) {
+            exp->mode = r->attr.st_mode & 07777;
+        }
+        if (to_set & FUSE_SET_ATTR_UID) {
+            exp->uid = r->attr.st_uid;
+        }
+        if (to_set & FUSE_SET_ATTR_GID) {
+            exp->gid = r->attr.st_gid;
+        }
+        if (to_set & FUSE_SET_ATTR_ATIME) {
+            exp->atime = r->attr.st_atim;
+        }
+        if (to_set & FUSE_SET_ATTR_ATIME_NOW) {
+            exp->atime = ts;
+        }
+        if (to_set & FUSE_SET_ATTR_MTIME) {
+            exp->mtime = r->attr.st_mtim;
+        }
+        if (to_set & FUSE_SET_ATTR_MTIME_NOW) {
+            exp->mtime = ts;
+        }
+        exp->ctime = ts;
+        g_mutex_unlock(&exp->attr_lock);
+        fuse_reply_attr_now(exp, r->req);
+    } else {
+        fuse_reply_err(r->req, -ret);
+    }
+    fuse_req_done(r);
+}
+
+/* --- libfuse callbacks (queue thread, outside coroutines): each replies exactly once, here or
+ * in the coroutine it starts --- */
+
+static FuseExport *req_export(fuse_req_t req)
+{
+    return fuse_req_userdata(req);
+}
+
+static void fuse_op_init(void *userdata, struct fuse_conn_info *conn)
+{
+    FuseExport *exp = userdata;
+
+    conn->max_write = FUSE_MAX_IO;
+    conn->max_read = FUSE_MAX_IO;
+    conn->max_readahead = FUSE_MAX_IO;
+    /* O_TRUNC arrives as a separate setattr, so open itself never changes the image. */
+    conn->want &= ~FUSE_CAP_ATOMIC_O_TRUNC;
+    conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+    if (conn->capable & FUSE_CAP_ASYNC_DIO) {
+        conn->want |= FUSE_CAP_ASYNC_DIO;
+    }
+    exp->got_init = true;
+}
+
+static void fuse_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    fuse_reply_err(req, ENOTDIR);       /* the root is a regular file: it has no entries */
+}
+
+static void fuse_op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    fuse_reply_attr_now(req_export(req), req);
+}
+
+static void fuse_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+                            struct fuse_file_info *fi)
+{
+    FuseExport *exp = req_export(req);
+    FuseReq *r;
+
+    if (fuse_halted(exp)) {
+        fuse_reply_err(req, EIO);
+        return;
+    }
+    r = fuse_req_new(req);
+    r->attr = *attr;
+    r->mode = to_set;
+    fuse_req_start(r, fuse_co_setattr);
+}
+
+static void fuse_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    FuseExport *exp = req_export(req);
+
+    if (fuse_halted(exp)) {
+        fuse_reply_err(req, EIO);
+        return;
+    }
+    if (exp->common.read_only && (fi->flags & O_ACCMODE) != O_RDONLY) {
+        fuse_reply_err(req, EROFS);     /* even for root */
+        return;
+    }
+    fi->keep_cache = 1;                 /* nobody else writes the image: keep cached pages */
+    __atomic_add_fetch(&exp->open_count, 1, __ATOMIC_RELAXED);
+    if (fuse_reply_open(req, fi) != 0) {
+        __atomic_sub_fetch(&exp->open_count, 1, __ATOMIC_RELAXED);   /* open was interrupted */
+    }
+}
+
+static void fuse_op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    FuseExport *exp = req_export(req);
+
+    __atomic_sub_fetch(&exp->open_count, 1, __ATOMIC_RELAXED);
+    fuse_reply_err(req, 0);
+}
+
+static void fuse_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                         struct fuse_file_info *fi)
+{
+    FuseExport *exp = req_export(req);
+    FuseReq *r;
+
+    if (fuse_halted(exp)) {
+        fuse_reply_err(req, EIO);
+        return;
+    }
+    if (size == 0) {
+        fuse_reply_buf(req, NULL, 0);
+        return;
+    }
+    r = fuse_req_new(req);
+    r->offset = off;
+    r->size = MIN(size, FUSE_MAX_IO);
+    fuse_req_start(r, fuse_co_read);
+}
+
+static void fuse_op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size,
+                          off_t off, struct fuse_file_info *fi)
+{
+    FuseExport *exp = req_export(req);
+    FuseQueue *q = current_queue;
+    FuseReq *r;
+
+    if (fuse_halted(exp)) {
+        fuse_reply_err(req, EIO);
+        return;
+    }
+    if (exp->common.read_only) {
+        fuse_reply_err(req, EROFS);
+        return;
+    }
+    if (size == 0) {
+        fuse_reply_write(req, 0);
+        return;
+    }
+    if (off < 0 || (int64_t)size > INT64_MAX - off) {
+        fuse_reply_err(req, EINVAL);
+        return;
+    }
+    r = fuse_req_new(req);
+    r->offset = off;
+    r->size = size;
+    r->wbuf = buf;
+    r->fi_flags = fi ? fi->flags : 0;
+    /* buf points into the receive buffer: the request keeps it until it has replied. */
+    r->rbuf = q->rbuf;
+    q->rbuf_taken = true;
+    fuse_req_start(r, fuse_co_write);
+}
+
+static void fuse_op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    FuseExport *exp = req_export(req);
+
+    if (fuse_halted(exp)) {
+        fuse_reply_err(req, EIO);
+        return;
+    }
+    fuse_req_start(fuse_req_new(req), fuse_co_flush);
+}
+
+static void fuse_op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
+                          struct fuse_file_info *fi)
+{
+    fuse_op_flush(req, ino, fi);
+}
+
+static void fuse_op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset,
+                              off_t length, struct fuse_file_info *fi)
+{
+    FuseExport *exp = req_export(req);
+    FuseReq *r;
+
+    if (fuse_halted(exp)) {
+        fuse_reply_err(req, EIO);
+        return;
+    }
+    if (exp->common.read_only) {
+        fuse_reply_err(req, EROFS);
+        return;
+    }
+    if (offset < 0 || length <= 0 || length > INT64_MAX - offset) {
+        fuse_reply_err(req, EINVAL);
+        return;
+    }
+    r = fuse_req_new(req);
+    r->offset = offset;
+    r->size = length;
+    r->mode = mode;
+    fuse_req_start(r, fuse_co_fallocate);
+}
+
+static void fuse_op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
+                          struct fuse_file_info *fi)
+{
+    FuseExport *exp = req_export(req);
+    FuseReq *r;
+
+    if (whence != SEEK_DATA && whence != SEEK_HOLE) {
+        fuse_reply_err(req, EINVAL);    /* the kernel handles SEEK_SET/CUR/END itself */
+        return;
+    }
+    if (fuse_halted(exp)) {
+        fuse_reply_err(req, EIO);
+        return;
+    }
+    r = fuse_req_new(req);
+    r->offset = off;
+    r->mode = whence;
+    fuse_req_start(r, fuse_co_lseek);
+}
+
+static void fuse_op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+    FuseExport *exp = req_export(req);
+    struct statvfs st = { 0 };
+    int64_t len = blk_getlength(exp->common.blk);
+
+    st.f_bsize = 4096;
+    st.f_frsize = 4096;
+    st.f_blocks = len > 0 ? DIV_ROUND_UP(len, 4096) : 0;
+    st.f_files = 1;
+    st.f_namemax = 255;
+    fuse_reply_statfs(req, &st);
+}
+
+static const struct fuse_lowlevel_ops fuse_ops = {
+    .init       = fuse_op_init,
+    .lookup     = fuse_op_lookup,
+    .getattr    = fuse_op_getattr,
+    .setattr    = fuse_op_setattr,
+    .open       = fuse_op_open,
+    .release    = fuse_op_release,
+    .read       = fuse_op_read,
+    .write      = fuse_op_write,
+    .flush      = fuse_op_flush,
+    .fsync      = fuse_op_fsync,
+    .fallocate  = fuse_op_fallocate,
+    .lseek      = fuse_op_lseek,
+    .statfs     = fuse_op_statfs,
+};
+
+/* --- custom I/O for the clone sessions (and to replay INIT) --- */
+
+static ssize_t clone_read(int fd, void *buf, size_t len, void *userdata)
+{
+    return read(fd, buf, len);
+}
+
+static ssize_t clone_writev(int fd, struct iovec *iov, int count, void *userdata)
+{
+    FuseQueue *q = current_queue;
+
+    if (q && q->drop_reply) {           /* the reply to the INIT we replayed: not for the kernel */
+        ssize_t n = 0;
+        for (int i = 0; i < count; i++) {
+            n += iov[i].iov_len;
+        }
+        q->drop_reply = false;
+        return n;
+    }
+    return writev(fd, iov, count);
+}
+
+static const struct fuse_custom_io clone_io = {
+    .read = clone_read,
+    .writev = clone_writev,
+};
+
+/* --- queue threads --- */
+
+static void fuse_queue_read(void *opaque)
+{
+    FuseQueue *q = opaque;
+
+    for (int i = 0; i < FUSE_REQS_PER_WAKE && !q->stopping; i++) {
+        struct fuse_buf fbuf = { 0 };
+        int ret;
+
+        if (!q->rbuf) {
+            q->rbuf = fuse_buf_get(q);
+        }
+        fbuf.mem = q->rbuf->data + FUSE_RBUF_SHIFT;
+        fbuf.size = FUSE_RBUF_SIZE;
+        ret = fuse_session_receive_buf(q->se, &fbuf);
+        if (ret == -EAGAIN) {
+            return;
+        }
+        if (ret == -EINTR) {
+            continue;
+        }
+        if (ret <= 0 || fuse_session_exited(q->se)) {
+            /* ENODEV: unmounted or the connection was aborted. */
+            q->disconnected = true;
+            q->stopping = true;
+            return;
+        }
+        q->rbuf_taken = false;
+        fuse_session_process_buf(q->se, &fbuf);
+        if (q->rbuf_taken) {
+            q->rbuf = NULL;
+        }
+    }
+}
+
+static void fuse_queue_stop_bh(void *opaque)
+{
+    FuseQueue *q = opaque;
+
+    q->stopping = true;
+}
+
+static void fuse_queue_exited_bh(void *opaque);
+
+static gpointer fuse_queue_thread(gpointer opaque)
+{
+    FuseQueue *q = opaque;
+    FuseExport *exp = q->exp;
+
+    current_queue = q;
+    aio_context_set_current(q->ctx);
+    g_mutex_lock(&exp->start_lock);
+    q->ready = true;
+    g_cond_broadcast(&exp->start_cond);
+    g_mutex_unlock(&exp->start_lock);
+
+    aio_set_fd_handler(q->ctx, q->fd, fuse_queue_read, NULL, q);
+    while (!q->stopping) {
+        aio_poll(q->ctx, true);
+    }
+    aio_set_fd_handler(q->ctx, q->fd, NULL, NULL, NULL);
+    while (q->in_flight > 0) {          /* let requests already started finish and reply */
+        aio_poll(q->ctx, true);
+    }
+    laio_thread_cleanup();
+    fuse_pool_free(q);
+    aio_bh_schedule(exp->main_ctx, fuse_queue_exited_bh, q);
+    return NULL;
+}
+
+/* Main thread: a queue thread has finished (told to stop, or it saw the mount go away).  When
+ * the last one is gone: unmount if still mounted, and report the export shut down. */
+static void fuse_queue_exited_bh(void *opaque)
+{
+    FuseQueue *q = opaque;
+    FuseExport *exp = q->exp;
+
+    g_thread_join(q->thread);
+    q->thread = NULL;
+    aio_context_free(q->ctx);
+    q->ctx = NULL;
+    if (q->disconnected && !exp->stop_reason) {
+        exp->stop_reason = "unmounted";
+    }
+    if (--exp->queues_running > 0) {
+        /* One queue saw the unmount: make sure the others stop too. */
+        for (unsigned i = 0; i < exp->nr_queues; i++) {
+            if (exp->queues[i].thread) {
+                aio_bh_schedule(exp->queues[i].ctx, fuse_queue_stop_bh, &exp->queues[i]);
+            }
+        }
+        return;
+    }
+    if (exp->mounted) {
+        /* Lazy unmount (libfuse detaches); closing the fds later disconnects any user left. */
+        fuse_session_unmount(exp->queues[0].se);
+        exp->mounted = false;
+    }
+    blk_exp_shutdown_done(&exp->common, exp->stop_reason ? exp->stop_reason : "removed");
+}
+
+/* --- set-up --- */
+
+/* Is path already a mountpoint (of anything)?  Compares against /proc/self/mountinfo. */
+static bool is_mountpoint(const char *path)
+{
+    g_autofree char *contents = NULL;
+    g_auto(GStrv) lines = NULL;
+
+    if (!g_file_get_contents("/proc/self/mountinfo", &contents, NULL, NULL)) {
+        return false;
+    }
+    lines = g_strsplit(contents, "\n", -1);
+    for (char **l = lines; *l; l++) {
+        g_auto(GStrv) f = g_strsplit(*l, " ", 6);
+        if (g_strv_length(f) >= 5) {
+            g_autofree char *target = g_strcompress(f[4]);   /* octal escapes like \040 */
+            /* mountinfo escapes space, tab, newline and backslash as \ooo */
+            if (strcmp(target, path) == 0) {
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
+static int fuse_prepare_mountpoint(FuseExport *exp, GError **errp)
+{
+    const char *mp = exp->common.mountpoint;
+    struct stat st;
+
+    if (stat(mp, &st) == 0) {
+        if (S_ISDIR(st.st_mode)) {
+            error_setg(errp, "%s: is a directory; blkfuse needs a regular file as mountpoint "
+                       "(give a file name; it is created if missing)", mp);
+            return -EISDIR;
+        }
+        if (!S_ISREG(st.st_mode)) {
+            error_setg(errp, "%s: not a regular file; blkfuse needs a regular file as "
+                       "mountpoint", mp);
+            return -EINVAL;
+        }
+        if (is_mountpoint(mp)) {
+            error_setg(errp, "%s: already a mountpoint (another export or mount is on it); "
+                       "unmount it first", mp);
+            return -EBUSY;
+        }
+        return 0;
+    }
+    if (errno != ENOENT) {
+        error_setg_errno(errp, errno, "%s", mp);
+        return -errno;
+    }
+    int fd = open(mp, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        error_setg_errno(errp, errno, "%s: cannot create the mountpoint", mp);
+        return -errno;
+    }
+    close(fd);
+    exp->created_mountpoint = true;
+    return 0;
+}
+
+/* Read and process requests on queue 0's fd, blocking, until INIT has been handled; keep a
+ * copy of the INIT request to replay into the clone sessions. */
+static int fuse_handshake(FuseExport *exp, GError **errp)
+{
+    FuseQueue *q = &exp->queues[0];
+    FuseBuf *b = fuse_buf_get(q);
+    int ret = 0;
+
+    current_queue = q;
+    while (!exp->got_init) {
+        struct fuse_buf fbuf = { .mem = b->data, .size = FUSE_RBUF_SIZE };
+        ret = fuse_session_receive_buf(q->se, &fbuf);
+        if (ret == -EINTR) {
+            continue;
+        }
+        if (ret <= 0) {
+            error_setg_errno(errp, ret < 0 ? ret : ENODEV, "%s: FUSE handshake failed",
+                             exp->common.mountpoint);
+            ret = ret < 0 ? ret : -ENODEV;
+            break;
+        }
+        if (!exp->init_msg && ret >= (int)sizeof(struct fuse_in_header) &&
+            ((struct fuse_in_header *)b->data)->opcode == FUSE_INIT) {
+            exp->init_msg = g_memdup2(b->data, ret);
+            exp->init_len = ret;
+        }
+        fuse_session_process_buf(q->se, &fbuf);
+        ret = 0;
+    }
+    current_queue = NULL;
+    fuse_buf_put(q, b);
+    return ret;
+}
+
+static struct fuse_session *fuse_new_session(FuseExport *exp, const BlockExportOptions *opts)
+{
+    struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
+    g_autofree char *mount_opts = NULL;
+    struct fuse_session *se;
+
+    fuse_opt_add_arg(&args, "blkfuse");
+    fuse_opt_add_opt(&mount_opts, "max_read=1048576");
+    fuse_opt_add_opt(&mount_opts, "default_permissions");
+    fuse_opt_add_opt(&mount_opts, "subtype=blkfuse");
+    fuse_opt_add_opt(&mount_opts, exp->common.read_only ? "ro" : "rw");
+    {
+        g_autofree char *fsname = g_strdup_printf("fsname=%s", exp->common.image);
+        fuse_opt_add_opt_escaped(&mount_opts, fsname);
+    }
+    if (opts->allow_other) {
+        fuse_opt_add_opt(&mount_opts, "allow_other");
+    }
+    fuse_opt_add_arg(&args, "-o");
+    fuse_opt_add_arg(&args, mount_opts);
+    se = fuse_session_new(&args, &fuse_ops, sizeof(fuse_ops), exp);
+    fuse_opt_free_args(&args);
+    return se;
+}
+
+static void fuse_destroy_sessions(FuseExport *exp)
+{
+    for (unsigned i = 0; i < exp->nr_queues; i++) {
+        FuseQueue *q = &exp->queues[i];
+        if (q->se) {
+            if (i == 0 && exp->mounted) {
+                fuse_session_unmount(q->se);
+                exp->mounted = false;
+            }
+            fuse_session_destroy(q->se);        /* closes the fd */
+            q->se = NULL;
+        }
+    }
+}
+
+static int fuse_export_create(BlockExport *blk_exp, const BlockExportOptions *opts,
+                              GError **errp)
+{
+    FuseExport *exp = (FuseExport *)blk_exp;
+    struct timespec ts;
+    int ret;
+
+    g_mutex_init(&exp->start_lock);
+    g_cond_init(&exp->start_cond);
+    g_mutex_init(&exp->attr_lock);
+    co_mutex_init(&exp->grow_lock);
+    exp->allow_other = opts->allow_other;
+    exp->main_ctx = aio_get_current();
+    exp->mode = exp->common.read_only ? 0400 : 0600;
+    exp->uid = getuid();
+    exp->gid = getgid();
+    now(&ts);
+    exp->atime = exp->mtime = exp->ctime = ts;
+    exp->nr_queues = exp->common.queues;
+    exp->queues = g_new0(FuseQueue, exp->nr_queues);
+    for (unsigned i = 0; i < exp->nr_queues; i++) {
+        exp->queues[i].exp = exp;
+        exp->queues[i].index = i;
+        exp->queues[i].fd = -1;
+    }
+
+    ret = fuse_prepare_mountpoint(exp, errp);
+    if (ret < 0) {
+        goto fail;
+    }
+
+    exp->queues[0].se = fuse_new_session(exp, opts);
+    if (!exp->queues[0].se) {
+        error_setg(errp, "%s: cannot set up the FUSE session", exp->common.mountpoint);
+        ret = -EINVAL;
+        goto fail;
+    }
+    if (fuse_session_mount(exp->queues[0].se, exp->common.mountpoint) != 0) {
+        error_setg(errp, "%s: cannot mount (is /dev/fuse available, and fusermount3 "
+                   "installed? with --allow-other, is user_allow_other in /etc/fuse.conf?)",
+                   exp->common.mountpoint);
+        ret = -EIO;
+        goto fail;
+    }
+    exp->mounted = true;
+    exp->queues[0].fd = fuse_session_fd(exp->queues[0].se);
+
+    ret = fuse_handshake(exp, errp);
+    if (ret < 0) {
+        goto fail;
+    }
+
+    /* Extra queues: clone the fd, give it a session, replay INIT into that session. */
+    for (unsigned i = 1; i < exp->nr_queues; i++) {
+        FuseQueue *q = &exp->queues[i];
+        uint32_t master = exp->queues[0].fd;
+        int fd = open("/dev/fuse", O_RDWR | O_CLOEXEC);
+
+        if (fd < 0 || ioctl(fd, FUSE_DEV_IOC_CLONE, &master) < 0) {
+            error_setg_errno(errp, errno, "%s: cannot clone /dev/fuse for queue %u",
+                             exp->common.mountpoint, i);
+            if (fd >= 0) {
+                close(fd);
+            }
+            ret = -EIO;
+            goto fail;
+        }
+        q->se = fuse_new_session(exp, opts);
+        if (!q->se || fuse_session_custom_io(q->se, &clone_io, fd) != 0) {
+            error_setg(errp, "%s: cannot set up the FUSE session for queue %u",
+                       exp->common.mountpoint, i);
+            close(fd);
+            ret = -EIO;
+            goto fail;
+        }
+        q->fd = fd;
+        if (exp->init_msg) {
+            struct fuse_buf fbuf = { .mem = g_memdup2(exp->init_msg, exp->init_len),
+                                     .size = exp->init_len };
+            current_queue = q;
+            q->drop_reply = true;
+            fuse_session_process_buf(q->se, &fbuf);
+            q->drop_reply = false;
+            current_queue = NULL;
+            g_free(fbuf.mem);
+        }
+    }
+
+    for (unsigned i = 0; i < exp->nr_queues; i++) {
+        FuseQueue *q = &exp->queues[i];
+        fcntl(q->fd, F_SETFL, fcntl(q->fd, F_GETFL) | O_NONBLOCK);
+        q->ctx = aio_context_new_unbound(errp);
+        if (!q->ctx) {
+            ret = -ENOMEM;
+            goto fail;
+        }
+    }
+    for (unsigned i = 0; i < exp->nr_queues; i++) {
+        FuseQueue *q = &exp->queues[i];
+        g_autofree char *name = g_strdup_printf("fuse-q%u", i);
+
+        q->thread = g_thread_new(name, fuse_queue_thread, q);
+        exp->queues_running++;
+        g_mutex_lock(&exp->start_lock);
+        while (!q->ready) {
+            g_cond_wait(&exp->start_cond, &exp->start_lock);
+        }
+        g_mutex_unlock(&exp->start_lock);
+    }
+    return 0;
+
+fail:
+    /* No queue thread has started: they start last, once nothing else can fail. */
+    for (unsigned i = 0; exp->queues && i < exp->nr_queues; i++) {
+        if (exp->queues[i].ctx) {
+            aio_context_free(exp->queues[i].ctx);
+        }
+    }
+    fuse_destroy_sessions(exp);
+    if (exp->created_mountpoint) {
+        unlink(exp->common.mountpoint);
+    }
+    g_free(exp->queues);
+    exp->queues = NULL;
+    g_free(exp->init_msg);
+    exp->init_msg = NULL;
+    return ret;
+}
+
+static unsigned fuse_export_clients(BlockExport *blk_exp)
+{
+    FuseExport *exp = (FuseExport *)blk_exp;
+
+    return __atomic_load_n(&exp->open_count, __ATOMIC_RELAXED);
+}
+
+static int fuse_export_request_shutdown(BlockExport *blk_exp, bool force, GError **errp)
+{
+    FuseExport *exp = (FuseExport *)blk_exp;
+    unsigned clients;
+
+    if (!force) {
+        /* A close() sends RELEASE asynchronously: give a just-closed file a moment. */
+        for (int i = 0; i < 20 && fuse_export_clients(blk_exp) > 0; i++) {
+            g_usleep(50 * 1000);
+        }
+        clients = fuse_export_clients(blk_exp);
+        if (clients > 0) {
+            g_set_error(errp, BLK_ERROR, EBUSY, "%s: in use (%u open file%s; close %s, or "
+                        "use --force to disconnect)", blk_exp->mountpoint, clients,
+                        clients == 1 ? "" : "s", clients == 1 ? "it" : "them");
+            return -EBUSY;
+        }
+    } else {
+        __atomic_store_n(&exp->halted, 1, __ATOMIC_RELEASE);
+    }
+    exp->stop_reason = force ? "forced" : "removed";
+    /* Queues stop reading, finish what is in flight, and exit; the last one to go unmounts
+     * (fuse_queue_exited_bh), so no reply is ever lost to an fd closed under it. */
+    for (unsigned i = 0; i < exp->nr_queues; i++) {
+        FuseQueue *q = &exp->queues[i];
+        if (q->thread) {
+            aio_bh_schedule(q->ctx, fuse_queue_stop_bh, q);
+        }
+    }
+    return 0;
+}
+
+static void fuse_export_delete(BlockExport *blk_exp)
+{
+    FuseExport *exp = (FuseExport *)blk_exp;
+
+    fuse_destroy_sessions(exp);         /* closing the fds disconnects remaining users */
+    if (exp->created_mountpoint) {
+        unlink(exp->common.mountpoint);
+    }
+    g_free(exp->queues);
+    g_free(exp->init_msg);
+    g_mutex_clear(&exp->start_lock);
+    g_cond_clear(&exp->start_cond);
+    g_mutex_clear(&exp->attr_lock);
+    co_mutex_destroy(&exp->grow_lock);
+}
+
+const BlockExportDriver blk_exp_fuse = {
+    .type               = "fuse",
+    .instance_size      = sizeof(FuseExport),
+    .create             = fuse_export_create,
+    .request_shutdown   = fuse_export_request_shutdown,
+    .delete             = fuse_export_delete,
+    .clients            = fuse_export_clients,
+};
