@@ -496,7 +496,7 @@ static void qcow2_close(BlockDriverState *bs)
 static void qcow2_refresh_limits(BlockDriverState *bs)
 {
     bs->bl.request_alignment = 1;
-    bs->bl.mem_alignment = bs->file ? bs->file->bs->bl.mem_alignment : 1;
+    bs->bl.mem_alignment = 1;      /* the file driver bounces unaligned buffers */
     bs->bl.max_transfer = 0;
 }
 
