@@ -942,7 +942,7 @@ static int coroutine_fn qcow2_co_create(BlockDriverState *file, uint64_t size,
                                         const char *backing_file, const char *backing_fmt,
                                         BlockOptions *opts, GError **errp)
 {
-    Qcow2CreateOpts o;
+    Qcow2CreateOpts o = { 0 };
     uint64_t cs;
     int cb;
     uint8_t *buf;
