@@ -637,7 +637,9 @@ bool bdrv_create(const char *filename, const char *format, uint64_t size,
     }
     bdrv_unref(file);
     if (!ok) {
-        error_prefix(errp, "%s", filename);
+        if (errp && *errp && !g_str_has_prefix((*errp)->message, filename)) {
+            error_prefix(errp, "%s", filename);
+        }
         unlink(filename);
     }
     return ok;

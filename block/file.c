@@ -13,6 +13,7 @@
 #include <linux/falloc.h>
 #include <linux/fs.h>
 #include <sys/ioctl.h>
+#include <sys/uio.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -29,6 +30,7 @@ typedef struct BDRVFileState {
     bool is_bdev;
     bool use_aio;               /* O_DIRECT with libaio */
     int64_t size;               /* atomic; cached length */
+    int nowait_write;           /* atomic: 0 unknown/usable, -1 the file refuses RWF_NOWAIT */
 } BDRVFileState;
 
 typedef struct FileReq {
@@ -330,6 +332,29 @@ static int coroutine_fn file_co_rw_aio(BDRVFileState *s, int64_t offset, int64_t
     return 0;
 }
 
+/* Buffered I/O that the page cache can satisfy at once needs no worker thread: try it with
+ * RWF_NOWAIT, which never blocks (it fails with EAGAIN instead), here in the event loop.
+ * Returns bytes done (possibly fewer than asked, or 0), never blocking. */
+static int64_t file_try_nowait(BDRVFileState *s, int64_t offset, int64_t bytes, void *buf,
+                               bool write)
+{
+    struct iovec iov = { .iov_base = buf, .iov_len = bytes };
+    ssize_t n;
+
+    if (write && __atomic_load_n(&s->nowait_write, __ATOMIC_RELAXED) < 0) {
+        return 0;
+    }
+    n = write ? pwritev2(s->fd, &iov, 1, offset, RWF_NOWAIT)
+              : preadv2(s->fd, &iov, 1, offset, RWF_NOWAIT);
+    if (n < 0) {
+        if (write && errno == EOPNOTSUPP) {
+            __atomic_store_n(&s->nowait_write, -1, __ATOMIC_RELAXED);
+        }
+        return 0;       /* EAGAIN (would block), or unsupported: let a worker do it */
+    }
+    return n;
+}
+
 static int coroutine_fn file_co_pread(BlockDriverState *bs, int64_t offset, int64_t bytes,
                                       void *buf, BdrvRequestFlags flags)
 {
@@ -348,6 +373,19 @@ static int coroutine_fn file_co_pread(BlockDriverState *bs, int64_t offset, int6
             blk_vfree(bounce);
             return ret;
         }
+    }
+    if (!s->is_bdev) {
+        int64_t done = file_try_nowait(s, offset, bytes, buf, false);
+        if (done == bytes) {
+            return 0;
+        }
+        if (done == 0 && offset >= file_getlength(bs)) {
+            memset(buf, 0, bytes);      /* entirely past EOF */
+            return 0;
+        }
+        r.offset += done;
+        r.bytes -= done;
+        r.buf = (char *)buf + done;
     }
     return thread_pool_run(worker_pread, &r);
 }
@@ -379,7 +417,14 @@ static int coroutine_fn file_co_pwrite(BlockDriverState *bs, int64_t offset, int
             blk_vfree(bounce);
         }
     } else {
-        ret = thread_pool_run(worker_pwrite, &r);
+        int64_t done = s->is_bdev ? 0 : file_try_nowait(s, offset, bytes, (void *)buf, true);
+        ret = 0;
+        if (done < bytes) {
+            r.offset += done;
+            r.bytes -= done;
+            r.buf = (char *)buf + done;
+            ret = thread_pool_run(worker_pwrite, &r);
+        }
     }
     if (ret >= 0 && !s->is_bdev) {
         file_update_size(s, offset + bytes);    /* formats (qcow2) grow their file by writing */

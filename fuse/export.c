@@ -76,6 +76,47 @@ static int cache_flags(const char *cache, bool *write_through, GError **errp)
     return -1;
 }
 
+/* --snapshot: create a temporary qcow2 overlay over the image, open it read-write (the image
+ * itself only read-only, as its backing file) and unlink it at once, so that it disappears at
+ * unmount or if the daemon dies. */
+static BlockBackend *open_with_overlay(BlockExport *exp, const BlockExportOptions *opts,
+                                       int flags, GError **errp)
+{
+    const char *tmpdir = g_getenv("BLKFUSE_TMPDIR") ? g_getenv("BLKFUSE_TMPDIR") : "/var/tmp";
+    g_autofree char *overlay = g_build_filename(tmpdir, "blkfuse-snapshot-XXXXXX", NULL);
+    g_autofree char *format = g_strdup(opts->format);
+    BlockBackend *blk;
+    int fd;
+
+    if (!format) {
+        const BlockDriver *drv = bdrv_probe_format(exp->image, errp);
+        if (!drv) {
+            return NULL;
+        }
+        format = g_strdup(drv->format_name);
+    }
+    if (opts->opts && g_hash_table_size(opts->opts) > 0) {
+        error_setg(errp, "--snapshot cannot be combined with -o options");
+        return NULL;
+    }
+    fd = g_mkstemp(overlay);
+    if (fd < 0) {
+        error_setg_errno(errp, errno, "%s: cannot create the temporary overlay", tmpdir);
+        return NULL;
+    }
+    close(fd);
+    if (!bdrv_create(overlay, "qcow2", 0, exp->image, format, NULL, errp)) {
+        unlink(overlay);
+        return NULL;
+    }
+    blk = blk_new_open(overlay, "qcow2", NULL, flags, errp);
+    unlink(overlay);
+    if (!blk) {
+        error_prefix(errp, "temporary overlay for %s", exp->image);
+    }
+    return blk;
+}
+
 BlockExport *blk_exp_add(const BlockExportOptions *opts, GError **errp)
 {
     const BlockExportDriver *drv = find_driver(opts->type ? opts->type : "fuse");
@@ -116,12 +157,17 @@ BlockExport *blk_exp_add(const BlockExportOptions *opts, GError **errp)
     exp->owner = getuid();
     exp->since = time(NULL);
 
-    exp->blk = blk_new_open(exp->image, opts->format, opts->opts, flags, errp);
+    if (opts->snapshot) {
+        exp->blk = open_with_overlay(exp, opts, flags, errp);
+    } else {
+        exp->blk = blk_new_open(exp->image, opts->format, opts->opts, flags, errp);
+    }
     if (!exp->blk) {
         goto fail;
     }
     blk_set_write_through(exp->blk, write_through);
-    exp->format = g_strdup(blk_bs(exp->blk)->drv->format_name);
+    exp->format = g_strdup(opts->snapshot ? blk_bs(exp->blk)->backing->bs->drv->format_name :
+                           blk_bs(exp->blk)->drv->format_name);
 
     if (drv->create(exp, opts, errp) < 0) {
         goto fail;
@@ -234,10 +280,6 @@ void blk_exp_unref(BlockExport *exp)
     }
     blk_unref(exp->blk);        /* drains, flushes, closes the image */
     exp->drv->delete(exp);
-    if (exp->overlay) {
-        unlink(exp->overlay);
-        g_free(exp->overlay);
-    }
     g_free(exp->id);
     g_free(exp->image);
     g_free(exp->mountpoint);

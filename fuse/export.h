@@ -62,7 +62,6 @@ struct BlockExport {
     bool read_only;
     bool growable;
     bool snapshot;
-    char *overlay;              /* temporary overlay file (--snapshot), removed at delete */
     unsigned queues;
     uid_t owner;
     time_t since;
