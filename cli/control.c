@@ -29,6 +29,7 @@ typedef struct ControlConn {
 struct ControlServer {
     int fd;
     char *path;
+    char *link;                 /* RUNTIME_DIR/PID.sock -> path, when path is elsewhere */
     bool serve;
     bool exit_requested;
     GList *conns;
@@ -379,11 +380,9 @@ ControlServer *control_server_new(const char *path, bool serve, GError **errp)
     ControlServer *srv;
     int fd;
 
-    if (!path) {
-        dir = control_runtime_dir(true, errp);
-        if (!dir) {
-            return NULL;
-        }
+    dir = control_runtime_dir(true, errp);
+    if (!dir) {
+        return NULL;
     }
     srv = g_new0(ControlServer, 1);
     srv->serve = serve;
@@ -418,6 +417,15 @@ ControlServer *control_server_new(const char *path, bool serve, GError **errp)
         goto fail;
     }
     chmod(srv->path, 0600);
+    if (path) {
+        /* So that 'blkfuse list' finds this daemon with the others. */
+        srv->link = g_strdup_printf("%s/%d.sock", dir, getpid());
+        unlink(srv->link);
+        if (symlink(srv->path, srv->link) < 0) {
+            log_warning("%s: cannot link the control socket: %s", srv->link, g_strerror(errno));
+            g_clear_pointer(&srv->link, g_free);
+        }
+    }
     srv->fd = fd;
     aio_set_fd_handler(aio_get_current(), fd, server_accept, NULL, srv);
     the_server = srv;
@@ -456,6 +464,10 @@ void control_server_free(ControlServer *srv)
     aio_set_fd_handler(aio_get_current(), srv->fd, NULL, NULL, NULL);
     close(srv->fd);
     unlink(srv->path);
+    if (srv->link) {
+        unlink(srv->link);
+        g_free(srv->link);
+    }
     blk_exp_set_removed_notifier(NULL, NULL);
     the_server = NULL;
     g_free(srv->path);

@@ -940,7 +940,8 @@ static struct fuse_session *fuse_new_session(FuseExport *exp, const BlockExportO
     fuse_opt_add_opt(&mount_opts, "max_read=1048576");
     fuse_opt_add_opt(&mount_opts, "default_permissions");
     fuse_opt_add_opt(&mount_opts, "subtype=blkfuse");
-    fuse_opt_add_opt(&mount_opts, exp->common.read_only ? "ro" : "rw");
+    /* Not "ro" even for read-only exports: chmod/chown must still work there.  Write access
+     * is refused by open (EROFS, even for root), write, fallocate and setattr instead. */
     {
         g_autofree char *fsname = g_strdup_printf("fsname=%s", exp->common.image);
         fuse_opt_add_opt_escaped(&mount_opts, fsname);
