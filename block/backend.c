@@ -208,6 +208,19 @@ int coroutine_fn blk_co_pdiscard(BlockBackend *blk, int64_t offset, int64_t byte
     return ret;
 }
 
+int coroutine_fn blk_co_preallocate(BlockBackend *blk, int64_t offset, int64_t bytes)
+{
+    int ret = check_request(blk, offset, bytes, true);
+
+    if (ret < 0) {
+        return ret;
+    }
+    in_flight_inc(blk);
+    ret = bdrv_co_preallocate(blk->bs, offset, bytes);
+    in_flight_dec(blk);
+    return ret;
+}
+
 int coroutine_fn blk_co_flush(BlockBackend *blk)
 {
     int64_t start = req_begin(blk);

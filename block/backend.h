@@ -54,6 +54,8 @@ int coroutine_fn blk_co_pwrite(BlockBackend *blk, int64_t offset, int64_t bytes,
 int coroutine_fn blk_co_pwrite_zeroes(BlockBackend *blk, int64_t offset, int64_t bytes,
                                       BdrvRequestFlags flags);
 int coroutine_fn blk_co_pdiscard(BlockBackend *blk, int64_t offset, int64_t bytes);
+/* Reserve storage for the range; what it reads does not change. */
+int coroutine_fn blk_co_preallocate(BlockBackend *blk, int64_t offset, int64_t bytes);
 int coroutine_fn blk_co_flush(BlockBackend *blk);
 int coroutine_fn blk_co_truncate(BlockBackend *blk, int64_t offset, bool exact,
                                  PreallocMode prealloc, GError **errp);

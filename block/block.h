@@ -141,6 +141,11 @@ struct BlockDriver {
      * NULL: discard is a successful no-op. */
     int coroutine_fn (*bdrv_co_pdiscard)(BlockDriverState *bs, int64_t offset, int64_t bytes);
 
+    /* Optional.  Reserve storage for the range without changing what it reads (fallocate mode 0
+     * inside the file: later writes there will not fail for lack of space).  NULL: success
+     * without reserving anything. */
+    int coroutine_fn (*bdrv_co_preallocate)(BlockDriverState *bs, int64_t offset, int64_t bytes);
+
     /* Optional.  Write this node's cached state (metadata) down to its children.  io.c then
      * flushes bs->file.  For protocols: make written data durable (fdatasync). */
     int coroutine_fn (*bdrv_co_flush)(BlockDriverState *bs);
@@ -244,6 +249,7 @@ int coroutine_fn bdrv_co_pwrite(BlockDriverState *bs, int64_t offset, int64_t by
 int coroutine_fn bdrv_co_pwrite_zeroes(BlockDriverState *bs, int64_t offset, int64_t bytes,
                                        BdrvRequestFlags flags);
 int coroutine_fn bdrv_co_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes);
+int coroutine_fn bdrv_co_preallocate(BlockDriverState *bs, int64_t offset, int64_t bytes);
 /* Flush bs (driver), then its file child, recursively. */
 int coroutine_fn bdrv_co_flush(BlockDriverState *bs);
 int coroutine_fn bdrv_co_truncate(BlockDriverState *bs, int64_t offset, bool exact,

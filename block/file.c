@@ -484,6 +484,20 @@ static int coroutine_fn file_co_pdiscard(BlockDriverState *bs, int64_t offset, i
     return ret == -EOPNOTSUPP || ret == -ENOSYS || ret == -ENOTTY ? 0 : ret;
 }
 
+static int coroutine_fn file_co_preallocate(BlockDriverState *bs, int64_t offset,
+                                            int64_t bytes)
+{
+    BDRVFileState *s = bs->opaque;
+    FileReq r = { .fd = s->fd, .offset = offset, .bytes = bytes, .mode = FALLOC_FL_KEEP_SIZE };
+    int ret;
+
+    if (s->is_bdev) {
+        return 0;       /* a device's blocks are all there */
+    }
+    ret = thread_pool_run(worker_fallocate, &r);
+    return ret == -EOPNOTSUPP || ret == -ENOSYS ? 0 : ret;
+}
+
 static int coroutine_fn file_co_truncate(BlockDriverState *bs, int64_t offset, bool exact,
                                          PreallocMode prealloc, GError **errp)
 {
@@ -567,6 +581,7 @@ const BlockDriver bdrv_file = {
     .bdrv_co_pwrite                 = file_co_pwrite,
     .bdrv_co_pwrite_zeroes          = file_co_pwrite_zeroes,
     .bdrv_co_pdiscard               = file_co_pdiscard,
+    .bdrv_co_preallocate            = file_co_preallocate,
     .bdrv_co_flush                  = file_co_flush,
     .bdrv_co_truncate               = file_co_truncate,
     .bdrv_co_block_status           = file_co_block_status,

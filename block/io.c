@@ -191,6 +191,14 @@ int coroutine_fn bdrv_co_pdiscard(BlockDriverState *bs, int64_t offset, int64_t 
     return bs->drv->bdrv_co_pdiscard(bs, offset, bytes);
 }
 
+int coroutine_fn bdrv_co_preallocate(BlockDriverState *bs, int64_t offset, int64_t bytes)
+{
+    if (bytes == 0 || !bs->drv->bdrv_co_preallocate) {
+        return 0;
+    }
+    return bs->drv->bdrv_co_preallocate(bs, offset, bytes);
+}
+
 int coroutine_fn bdrv_co_flush(BlockDriverState *bs)
 {
     int ret = 0;

@@ -120,6 +120,13 @@ static int coroutine_fn raw_co_pdiscard(BlockDriverState *bs, int64_t offset, in
     return bdrv_co_pdiscard(bs->file->bs, offset + s->offset, bytes);
 }
 
+static int coroutine_fn raw_co_preallocate(BlockDriverState *bs, int64_t offset, int64_t bytes)
+{
+    BDRVRawState *s = bs->opaque;
+
+    return bdrv_co_preallocate(bs->file->bs, offset + s->offset, bytes);
+}
+
 static int coroutine_fn raw_co_truncate(BlockDriverState *bs, int64_t offset, bool exact,
                                         PreallocMode prealloc, GError **errp)
 {
@@ -164,6 +171,7 @@ const BlockDriver bdrv_raw = {
     .bdrv_co_pwrite                 = raw_co_pwrite,
     .bdrv_co_pwrite_zeroes          = raw_co_pwrite_zeroes,
     .bdrv_co_pdiscard               = raw_co_pdiscard,
+    .bdrv_co_preallocate            = raw_co_preallocate,
     .bdrv_co_truncate               = raw_co_truncate,
     .bdrv_co_block_status           = raw_co_block_status,
     .bdrv_getlength                 = raw_getlength,

@@ -366,8 +366,17 @@ static void coroutine_fn fuse_co_fallocate(void *opaque)
         }
     } else if (mode & ~FALLOC_FL_KEEP_SIZE) {
         ret = -EOPNOTSUPP;
-    } else if (end > len && !(mode & FALLOC_FL_KEEP_SIZE)) {
-        ret = fuse_grow(exp, end);
+    } else {
+        /* Plain allocation: reserve what lies inside; grow (reading zeros) unless KEEP_SIZE. */
+        if (r->offset < len) {
+            ret = blk_co_preallocate(blk, r->offset, MIN(end, len) - r->offset);
+        }
+        if (ret >= 0 && end > len && !(mode & FALLOC_FL_KEEP_SIZE)) {
+            ret = fuse_grow(exp, end);
+            if (ret >= 0) {
+                ret = blk_co_preallocate(blk, len, end - len);
+            }
+        }
     }
     if (ret >= 0 && mode != FALLOC_FL_KEEP_SIZE) {
         fuse_touch_mtime(exp);
