@@ -365,6 +365,13 @@ static int64_t coroutine_fn find_free(BlockDriverState *bs, uint64_t n)
     uint64_t start = ci, run = 0;
     uint64_t limit = (1ULL << (56 - s->cluster_bits));
     int64_t first_free = -1;
+    int64_t flen = bdrv_getlength(bs->file->bs);
+
+    /* A valid image has no refcounts far beyond the end of its file; damaged refcount
+     * metadata claiming everything must not make this scan run (nearly) forever. */
+    if (flen >= 0) {
+        limit = MIN(limit, ((uint64_t)flen >> s->cluster_bits) + n + (1ULL << 22));
+    }
 
     while (ci < limit) {
         uint64_t skip, ti = ci >> s->rb_bits, rc;
