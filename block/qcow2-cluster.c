@@ -976,3 +976,97 @@ int coroutine_fn qcow2_preallocate(BlockDriverState *bs, uint64_t offset, uint64
     }
     return 0;
 }
+
+/* Reserve file space for [host, host + len): the part inside the file with the file's
+ * preallocate, the part beyond it by growing the file with falloc preallocation.  The file
+ * must reach the clusters that entries point to, for qemu-img check. */
+static int coroutine_fn reserve_host(BlockDriverState *bs, uint64_t host, uint64_t len)
+{
+    int64_t flen = bdrv_getlength(bs->file->bs);
+    uint64_t inside;
+    int ret = 0;
+
+    if (flen < 0) {
+        return flen;
+    }
+    inside = host < (uint64_t)flen ? MIN(len, (uint64_t)flen - host) : 0;
+    if (inside) {
+        ret = bdrv_co_preallocate(bs->file->bs, host, inside);
+    }
+    if (ret == 0 && host + len > (uint64_t)flen) {
+        GError *err = NULL;
+        ret = bdrv_co_truncate(bs->file->bs, host + len, false, PREALLOC_MODE_FALLOC, &err);
+        if (ret < 0) {
+            g_clear_error(&err);
+            ret = bdrv_co_truncate(bs->file->bs, host + len, false, PREALLOC_MODE_OFF, &err);
+            g_clear_error(&err);
+        }
+    }
+    return ret;
+}
+
+int coroutine_fn qcow2_reserve(BlockDriverState *bs, uint64_t offset, uint64_t bytes)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t cs = s->cluster_size;
+    uint64_t c = offset >> s->cluster_bits;
+    uint64_t cend = DIV_ROUND_UP(offset + bytes, cs);
+    bool backing = has_backing_file(bs);
+    int ret = 0;
+
+    if (s->version < 3) {
+        return 0;           /* no way to say "allocated, reads as before": nothing reserved */
+    }
+    co_mutex_lock(&s->lock);
+    while (c < cend && ret == 0) {
+        uint32_t l1i = c >> s->l2_bits;
+        uint32_t l2i = c & (s->l2_size - 1);
+        uint64_t n = MIN(cend - c, s->l2_size - l2i);
+        void *table;
+
+        ret = qcow2_get_l2_for_write(bs, l1i, &table);
+        if (ret < 0) {
+            break;
+        }
+        for (uint64_t i = 0; i < n && ret == 0;) {
+            uint64_t run = 0;
+            int64_t host;
+
+            /* clusters without a host cluster whose contents a preallocated entry can keep */
+            while (i + run < n) {
+                uint64_t e = qcow2_l2_entry(s, table, l2i + i + run);
+                if ((e & (L2E_OFFSET_MASK | QCOW_OFLAG_COMPRESSED)) ||
+                    (!s->ext_l2 && backing && !(e & QCOW_OFLAG_ZERO))) {
+                    break;
+                }
+                run++;
+            }
+            if (run == 0) {
+                i++;
+                continue;
+            }
+            host = qcow2_alloc_clusters(bs, run);
+            if (host < 0) {
+                ret = host;
+                break;
+            }
+            for (uint64_t j = 0; j < run; j++) {
+                uint32_t k = l2i + i + j;
+                uint64_t e = qcow2_l2_entry(s, table, k);
+                uint64_t ne = (host + j * cs) | QCOW_OFLAG_COPIED;
+                if (!s->ext_l2) {
+                    ne |= QCOW_OFLAG_ZERO;  /* reads zeros, as it did */
+                }
+                (void)e;
+                qcow2_l2_set(s, table, k, ne, qcow2_l2_bitmap(s, table, k));
+            }
+            qcow2_cache_mark_dirty(s->l2_cache, table);
+            ret = reserve_host(bs, host, run * cs);
+            i += run;
+        }
+        qcow2_cache_put(s->l2_cache, table);
+        c += n;
+    }
+    co_mutex_unlock(&s->lock);
+    return ret;
+}

@@ -586,6 +586,17 @@ static int coroutine_fn qcow2_co_pdiscard(BlockDriverState *bs, int64_t offset, 
     return qcow2_zero_range(bs, offset, bytes, true);
 }
 
+static int coroutine_fn qcow2_co_preallocate(BlockDriverState *bs, int64_t offset,
+                                             int64_t bytes)
+{
+    BDRVQcow2State *s = bs->opaque;
+
+    if (s->read_only) {
+        return -EROFS;
+    }
+    return qcow2_reserve(bs, offset, bytes);
+}
+
 static int coroutine_fn qcow2_co_flush(BlockDriverState *bs)
 {
     BDRVQcow2State *s = bs->opaque;
@@ -1098,6 +1109,7 @@ const BlockDriver bdrv_qcow2 = {
     .bdrv_co_pwrite         = qcow2_co_pwrite,
     .bdrv_co_pwrite_zeroes  = qcow2_co_pwrite_zeroes,
     .bdrv_co_pdiscard       = qcow2_co_pdiscard,
+    .bdrv_co_preallocate    = qcow2_co_preallocate,
     .bdrv_co_flush          = qcow2_co_flush,
     .bdrv_co_truncate       = qcow2_co_truncate,
     .bdrv_co_block_status   = qcow2_co_block_status,

@@ -286,6 +286,10 @@ int coroutine_fn qcow2_free_beyond(BlockDriverState *bs, uint64_t from);
 int coroutine_fn qcow2_preallocate(BlockDriverState *bs, uint64_t offset, uint64_t bytes,
                                    uint64_t *host_end);
 
+/* Reserve host clusters for [offset, offset + bytes) without changing what it reads (fallocate
+ * mode 0).  Takes the lock itself. */
+int coroutine_fn qcow2_reserve(BlockDriverState *bs, uint64_t offset, uint64_t bytes);
+
 /* --- snapshots (qcow2-snapshot.c) --- */
 
 int coroutine_fn qcow2_read_snapshots(BlockDriverState *bs, GError **errp);

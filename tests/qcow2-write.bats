@@ -100,6 +100,35 @@ exercise() {
     exercise "$T/w.qcow2"
 }
 
+@test "qcow2 write: fallocate reserves clusters without changing the contents" {
+    local o
+    for o in cluster_size=64k extended_l2=on compat=0.10; do
+        rm -f "$T/w.qcow2"
+        qemu-img create -q -f qcow2 -o "$o" -b "$T/src.raw" -F raw "$T/w.qcow2"
+        qemu-io -c 'write -z 6M 1M' "$T/w.qcow2" >/dev/null
+        qemu-img convert -O raw "$T/w.qcow2" "$T/ref.raw"
+        blkfuse_mount "$T/w.qcow2" "$T/mp"
+        fallocate -o 1000000 -l 9M "$T/mp"
+        cmp "$T/mp" "$T/ref.raw"
+        random_io "$T/mp" "$T/ref.raw" 40 11
+        cmp "$T/mp" "$T/ref.raw"
+        blkfuse unmount "$T/mp"
+        wait_for_unmount "$T/mp"
+        check_clean "$T/w.qcow2"
+        qemu-img compare "$T/w.qcow2" "$T/ref.raw"
+    done
+    qemu-img create -q -f qcow2 "$T/n.qcow2" 16M
+    blkfuse_mount "$T/n.qcow2" "$T/mp"
+    fallocate -o 0 -l 8M "$T/mp"
+    blkfuse unmount "$T/mp"
+    wait_for_unmount "$T/mp"
+    check_clean "$T/n.qcow2"
+    run qemu-img check "$T/n.qcow2"
+    [[ $output == *"128/256 = 50.00% allocated"* ]]
+    truncate -s 16M "$T/zero.raw"
+    qemu-img compare "$T/n.qcow2" "$T/zero.raw"
+}
+
 @test "qcow2 write: backing chain stays unchanged" {
     local sums
     cd "$T"
