@@ -1,0 +1,1079 @@
+/* test-block-io.c - unit tests for the generic I/O path (block/io.c) over the file, raw and null
+ * drivers: unaligned and O_DIRECT I/O against a plain-file reference, read-modify-write
+ * serialisation, write-zeroes, discard, block status, truncate, probing, backing-chain loops,
+ * raw slices and options, and the probed-raw first-sector guard. */
+#include "config.h"
+#include "unit-helpers.h"
+#include "block/block.h"
+
+static char *test_dir;          /* one temp dir for the whole binary, removed at the end */
+
+static char *tmp_path(const char *name)
+{
+    return g_build_filename(test_dir, name, NULL);
+}
+
+/* --- running I/O in a coroutine ------------------------------------------------------------ */
+
+typedef enum {
+    OP_READ, OP_WRITE, OP_ZEROES, OP_DISCARD, OP_FLUSH, OP_TRUNCATE, OP_STATUS,
+} OpKind;
+
+typedef struct Op {
+    BlockDriverState *bs;
+    OpKind kind;
+    int64_t offset, bytes;
+    void *buf;
+    int flags;
+    PreallocMode prealloc;
+    int64_t pnum, map;
+    BlockDriverState *file;
+    GError *err;
+    int ret;
+    bool done;
+} Op;
+
+static void coroutine_fn op_entry(void *opaque)
+{
+    Op *o = opaque;
+
+    switch (o->kind) {
+    case OP_READ:
+        o->ret = bdrv_co_pread(o->bs, o->offset, o->bytes, o->buf, 0);
+        break;
+    case OP_WRITE:
+        o->ret = bdrv_co_pwrite(o->bs, o->offset, o->bytes, o->buf, o->flags);
+        break;
+    case OP_ZEROES:
+        o->ret = bdrv_co_pwrite_zeroes(o->bs, o->offset, o->bytes, o->flags);
+        break;
+    case OP_DISCARD:
+        o->ret = bdrv_co_pdiscard(o->bs, o->offset, o->bytes);
+        break;
+    case OP_FLUSH:
+        o->ret = bdrv_co_flush(o->bs);
+        break;
+    case OP_TRUNCATE:
+        o->ret = bdrv_co_truncate(o->bs, o->offset, true, o->prealloc, &o->err);
+        break;
+    case OP_STATUS:
+        o->ret = bdrv_co_block_status(o->bs, o->offset, o->bytes, &o->pnum, &o->map, &o->file);
+        break;
+    }
+    o->done = true;
+}
+
+static int run_op(Op *o)
+{
+    aio_run_coroutine(op_entry, o);
+    g_assert_true(o->done);
+    if (o->err) {
+        g_test_message("op %d: %s", o->kind, o->err->message);
+        g_clear_error(&o->err);
+    }
+    return o->ret;
+}
+
+static int do_zeroes(BlockDriverState *bs, int64_t offset, int64_t bytes, int flags)
+{
+    Op o = { .bs = bs, .kind = OP_ZEROES, .offset = offset, .bytes = bytes, .flags = flags };
+    return run_op(&o);
+}
+
+static int do_discard(BlockDriverState *bs, int64_t offset, int64_t bytes)
+{
+    Op o = { .bs = bs, .kind = OP_DISCARD, .offset = offset, .bytes = bytes };
+    return run_op(&o);
+}
+
+static int do_truncate(BlockDriverState *bs, int64_t size, PreallocMode prealloc)
+{
+    Op o = { .bs = bs, .kind = OP_TRUNCATE, .offset = size, .prealloc = prealloc };
+    return run_op(&o);
+}
+
+/* Block status of [offset, offset + bytes); returns the flags, *pnum and *map. */
+static int do_status(BlockDriverState *bs, int64_t offset, int64_t bytes, int64_t *pnum,
+                     int64_t *map, BlockDriverState **file)
+{
+    Op o = { .bs = bs, .kind = OP_STATUS, .offset = offset, .bytes = bytes, .pnum = -1 };
+    int ret = run_op(&o);
+
+    *pnum = o.pnum;
+    if (map) {
+        *map = o.map;
+    }
+    if (file) {
+        *file = o.file;
+    }
+    return ret;
+}
+
+/* --- opening ------------------------------------------------------------------------------ */
+
+static BlockDriverState *open_ok(const char *path, const char *format, const char *opts_str,
+                                 int flags)
+{
+    g_autoptr(GError) err = NULL;
+    BlockOptions *opts = NULL;
+    BlockDriverState *bs;
+
+    if (opts_str) {
+        opts = block_options_new();
+        g_assert(block_options_parse(opts, opts_str, &err));
+    }
+    bs = bdrv_open(path, format, opts, flags, &err);
+    if (opts) {
+        g_hash_table_unref(opts);
+    }
+    g_assert_no_error(err);
+    g_assert(bs != NULL);
+    return bs;
+}
+
+/* Open read-write with O_DIRECT; NULL (test skipped) if the file system refuses O_DIRECT. */
+static BlockDriverState *open_direct(const char *path, const char *format, const char *opts_str)
+{
+    g_autoptr(GError) err = NULL;
+    BlockOptions *opts = NULL;
+    BlockDriverState *bs;
+
+    if (opts_str) {
+        opts = block_options_new();
+        g_assert(block_options_parse(opts, opts_str, &err));
+    }
+    bs = bdrv_open(path, format, opts, BDRV_O_RDWR | BDRV_O_NOCACHE, &err);
+    if (opts) {
+        g_hash_table_unref(opts);
+    }
+    if (!bs && err && err->code == EINVAL && strstr(err->message, "O_DIRECT")) {
+        g_test_skip(err->message);
+        return NULL;
+    }
+    g_assert_no_error(err);
+    g_assert(bs != NULL);
+    return bs;
+}
+
+/* Open must fail; returns the error message (g_free). */
+static char *open_fails(const char *path, const char *format, const char *opts_str, int flags)
+{
+    g_autoptr(GError) err = NULL;
+    BlockOptions *opts = NULL;
+    BlockDriverState *bs;
+
+    if (opts_str) {
+        opts = block_options_new();
+        g_assert(block_options_parse(opts, opts_str, &err));
+    }
+    bs = bdrv_open(path, format, opts, flags, &err);
+    if (opts) {
+        g_hash_table_unref(opts);
+    }
+    g_assert_null(bs);
+    if (bs) {
+        bdrv_unref(bs);
+    }
+    g_assert_nonnull(err);
+    if (g_test_verbose() && err) {
+        g_test_message("expected error: %s", err->message);
+    }
+    return err ? g_strdup(err->message) : g_strdup("");
+}
+
+/* Compare the file's contents (plain read) with expected. */
+static void check_file_contents(const char *path, const uint8_t *expected, size_t len)
+{
+    size_t n;
+    g_autofree uint8_t *data = uh_read_file(path, &n);
+
+    g_assert_cmpuint(n, ==, len);
+    g_assert_true(memcmp(data, expected, MIN(n, len)) == 0);
+}
+
+static bool all_zero(const uint8_t *buf, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        if (buf[i]) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* --- unaligned reads and writes against a reference ------------------------------------------ */
+
+#define RW_FILE_SIZE    (256 * 1024)
+#define RW_MAX_LEN      9000
+
+/* Random unaligned writes and reads through bs, mirrored into ref; unaligned buffers as well. */
+static void random_rw(BlockDriverState *bs, uint8_t *ref, int64_t size, guint32 seed, int nops)
+{
+    GRand *r = g_rand_new_with_seed(seed);
+    uint8_t *mem = g_malloc(RW_MAX_LEN + 16);
+
+    for (int i = 0; i < nops; i++) {
+        int64_t len = g_rand_int_range(r, 1, RW_MAX_LEN + 1);
+        int64_t off = g_rand_int_range(r, 0, size);
+        uint8_t *buf = mem + g_rand_int_range(r, 0, 8);     /* often not aligned at all */
+        int ret;
+
+        if (g_rand_int_range(r, 0, 4) == 0) {
+            len = g_rand_int_range(r, 1, 600);              /* small, inside one block */
+        }
+        len = MIN(len, size - off);
+        if (g_rand_boolean(r)) {
+            uh_fill_pattern(buf, len, off, 1000 + i);
+            ret = bdrv_pwrite(bs, off, len, buf);
+            g_assert_cmpint(ret, ==, 0);
+            memcpy(ref + off, buf, len);
+        } else {
+            memset(buf, 0xa5, len);
+            ret = bdrv_pread(bs, off, len, buf);
+            g_assert_cmpint(ret, ==, 0);
+            if (memcmp(buf, ref + off, len) != 0) {
+                uh_fail("op %d: read %" G_GINT64_FORMAT "+%" G_GINT64_FORMAT
+                        " differs from the reference", i, off, len);
+                break;
+            }
+        }
+    }
+    g_free(mem);
+    g_rand_free(r);
+}
+
+static void unaligned_rw(BlockDriverState *bs, const char *path, uint8_t *ref)
+{
+    uint8_t *all = g_malloc(RW_FILE_SIZE);
+
+    g_assert_cmpint(bdrv_getlength(bs), ==, RW_FILE_SIZE);
+    random_rw(bs, ref, RW_FILE_SIZE, 42, 400);
+
+    /* The whole image through the block layer, then the file itself. */
+    g_assert_cmpint(bdrv_pread(bs, 0, RW_FILE_SIZE, all), ==, 0);
+    g_assert_true(memcmp(all, ref, RW_FILE_SIZE) == 0);
+    g_assert_cmpint(bdrv_flush(bs), ==, 0);
+    bdrv_unref(bs);
+    check_file_contents(path, ref, RW_FILE_SIZE);
+    g_free(all);
+}
+
+static void test_buffered_unaligned_rw(void)
+{
+    g_autofree char *path = tmp_path("buffered.img");
+    g_autofree uint8_t *ref = uh_create_pattern_file(path, RW_FILE_SIZE, 1);
+    BlockDriverState *bs = open_ok(path, "raw", NULL, BDRV_O_RDWR);
+
+    g_assert_cmpuint(bs->bl.request_alignment, ==, 1);
+    unaligned_rw(bs, path, ref);
+    g_unlink(path);
+}
+
+static void test_direct_unaligned_rw(void)
+{
+    g_autofree char *path = tmp_path("direct.img");
+    g_autofree uint8_t *ref = uh_create_pattern_file(path, RW_FILE_SIZE, 2);
+    BlockDriverState *bs = open_direct(path, "raw", NULL);
+
+    if (!bs) {
+        g_unlink(path);
+        return;
+    }
+    /* O_DIRECT needs padding: this is what the test is about. */
+    g_assert_cmpuint(bs->file->bs->bl.request_alignment, >, 1);
+    g_assert_cmpuint(bs->bl.request_alignment, ==, bs->file->bs->bl.request_alignment);
+    g_assert_cmpuint(bs->bl.mem_alignment, >, 1);
+    unaligned_rw(bs, path, ref);
+    g_unlink(path);
+}
+
+/* A file whose size is not a multiple of the O_DIRECT alignment: its last, partial block reads
+ * short; the bytes past the end read as zeros and the bytes before it are the file's. */
+static void test_direct_unaligned_eof(void)
+{
+    g_autofree char *path = tmp_path("direct-eof.img");
+    g_autofree uint8_t *ref = uh_create_pattern_file(path, 1000, 3);
+    uint8_t buf[1000];
+    BlockDriverState *bs = open_direct(path, "raw", NULL);
+
+    if (!bs) {
+        g_unlink(path);
+        return;
+    }
+    g_assert_cmpint(bdrv_getlength(bs), ==, 1000);
+    memset(buf, 0, sizeof(buf));
+    g_assert_cmpint(bdrv_pread(bs, 900, 100, buf), ==, 0);
+    g_assert_cmpmem(buf, 100, ref + 900, 100);
+    g_assert_cmpint(bdrv_pread(bs, 0, 1000, buf), ==, 0);
+    g_assert_cmpmem(buf, 1000, ref, 1000);
+    bdrv_unref(bs);
+
+    /* Probing reads the first bytes the same way. */
+    {
+        g_autoptr(GError) err = NULL;
+        bs = bdrv_open(path, NULL, NULL, BDRV_O_RDWR | BDRV_O_NOCACHE, &err);
+        g_assert_no_error(err);
+        if (bs) {
+            g_assert_cmpstr(bs->drv->format_name, ==, "raw");
+            bdrv_unref(bs);
+        }
+    }
+    g_unlink(path);
+}
+
+/* --- concurrent read-modify-write ------------------------------------------------------------ */
+
+typedef struct RmwWriter {
+    BlockDriverState *bs;
+    int64_t offset;
+    int64_t bytes;
+    uint8_t *buf;
+    int ret;
+    unsigned *done;
+} RmwWriter;
+
+static void coroutine_fn rmw_writer_entry(void *opaque)
+{
+    RmwWriter *w = opaque;
+
+    w->ret = bdrv_co_pwrite(w->bs, w->offset, w->bytes, w->buf, 0);
+    __atomic_add_fetch(w->done, 1, __ATOMIC_RELEASE);
+}
+
+#define RMW_WRITERS 8
+
+/* Several coroutines write different unaligned pieces of the same blocks at once; each one's
+ * read-modify-write must not undo another's (the padded writes are serialised). */
+static void test_direct_concurrent_rmw(void)
+{
+    g_autofree char *path = tmp_path("rmw.img");
+    const int64_t size = 64 * 1024;
+    g_autofree uint8_t *ref = g_malloc0(size);
+    g_autofree uint8_t *check = g_malloc(size);
+    BlockDriverState *bs;
+    GRand *r = g_rand_new_with_seed(7);
+
+    uh_write_file(path, ref, size);
+    bs = open_direct(path, "raw", NULL);
+    if (!bs) {
+        g_rand_free(r);
+        g_unlink(path);
+        return;
+    }
+    for (int round = 0; round < 30; round++) {
+        RmwWriter w[RMW_WRITERS];
+        uint8_t bufs[RMW_WRITERS][1024];
+        unsigned done = 0;
+        /* All pieces fall into the two 4 KiB blocks at base, disjoint from each other; on odd
+         * rounds writer 0 straddles the boundary between the blocks. */
+        int64_t base = 4096 * g_rand_int_range(r, 1, 14);
+        int64_t slot = 8192 / RMW_WRITERS;
+        bool straddle = round % 2;
+
+        for (int i = 0; i < RMW_WRITERS; i++) {
+            int64_t lo = base + i * slot, hi = lo + slot;
+            int64_t len, off;
+
+            if (straddle && i == 0) {
+                lo = base + 4096 - 10;
+                hi = base + 4096 + 10;
+            } else if (straddle && lo < base + 4096 + 10 && hi > base + 4096 - 10) {
+                lo = lo < base + 4096 ? lo : base + 4096 + 10;
+                hi = hi > base + 4096 ? hi : base + 4096 - 10;
+            }
+            len = g_rand_int_range(r, 1, hi - lo - 2);
+            off = lo + g_rand_int_range(r, 1, hi - lo - len);
+            if (straddle && i == 0) {
+                len = 10;
+                off = base + 4096 - 5;
+            }
+            g_assert(off > lo && off + len <= hi);
+            memset(bufs[i], 1 + round * RMW_WRITERS + i, len);
+            w[i] = (RmwWriter){ .bs = bs, .offset = off, .bytes = len, .buf = bufs[i],
+                                .ret = -EINPROGRESS, .done = &done };
+            memcpy(ref + off, bufs[i], len);
+        }
+        for (int i = 0; i < RMW_WRITERS; i++) {
+            coroutine_enter(coroutine_create(rmw_writer_entry, &w[i]));
+        }
+        uh_poll_until_count(&done, RMW_WRITERS);
+        for (int i = 0; i < RMW_WRITERS; i++) {
+            g_assert_cmpint(w[i].ret, ==, 0);
+        }
+    }
+    g_assert_cmpint(bdrv_pread(bs, 0, size, check), ==, 0);
+    g_assert_true(memcmp(check, ref, size) == 0);
+    bdrv_unref(bs);
+    check_file_contents(path, ref, size);
+    g_rand_free(r);
+    g_unlink(path);
+}
+
+/* --- write zeroes and discard --------------------------------------------------------------- */
+
+#define ZERO_FILE_SIZE (1024 * 1024)
+
+static void zeroes_on(BlockDriverState *bs, const char *path, uint8_t *ref)
+{
+    static const struct {
+        int64_t offset, bytes;
+        int flags;
+    } ranges[] = {
+        { 5000, 70000, 0 },
+        { 300001, 131072 + 17, BDRV_REQ_MAY_UNMAP },
+        { 524288, 262144, BDRV_REQ_MAY_UNMAP },             /* aligned: can punch a hole */
+        { 1, 1, 0 },
+        { 1000000, ZERO_FILE_SIZE - 1000000, BDRV_REQ_MAY_UNMAP },     /* to the end */
+    };
+    g_autofree uint8_t *buf = g_malloc(ZERO_FILE_SIZE);
+
+    for (size_t i = 0; i < G_N_ELEMENTS(ranges); i++) {
+        g_assert_cmpint(do_zeroes(bs, ranges[i].offset, ranges[i].bytes, ranges[i].flags), ==,
+                        0);
+        memset(ref + ranges[i].offset, 0, ranges[i].bytes);
+        g_assert_cmpint(bdrv_pread(bs, 0, ZERO_FILE_SIZE, buf), ==, 0);
+        if (memcmp(buf, ref, ZERO_FILE_SIZE) != 0) {
+            uh_fail("after zeroing range %zu the image differs", i);
+        }
+    }
+    g_assert_cmpint(bdrv_getlength(bs), ==, ZERO_FILE_SIZE);
+    bdrv_unref(bs);
+    check_file_contents(path, ref, ZERO_FILE_SIZE);
+}
+
+static void test_write_zeroes(void)
+{
+    g_autofree char *path = tmp_path("zeroes.img");
+    g_autofree uint8_t *ref = uh_create_pattern_file(path, ZERO_FILE_SIZE, 4);
+
+    zeroes_on(open_ok(path, "raw", NULL, BDRV_O_RDWR), path, ref);
+    g_unlink(path);
+}
+
+static void test_direct_write_zeroes(void)
+{
+    g_autofree char *path = tmp_path("zeroes-direct.img");
+    g_autofree uint8_t *ref = uh_create_pattern_file(path, ZERO_FILE_SIZE, 5);
+    BlockDriverState *bs = open_direct(path, "raw", NULL);
+
+    if (bs) {
+        zeroes_on(bs, path, ref);
+    }
+    g_unlink(path);
+}
+
+/* NO_FALLBACK: either done efficiently (and then zeros) or -ENOTSUP, never a data write. */
+static void test_write_zeroes_no_fallback(void)
+{
+    g_autofree char *path = tmp_path("zeroes-nofb.img");
+    g_autofree uint8_t *ref = uh_create_pattern_file(path, 65536, 6);
+    BlockDriverState *bs = open_ok(path, "raw", NULL, BDRV_O_RDWR);
+    uint8_t buf[8192];
+    int ret = do_zeroes(bs, 4096, 8192, BDRV_REQ_NO_FALLBACK);
+
+    g_assert_true(ret == 0 || ret == -ENOTSUP);
+    if (ret == 0) {
+        memset(ref + 4096, 0, 8192);
+    }
+    g_assert_cmpint(bdrv_pread(bs, 4096, 8192, buf), ==, 0);
+    g_assert_cmpmem(buf, 8192, ref + 4096, 8192);
+    bdrv_unref(bs);
+    g_unlink(path);
+}
+
+static void test_discard(void)
+{
+    g_autofree char *path = tmp_path("discard.img");
+    const int64_t size = 1024 * 1024;
+    g_autofree uint8_t *ref = uh_create_pattern_file(path, size, 7);
+    g_autofree uint8_t *buf = g_malloc(size);
+    BlockDriverState *bs = open_ok(path, "raw", NULL, BDRV_O_RDWR);
+    const int64_t start = 65536, len = 262144;
+
+    g_assert_cmpint(bdrv_flush(bs), ==, 0);
+    g_assert_cmpint(do_discard(bs, start, len), ==, 0);
+    g_assert_cmpint(do_discard(bs, 700001, 5000), ==, 0);      /* unaligned */
+    g_assert_cmpint(do_discard(bs, 0, 0), ==, 0);
+    g_assert_cmpint(bdrv_getlength(bs), ==, size);
+    g_assert_cmpint(bdrv_pread(bs, 0, size, buf), ==, 0);
+
+    /* Outside the ranges nothing changed; inside, each 4 KiB block is either still the data or
+     * zeros (discard deallocates what it can). */
+    g_assert_cmpmem(buf, start, ref, start);
+    g_assert_cmpmem(buf + start + len, 700001 - start - len, ref + start + len,
+                    700001 - start - len);
+    g_assert_cmpmem(buf + 705001, size - 705001, ref + 705001, size - 705001);
+    for (int64_t off = start; off < start + len; off += 4096) {
+        g_assert_true(memcmp(buf + off, ref + off, 4096) == 0 || all_zero(buf + off, 4096));
+    }
+    g_test_message("allocated after discard: %" G_GINT64_FORMAT " of %" G_GINT64_FORMAT,
+                   bdrv_get_allocated_file_size(bs), size);
+    bdrv_unref(bs);
+    g_assert_cmpint(uh_file_size(path), ==, size);
+    g_unlink(path);
+}
+
+/* --- block status ---------------------------------------------------------------------------- */
+
+#define MiB (1024 * 1024)
+
+/* 4 MiB sparse file: data at [1 MiB, 1 MiB + 64 KiB) and [3 MiB, 3 MiB + 4 KiB). */
+static void create_sparse(const char *path)
+{
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    g_autofree uint8_t *buf = g_malloc(65536);
+
+    g_assert_cmpint(fd, >=, 0);
+    g_assert_cmpint(ftruncate(fd, 4 * MiB), ==, 0);
+    uh_fill_pattern(buf, 65536, MiB, 8);
+    g_assert_cmpint(pwrite(fd, buf, 65536, MiB), ==, 65536);
+    g_assert_cmpint(pwrite(fd, buf, 4096, 3 * MiB), ==, 4096);
+    g_assert_cmpint(fdatasync(fd), ==, 0);
+    close(fd);
+}
+
+static void check_status(BlockDriverState *bs, int64_t offset, int64_t bytes, int want,
+                         int64_t want_pnum)
+{
+    int64_t pnum = -1, map = -1;
+    BlockDriverState *file = NULL;
+    int ret = do_status(bs, offset, bytes, &pnum, &map, &file);
+
+    if (g_test_verbose()) {
+        g_test_message("status %" G_GINT64_FORMAT "+%" G_GINT64_FORMAT " = 0x%x, pnum %"
+                       G_GINT64_FORMAT, offset, bytes, ret, pnum);
+    }
+    g_assert_cmpint(ret, >=, 0);
+    g_assert_cmphex(ret & (BDRV_BLOCK_DATA | BDRV_BLOCK_ZERO | BDRV_BLOCK_EOF), ==, want);
+    g_assert_cmpint(pnum, ==, want_pnum);
+}
+
+static void test_block_status_sparse(void)
+{
+    g_autofree char *path = tmp_path("sparse.img");
+    BlockDriverState *bs, *file = NULL;
+    int64_t pnum, map;
+    int ret;
+
+    create_sparse(path);
+    bs = open_ok(path, "raw", NULL, 0);
+    check_status(bs, 0, 4 * MiB, BDRV_BLOCK_ZERO, MiB);
+    check_status(bs, 4096, 4 * MiB - 4096, BDRV_BLOCK_ZERO, MiB - 4096);
+    check_status(bs, MiB, 3 * MiB, BDRV_BLOCK_DATA, 65536);
+    check_status(bs, MiB + 4096, 8192, BDRV_BLOCK_DATA, 8192);         /* clamped to bytes */
+    check_status(bs, MiB + 65536, 3 * MiB - 65536, BDRV_BLOCK_ZERO, 2 * MiB - 65536);
+    check_status(bs, 3 * MiB, MiB, BDRV_BLOCK_DATA, 4096);
+    check_status(bs, 3 * MiB + 4096, MiB - 4096, BDRV_BLOCK_ZERO | BDRV_BLOCK_EOF,
+                 MiB - 4096);
+    check_status(bs, 3 * MiB + 4096, 16 * MiB, BDRV_BLOCK_ZERO | BDRV_BLOCK_EOF,
+                 MiB - 4096);                                           /* clamped to the end */
+
+    /* The raw layer passes through to its file: allocated, at the same offset. */
+    ret = do_status(bs, MiB, 65536, &pnum, &map, &file);
+    g_assert_cmpint(ret, >=, 0);
+    g_assert_true(ret & BDRV_BLOCK_ALLOCATED);
+    g_assert_true(ret & BDRV_BLOCK_OFFSET_VALID);
+    g_assert_cmpint(map, ==, MiB);
+    g_assert_true(file == bs->file->bs);
+
+    /* At the end: nothing left, EOF. */
+    ret = do_status(bs, 4 * MiB, 4096, &pnum, NULL, NULL);
+    g_assert_cmpint(ret, >=, 0);
+    g_assert_true(ret & BDRV_BLOCK_EOF);
+    g_assert_cmpint(pnum, ==, 0);
+    bdrv_unref(bs);
+    g_unlink(path);
+}
+
+/* A raw slice reports the status of its part of the file, mapped. */
+static void test_block_status_slice(void)
+{
+    g_autofree char *path = tmp_path("sparse-slice.img");
+    BlockDriverState *bs;
+    int64_t pnum, map;
+    int ret;
+
+    create_sparse(path);
+    bs = open_ok(path, "raw", "offset=1M,size=128k", 0);
+    g_assert_cmpint(bdrv_getlength(bs), ==, 131072);
+    ret = do_status(bs, 0, 131072, &pnum, &map, NULL);
+    g_assert_cmpint(ret, >=, 0);
+    g_assert_true(ret & BDRV_BLOCK_DATA);
+    g_assert_cmpint(pnum, ==, 65536);
+    g_assert_cmpint(map, ==, MiB);
+    check_status(bs, 65536, 65536, BDRV_BLOCK_ZERO | BDRV_BLOCK_EOF, 65536);
+    bdrv_unref(bs);
+    g_unlink(path);
+}
+
+/* --- truncate ---------------------------------------------------------------------------------- */
+
+static void test_truncate(void)
+{
+    g_autofree char *path = tmp_path("truncate.img");
+    const int64_t old = 65536, grown = MiB + 123, shrunk = 8193;
+    g_autofree uint8_t *ref = uh_create_pattern_file(path, old, 9);
+    g_autofree uint8_t *buf = g_malloc(grown);
+    BlockDriverState *bs = open_ok(path, "raw", NULL, BDRV_O_RDWR);
+
+    g_assert_cmpint(do_truncate(bs, grown, PREALLOC_MODE_OFF), ==, 0);
+    g_assert_cmpint(bdrv_getlength(bs), ==, grown);
+    g_assert_cmpint(uh_file_size(path), ==, grown);
+    g_assert_cmpint(bdrv_pread(bs, 0, grown, buf), ==, 0);
+    g_assert_cmpmem(buf, old, ref, old);
+    g_assert_true(all_zero(buf + old, grown - old));
+
+    /* Writes reach the new end. */
+    g_assert_cmpint(bdrv_pwrite(bs, grown - 10, 10, "0123456789"), ==, 0);
+    g_assert_cmpint(bdrv_pread(bs, grown - 10, 10, buf), ==, 0);
+    g_assert_cmpmem(buf, 10, "0123456789", 10);
+
+    g_assert_cmpint(do_truncate(bs, shrunk, PREALLOC_MODE_OFF), ==, 0);
+    g_assert_cmpint(bdrv_getlength(bs), ==, shrunk);
+    g_assert_cmpint(uh_file_size(path), ==, shrunk);
+    g_assert_cmpint(bdrv_pread(bs, 0, shrunk, buf), ==, 0);
+    g_assert_cmpmem(buf, shrunk, ref, shrunk);
+
+    /* Grow again: what was cut off is gone, it reads as zeros. */
+    g_assert_cmpint(do_truncate(bs, old, PREALLOC_MODE_OFF), ==, 0);
+    g_assert_cmpint(bdrv_pread(bs, 0, old, buf), ==, 0);
+    g_assert_cmpmem(buf, shrunk, ref, shrunk);
+    g_assert_true(all_zero(buf + shrunk, old - shrunk));
+    bdrv_unref(bs);
+    g_unlink(path);
+}
+
+static void test_truncate_prealloc(void)
+{
+    g_autofree char *path = tmp_path("truncate-prealloc.img");
+    BlockDriverState *bs;
+    g_autofree uint8_t *buf = g_malloc(4 * MiB);
+
+    uh_write_file(path, NULL, 0);
+    bs = open_ok(path, "raw", NULL, BDRV_O_RDWR);
+    g_assert_cmpint(do_truncate(bs, 2 * MiB, PREALLOC_MODE_FALLOC), ==, 0);
+    g_assert_cmpint(bdrv_getlength(bs), ==, 2 * MiB);
+    g_assert_cmpint(bdrv_get_allocated_file_size(bs), >=, 2 * MiB);
+    g_assert_cmpint(do_truncate(bs, 4 * MiB, PREALLOC_MODE_FULL), ==, 0);
+    g_assert_cmpint(bdrv_getlength(bs), ==, 4 * MiB);
+    g_assert_cmpint(bdrv_get_allocated_file_size(bs), >=, 4 * MiB);
+    g_assert_cmpint(bdrv_pread(bs, 0, 4 * MiB, buf), ==, 0);
+    g_assert_true(all_zero(buf, 4 * MiB));
+    bdrv_unref(bs);
+    g_unlink(path);
+}
+
+/* --- probing ---------------------------------------------------------------------------------- */
+
+static void test_probe_raw(void)
+{
+    g_autofree char *path = tmp_path("probe.img");
+    g_autofree char *empty = tmp_path("probe-empty.img");
+    g_autofree char *missing = tmp_path("probe-missing.img");
+    g_autoptr(GError) err = NULL;
+    const BlockDriver *drv;
+
+    uh_make_pattern_file(path, 65536, 10);
+    drv = bdrv_probe_format(path, &err);
+    g_assert_no_error(err);
+    g_assert_nonnull(drv);
+    if (drv) {
+        g_assert_cmpstr(drv->format_name, ==, "raw");
+        g_assert_true(drv == bdrv_find_format("raw"));
+    }
+
+    uh_write_file(empty, NULL, 0);
+    drv = bdrv_probe_format(empty, &err);
+    g_assert_no_error(err);
+    g_assert_true(drv == bdrv_find_format("raw"));
+
+    drv = bdrv_probe_format(missing, &err);
+    g_assert_null(drv);
+    g_assert_nonnull(err);
+    if (err) {
+        g_assert_nonnull(strstr(err->message, missing));
+    }
+    g_unlink(path);
+    g_unlink(empty);
+}
+
+static bool require_qemu_img(void)
+{
+    if (!uh_have_command("qemu-img")) {
+        g_test_skip("qemu-img is not installed");
+        return false;
+    }
+    return true;
+}
+
+static void test_probe_qcow2(void)
+{
+    g_autofree char *path = tmp_path("probe.qcow2");
+    g_autoptr(GError) err = NULL;
+    const BlockDriver *drv;
+    BlockDriverState *bs;
+    uint8_t buf[4096];
+
+    if (!require_qemu_img()) {
+        return;
+    }
+    g_assert_cmpint(uh_sh(NULL, "qemu-img create -q -f qcow2 '%s' 1M", path), ==, 0);
+    drv = bdrv_probe_format(path, &err);
+    g_assert_no_error(err);
+    g_assert_nonnull(drv);
+    if (drv) {
+        g_assert_cmpstr(drv->format_name, ==, "qcow2");
+    }
+
+    /* And an open without a format uses it. */
+    bs = open_ok(path, NULL, NULL, 0);
+    g_assert_cmpstr(bs->drv->format_name, ==, "qcow2");
+    g_assert_cmpint(bdrv_getlength(bs), ==, MiB);
+    memset(buf, 0xff, sizeof(buf));
+    g_assert_cmpint(bdrv_pread(bs, 0, sizeof(buf), buf), ==, 0);
+    g_assert_true(all_zero(buf, sizeof(buf)));
+    bdrv_unref(bs);
+    g_unlink(path);
+}
+
+/* --- backing chains that loop ---------------------------------------------------------------- */
+
+static void test_backing_loop(void)
+{
+    g_autofree char *a = tmp_path("loop-a.qcow2");
+    g_autofree char *b = tmp_path("loop-b.qcow2");
+    g_autofree char *self = tmp_path("loop-self.qcow2");
+    g_autofree char *x = tmp_path("loop-x.qcow2");
+    g_autofree char *top = tmp_path("fine-top.qcow2");
+    g_autofree char *base = tmp_path("fine-base.img");
+    const char *formats[] = { NULL, "qcow2" };
+
+    if (!require_qemu_img()) {
+        return;
+    }
+    g_assert_cmpint(uh_sh(NULL, "cd '%s' && qemu-img create -q -f qcow2 loop-b.qcow2 1M && "
+                          "qemu-img create -q -f qcow2 -b loop-b.qcow2 -F qcow2 loop-a.qcow2 1M &&"
+                          " qemu-img rebase -u -b loop-a.qcow2 -F qcow2 loop-b.qcow2",
+                          test_dir), ==, 0);
+    g_assert_cmpint(uh_sh(NULL, "cd '%s' && qemu-img create -q -f qcow2 loop-self.qcow2 1M && "
+                          "qemu-img rebase -u -b loop-self.qcow2 -F qcow2 loop-self.qcow2",
+                          test_dir), ==, 0);
+
+    /* A loop that does not come back to the image opened first: x -> y -> z -> y. */
+    g_assert_cmpint(uh_sh(NULL, "cd '%s' && qemu-img create -q -f qcow2 loop-y.qcow2 1M && "
+                          "qemu-img create -q -f qcow2 -b loop-y.qcow2 -F qcow2 loop-x.qcow2 && "
+                          "qemu-img create -q -f qcow2 -b loop-y.qcow2 -F qcow2 loop-z.qcow2 && "
+                          "qemu-img rebase -u -b loop-z.qcow2 -F qcow2 loop-y.qcow2",
+                          test_dir), ==, 0);
+
+    for (size_t i = 0; i < G_N_ELEMENTS(formats); i++) {
+        g_autofree char *msg_x = open_fails(x, formats[i], NULL, 0);
+        g_autofree char *msg_a = open_fails(a, formats[i], NULL, 0);
+        g_autofree char *msg_b = open_fails(b, formats[i], NULL, BDRV_O_RDWR);
+        g_autofree char *msg_self = open_fails(self, formats[i], NULL, 0);
+
+        g_assert_nonnull(strstr(msg_x, "loop"));
+        g_assert_nonnull(strstr(msg_a, "loop"));
+        g_assert_nonnull(strstr(msg_b, "loop"));
+        g_assert_nonnull(strstr(msg_self, "loop"));
+    }
+
+    /* A healthy chain still opens afterwards (no state left over from the failures). */
+    {
+        g_autofree uint8_t *ref = uh_create_pattern_file(base, MiB, 11);
+        BlockDriverState *bs;
+        uint8_t buf[1000];
+
+        g_assert_cmpint(uh_sh(NULL, "qemu-img create -q -f qcow2 -b '%s' -F raw '%s'",
+                              base, top), ==, 0);
+        bs = open_ok(top, NULL, NULL, 0);
+        g_assert_nonnull(bs->backing);
+        g_assert_cmpint(bdrv_pread(bs, 12345, sizeof(buf), buf), ==, 0);
+        g_assert_cmpmem(buf, sizeof(buf), ref + 12345, sizeof(buf));
+        bdrv_unref(bs);
+    }
+    g_unlink(a);
+    g_unlink(b);
+    g_unlink(self);
+    g_unlink(top);
+    g_unlink(base);
+}
+
+/* --- raw slices and options ------------------------------------------------------------------ */
+
+static void test_raw_slice(void)
+{
+    g_autofree char *path = tmp_path("slice.img");
+    const int64_t size = 65536;
+    g_autofree uint8_t *ref = uh_create_pattern_file(path, size, 12);
+    uint8_t buf[8192];
+    BlockDriverState *bs = open_ok(path, "raw", "offset=4096,size=8192", BDRV_O_RDWR);
+
+    g_assert_cmpint(bdrv_getlength(bs), ==, 8192);
+    g_assert_cmpint(bdrv_pread(bs, 0, 8192, buf), ==, 0);
+    g_assert_cmpmem(buf, 8192, ref + 4096, 8192);
+    g_assert_cmpint(bdrv_pread(bs, 1001, 77, buf), ==, 0);
+    g_assert_cmpmem(buf, 77, ref + 4096 + 1001, 77);
+
+    /* Writes land inside the slice, at its offset. */
+    memset(buf, 0x5a, 100);
+    g_assert_cmpint(bdrv_pwrite(bs, 8092, 100, buf), ==, 0);
+    memcpy(ref + 4096 + 8092, buf, 100);
+    g_assert_cmpint(bdrv_pwrite(bs, 0, 3, "abc"), ==, 0);
+    memcpy(ref + 4096, "abc", 3);
+    bdrv_unref(bs);
+    check_file_contents(path, ref, size);
+
+    /* offset alone: up to the file's end. */
+    bs = open_ok(path, "raw", "offset=60k", 0);
+    g_assert_cmpint(bdrv_getlength(bs), ==, size - 61440);
+    g_assert_cmpint(bdrv_pread(bs, 0, 4096, buf), ==, 0);
+    g_assert_cmpmem(buf, 4096, ref + 61440, 4096);
+    bdrv_unref(bs);
+    g_unlink(path);
+}
+
+static void test_raw_slice_bad(void)
+{
+    g_autofree char *path = tmp_path("slice-bad.img");
+    g_autofree char *past = NULL, *past_size = NULL, *bad_value = NULL;
+
+    uh_make_pattern_file(path, 65536, 13);
+    past = open_fails(path, "raw", "offset=65537", 0);
+    past_size = open_fails(path, "raw", "offset=4096,size=62k", 0);
+    bad_value = open_fails(path, "raw", "offset=12x", 0);
+    g_assert_nonnull(strstr(past, "offset"));
+    g_assert_nonnull(strstr(past_size, "size"));
+    g_assert_nonnull(strstr(bad_value, "offset"));
+    g_assert_nonnull(strstr(bad_value, "12x"));
+
+    /* With O_DIRECT the offset must be aligned. */
+    {
+        g_autoptr(GError) err = NULL;
+        BlockOptions *opts = block_options_new();
+        BlockDriverState *bs;
+
+        g_assert_true(block_options_parse(opts, "offset=100", &err));
+        bs = bdrv_open(path, "raw", opts, BDRV_O_NOCACHE, &err);
+        g_hash_table_unref(opts);
+        if (!bs && err && strstr(err->message, "O_DIRECT")) {
+            g_test_message("no O_DIRECT here: %s", err->message);
+        } else {
+            g_assert_null(bs);
+            g_assert_nonnull(err);
+            if (err) {
+                g_assert_nonnull(strstr(err->message, "multiple"));
+            }
+            if (bs) {
+                bdrv_unref(bs);
+            }
+        }
+    }
+    g_unlink(path);
+}
+
+static void test_unknown_option(void)
+{
+    g_autofree char *path = tmp_path("options.img");
+    g_autofree char *msg = NULL, *msg_probed = NULL, *msg_null = NULL;
+    BlockDriverState *bs;
+
+    uh_make_pattern_file(path, 4096, 14);
+    msg = open_fails(path, "raw", "foo=1", 0);
+    msg_probed = open_fails(path, NULL, "offset=0,bar=2", 0);
+    msg_null = open_fails("null:1M", "null", "baz=3", 0);
+    g_assert_nonnull(strstr(msg, "foo"));
+    g_assert_nonnull(strstr(msg_probed, "bar"));
+    g_assert_nonnull(strstr(msg_null, "baz"));
+
+    /* Options some layer knows are fine, whichever layer takes them. */
+    bs = open_ok(path, "raw", "locking=off,offset=512", 0);
+    g_assert_cmpint(bdrv_getlength(bs), ==, 4096 - 512);
+    bdrv_unref(bs);
+    g_unlink(path);
+}
+
+/* --- the first-sector guard of probed raw images -------------------------------------------- */
+
+/* A qcow2 v3 header as a guest might write it into its disk's first sector. */
+static void make_qcow2_header(uint8_t *sector)
+{
+    memset(sector, 0, 512);
+    memcpy(sector, "QFI\xfb", 4);
+    stbe32(sector + 4, 3);              /* version */
+    stbe64(sector + 8, 0);              /* backing file offset */
+    stbe32(sector + 20, 16);            /* cluster bits */
+    stbe64(sector + 24, 1 << 30);       /* size */
+    stbe32(sector + 36, 1);             /* L1 size */
+    stbe64(sector + 40, 0x30000);       /* L1 table offset */
+    stbe64(sector + 48, 0x10000);       /* refcount table offset */
+    stbe32(sector + 56, 1);             /* refcount table clusters */
+    stbe32(sector + 96, 4);             /* refcount order */
+    stbe32(sector + 100, 104);          /* header length */
+}
+
+static void test_raw_guard_probed(void)
+{
+    g_autofree char *path = tmp_path("guard.img");
+    g_autofree uint8_t *ref = g_malloc0(MiB);
+    uint8_t header[512], buf[512];
+    BlockDriverState *bs;
+
+    uh_write_file(path, ref, MiB);
+    make_qcow2_header(header);
+    bs = open_ok(path, NULL, NULL, BDRV_O_RDWR);
+    g_assert_cmpstr(bs->drv->format_name, ==, "raw");
+    g_assert_true(bs->open_flags & BDRV_O_PROBED);
+
+    /* The whole header at once. */
+    g_assert_cmpint(bdrv_pwrite(bs, 0, 512, header), ==, -EPERM);
+    /* Everything but the magic is harmless... */
+    g_assert_cmpint(bdrv_pwrite(bs, 4, 508, header + 4), ==, 0);
+    memcpy(ref + 4, header + 4, 508);
+    /* ...but the magic that completes it is not. */
+    g_assert_cmpint(bdrv_pwrite(bs, 0, 4, header), ==, -EPERM);
+    /* The magic alone with a version no driver claims is just data. */
+    g_assert_cmpint(bdrv_pwrite(bs, 0, 8, "QFI\xfb\0\0\0\x09"), ==, 0);
+    memcpy(ref, "QFI\xfb\0\0\0\x09", 8);
+    /* Past the first sector anything goes. */
+    g_assert_cmpint(bdrv_pwrite(bs, 512, 512, header), ==, 0);
+    memcpy(ref + 512, header, 512);
+
+    g_assert_cmpint(bdrv_pread(bs, 0, 512, buf), ==, 0);
+    g_assert_cmpmem(buf, 512, ref, 512);
+    bdrv_unref(bs);
+    check_file_contents(path, ref, MiB);
+
+    /* A refused write left the image probing as raw. */
+    {
+        g_autoptr(GError) err = NULL;
+        const BlockDriver *drv = bdrv_probe_format(path, &err);
+        g_assert_true(drv == bdrv_find_format("raw"));
+    }
+    g_unlink(path);
+}
+
+static void test_raw_guard_explicit(void)
+{
+    g_autofree char *path = tmp_path("guard-explicit.img");
+    g_autofree uint8_t *ref = g_malloc0(MiB);
+    uint8_t header[512];
+    BlockDriverState *bs;
+
+    uh_write_file(path, ref, MiB);
+    make_qcow2_header(header);
+    bs = open_ok(path, "raw", NULL, BDRV_O_RDWR);
+    g_assert_false(bs->open_flags & BDRV_O_PROBED);
+    g_assert_cmpint(bdrv_pwrite(bs, 0, 512, header), ==, 0);
+    memcpy(ref, header, 512);
+    bdrv_unref(bs);
+    check_file_contents(path, ref, MiB);
+    g_unlink(path);
+}
+
+static void test_raw_guard_direct(void)
+{
+    g_autofree char *path = tmp_path("guard-direct.img");
+    g_autofree uint8_t *ref = g_malloc0(65536);
+    uint8_t header[512];
+    BlockDriverState *bs;
+
+    uh_write_file(path, ref, 65536);
+    make_qcow2_header(header);
+    bs = open_direct(path, NULL, NULL);
+    if (!bs) {
+        g_unlink(path);
+        return;
+    }
+    g_assert_cmpint(bdrv_pwrite(bs, 0, 512, header), ==, -EPERM);
+    g_assert_cmpint(bdrv_pwrite(bs, 0, 4, header), ==, 0);     /* magic without version */
+    memcpy(ref, header, 4);
+    g_assert_cmpint(bdrv_pwrite(bs, 4, 4, header + 4), ==, -EPERM);
+    bdrv_unref(bs);
+    check_file_contents(path, ref, 65536);
+    g_unlink(path);
+}
+
+/* --- null protocol ------------------------------------------------------------------------ */
+
+static void test_null(void)
+{
+    const char *formats[] = { NULL, "null", "raw" };
+    g_autofree uint8_t *buf = g_malloc(MiB);
+
+    for (size_t i = 0; i < G_N_ELEMENTS(formats); i++) {
+        BlockDriverState *bs = open_ok("null:1M", formats[i], NULL, BDRV_O_RDWR);
+
+        g_assert_cmpint(bdrv_getlength(bs), ==, MiB);
+        memset(buf, 0xff, MiB);
+        g_assert_cmpint(bdrv_pread(bs, 0, MiB, buf), ==, 0);
+        g_assert_true(all_zero(buf, MiB));
+        memset(buf, 0xff, 4096);
+        g_assert_cmpint(bdrv_pwrite(bs, 100, 4096, buf), ==, 0);      /* dropped */
+        g_assert_cmpint(bdrv_pread(bs, 99, 4096, buf), ==, 0);
+        g_assert_true(all_zero(buf, 4096));
+        g_assert_cmpint(bdrv_get_allocated_file_size(bs), ==, 0);
+        bdrv_unref(bs);
+    }
+    {
+        BlockDriverState *bs = open_ok("null:2G", NULL, NULL, 0);
+        g_assert_cmpint(bdrv_getlength(bs), ==, INT64_C(2) << 30);
+        bdrv_unref(bs);
+    }
+    {
+        g_autofree char *msg = open_fails("null:12x", NULL, NULL, 0);
+        g_assert_nonnull(strstr(msg, "12x"));
+    }
+}
+
+static void test_flush(void)
+{
+    g_autofree char *path = tmp_path("flush.img");
+    g_autofree uint8_t *ref = uh_create_pattern_file(path, 4096, 15);
+    BlockDriverState *bs = open_ok(path, "raw", NULL, BDRV_O_RDWR);
+
+    g_assert_cmpint(bdrv_pwrite(bs, 10, 5, "hello"), ==, 0);
+    g_assert_cmpint(bdrv_flush(bs), ==, 0);
+    bdrv_unref(bs);
+    bs = open_ok(path, "raw", NULL, 0);
+    g_assert_cmpint(bdrv_flush(bs), ==, 0);         /* read-only: nothing to do */
+    bdrv_unref(bs);
+    memcpy(ref + 10, "hello", 5);
+    check_file_contents(path, ref, 4096);
+    g_unlink(path);
+}
+
+int main(int argc, char **argv)
+{
+    int ret;
+
+    uh_test_init(&argc, &argv);
+    test_dir = uh_tmpdir_new();
+    uh_test_add("/block-io/buffered/unaligned-rw", test_buffered_unaligned_rw);
+    uh_test_add("/block-io/direct/unaligned-rw", test_direct_unaligned_rw);
+    uh_test_add("/block-io/direct/unaligned-eof", test_direct_unaligned_eof);
+    uh_test_add("/block-io/direct/concurrent-rmw", test_direct_concurrent_rmw);
+    uh_test_add("/block-io/write-zeroes/buffered", test_write_zeroes);
+    uh_test_add("/block-io/write-zeroes/direct", test_direct_write_zeroes);
+    uh_test_add("/block-io/write-zeroes/no-fallback", test_write_zeroes_no_fallback);
+    uh_test_add("/block-io/discard", test_discard);
+    uh_test_add("/block-io/block-status/sparse", test_block_status_sparse);
+    uh_test_add("/block-io/block-status/slice", test_block_status_slice);
+    uh_test_add("/block-io/truncate/grow-shrink", test_truncate);
+    uh_test_add("/block-io/truncate/prealloc", test_truncate_prealloc);
+    uh_test_add("/block-io/probe/raw", test_probe_raw);
+    uh_test_add("/block-io/probe/qcow2", test_probe_qcow2);
+    uh_test_add("/block-io/backing/loop", test_backing_loop);
+    uh_test_add("/block-io/raw/slice", test_raw_slice);
+    uh_test_add("/block-io/raw/slice-bad", test_raw_slice_bad);
+    uh_test_add("/block-io/options/unknown", test_unknown_option);
+    uh_test_add("/block-io/raw-guard/probed", test_raw_guard_probed);
+    uh_test_add("/block-io/raw-guard/explicit-raw", test_raw_guard_explicit);
+    uh_test_add("/block-io/raw-guard/direct", test_raw_guard_direct);
+    uh_test_add("/block-io/null", test_null);
+    uh_test_add("/block-io/flush", test_flush);
+    ret = uh_test_run();
+    uh_tmpdir_remove(test_dir);
+    g_free(test_dir);
+    return ret;
+}
