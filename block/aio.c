@@ -121,6 +121,11 @@ AioContext *aio_get_current(void)
     return current_ctx;
 }
 
+AioContext *aio_peek_current(void)
+{
+    return current_ctx;
+}
+
 void aio_set_fd_handler(AioContext *ctx, int fd, IOHandler *io_read, IOHandler *io_write,
                         void *opaque)
 {

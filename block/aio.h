@@ -24,6 +24,8 @@ void aio_context_free(AioContext *ctx);
 
 /* The calling thread's context, created on first use. */
 AioContext *aio_get_current(void);
+/* The calling thread's context, or NULL if it has none (never creates one). */
+AioContext *aio_peek_current(void);
 
 /* Watch fd for readability (io_read) and/or writability (io_write); both NULL removes it. */
 void aio_set_fd_handler(AioContext *ctx, int fd, IOHandler *io_read, IOHandler *io_write,

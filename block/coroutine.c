@@ -27,6 +27,12 @@
 #ifdef CO_ASAN
 #include <sanitizer/common_interface_defs.h>
 #endif
+#if defined(__has_include)
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#define CO_VALGRIND 1
+#endif
+#endif
 
 #define CO_STACK_SIZE   (512 * 1024)    /* mapped lazily: untouched pages cost nothing */
 #define CO_POOL_MAX     256             /* idle coroutines kept per thread */
@@ -43,6 +49,7 @@ struct Coroutine {
     void *stack;                /* mmap'd, with a guard page below; NULL for a thread's leader */
     size_t stack_size;
     CoScheduleLink sched;       /* aio_co_schedule's intrusive link */
+    unsigned valgrind_stack_id; /* so valgrind knows this memory is a stack */
     int scheduled;              /* atomic: on some context's schedule list */
     Coroutine *pool_next;
 #ifdef CO_ASAN
@@ -62,6 +69,15 @@ typedef struct CoThread {
 static __thread CoThread *co_thread;
 static unsigned co_alive;       /* atomic */
 
+static void coroutine_free(Coroutine *co)
+{
+#ifdef CO_VALGRIND
+    VALGRIND_STACK_DEREGISTER(co->valgrind_stack_id);
+#endif
+    munmap((char *)co->stack - getpagesize(), co->stack_size + getpagesize());
+    g_free(co);
+}
+
 static void co_thread_free(void *p)
 {
     CoThread *t = p;
@@ -69,8 +85,7 @@ static void co_thread_free(void *p)
     while (t->pool) {
         Coroutine *co = t->pool;
         t->pool = co->pool_next;
-        munmap((char *)co->stack - getpagesize(), co->stack_size + getpagesize());
-        g_free(co);
+        coroutine_free(co);
     }
     g_free(t);
 }
@@ -164,6 +179,10 @@ static Coroutine *coroutine_new(CoThread *t)
     mprotect(map, page, PROT_NONE);     /* guard page: overflow faults instead of corrupting */
     co->stack = map + page;
     co->stack_size = CO_STACK_SIZE;
+#ifdef CO_VALGRIND
+    co->valgrind_stack_id = VALGRIND_STACK_REGISTER(co->stack, (char *)co->stack +
+                                                    co->stack_size);
+#endif
 #ifdef CO_ASAN
     co->asan_bottom = co->stack;
     co->asan_size = co->stack_size;
@@ -225,8 +244,7 @@ static void coroutine_release(CoThread *t, Coroutine *co)
         t->pool_size++;
         return;
     }
-    munmap((char *)co->stack - getpagesize(), co->stack_size + getpagesize());
-    g_free(co);
+    coroutine_free(co);
 }
 
 void coroutine_enter(Coroutine *co)
@@ -260,7 +278,7 @@ void coroutine_fn coroutine_yield(void)
 
 void coroutine_wake(Coroutine *co)
 {
-    if (co->ctx == aio_get_current() && !in_coroutine()) {
+    if (co->ctx == aio_peek_current() && !in_coroutine()) {
         coroutine_enter(co);
     } else {
         aio_co_schedule(co->ctx, co);

@@ -237,9 +237,9 @@ int coroutine_fn bdrv_co_block_status(BlockDriverState *bs, int64_t offset, int6
     if (len < 0) {
         return len;
     }
-    if (offset >= len) {
+    if (offset >= len || bytes <= 0) {
         *pnum = 0;
-        return BDRV_BLOCK_EOF;
+        return offset >= len ? BDRV_BLOCK_EOF : 0;
     }
     bytes = MIN(bytes, len - offset);
     if (!bs->drv->bdrv_co_block_status) {

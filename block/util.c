@@ -202,7 +202,7 @@ char *format_size(uint64_t n)
     if (v == (uint64_t)v) {
         return g_strdup_printf("%" G_GUINT64_FORMAT " %s", (uint64_t)v, units[i]);
     }
-    return g_strdup_printf("%.3g %s", v, units[i]);
+    return g_strdup_printf("%.1f %s", v, units[i]);   /* never exponent notation */
 }
 
 int64_t get_clock_ns(void)
