@@ -384,6 +384,13 @@ static int daemon_run(const DaemonConfig *cfg)
         close(p[0]);
         report_fd = p[1];
         setsid();
+        /* Close every descriptor we inherited (but stdio until the mount is live, and the
+         * pipe to the parent): a daemon holding its caller's pipes open would keep the caller
+         * (a shell's $(...), a test runner) waiting for an EOF that never comes. */
+        if (report_fd > 3) {
+            close_range(3, report_fd - 1, 0);
+        }
+        close_range(report_fd + 1, ~0U, 0);
     }
 
     log_set_verbose(cfg->verbose);
