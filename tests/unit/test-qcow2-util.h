@@ -80,6 +80,7 @@ static inline int qt_sh(char **out, const char *fmt, ...)
         return -1;
     }
     if (out) {
+        g_free(*out);   /* callers reuse one g_autofree variable for several commands */
         *out = g_strconcat(o ? o : "", e ? e : "", NULL);
     }
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
