@@ -850,11 +850,10 @@ static int cmd_stats(GHashTable *o, int argc, char **argv)
         printf("%s\n", text);
         return 0;
     }
-    printf("export %s: %s on %s, %s clients, %s in flight\n",
-           json_object_get_string(exp, "id"), json_object_get_string(exp, "image"),
-           json_object_get_string(exp, "mountpoint"),
-           g_strdup_printf("%" G_GINT64_FORMAT, json_object_get_int(exp, "clients", 0)),
-           g_strdup_printf("%" G_GINT64_FORMAT, json_object_get_int(stats, "in_flight", 0)));
+    printf("export %s: %s on %s, %" G_GINT64_FORMAT " clients, %" G_GINT64_FORMAT
+           " in flight\n", json_object_get_string(exp, "id"),
+           json_object_get_string(exp, "image"), json_object_get_string(exp, "mountpoint"),
+           json_object_get_int(exp, "clients", 0), json_object_get_int(stats, "in_flight", 0));
     printf("%-14s %12s %12s %8s %14s %14s\n", "kind", "ops", "bytes", "failed",
            "avg latency us", "max latency us");
     for (int i = 0; i < BLK_STAT__MAX; i++) {
