@@ -1,0 +1,399 @@
+# helpers.bash - shared set-up, teardown and utilities for blkfuse's bats tests.
+#
+# Every tests/*.bats file starts with `load helpers`.  That gives each test:
+#
+#   setup / teardown     defaults that call blkfuse_setup / blkfuse_teardown.
+#                        A file that needs its own must call these first/last:
+#                            setup() { blkfuse_setup; ...; }
+#                            teardown() { ...; blkfuse_teardown; }
+#   T                    a fresh temp dir on a real file system (O_DIRECT works
+#                        there, unlike /dev/shm), removed by teardown.
+#   XDG_RUNTIME_DIR      $T/run, so daemons of one test never see another's.
+#   BLKFUSE_LOG          $T/daemon.log, the daemon log that teardown checks.
+#   EXPECTED_LOG_ERRORS  extended regex of daemon log lines a test expects to
+#                        match the error pattern; set it before the test ends.
+#   MOUNTS, LOOPS, PIDS, UMOUNTS
+#                        what teardown cleans up: blkfuse mountpoints, loop
+#                        devices, processes, and kernel mounts (directories).
+#
+# A test that starts a background process must close fd 3 for it
+# (`cmd 3>&- &`), or bats waits for that process before it can finish.
+#
+# Teardown also cleans anything mounted or loop-attached under $T that a test
+# forgot to record, and fails the test if the daemon log (or a sanitizer log)
+# holds an error the test did not expect.
+
+bats_require_minimum_version 1.5.0
+
+# mkfs.ext4, losetup and friends live in sbin, which may not be on PATH.
+case ":$PATH:" in
+*:/usr/sbin:*) ;;
+*) PATH="$PATH:/usr/sbin:/sbin" ;;
+esac
+
+# The in-tree blkfuse (run-tests puts it first already; plain `bats` does not)
+# and the test tools built from tests/tools/*.c by `make check` (rwstress).
+TEST_TOOLS_DIR="$(cd "$BATS_TEST_DIRNAME/.." && pwd -P)/build/tests/tools"
+PATH="$TEST_TOOLS_DIR:${TEST_TOOLS_DIR%/tests/tools}:$PATH"
+
+# Daemon log lines matching this (extended regex) fail the test in teardown.
+BLKFUSE_LOG_ERROR_RE='(ERROR|assertion|AddressSanitizer|runtime error)'
+
+# --- skipping ------------------------------------------------------------------
+
+# require CMD...: skip the test unless every CMD is on PATH.
+require() {
+    local cmd
+    for cmd in "$@"; do
+        command -v "$cmd" >/dev/null 2>&1 || skip "needs $cmd"
+    done
+}
+
+# require_fuse: skip unless /dev/fuse can be opened and fusermount3 exists.
+require_fuse() {
+    [[ -c /dev/fuse ]] || skip "needs /dev/fuse"
+    (exec 3<>/dev/fuse) 2>/dev/null || skip "needs access to /dev/fuse"
+    require fusermount3 findmnt
+}
+
+# need_tool NAME...: fail (not skip: it is part of the tree) unless each test
+# tool NAME from tests/tools/ is built.
+need_tool() {
+    local tool
+    for tool in "$@"; do
+        if [[ ! -x $TEST_TOOLS_DIR/$tool ]]; then
+            echo "need_tool: $TEST_TOOLS_DIR/$tool is not built (run: make check)" >&2
+            return 1
+        fi
+    done
+}
+
+# require_root: skip unless running as uid 0.
+require_root() {
+    [[ $(id -u) -eq 0 ]] || skip "needs root"
+}
+
+# require_loop: skip unless root and a free loop device can be had.
+require_loop() {
+    require_root
+    require losetup
+    losetup -f >/dev/null 2>&1 || skip "needs a free loop device"
+}
+
+# --- set-up and teardown ---------------------------------------------------------
+
+blkfuse_setup() {
+    T=$(mktemp -d /tmp/blkfuse-test.XXXXXX) || return 1
+    T=$(cd "$T" && pwd -P)
+    export T
+    # run-tests sweeps leftovers of its own run by this tag.
+    printf '%s\n' "${BLKFUSE_RUN_ID:-}" >"$T/.owner"
+
+    export XDG_RUNTIME_DIR="$T/run"
+    mkdir -m 700 "$XDG_RUNTIME_DIR"
+    export BLKFUSE_LOG="$T/daemon.log"
+
+    # A daemon's stderr is gone once it daemonizes: send sanitizer reports to
+    # files that teardown checks.
+    export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}log_path=$T/sanitizer"
+    export UBSAN_OPTIONS="${UBSAN_OPTIONS:+$UBSAN_OPTIONS:}print_stacktrace=1:log_path=$T/sanitizer"
+
+    MOUNTS=()
+    LOOPS=()
+    PIDS=()
+    UMOUNTS=()
+    : "${EXPECTED_LOG_ERRORS:=}"
+}
+
+setup() {
+    blkfuse_setup
+}
+
+# Print "TARGET FSTYPE" for every mount whose target lies inside $T, deepest
+# first (reverse mount order), without touching the mounts themselves.
+_mounts_under_t() {
+    local target fstype
+    findmnt -rn -o TARGET,FSTYPE 2>/dev/null | tac | while read -r target fstype; do
+        printf -v target '%b' "$target"
+        [[ $target == "$T"/* ]] && printf '%s %s\n' "$target" "$fstype"
+    done
+}
+
+# Unmount one blkfuse mountpoint, as gently as still works.
+_force_unmount() {
+    local mp=$1
+    is_mounted "$mp" || return 0
+    timeout 30 blkfuse unmount --force "$mp" >>"$T/teardown.log" 2>&1
+    is_mounted "$mp" || return 0
+    echo "teardown: 'blkfuse unmount --force $mp' left it mounted; using fusermount3 -u -z" >&2
+    fusermount3 -u -z "$mp" >>"$T/teardown.log" 2>&1
+    is_mounted "$mp" || return 0
+    umount -l "$mp" >>"$T/teardown.log" 2>&1
+    ! is_mounted "$mp"
+}
+
+blkfuse_teardown() {
+    local rc=0 mp dev pid target fstype back errors f
+
+    if [[ -z ${T:-} || ! -d $T ]]; then
+        return 0
+    fi
+
+    # 1. Kernel mounts (e.g. ext4 on a loop device) go first: they pin the
+    #    loop devices, which in turn pin the blkfuse mounts.
+    for mp in ${UMOUNTS[@]+"${UMOUNTS[@]}"}; do
+        mountpoint -q "$mp" 2>/dev/null && umount -l "$mp" 2>/dev/null
+    done
+    while read -r target fstype; do
+        [[ $fstype == fuse* ]] && continue
+        umount -l "$target" 2>/dev/null
+    done < <(_mounts_under_t)
+
+    # 2. Loop devices: the recorded ones, and any backed by a file in $T.
+    for dev in ${LOOPS[@]+"${LOOPS[@]}"}; do
+        losetup -d "$dev" 2>/dev/null
+    done
+    if command -v losetup >/dev/null 2>&1; then
+        while read -r dev back; do
+            [[ $back == "$T"/* ]] && losetup -d "$dev" 2>/dev/null
+        done < <(losetup -n -l -O NAME,BACK-FILE 2>/dev/null)
+    fi
+
+    # 3. blkfuse mounts: the recorded ones, and any other FUSE mount in $T.
+    for mp in ${MOUNTS[@]+"${MOUNTS[@]}"}; do
+        _force_unmount "$mp"
+    done
+    while read -r target fstype; do
+        _force_unmount "$target"
+    done < <(_mounts_under_t)
+
+    # 4. Processes the test started, and any left that mention $T
+    #    (daemons whose mount went away should exit by themselves).
+    for pid in ${PIDS[@]+"${PIDS[@]}"} $(pgrep -f -- "$T/" 2>/dev/null); do
+        [[ $pid == "$$" || $pid == "$BASHPID" ]] && continue
+        kill -0 "$pid" 2>/dev/null || continue
+        kill -TERM "$pid" 2>/dev/null
+        wait_for_pid_exit "$pid" 5 2>/dev/null || kill -KILL "$pid" 2>/dev/null
+    done
+
+    # 5. Anything still attached is a bug in this teardown: say so, loudly.
+    if [[ -n $(_mounts_under_t) ]]; then
+        echo "teardown: could not unmount:" >&2
+        _mounts_under_t >&2
+        rc=1
+    fi
+
+    # 6. Errors in the daemon log that the test did not expect.
+    if [[ -f $T/daemon.log ]]; then
+        errors=$(grep -E "$BLKFUSE_LOG_ERROR_RE" "$T/daemon.log")
+        if [[ -n $errors && -n ${EXPECTED_LOG_ERRORS:-} ]]; then
+            errors=$(grep -Ev -- "$EXPECTED_LOG_ERRORS" <<<"$errors")
+        fi
+        if [[ -n $errors ]]; then
+            echo "teardown: unexpected errors in the daemon log:" >&2
+            printf '%s\n' "$errors" | sed 's/^/  /' >&2
+            echo "teardown: full daemon log ($T/daemon.log):" >&2
+            sed 's/^/  | /' "$T/daemon.log" >&2
+            rc=1
+        fi
+    fi
+    for f in "$T"/sanitizer.*; do
+        [[ -s $f ]] || continue
+        echo "teardown: sanitizer report $f:" >&2
+        sed 's/^/  | /' "$f" >&2
+        rc=1
+    done
+
+    # --one-file-system: never delete through a mount that survived.
+    if ((rc == 0)); then
+        rm -rf --one-file-system "$T"
+    else
+        echo "teardown: keeping $T for inspection" >&2
+        # Still drop the bulky image files.
+        find "$T" -xdev -type f -size +1M -delete 2>/dev/null
+    fi
+    return "$rc"
+}
+
+teardown() {
+    blkfuse_teardown
+}
+
+# --- mounting --------------------------------------------------------------------
+
+# Canonical absolute path of PATH without touching PATH itself (a dead FUSE
+# mountpoint cannot be stat()ed).
+_abspath() {
+    local dir base
+    dir=$(dirname -- "$1")
+    base=$(basename -- "$1")
+    dir=$(cd -- "$dir" 2>/dev/null && pwd -P) || dir=$(realpath -m -- "$(dirname -- "$1")")
+    printf '%s/%s\n' "${dir%/}" "$base"
+}
+
+# is_mounted PATH: true if PATH is itself a FUSE mountpoint.
+is_mounted() {
+    local path out target fstype
+    path=$(_abspath "$1")
+    out=$(findmnt -n -T "$path" -o TARGET,FSTYPE 2>/dev/null | tail -n 1) || return 1
+    read -r target fstype <<<"$out"
+    [[ $target == "$path" && $fstype == fuse* ]]
+}
+
+# blkfuse_mount ARGS... IMAGE MOUNTPOINT: run `blkfuse mount` with the daemon
+# log in $T and record the mountpoint for teardown.  blkfuse returns once the
+# mount is live; anything else is a failure, reported with the daemon log.
+blkfuse_mount() {
+    local mp status=0
+    (($#)) || { echo "blkfuse_mount: no arguments" >&2; return 2; }
+    mp=$(_abspath "${!#}")
+    MOUNTS+=("$mp")
+    # 3>&-: the daemon must not inherit bats' output pipe, or bats waits for it.
+    blkfuse mount --log-file "$T/daemon.log" "$@" 3>&- || status=$?
+    if ((status != 0)); then
+        echo "blkfuse_mount: 'blkfuse mount $*' failed with status $status" >&2
+        _show_daemon_log
+        return "$status"
+    fi
+    if ! is_mounted "$mp"; then
+        echo "blkfuse_mount: 'blkfuse mount $*' returned but $mp is not mounted" >&2
+        _show_daemon_log
+        return 1
+    fi
+}
+
+# blkfuse_mount_foreground ARGS... IMAGE MOUNTPOINT: run the daemon with
+# --foreground in the background, record it in PIDS (and BLKFUSE_PID), and wait
+# for the mount.
+blkfuse_mount_foreground() {
+    local mp
+    mp=$(_abspath "${!#}")
+    MOUNTS+=("$mp")
+    blkfuse mount --foreground --log-file "$T/daemon.log" "$@" >>"$T/foreground.out" 2>&1 3>&- &
+    BLKFUSE_PID=$!
+    PIDS+=("$BLKFUSE_PID")
+    if ! wait_for_mount "$mp"; then
+        _show_daemon_log
+        sed 's/^/  > /' "$T/foreground.out" >&2
+        return 1
+    fi
+}
+
+_show_daemon_log() {
+    if [[ -s $T/daemon.log ]]; then
+        echo "daemon log:" >&2
+        sed 's/^/  | /' "$T/daemon.log" >&2
+    else
+        echo "(daemon log is empty)" >&2
+    fi
+}
+
+# Time in milliseconds, for deadlines.
+_now_ms() {
+    local t=${EPOCHREALTIME/[.,]/}
+    echo $((t / 1000))
+}
+
+# wait_for_mount PATH [SECONDS]: wait until PATH is a FUSE mountpoint (10 s).
+wait_for_mount() {
+    local path=$1 secs=${2:-10} deadline
+    deadline=$(($(_now_ms) + secs * 1000))
+    until is_mounted "$path"; do
+        if (($(_now_ms) >= deadline)); then
+            echo "wait_for_mount: $path not mounted after ${secs}s" >&2
+            return 1
+        fi
+        sleep 0.05
+    done
+}
+
+# wait_for_unmount PATH [SECONDS]: wait until PATH is no longer mounted (10 s).
+wait_for_unmount() {
+    local path=$1 secs=${2:-10} deadline
+    deadline=$(($(_now_ms) + secs * 1000))
+    while is_mounted "$path"; do
+        if (($(_now_ms) >= deadline)); then
+            echo "wait_for_unmount: $path still mounted after ${secs}s" >&2
+            return 1
+        fi
+        sleep 0.05
+    done
+}
+
+# True while PID runs (a zombie counts as exited).
+_pid_alive() {
+    local state
+    kill -0 "$1" 2>/dev/null || return 1
+    state=$(awk '{ sub(/.*\) /, ""); print $1 }' "/proc/$1/stat" 2>/dev/null)
+    [[ -n $state && $state != Z ]]
+}
+
+# wait_for_pid_exit PID [SECONDS]: wait until PID has exited (10 s).
+wait_for_pid_exit() {
+    local pid=$1 secs=${2:-10} deadline
+    deadline=$(($(_now_ms) + secs * 1000))
+    while _pid_alive "$pid"; do
+        if (($(_now_ms) >= deadline)); then
+            echo "wait_for_pid_exit: pid $pid still running after ${secs}s" >&2
+            return 1
+        fi
+        sleep 0.05
+    done
+}
+
+# daemon_pid MOUNTPOINT: print the pid of the blkfuse daemon serving
+# MOUNTPOINT, found by its command line (a fallback until blkfuse list says).
+daemon_pid() {
+    local abs
+    abs=$(_abspath "$1")
+    pgrep -o -f -- "blkfuse.* mount .*($(_regex_quote "$abs")|$(_regex_quote "$1"))( |\$)"
+}
+
+# Quote STRING for use inside an extended regex.
+_regex_quote() {
+    printf '%s' "$1" | sed 's/[][\\.*^$+?(){}|]/\\&/g'
+}
+
+# --- loop devices and kernel mounts ------------------------------------------------
+
+# attach_loop FILE [LOSETUP-OPTIONS...]: attach FILE to a free loop device,
+# record it for teardown and set LOOP to its name.  Call it directly, not in
+# $(...), so the record survives.
+attach_loop() {
+    local file=$1
+    shift
+    LOOP=$(losetup -f --show "$@" "$file") || return 1
+    LOOPS+=("$LOOP")
+}
+
+# mount_dev DEVICE DIR [MOUNT-OPTIONS...]: mount a kernel file system on DIR
+# (created if missing) and record it for teardown.
+mount_dev() {
+    local dev=$1 dir=$2
+    shift 2
+    mkdir -p "$dir"
+    UMOUNTS+=("$(_abspath "$dir")")
+    mount "$@" "$dev" "$dir"
+}
+
+# --- test data ---------------------------------------------------------------------
+
+# make_raw PATH SIZE: a sparse file of SIZE (truncate(1) syntax: 64M, 1G, 4096).
+make_raw() {
+    rm -f "$1"
+    truncate -s "$2" "$1"
+}
+
+# make_pattern PATH SIZE: a file of SIZE bytes with a deterministic, non-zero
+# pattern in which every 64-byte record names its own offset, so data read
+# back from the wrong place never matches.  SIZE takes K/M/G suffixes (1024).
+make_pattern() {
+    local path=$1 bytes
+    bytes=$(numfmt --from=iec -- "$2") || return 1
+    awk -v n="$bytes" 'BEGIN {
+        for (off = 0; off + 64 <= n; off += 64)
+            printf "%-63s\n", sprintf("blkfuse pattern @%d", off)
+        if (off < n)
+            printf "%s", substr(sprintf("%-63s\n", sprintf("blkfuse pattern @%d", off)), 1, n - off)
+    }' >"$path"
+}
