@@ -307,11 +307,18 @@ static void coroutine_fn fuse_co_write(void *opaque)
     FuseReq *r = opaque;
     FuseExport *exp = r->q->exp;
     int64_t end = r->offset + r->size;
+    int64_t len = blk_getlength(exp->common.blk);
     BdrvRequestFlags flags = (r->fi_flags & (O_DSYNC | O_SYNC)) ? BDRV_REQ_FUA : 0;
     int ret = 0;
 
-    if (end > blk_getlength(exp->common.blk)) {
-        ret = exp->common.growable ? fuse_grow(exp, end) : -ENOSPC;
+    if (end > len) {
+        if (exp->common.growable) {
+            ret = fuse_grow(exp, end);
+        } else if (r->offset < len) {
+            r->size = len - r->offset;  /* as a device does: write what fits, a short count */
+        } else {
+            ret = -ENOSPC;
+        }
     }
     if (ret >= 0) {
         ret = blk_co_pwrite(exp->common.blk, r->offset, r->size, r->wbuf, flags);
