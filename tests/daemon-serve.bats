@@ -1,0 +1,220 @@
+#!/usr/bin/env bats
+# daemon-serve.bats - one `blkfuse serve` daemon with two exports added by
+# `mount --daemon`: list --json and stats --json, per-export counters, exports
+# removed independently (fusermount3 -u, blkfuse unmount), and SIGTERM.
+
+load helpers
+
+setup() {
+    blkfuse_setup
+    require_fuse
+    require python3 qemu-img
+    SOCK=$T/s.sock
+    RAW=$T/disk.raw
+    QCOW=$T/disk.qcow2
+    MP1=$T/raw.mnt
+    MP2=$T/qcow2.mnt
+    make_pattern "$RAW" 4M
+    make_pattern "$T/q.ref" 2M
+    qemu-img convert -f raw -O qcow2 "$T/q.ref" "$QCOW"
+}
+
+# ctl JSON-REQUEST: send one request line to the serve daemon's control
+# socket and print the reply line.
+ctl() {
+    python3 - "$SOCK" "$1" <<'EOF'
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(10)
+s.connect(sys.argv[1])
+s.sendall(sys.argv[2].encode() + b"\n")
+buf = b""
+while not buf.endswith(b"\n"):
+    chunk = s.recv(65536)
+    if not chunk:
+        break
+    buf += chunk
+sys.stdout.write(buf.decode())
+EOF
+}
+
+# start_serve: start `blkfuse serve` on $SOCK; SERVE_PID is its pid (as the
+# daemon reports it), recorded for teardown.
+start_serve() {
+    local i
+    blkfuse serve --socket "$SOCK" --log-file "$T/daemon.log"
+    for ((i = 0; i < 100; i++)); do
+        [[ -S $SOCK ]] && break
+        sleep 0.05
+    done
+    [[ -S $SOCK ]] || { echo "no control socket $SOCK" >&2; return 1; }
+    SERVE_PID=$(ctl '{"cmd": "list"}' | python3 -c 'import json, sys; print(json.load(sys.stdin)["pid"])')
+    PIDS+=("$SERVE_PID")
+    _pid_alive "$SERVE_PID"
+    # The daemon's control socket in the runtime directory is named after it.
+    [ -e "$XDG_RUNTIME_DIR/blkfuse/$SERVE_PID.sock" ]
+}
+
+# start_two: the serve daemon with a read-write raw export on MP1 and a
+# read-only qcow2 export on MP2.
+start_two() {
+    start_serve
+    blkfuse_mount --daemon "$SOCK" --id rawexp "$RAW" "$MP1"
+    blkfuse_mount --daemon "$SOCK" --id qexp -r "$QCOW" "$MP2"
+}
+
+# field ID KEY: print KEY of the export ID in `blkfuse list --json`.
+field() {
+    blkfuse list --json | python3 -c '
+import json, sys
+for e in json.load(sys.stdin):
+    if e["id"] == sys.argv[1]:
+        print(e[sys.argv[2]])
+        break
+else:
+    sys.exit("no export " + sys.argv[1])
+' "$1" "$2"
+}
+
+# listed_ids: the ids `blkfuse list --json` gives, sorted, space-separated.
+listed_ids() {
+    blkfuse list --json | python3 -c '
+import json, sys
+print(" ".join(sorted(e["id"] for e in json.load(sys.stdin))))'
+}
+
+@test "list --json shows both exports of one serve daemon, with every field" {
+    start_two
+    run blkfuse list --json
+    [ "$status" -eq 0 ]
+    python3 - "$output" "$SERVE_PID" "$RAW" "$QCOW" "$MP1" "$MP2" <<'EOF'
+import json, sys
+exports = json.loads(sys.argv[1])
+pid, raw, qcow, mp1, mp2 = int(sys.argv[2]), *sys.argv[3:]
+assert isinstance(exports, list) and len(exports) == 2, exports
+fields = ["id", "image", "format", "mountpoint", "read_only", "growable",
+          "clients", "bytes_read", "bytes_written", "ops_read", "ops_written",
+          "since"]
+for e in exports:
+    missing = [f for f in fields if f not in e]
+    assert not missing, f"{e.get('id')}: missing {missing}"
+    assert e["pid"] == pid, e
+by_id = {e["id"]: e for e in exports}
+r, q = by_id["rawexp"], by_id["qexp"]
+assert (r["image"], r["format"], r["mountpoint"]) == (raw, "raw", mp1), r
+assert (q["image"], q["format"], q["mountpoint"]) == (qcow, "qcow2", mp2), q
+assert r["read_only"] is False and q["read_only"] is True, (r, q)
+assert r["growable"] is False and q["growable"] is False, (r, q)
+for e in exports:
+    for f in ["clients", "bytes_read", "bytes_written", "ops_read", "ops_written"]:
+        assert isinstance(e[f], int) and e[f] >= 0, (e["id"], f, e[f])
+    assert isinstance(e["since"], str) and e["since"], e
+EOF
+}
+
+@test "reading through one export raises its bytes_read only" {
+    start_two
+    local r0 q0 rops0
+    r0=$(field rawexp bytes_read)
+    rops0=$(field rawexp ops_read)
+    q0=$(field qexp bytes_read)
+    dd if="$MP1" of=/dev/null bs=1M count=3 iflag=direct status=none
+    echo "rawexp bytes_read $r0 -> $(field rawexp bytes_read), qexp $q0 -> $(field qexp bytes_read)"
+    [ "$(field rawexp bytes_read)" -ge $((r0 + 3 * 1048576)) ]
+    [ "$(field rawexp ops_read)" -gt "$rops0" ]
+    [ "$(field qexp bytes_read)" -eq "$q0" ]
+    [ "$(field rawexp bytes_written)" -eq 0 ]
+    # And the other way round.
+    r0=$(field rawexp bytes_read)
+    dd if="$MP2" of=/dev/null bs=1M count=1 iflag=direct status=none
+    [ "$(field qexp bytes_read)" -ge $((q0 + 1048576)) ]
+    [ "$(field rawexp bytes_read)" -eq "$r0" ]
+}
+
+@test "fusermount3 -u of one export removes just that one" {
+    start_two
+    fusermount3 -u "$MP2"
+    wait_for_unmount "$MP2"
+    # The daemon notices and drops the export; the other one still serves.
+    local i
+    for ((i = 0; i < 100; i++)); do
+        [ "$(listed_ids)" = rawexp ] && break
+        sleep 0.05
+    done
+    [ "$(listed_ids)" = rawexp ]
+    _pid_alive "$SERVE_PID"
+    is_mounted "$MP1"
+    cmp "$MP1" "$RAW"
+    grep -q "qexp.*removed" "$T/daemon.log"
+}
+
+@test "blkfuse unmount of the last export leaves the serve daemon running" {
+    start_two
+    fusermount3 -u "$MP2"
+    wait_for_unmount "$MP2"
+    blkfuse unmount "$MP1"
+    run ! is_mounted "$MP1"
+    sleep 0.2
+    _pid_alive "$SERVE_PID"
+    [[ -S $SOCK ]]
+    run ctl '{"cmd": "list"}'
+    echo "$output"
+    [ "$status" -eq 0 ]
+    python3 -c '
+import json, sys
+r = json.loads(sys.argv[1])
+assert r["ok"] is True and r["pid"] == int(sys.argv[2]) and r["exports"] == [], r
+' "$output" "$SERVE_PID"
+    [ "$(blkfuse list --json | tr -d '[:space:]')" = "[]" ]
+    # A new export can still be added.
+    blkfuse_mount --daemon "$SOCK" "$RAW" "$MP1"
+    cmp "$MP1" "$RAW"
+}
+
+@test "SIGTERM ends the serve daemon: exports unmounted, socket removed" {
+    start_two
+    kill -TERM "$SERVE_PID"
+    wait_for_pid_exit "$SERVE_PID"
+    wait_for_unmount "$MP1"
+    wait_for_unmount "$MP2"
+    [ ! -e "$SOCK" ]
+    [ ! -e "$XDG_RUNTIME_DIR/blkfuse/$SERVE_PID.sock" ]
+    grep -q "exiting" "$T/daemon.log"
+    cmp "$RAW" <(make_pattern /dev/stdout 4M)
+}
+
+@test "SIGTERM ends an idle serve daemon" {
+    start_serve
+    kill -TERM "$SERVE_PID"
+    wait_for_pid_exit "$SERVE_PID"
+    [ ! -e "$SOCK" ]
+}
+
+@test "stats --json parses and has the ops of every kind of request" {
+    start_two
+    dd if=/dev/urandom of="$MP1" bs=64k count=4 conv=notrunc,fsync status=none
+    dd if="$MP1" of=/dev/null bs=64k count=4 iflag=direct status=none
+    run blkfuse stats --json "$MP1"
+    [ "$status" -eq 0 ]
+    python3 - "$output" <<'EOF'
+import json, sys
+s = json.loads(sys.argv[1])
+st = s["stats"]
+for kind in ["read", "write", "flush", "discard", "write_zeroes"]:
+    assert kind in st, f"no {kind} in stats"
+    for f in ["ops", "bytes", "failed"]:
+        assert isinstance(st[kind][f], int), (kind, f, st[kind])
+assert st["read"]["ops"] >= 1 and st["read"]["bytes"] >= 4 * 65536, st["read"]
+assert st["write"]["ops"] >= 1 and st["write"]["bytes"] >= 4 * 65536, st["write"]
+assert st["flush"]["ops"] >= 1, st["flush"]
+assert st["discard"]["ops"] == 0 and st["write_zeroes"]["ops"] == 0, st
+EOF
+    # The read-only qcow2 export has its own counters.
+    run blkfuse stats --json "$MP2"
+    [ "$status" -eq 0 ]
+    python3 -c '
+import json, sys
+st = json.loads(sys.argv[1])["stats"]
+assert st["write"]["ops"] == 0 and st["read"]["ops"] == 0, st
+' "$output"
+}
