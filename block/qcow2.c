@@ -793,6 +793,16 @@ static int coroutine_fn qcow2_co_truncate(BlockDriverState *bs, int64_t offset, 
         error_setg(errp, "%s: invalid size", bs->filename);
         return -EINVAL;
     }
+    /* QEMU reads the virtual size in whole sectors: keep it a multiple of 512, or the last
+     * bytes would vanish for QEMU.  Growing for a write may round up; an exact size may not. */
+    if (!IS_ALIGNED(offset, 512)) {
+        if (exact) {
+            error_setg(errp, "%s: a qcow2 image's size must be a multiple of 512 bytes, not "
+                       "%" G_GINT64_FORMAT, bs->filename, offset);
+            return -EINVAL;
+        }
+        offset = ROUND_UP(offset, 512);
+    }
     return qcow2_do_truncate(bs, offset, prealloc, true, errp);
 }
 

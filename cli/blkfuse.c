@@ -546,6 +546,10 @@ static int cmd_mount(GHashTable *o, int argc, char **argv)
     if (eo.snapshot && eo.read_only) {
         return usage_error(c, "--snapshot and --read-only exclude each other");
     }
+    if (opt_str(o, "daemon") && (cfg.foreground || cfg.log_file || cfg.verbose)) {
+        return usage_error(c, "--foreground, --log-file and --verbose belong to the daemon: "
+                           "give them to 'blkfuse serve', not with --daemon");
+    }
     if (opt_str(o, "daemon")) {
         g_autoptr(JsonValue) req = json_new_object();
         g_autoptr(JsonValue) reply = NULL;

@@ -403,6 +403,8 @@ static void coroutine_fn fuse_co_lseek(void *opaque)
 
     if (off < 0) {
         ret = -EINVAL;
+    } else if (off >= len) {
+        ret = -ENXIO;   /* as on a local file, for SEEK_DATA and SEEK_HOLE alike */
     }
     while (ret >= 0 && off < len) {
         int64_t pnum;
