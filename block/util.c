@@ -212,3 +212,37 @@ int64_t get_clock_ns(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec * INT64_C(1000000000) + ts.tv_nsec;
 }
+
+char *mount_fstype_at(const char *path)
+{
+    g_autofree char *contents = NULL;
+    g_auto(GStrv) lines = NULL;
+    char *fstype = NULL;
+
+    if (!g_file_get_contents("/proc/self/mountinfo", &contents, NULL, NULL)) {
+        return NULL;
+    }
+    lines = g_strsplit(contents, "\n", -1);
+    for (char **l = lines; *l; l++) {
+        /* ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER */
+        g_auto(GStrv) f = g_strsplit(*l, " ", -1);
+        guint n = g_strv_length(f);
+        g_autofree char *target = NULL;
+
+        if (n < 5) {
+            continue;
+        }
+        target = g_strcompress(f[4]);           /* undo the \ooo escapes of mountinfo */
+        if (strcmp(target, path) != 0) {
+            continue;
+        }
+        for (guint i = 5; i + 1 < n; i++) {
+            if (strcmp(f[i], "-") == 0) {
+                g_free(fstype);
+                fstype = g_strdup(f[i + 1]);
+                break;
+            }
+        }
+    }
+    return fstype;
+}

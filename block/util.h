@@ -55,6 +55,11 @@ static inline void stbe16(void *p, uint16_t v) { v = GUINT16_TO_BE(v); memcpy(p,
 static inline void stbe32(void *p, uint32_t v) { v = GUINT32_TO_BE(v); memcpy(p, &v, 4); }
 static inline void stbe64(void *p, uint64_t v) { v = GUINT64_TO_BE(v); memcpy(p, &v, 8); }
 
+/* The file system type ("ext4", "fuse.blkfuse", ...) of the mount whose mountpoint is exactly
+ * path (as /proc/self/mountinfo spells it; the topmost if several), or NULL if path is not a
+ * mountpoint.  Caller frees. */
+char *mount_fstype_at(const char *path);
+
 /* Nanoseconds from CLOCK_MONOTONIC. */
 int64_t get_clock_ns(void);
 

@@ -681,30 +681,9 @@ static bool pid_alive(int pid)
 
 static bool is_fuse_mount(const char *path)
 {
-    g_autofree char *contents = NULL;
-    g_auto(GStrv) lines = NULL;
+    g_autofree char *fstype = mount_fstype_at(path);
 
-    if (!g_file_get_contents("/proc/self/mountinfo", &contents, NULL, NULL)) {
-        return false;
-    }
-    lines = g_strsplit(contents, "\n", -1);
-    for (char **l = lines; *l; l++) {
-        g_auto(GStrv) f = g_strsplit(*l, " ", -1);
-        guint n = g_strv_length(f);
-        if (n < 5) {
-            continue;
-        }
-        g_autofree char *target = g_strcompress(f[4]);
-        if (strcmp(target, path) != 0) {
-            continue;
-        }
-        for (guint i = 5; i + 1 < n; i++) {
-            if (!strcmp(f[i], "-")) {
-                return g_str_has_prefix(f[i + 1], "fuse");
-            }
-        }
-    }
-    return false;
+    return fstype && g_str_has_prefix(fstype, "fuse");
 }
 
 static int cmd_unmount(GHashTable *o, int argc, char **argv)

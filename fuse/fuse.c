@@ -206,6 +206,22 @@ static bool fuse_halted(FuseExport *exp)
     return __atomic_load_n(&exp->halted, __ATOMIC_ACQUIRE);
 }
 
+/* The checks every request handler starts with: after a forced removal everything fails with
+ * EIO; a request that would write fails with EROFS on a read-only export.  Returns true if it
+ * replied (the handler must then return). */
+static bool fuse_refuse(fuse_req_t req, FuseExport *exp, bool writes)
+{
+    if (fuse_halted(exp)) {
+        fuse_reply_err(req, EIO);
+        return true;
+    }
+    if (writes && exp->common.read_only) {
+        fuse_reply_err(req, EROFS);
+        return true;
+    }
+    return false;
+}
+
 /* --- attributes --- */
 
 static void now(struct timespec *ts)
@@ -540,8 +556,7 @@ static void fuse_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, i
     FuseExport *exp = req_export(req);
     FuseReq *r;
 
-    if (fuse_halted(exp)) {
-        fuse_reply_err(req, EIO);
+    if (fuse_refuse(req, exp, false)) {
         return;
     }
     r = fuse_req_new(req);
@@ -554,12 +569,8 @@ static void fuse_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *
 {
     FuseExport *exp = req_export(req);
 
-    if (fuse_halted(exp)) {
-        fuse_reply_err(req, EIO);
-        return;
-    }
-    if (exp->common.read_only && (fi->flags & O_ACCMODE) != O_RDONLY) {
-        fuse_reply_err(req, EROFS);     /* even for root */
+    /* Write access to a read-only export fails, even for root. */
+    if (fuse_refuse(req, exp, (fi->flags & O_ACCMODE) != O_RDONLY)) {
         return;
     }
     fi->keep_cache = 1;                 /* nobody else writes the image: keep cached pages */
@@ -583,8 +594,7 @@ static void fuse_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     FuseExport *exp = req_export(req);
     FuseReq *r;
 
-    if (fuse_halted(exp)) {
-        fuse_reply_err(req, EIO);
+    if (fuse_refuse(req, exp, false)) {
         return;
     }
     if (size == 0) {
@@ -604,12 +614,7 @@ static void fuse_op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_
     FuseQueue *q = current_queue;
     FuseReq *r;
 
-    if (fuse_halted(exp)) {
-        fuse_reply_err(req, EIO);
-        return;
-    }
-    if (exp->common.read_only) {
-        fuse_reply_err(req, EROFS);
+    if (fuse_refuse(req, exp, true)) {
         return;
     }
     if (size == 0) {
@@ -635,8 +640,7 @@ static void fuse_op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 {
     FuseExport *exp = req_export(req);
 
-    if (fuse_halted(exp)) {
-        fuse_reply_err(req, EIO);
+    if (fuse_refuse(req, exp, false)) {
         return;
     }
     fuse_req_start(fuse_req_new(req), fuse_co_flush);
@@ -654,12 +658,7 @@ static void fuse_op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t of
     FuseExport *exp = req_export(req);
     FuseReq *r;
 
-    if (fuse_halted(exp)) {
-        fuse_reply_err(req, EIO);
-        return;
-    }
-    if (exp->common.read_only) {
-        fuse_reply_err(req, EROFS);
+    if (fuse_refuse(req, exp, true)) {
         return;
     }
     if (offset < 0 || length <= 0 || length > INT64_MAX - offset) {
@@ -683,8 +682,7 @@ static void fuse_op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
         fuse_reply_err(req, EINVAL);    /* the kernel handles SEEK_SET/CUR/END itself */
         return;
     }
-    if (fuse_halted(exp)) {
-        fuse_reply_err(req, EIO);
+    if (fuse_refuse(req, exp, false)) {
         return;
     }
     r = fuse_req_new(req);
@@ -854,29 +852,6 @@ static void fuse_queue_exited_bh(void *opaque)
 
 /* --- set-up --- */
 
-/* Is path already a mountpoint (of anything)?  Compares against /proc/self/mountinfo. */
-static bool is_mountpoint(const char *path)
-{
-    g_autofree char *contents = NULL;
-    g_auto(GStrv) lines = NULL;
-
-    if (!g_file_get_contents("/proc/self/mountinfo", &contents, NULL, NULL)) {
-        return false;
-    }
-    lines = g_strsplit(contents, "\n", -1);
-    for (char **l = lines; *l; l++) {
-        g_auto(GStrv) f = g_strsplit(*l, " ", 6);
-        if (g_strv_length(f) >= 5) {
-            g_autofree char *target = g_strcompress(f[4]);   /* octal escapes like \040 */
-            /* mountinfo escapes space, tab, newline and backslash as \ooo */
-            if (strcmp(target, path) == 0) {
-                return true;
-            }
-        }
-    }
-    return false;
-}
-
 static int fuse_prepare_mountpoint(FuseExport *exp, GError **errp)
 {
     const char *mp = exp->common.mountpoint;
@@ -893,7 +868,8 @@ static int fuse_prepare_mountpoint(FuseExport *exp, GError **errp)
                        "mountpoint", mp);
             return -EINVAL;
         }
-        if (is_mountpoint(mp)) {
+        g_autofree char *fstype = mount_fstype_at(mp);
+        if (fstype) {
             error_setg(errp, "%s: already a mountpoint (another export or mount is on it); "
                        "unmount it first", mp);
             return -EBUSY;
