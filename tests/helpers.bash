@@ -253,7 +253,12 @@ blkfuse_mount() {
     mp=$(_abspath "${!#}")
     MOUNTS+=("$mp")
     # 3>&-: the daemon must not inherit bats' output pipe, or bats waits for it.
-    blkfuse mount --log-file "$T/daemon.log" "$@" 3>&- || status=$?
+    # With --daemon the export joins a serve daemon, which has its own log.
+    if [[ " $* " == *" --daemon "* || " $* " == *" --daemon="* ]]; then
+        blkfuse mount "$@" 3>&- || status=$?
+    else
+        blkfuse mount --log-file "$T/daemon.log" "$@" 3>&- || status=$?
+    fi
     if ((status != 0)); then
         echo "blkfuse_mount: 'blkfuse mount $*' failed with status $status" >&2
         _show_daemon_log

@@ -167,8 +167,13 @@ exercise() {
     qemu-img create -q -f raw "$T/ref.raw" 4M
     blkfuse_mount "$T/w.qcow2" "$T/mp"
     random_io "$T/mp" "$T/ref.raw" 20 7
-    truncate -s 3000001 "$T/mp"
-    truncate -s 3000001 "$T/ref.raw"
+    # A qcow2 size is a whole number of sectors, as QEMU requires: other sizes are refused.
+    run truncate -s 3000001 "$T/mp"
+    [ "$status" -ne 0 ]
+    [[ $output == *"Invalid argument"* ]]
+    [ "$(stat -c %s "$T/mp")" -eq $((4 * 1024 * 1024)) ]
+    truncate -s 2999808 "$T/mp"
+    truncate -s 2999808 "$T/ref.raw"
     truncate -s 40M "$T/mp"
     truncate -s 40M "$T/ref.raw"
     random_io "$T/mp" "$T/ref.raw" 20 8
