@@ -15,33 +15,6 @@ setup() {
     FS=$T/fs
 }
 
-# detach_loop DEV FILE: detach DEV and wait until no loop device holds FILE
-# (the kernel lets go of the backing file asynchronously).
-detach_loop() {
-    local dev=$1 file=$2 i
-    losetup -d "$dev"
-    for ((i = 0; i < 100; i++)); do
-        [[ -z $(losetup -n -j "$file" 2>/dev/null) ]] && return 0
-        sleep 0.05
-    done
-    echo "detach_loop: $file is still attached: $(losetup -n -j "$file")" >&2
-    return 1
-}
-
-# write_files DIR: files of assorted sizes in DIR, their checksums in $T/sums.
-write_files() {
-    local dir=$1 i
-    mkdir -p "$dir/sub"
-    head -c 1 /dev/urandom >"$dir/one-byte"
-    head -c 4097 /dev/urandom >"$dir/sub/page-and-a-byte"
-    head -c $((5 * 1048576 + 3)) /dev/urandom >"$dir/sub/five-megs"
-    head -c $((16 * 1048576)) /dev/urandom >"$dir/sixteen-megs"
-    for i in $(seq 1 40); do
-        echo "small file $i" >"$dir/sub/small-$i"
-    done
-    (cd "$dir" && find . -type f -print0 | sort -z | xargs -0 sha256sum) >"$T/sums"
-}
-
 # check_qcow2_loop ARGS...: the whole round trip over a qcow2 export mounted
 # with ARGS.
 check_qcow2_loop() {

@@ -14,33 +14,6 @@ setup() {
     FS=$T/fs
 }
 
-# detach_loop DEV FILE: detach DEV and wait until no loop device holds FILE
-# (the kernel lets go of the backing file asynchronously).
-detach_loop() {
-    local dev=$1 file=$2 i
-    losetup -d "$dev"
-    for ((i = 0; i < 100; i++)); do
-        [[ -z $(losetup -n -j "$file" 2>/dev/null) ]] && return 0
-        sleep 0.05
-    done
-    echo "detach_loop: $file is still attached: $(losetup -n -j "$file")" >&2
-    return 1
-}
-
-# Write a few files of assorted sizes into DIR and their checksums to $T/sums.
-write_files() {
-    local dir=$1
-    mkdir -p "$dir/sub/deeper"
-    head -c 1 /dev/urandom >"$dir/one-byte"
-    head -c 4097 /dev/urandom >"$dir/sub/page-and-a-byte"
-    head -c $((3 * 1048576 + 17)) /dev/urandom >"$dir/sub/deeper/three-megs"
-    head -c $((20 * 1048576)) /dev/urandom >"$dir/twenty-megs"
-    for i in $(seq 1 50); do
-        echo "small file $i" >"$dir/sub/small-$i"
-    done
-    (cd "$dir" && find . -type f ! -name sums -print0 | sort -z | xargs -0 sha256sum) >"$T/sums"
-}
-
 # ext4 on a loop device backed by an export mounted with ARGS; LOSETUP_ARGS
 # (an array, may be empty) go to losetup.
 check_ext4_on_loop() {

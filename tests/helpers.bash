@@ -406,3 +406,33 @@ make_pattern() {
             printf "%s", substr(sprintf("%-63s\n", sprintf("blkfuse pattern @%d", off)), 1, n - off)
     }' >"$path"
 }
+
+# --- loop devices and file systems ---------------------------------------------
+
+# detach_loop DEV FILE: detach DEV and wait until no loop device holds FILE
+# (the kernel lets go of the backing file asynchronously).
+detach_loop() {
+    local dev=$1 file=$2 i
+    losetup -d "$dev"
+    for ((i = 0; i < 100; i++)); do
+        [[ -z $(losetup -n -j "$file" 2>/dev/null) ]] && return 0
+        sleep 0.05
+    done
+    echo "detach_loop: $file is still attached: $(losetup -n -j "$file")" >&2
+    return 1
+}
+
+# write_files DIR: files of assorted sizes (1 byte to 20 MiB, 50 small ones) in
+# DIR, and their checksums in $T/sums (check later with sha256sum -c).
+write_files() {
+    local dir=$1 i
+    mkdir -p "$dir/sub/deeper"
+    head -c 1 /dev/urandom >"$dir/one-byte"
+    head -c 4097 /dev/urandom >"$dir/sub/page-and-a-byte"
+    head -c $((3 * 1048576 + 17)) /dev/urandom >"$dir/sub/deeper/three-megs"
+    head -c $((20 * 1048576)) /dev/urandom >"$dir/twenty-megs"
+    for i in $(seq 1 50); do
+        echo "small file $i" >"$dir/sub/small-$i"
+    done
+    (cd "$dir" && find . -type f ! -name sums -print0 | sort -z | xargs -0 sha256sum) >"$T/sums"
+}
