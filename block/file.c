@@ -30,7 +30,7 @@ typedef struct BDRVFileState {
     bool is_bdev;
     bool use_aio;               /* O_DIRECT with libaio */
     int64_t size;               /* atomic; cached length */
-    int nowait_write;           /* atomic: 0 unknown/usable, -1 the file refuses RWF_NOWAIT */
+    int nowait_off[2];          /* atomic, [write]: the file refuses RWF_NOWAIT reads/writes */
 } BDRVFileState;
 
 typedef struct FileReq {
@@ -341,14 +341,14 @@ static int64_t file_try_nowait(BDRVFileState *s, int64_t offset, int64_t bytes, 
     struct iovec iov = { .iov_base = buf, .iov_len = bytes };
     ssize_t n;
 
-    if (write && __atomic_load_n(&s->nowait_write, __ATOMIC_RELAXED) < 0) {
+    if (__atomic_load_n(&s->nowait_off[write], __ATOMIC_RELAXED)) {
         return 0;
     }
     n = write ? pwritev2(s->fd, &iov, 1, offset, RWF_NOWAIT)
               : preadv2(s->fd, &iov, 1, offset, RWF_NOWAIT);
     if (n < 0) {
-        if (write && errno == EOPNOTSUPP) {
-            __atomic_store_n(&s->nowait_write, -1, __ATOMIC_RELAXED);
+        if (errno == EOPNOTSUPP) {      /* e.g. tmpfs; ext4 supports reads but not writes */
+            __atomic_store_n(&s->nowait_off[write], 1, __ATOMIC_RELAXED);
         }
         return 0;       /* EAGAIN (would block), or unsupported: let a worker do it */
     }
