@@ -19,8 +19,9 @@
 
 static int qcow2_probe(const uint8_t *buf, int buf_size, const char *filename)
 {
-    if (buf_size >= 8 && ldbe32(buf) == QCOW2_MAGIC &&
-        (ldbe32(buf + 4) == 2 || ldbe32(buf + 4) == 3)) {
+    /* Any version claims the image, as in QEMU: a future version must fail to open with
+     * "unsupported qcow2 version", not silently pass for a raw image. */
+    if (buf_size >= 8 && ldbe32(buf) == QCOW2_MAGIC && ldbe32(buf + 4) >= 2) {
         return 100;
     }
     return 0;

@@ -134,3 +134,14 @@ same_as_qemu() {
     EXPECTED_LOG_ERRORS='marked corrupt'
     same_as_qemu "$T/c.qcow2"
 }
+
+@test "qcow2 read: a future qcow2 version is refused by name, not taken for raw" {
+    qemu-img create -q -f qcow2 "$T/v.qcow2" 1M
+    printf '\x00\x00\x00\x09' | dd of="$T/v.qcow2" bs=1 seek=4 conv=notrunc status=none
+    run blkfuse info "$T/v.qcow2"
+    [ "$status" -eq 1 ]
+    [[ $output == *"v.qcow2: unsupported qcow2 version 9"* ]]
+    run blkfuse mount --log-file "$T/v.log" "$T/v.qcow2" "$T/v.img"
+    [ "$status" -eq 1 ]
+    [[ $output == *"unsupported qcow2 version 9"* ]]
+}
