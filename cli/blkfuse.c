@@ -76,7 +76,8 @@ static const CliOption mount_options[] = {
     { "daemon", OPT_DAEMON, "SOCKET", "add the export to the running 'blkfuse serve' daemon "
       "listening on SOCKET" },
     { "foreground", OPT_FOREGROUND, NULL, "stay in the foreground, logging to stderr" },
-    { "log-file", OPT_LOG_FILE, "FILE", "log to FILE (default: syslog when daemonized)" },
+    { "log-file", OPT_LOG_FILE, "FILE", "log to FILE (default when daemonized: syslog, or "
+      "RUNTIME_DIR/PID.log without /dev/log)" },
     { "verbose", 'v', NULL, "log debug messages" },
     { NULL },
 };
@@ -111,7 +112,8 @@ static const CliOption create_options[] = {
 static const CliOption serve_options[] = {
     { "socket", OPT_SOCKET, "PATH", "control socket path (default: RUNTIME_DIR/PID.sock)" },
     { "foreground", OPT_FOREGROUND, NULL, "stay in the foreground, logging to stderr" },
-    { "log-file", OPT_LOG_FILE, "FILE", "log to FILE (default: syslog when daemonized)" },
+    { "log-file", OPT_LOG_FILE, "FILE", "log to FILE (default when daemonized: syslog, or "
+      "RUNTIME_DIR/PID.log without /dev/log)" },
     { "verbose", 'v', NULL, "log debug messages" },
     { NULL },
 };
@@ -338,6 +340,8 @@ static int daemon_run(const DaemonConfig *cfg)
     ControlServer *srv;
     SignalState sig = { .fd = -1 };
     sigset_t mask;
+    const char *log_file = cfg->log_file;       /* NULL: stderr; "syslog"; or a file */
+    g_autofree char *fallback_log = NULL;       /* RUNTIME_DIR/PID.log when there is no syslog */
 
     if (!cfg->foreground) {
         int p[2];
@@ -375,8 +379,11 @@ static int daemon_run(const DaemonConfig *cfg)
             }
             waitpid(pid, &status, WNOHANG);
             if (len == 0) {
-                return fail("the daemon exited before the mount was live%s%s",
-                            cfg->log_file ? "; see " : "", cfg->log_file ? cfg->log_file : "");
+                g_autofree char *dir = control_runtime_dir(false, NULL);
+                g_autofree char *where = cfg->log_file ? g_strdup(cfg->log_file) :
+                    access("/dev/log", W_OK) == 0 ? g_strdup("the system log") :
+                    g_strdup_printf("%s/%d.log", dir, (int)pid);
+                return fail("the daemon exited before the mount was live; see %s", where);
             }
             fprintf(stderr, "blkfuse: %s\n", buf);
             return EXIT_FAILURE;
@@ -394,7 +401,17 @@ static int daemon_run(const DaemonConfig *cfg)
     }
 
     log_set_verbose(cfg->verbose);
-    if (!log_open(cfg->log_file ? cfg->log_file : (cfg->foreground ? NULL : "syslog"), &err)) {
+    if (!log_file && !cfg->foreground) {
+        if (access("/dev/log", W_OK) == 0) {
+            log_file = "syslog";
+        } else {
+            /* No syslog here: keep the log where 'blkfuse list' finds the daemon. */
+            g_autofree char *dir = control_runtime_dir(true, NULL);
+            fallback_log = dir ? g_strdup_printf("%s/%d.log", dir, getpid()) : NULL;
+            log_file = fallback_log;
+        }
+    }
+    if (!log_open(log_file, &err)) {
         report_to_parent(report_fd, err->message);
         if (report_fd < 0) {
             fprintf(stderr, "blkfuse: %s\n", err->message);
@@ -437,7 +454,8 @@ static int daemon_run(const DaemonConfig *cfg)
 
     if (report_fd >= 0) {
         int null = open("/dev/null", O_RDWR | O_CLOEXEC);
-        int errfd = cfg->log_file ? open(cfg->log_file, O_WRONLY | O_APPEND | O_CLOEXEC) : -1;
+        int errfd = log_file && strcmp(log_file, "syslog") != 0 ?
+                    open(log_file, O_WRONLY | O_APPEND | O_CLOEXEC) : -1;
         report_to_parent(report_fd, "OK");
         if (null >= 0) {
             dup2(null, STDIN_FILENO);
@@ -461,6 +479,9 @@ static int daemon_run(const DaemonConfig *cfg)
     aio_set_fd_handler(ctx, sig.fd, NULL, NULL, NULL);
     close(sig.fd);
     log_info("exiting");
+    if (fallback_log) {
+        unlink(fallback_log);   /* a clean exit; after a crash the log stays for inspection */
+    }
     return 0;
 
 fail:

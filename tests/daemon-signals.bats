@@ -196,6 +196,20 @@ signal_during_writes() {
     [ ! -s "$T/term.out" ]
 }
 
+@test "without syslog, a daemonized mount logs to RUNTIME_DIR/PID.log, removed at a clean exit" {
+    [[ -S /dev/log ]] && skip "this machine has syslog (/dev/log)"
+    local pid log
+    make_pattern "$T/disk.img" 1M
+    MOUNTS+=("$MP")
+    blkfuse mount "$T/disk.img" "$MP" 3>&-
+    pid=$(blkfuse list --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["pid"])')
+    log="$XDG_RUNTIME_DIR/blkfuse/$pid.log"
+    [ -f "$log" ]
+    grep -q "export export0: .*disk.img" "$log"
+    blkfuse unmount "$MP"
+    [ ! -e "$log" ]
+}
+
 @test "a daemonized mount without --log-file logs to syslog" {
     [[ -S /dev/log ]] || skip "needs syslog (/dev/log)"
     local log
