@@ -196,6 +196,7 @@ int coroutine_fn qcow2_cache_get(BlockDriverState *bs, Qcow2Cache *c, uint64_t o
     if (fresh) {
         memset(e->table, 0, s->cluster_size);
     } else {
+        c->misses++;
         ret = bdrv_co_pread(bs->file->bs, offset, s->cluster_size, e->table, 0);
         if (ret < 0) {
             e->pins = 0;

@@ -93,6 +93,7 @@ typedef struct Qcow2Cache {
     bool is_l2;              /* writing back an L2 table needs the refcounts durable first */
     uint64_t lru_counter;
     GHashTable *index;       /* offset -> entry index + 1 */
+    uint64_t misses;         /* tables read from the file (for tests and tuning) */
 } Qcow2Cache;
 
 typedef struct Qcow2Snapshot {

@@ -590,6 +590,59 @@ static void test_damaged(void)
     }
 }
 
+
+/* --- the L2 cache --- */
+
+/* Read one byte from every L2 table's range of an 8 GiB image, twice: the first pass loads
+ * each table once, the second must not miss at all with the default cache size. */
+static void check_l2_cache_8g(const char *cluster_size, const char *open_opts,
+                              bool expect_hits)
+{
+    g_autofree char *img = path("big.qcow2");
+    g_autofree char *opts = g_strdup_printf("cluster_size=%s,preallocation=metadata",
+                                            cluster_size);
+    g_autoptr(GError) err = NULL;
+    BlockDriverState *bs;
+    BDRVQcow2State *s;
+    uint64_t span, first, size = 8ULL << 30;
+    uint8_t *buf = blk_blockalign(512);
+
+    create_img(img, size, opts, NULL, NULL);
+    bs = open_img(img, open_opts, 0, &err);
+    g_assert_nonnull(bs);
+    s = bs->opaque;
+    span = (uint64_t)s->cluster_size / s->l2_entry_size * s->cluster_size;
+    for (int pass = 0; pass < 2; pass++) {
+        for (uint64_t off = 0; off < size; off += span) {
+            g_assert_cmpint(bdrv_pread(bs, off, 512, buf), ==, 0);
+        }
+        if (pass == 0) {
+            first = s->l2_cache->misses;
+            g_assert_cmpuint(first, ==, size / span);   /* each table read once */
+        }
+    }
+    if (expect_hits) {
+        g_assert_cmpuint(s->l2_cache->misses, ==, first);       /* not a single miss */
+    } else {
+        g_assert_cmpuint(s->l2_cache->misses, >, first);
+    }
+    bdrv_unref(bs);
+    blk_vfree(buf);
+    unlink(img);
+}
+
+static void test_l2_cache_default(void)
+{
+    check_l2_cache_8g("64k", NULL, true);
+    check_l2_cache_8g("4k", NULL, true);
+}
+
+static void test_l2_cache_size_option(void)
+{
+    /* two tables' worth of cache cannot hold 8 GiB of mappings */
+    check_l2_cache_8g("64k", "l2-cache-size=128k", false);
+}
+
 int main(int argc, char **argv)
 {
     int ret;
@@ -612,6 +665,8 @@ int main(int argc, char **argv)
     g_test_add_func("/qcow2/open/unknown-features", test_unknown_features);
     g_test_add_func("/qcow2/open/dirty-rebuild", test_dirty_rebuild);
     g_test_add_func("/qcow2/open/damaged", test_damaged);
+    g_test_add_func("/qcow2/l2-cache/default-covers-8g", test_l2_cache_default);
+    g_test_add_func("/qcow2/l2-cache/size-option", test_l2_cache_size_option);
     ret = g_test_run();
 
     qt_sh(NULL, "rm -rf '%s'", tmpdir);
