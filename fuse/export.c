@@ -117,6 +117,17 @@ static BlockBackend *open_with_overlay(BlockExport *exp, const BlockExportOption
     return blk;
 }
 
+/* Free what the registry allocated for exp, and exp itself (the backend is released first). */
+static void export_free(BlockExport *exp)
+{
+    g_free(exp->id);
+    g_free(exp->image);
+    g_free(exp->mountpoint);
+    g_free(exp->cache);
+    g_free(exp->format);
+    g_free(exp);
+}
+
 BlockExport *blk_exp_add(const BlockExportOptions *opts, GError **errp)
 {
     const BlockExportDriver *drv = find_driver(opts->type ? opts->type : "fuse");
@@ -180,12 +191,7 @@ BlockExport *blk_exp_add(const BlockExportOptions *opts, GError **errp)
 
 fail:
     blk_unref(exp->blk);
-    g_free(exp->id);
-    g_free(exp->image);
-    g_free(exp->mountpoint);
-    g_free(exp->cache);
-    g_free(exp->format);
-    g_free(exp);
+    export_free(exp);
     return NULL;
 }
 
@@ -280,10 +286,5 @@ void blk_exp_unref(BlockExport *exp)
     }
     blk_unref(exp->blk);        /* drains, flushes, closes the image */
     exp->drv->delete(exp);
-    g_free(exp->id);
-    g_free(exp->image);
-    g_free(exp->mountpoint);
-    g_free(exp->cache);
-    g_free(exp->format);
-    g_free(exp);
+    export_free(exp);
 }
