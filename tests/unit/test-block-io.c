@@ -932,9 +932,11 @@ static void test_raw_guard_probed(void)
     memcpy(ref + 4, header + 4, 508);
     /* ...but the magic that completes it is not. */
     g_assert_cmpint(bdrv_pwrite(bs, 0, 4, header), ==, -EPERM);
-    /* The magic alone with a version no driver claims is just data. */
-    g_assert_cmpint(bdrv_pwrite(bs, 0, 8, "QFI\xfb\0\0\0\x09"), ==, 0);
-    memcpy(ref, "QFI\xfb\0\0\0\x09", 8);
+    /* A future qcow2 version still claims the image (it would fail to open as qcow2)... */
+    g_assert_cmpint(bdrv_pwrite(bs, 0, 8, "QFI\xfb\0\0\0\x09"), ==, -EPERM);
+    /* ...but the magic with version 1, which no driver here claims, is just data. */
+    g_assert_cmpint(bdrv_pwrite(bs, 0, 8, "QFI\xfb\0\0\0\x01"), ==, 0);
+    memcpy(ref, "QFI\xfb\0\0\0\x01", 8);
     /* Past the first sector anything goes. */
     g_assert_cmpint(bdrv_pwrite(bs, 512, 512, header), ==, 0);
     memcpy(ref + 512, header, 512);
