@@ -111,21 +111,25 @@ static int do_status(BlockDriverState *bs, int64_t offset, int64_t bytes, int64_
 
 /* --- opening ------------------------------------------------------------------------------ */
 
+/* bdrv_open with options given as "k=v,..." (or NULL). */
+static BlockDriverState *try_open(const char *path, const char *format, const char *opts_str,
+                                  int flags, GError **errp)
+{
+    g_autoptr(GHashTable) opts = opts_str ? block_options_new() : NULL;
+
+    if (opts) {
+        g_assert(block_options_parse(opts, opts_str, NULL));
+    }
+    return bdrv_open(path, format, opts, flags, errp);
+}
+
 static BlockDriverState *open_ok(const char *path, const char *format, const char *opts_str,
                                  int flags)
 {
     g_autoptr(GError) err = NULL;
-    BlockOptions *opts = NULL;
     BlockDriverState *bs;
 
-    if (opts_str) {
-        opts = block_options_new();
-        g_assert(block_options_parse(opts, opts_str, &err));
-    }
-    bs = bdrv_open(path, format, opts, flags, &err);
-    if (opts) {
-        g_hash_table_unref(opts);
-    }
+    bs = try_open(path, format, opts_str, flags, &err);
     g_assert_no_error(err);
     g_assert(bs != NULL);
     return bs;
@@ -135,17 +139,9 @@ static BlockDriverState *open_ok(const char *path, const char *format, const cha
 static BlockDriverState *open_direct(const char *path, const char *format, const char *opts_str)
 {
     g_autoptr(GError) err = NULL;
-    BlockOptions *opts = NULL;
     BlockDriverState *bs;
 
-    if (opts_str) {
-        opts = block_options_new();
-        g_assert(block_options_parse(opts, opts_str, &err));
-    }
-    bs = bdrv_open(path, format, opts, BDRV_O_RDWR | BDRV_O_NOCACHE, &err);
-    if (opts) {
-        g_hash_table_unref(opts);
-    }
+    bs = try_open(path, format, opts_str, BDRV_O_RDWR | BDRV_O_NOCACHE, &err);
     if (!bs && err && err->code == EINVAL && strstr(err->message, "O_DIRECT")) {
         g_test_skip(err->message);
         return NULL;
@@ -159,17 +155,9 @@ static BlockDriverState *open_direct(const char *path, const char *format, const
 static char *open_fails(const char *path, const char *format, const char *opts_str, int flags)
 {
     g_autoptr(GError) err = NULL;
-    BlockOptions *opts = NULL;
     BlockDriverState *bs;
 
-    if (opts_str) {
-        opts = block_options_new();
-        g_assert(block_options_parse(opts, opts_str, &err));
-    }
-    bs = bdrv_open(path, format, opts, flags, &err);
-    if (opts) {
-        g_hash_table_unref(opts);
-    }
+    bs = try_open(path, format, opts_str, flags, &err);
     g_assert_null(bs);
     if (bs) {
         bdrv_unref(bs);
