@@ -21,13 +21,15 @@ extern const BlockDriver bdrv_file;
 extern const BlockDriver bdrv_null;
 extern const BlockDriver bdrv_raw;
 extern const BlockDriver bdrv_qcow2;
+extern const BlockDriver bdrv_fault;
 
-/* Every driver blkfuse has.  Protocols first; formats in probing order. */
+/* Every driver blkfuse has.  Protocols first; formats in probing order; filters last. */
 static const BlockDriver *const block_drivers[] = {
     &bdrv_file,
     &bdrv_null,
     &bdrv_raw,
     &bdrv_qcow2,
+    &bdrv_fault,
 };
 
 #define BACKING_CHAIN_MAX 256
@@ -35,7 +37,7 @@ static const BlockDriver *const block_drivers[] = {
 const BlockDriver *bdrv_find_format(const char *name)
 {
     for (size_t i = 0; i < G_N_ELEMENTS(block_drivers); i++) {
-        if (strcmp(block_drivers[i]->format_name, name) == 0) {
+        if (!block_drivers[i]->is_filter && strcmp(block_drivers[i]->format_name, name) == 0) {
             return block_drivers[i];
         }
     }
@@ -66,7 +68,7 @@ const char *bdrv_format_list(void)
     if (!list) {
         GString *s = g_string_new(NULL);
         for (size_t i = 0; i < G_N_ELEMENTS(block_drivers); i++) {
-            if (!block_drivers[i]->is_protocol) {
+            if (!block_drivers[i]->is_protocol && !block_drivers[i]->is_filter) {
                 g_string_append_printf(s, "%s%s", s->len ? ", " : "",
                                        block_drivers[i]->format_name);
             }
@@ -275,6 +277,27 @@ static BlockDriverState *bdrv_open_protocol(const char *filename, BlockOptions *
     return bs;
 }
 
+/* Put a filter node (drv) on top of child, opened with the one option key=value.  Takes over
+ * the reference to child; returns the filter node, or NULL (child released) with errp set. */
+static BlockDriverState *bdrv_open_filter(const BlockDriver *drv, BlockDriverState *child,
+                                          const char *key, const char *value, GError **errp)
+{
+    BlockDriverState *bs = bdrv_new(drv, child->filename, child->open_flags);
+    g_autoptr(GHashTable) opts = block_options_new();
+
+    g_hash_table_insert(opts, g_strdup(key), g_strdup(value));
+    bs->file = bdrv_child_new(child, "file");
+    bdrv_refresh_limits(bs);
+    if (drv->bdrv_open(bs, opts, bs->open_flags, errp) < 0) {
+        bdrv_child_free(bs->file);
+        bdrv_free(bs);
+        return NULL;
+    }
+    bdrv_refresh_limits(bs);
+    snprintf(bs->node_name, sizeof(bs->node_name), "%s", drv->format_name);
+    return bs;
+}
+
 /* Score every format against the first bytes of file; raw wins only if nothing else claims it. */
 static const BlockDriver *probe_buffer(const uint8_t *buf, int len, const char *filename)
 {
@@ -346,6 +369,7 @@ BlockDriverState *bdrv_open(const char *filename, const char *format, BlockOptio
     BlockDriverState *file, *bs;
     const BlockDriver *proto = bdrv_find_protocol(filename);
     g_autofree char *what = NULL;
+    g_autofree char *fault_rules = block_options_take(opts, "fault-rules");
 
     if (format) {
         drv = bdrv_find_format(format);
@@ -355,6 +379,11 @@ BlockDriverState *bdrv_open(const char *filename, const char *format, BlockOptio
         }
     }
     if (drv && drv->is_protocol) {
+        if (fault_rules) {
+            error_setg(errp, "%s: fault-rules needs a format (raw, qcow2) on top of the %s "
+                       "protocol", filename, drv->format_name);
+            return NULL;
+        }
         if (drv != proto && drv != &bdrv_file) {
             error_setg(errp, "%s: format %s does not match the file name", filename, format);
             return NULL;
@@ -368,6 +397,9 @@ BlockDriverState *bdrv_open(const char *filename, const char *format, BlockOptio
     }
 
     file = bdrv_open_protocol(filename, opts, flags & ~BDRV_O_PROBED, errp);
+    if (file && fault_rules) {
+        file = bdrv_open_filter(&bdrv_fault, file, "fault-rules", fault_rules, errp);
+    }
     if (!file) {
         return NULL;
     }

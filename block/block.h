@@ -105,6 +105,8 @@ struct BlockDriver {
     size_t instance_size;       /* Required. Size of bs->opaque, zero-allocated before open */
     bool is_protocol;           /* true: opens a filename (file, null); false: format on a child */
     const char *protocol_prefix;/* Optional. "null" makes "null:..." filenames use this driver */
+    bool is_filter;             /* true: inserted between a format and its protocol node by a
+                                 * block option (fault: fault-rules=), never named as a format */
 
     /* Optional (formats). Returns a score 0..100 that buf (the first bytes of the image, buf_size
      * >= 512 unless the file is shorter) is of this format.  NULL means never probed. */
@@ -221,7 +223,8 @@ const char *bdrv_format_list(void);
 /* Open an image: the protocol node for filename (file or PREFIX:...) and, on top, the format node
  * (format NULL = probe).  Consumes options from opts; leftovers are an error.  Returns the top
  * node with one reference, or NULL with errp set.  A format node's backing chain is opened as
- * well unless BDRV_O_NO_BACKING. */
+ * well unless BDRV_O_NO_BACKING.  With the option fault-rules=PATH, a fault-injection filter
+ * node (block/fault.c) goes between the format node and the protocol node. */
 BlockDriverState *bdrv_open(const char *filename, const char *format, BlockOptions *opts,
                             int flags, GError **errp);
 
