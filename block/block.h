@@ -4,7 +4,8 @@
  * any thread's AioContext, concurrently from several threads; drivers with mutable metadata
  * (qcow2) protect it with a CoMutex.  Requests reaching a driver have already been validated by
  * the BlockBackend (range, read-only, flags) and aligned by block/io.c to the node's
- * request_alignment, so drivers do not check them again.
+ * request_alignment (except the end of a write that ends the node, see bdrv_co_pwrite), so
+ * drivers do not check them again.
  */
 #ifndef BLOCK_BLOCK_H
 #define BLOCK_BLOCK_H
@@ -129,7 +130,11 @@ struct BlockDriver {
                                       void *buf, BdrvRequestFlags flags);
 
     /* Optional (NULL: node is read-only).  Write bytes at offset from buf.  Only BDRV_REQ_FUA
-     * may be set in flags; a driver that does not handle it leaves it to io.c (flush after). */
+     * may be set in flags; a driver that does not handle it leaves it to io.c (flush after).
+     * offset is aligned to request_alignment, and so is bytes except in one case: a write that
+     * ends at or past the node's current end may end unaligned (io.c pads only up to the end of
+     * the node), and the driver then writes exactly those bytes, so that the node grows to
+     * offset + bytes at most.  A filter passes such a write on unchanged. */
     int coroutine_fn (*bdrv_co_pwrite)(BlockDriverState *bs, int64_t offset, int64_t bytes,
                                        const void *buf, BdrvRequestFlags flags);
 

@@ -1,5 +1,6 @@
 /* file.c - the file protocol driver: a host file or block device.  Buffered I/O runs in worker
- * threads; with O_DIRECT (--cache=none) reads and writes go through Linux native AIO.
+ * threads; with O_DIRECT (--cache=none) reads and writes go through Linux native AIO, except the
+ * unaligned end of a write that ends the file, which goes through the page cache (fd_tail).
  *
  * Threads: I/O callbacks run in any I/O thread's coroutines; the fd is shared and every call on
  * it is positional (pread/pwrite/fallocate), so no lock is needed.  The cached length is atomic.
@@ -27,6 +28,7 @@
 
 typedef struct BDRVFileState {
     int fd;
+    int fd_tail;                /* O_DIRECT only: the same file without O_DIRECT, or -1 */
     bool is_bdev;
     bool use_aio;               /* O_DIRECT with libaio */
     int64_t size;               /* atomic; cached length */
@@ -137,6 +139,15 @@ static uint32_t probe_direct_alignment(BDRVFileState *s)
     return align;
 }
 
+/* A second descriptor for the file open as s->fd, without O_DIRECT; -1 with errno set. */
+static int file_reopen_buffered(BDRVFileState *s, const char *filename)
+{
+    g_autofree char *self = g_strdup_printf("/proc/self/fd/%d", s->fd);
+    int fd = open(self, O_RDWR | O_CLOEXEC);
+
+    return fd >= 0 || errno != ENOENT ? fd : open(filename, O_RDWR | O_CLOEXEC);
+}
+
 static int file_open(BlockDriverState *bs, BlockOptions *opts, int flags, GError **errp)
 {
     BDRVFileState *s = bs->opaque;
@@ -146,6 +157,7 @@ static int file_open(BlockDriverState *bs, BlockOptions *opts, int flags, GError
     int64_t len;
     int ret;
 
+    s->fd_tail = -1;
     if (!block_options_take_bool(opts, "locking", &locking, NULL, errp)) {
         return -EINVAL;
     }
@@ -188,6 +200,14 @@ static int file_open(BlockDriverState *bs, BlockOptions *opts, int flags, GError
         }
     }
     s->use_aio = flags & BDRV_O_NOCACHE;
+    if (s->use_aio && !s->is_bdev && (flags & BDRV_O_RDWR)) {
+        s->fd_tail = file_reopen_buffered(s, bs->filename);
+        if (s->fd_tail < 0) {
+            ret = -errno;
+            error_setg_errno(errp, ret, "%s", bs->filename);
+            goto fail;
+        }
+    }
     return 0;
 
 fail:
@@ -203,6 +223,10 @@ static void file_close(BlockDriverState *bs)
     if (s->fd >= 0) {
         close(s->fd);
         s->fd = -1;
+    }
+    if (s->fd_tail >= 0) {
+        close(s->fd_tail);
+        s->fd_tail = -1;
     }
 }
 
@@ -400,6 +424,37 @@ static void file_update_size(BDRVFileState *s, int64_t end)
     }
 }
 
+/* O_DIRECT write.  Its end is unaligned only where it ends the file (block.h): O_DIRECT cannot
+ * write that partial block without padding the file to a whole block, so those last bytes go
+ * through the page cache, with fd_tail.  Direct I/O stays coherent with them: before a direct
+ * read or write of a range the kernel writes back (and for writes drops) its cached pages, and
+ * fdatasync covers the whole file whichever descriptor wrote it. */
+static int coroutine_fn file_co_pwrite_direct(BlockDriverState *bs, int64_t offset,
+                                              int64_t bytes, const void *buf)
+{
+    BDRVFileState *s = bs->opaque;
+    int64_t aligned = ROUND_DOWN(bytes, bs->bl.request_alignment);
+    int ret = 0;
+
+    if (aligned > 0) {
+        if (((uintptr_t)buf & (bs->bl.mem_alignment - 1)) == 0) {
+            ret = file_co_rw_aio(s, offset, aligned, (void *)buf, LAIO_WRITE);
+        } else {
+            void *bounce = blk_blockalign(aligned);
+            memcpy(bounce, buf, aligned);
+            ret = file_co_rw_aio(s, offset, aligned, bounce, LAIO_WRITE);
+            blk_vfree(bounce);
+        }
+    }
+    if (ret >= 0 && aligned < bytes) {
+        FileReq r = { .fd = s->fd_tail, .offset = offset + aligned, .bytes = bytes - aligned,
+                      .buf = (char *)buf + aligned };
+        g_assert(s->fd_tail >= 0);
+        ret = thread_pool_run(worker_pwrite, &r);
+    }
+    return ret;
+}
+
 static int coroutine_fn file_co_pwrite(BlockDriverState *bs, int64_t offset, int64_t bytes,
                                        const void *buf, BdrvRequestFlags flags)
 {
@@ -408,14 +463,7 @@ static int coroutine_fn file_co_pwrite(BlockDriverState *bs, int64_t offset, int
     int ret;
 
     if (s->use_aio) {
-        if (((uintptr_t)buf & (bs->bl.mem_alignment - 1)) == 0) {
-            ret = file_co_rw_aio(s, offset, bytes, (void *)buf, LAIO_WRITE);
-        } else {
-            void *bounce = blk_blockalign(bytes);
-            memcpy(bounce, buf, bytes);
-            ret = file_co_rw_aio(s, offset, bytes, bounce, LAIO_WRITE);
-            blk_vfree(bounce);
-        }
+        ret = file_co_pwrite_direct(bs, offset, bytes, buf);
     } else {
         int64_t done = s->is_bdev ? 0 : file_try_nowait(s, offset, bytes, (void *)buf, true);
         ret = 0;

@@ -97,24 +97,37 @@ static int coroutine_fn do_pwrite(BlockDriverState *bs, int64_t offset, int64_t 
 }
 
 /* Unaligned write to a node that needs alignment: read the partial head and tail blocks, merge,
- * write the whole aligned range.  The caller holds a serialising tracked request. */
+ * write the whole aligned range.  The caller holds a serialising tracked request.
+ *
+ * The padding never reaches past the node's end: a write into the last, partial block of a file
+ * (a raw image of 1000 bytes under O_DIRECT) writes up to the end of the file, or to the end of
+ * the request if that lies further, and no further, so the file keeps its size (or grows exactly
+ * to the end of the request).  That one write ends unaligned; drivers take it (block.h). */
 static int coroutine_fn pwrite_padded(BlockDriverState *bs, int64_t offset, int64_t bytes,
                                       const void *buf, BdrvRequestFlags flags)
 {
     uint32_t align = bs->bl.request_alignment;
     int64_t start = ROUND_DOWN(offset, align);
     int64_t end = ROUND_UP(offset + bytes, align);
-    uint8_t *bounce = blk_blockalign(end - start);
+    int64_t len = bdrv_getlength(bs);
+    uint8_t *bounce;
     int ret = 0;
+
+    if (len < 0) {
+        return len;
+    }
+    end = MIN(end, MAX(len, offset + bytes));
+    bounce = blk_blockalign(ROUND_UP(end - start, align));
 
     bool head = start < offset;
     bool tail = end > offset + bytes;
+    int64_t tail_block = ROUND_DOWN(end - 1, align);
 
     if (head) {
         ret = bs->drv->bdrv_co_pread(bs, start, align, bounce, 0);
     }
-    if (ret >= 0 && tail && !(head && end - align == start)) {
-        ret = bs->drv->bdrv_co_pread(bs, end - align, align, bounce + (end - align - start), 0);
+    if (ret >= 0 && tail && !(head && tail_block == start)) {
+        ret = bs->drv->bdrv_co_pread(bs, tail_block, align, bounce + (tail_block - start), 0);
     }
     if (ret >= 0) {
         memcpy(bounce + (offset - start), buf, bytes);

@@ -309,6 +309,73 @@ static void test_direct_unaligned_eof(void)
     g_unlink(path);
 }
 
+/* O_DIRECT writes into the last, partial block of a file: the padding must not carry the file
+ * past its end.  The file keeps its size, or grows exactly to the end of a write past it (after
+ * a truncate, as a growable export does); a slice that ends inside a block leaves the file
+ * after it alone. */
+static void check_direct_write(BlockDriverState *bs, uint8_t *ref, int64_t off, int64_t len,
+                               unsigned seed)
+{
+    g_autofree uint8_t *piece = g_malloc(len);
+
+    uh_fill_pattern(piece, len, off, seed);
+    g_assert_cmpint(bdrv_pwrite(bs, off, len, piece), ==, 0);
+    memcpy(ref + off, piece, len);
+}
+
+static void test_direct_write_eof(void)
+{
+    g_autofree char *path = tmp_path("direct-write-eof.img");
+    const int64_t size = 1000;
+    g_autofree uint8_t *ref = g_malloc0(8192);
+    g_autofree uint8_t *file = uh_create_pattern_file(path, size, 17);
+    static const struct { int64_t off, len; } writes[] = {
+        { 995, 3 }, { 999, 1 }, { 0, 1000 }, { 600, 400 }, { 513, 1 }, { 511, 2 },
+    };
+    BlockDriverState *bs = open_direct(path, "raw", NULL);
+
+    if (!bs) {
+        g_unlink(path);
+        return;
+    }
+    memcpy(ref, file, size);
+    for (size_t i = 0; i < G_N_ELEMENTS(writes); i++) {
+        check_direct_write(bs, ref, writes[i].off, writes[i].len, 100 + i);
+        if (uh_file_size(path) != size || bdrv_getlength(bs) != size) {
+            uh_fail("write %zu (%" G_GINT64_FORMAT "+%" G_GINT64_FORMAT ") left a file of %"
+                    G_GINT64_FORMAT " bytes, node length %" G_GINT64_FORMAT ", not %"
+                    G_GINT64_FORMAT, i, writes[i].off, writes[i].len, uh_file_size(path),
+                    bdrv_getlength(bs), size);
+        }
+    }
+    check_file_contents(path, ref, size);
+
+    /* Grow by 3 bytes, write them: the file ends with the write. */
+    g_assert_cmpint(do_truncate(bs, 1003, PREALLOC_MODE_OFF), ==, 0);
+    check_direct_write(bs, ref, 1000, 3, 200);
+    g_assert_cmpint(uh_file_size(path), ==, 1003);
+    /* Grow past the next block and write the last bytes: the gap reads as zeros. */
+    g_assert_cmpint(do_truncate(bs, 5003, PREALLOC_MODE_OFF), ==, 0);
+    check_direct_write(bs, ref, 4999, 4, 201);
+    g_assert_cmpint(uh_file_size(path), ==, 5003);
+    g_assert_cmpint(bdrv_getlength(bs), ==, 5003);
+    g_assert_cmpint(bdrv_flush(bs), ==, 0);
+    bdrv_unref(bs);
+    check_file_contents(path, ref, 5003);
+
+    /* A slice of 1000 bytes of an 8 KiB file: a write at its end leaves the rest of the file. */
+    g_free(file);
+    file = uh_create_pattern_file(path, 8192, 18);
+    memcpy(ref, file, 8192);
+    bs = open_direct(path, "raw", "offset=0,size=1000");
+    g_assert_nonnull(bs);
+    check_direct_write(bs, ref, 995, 5, 300);
+    check_direct_write(bs, ref, 400, 600, 301);
+    bdrv_unref(bs);
+    check_file_contents(path, ref, 8192);
+    g_unlink(path);
+}
+
 /* --- concurrent read-modify-write ------------------------------------------------------------ */
 
 typedef struct RmwWriter {
@@ -389,6 +456,60 @@ static void test_direct_concurrent_rmw(void)
             g_assert_cmpint(w[i].ret, ==, 0);
         }
     }
+    g_assert_cmpint(bdrv_pread(bs, 0, size, check), ==, 0);
+    g_assert_true(memcmp(check, ref, size) == 0);
+    bdrv_unref(bs);
+    check_file_contents(path, ref, size);
+    g_rand_free(r);
+    g_unlink(path);
+}
+
+/* Writers at once in the last full block and the partial block after it, each round: every
+ * piece lands and the file never grows past its end. */
+static void test_direct_concurrent_eof(void)
+{
+    g_autofree char *path = tmp_path("rmw-eof.img");
+    const int64_t size = 8192 + 1000, zone = 4096 + 1000;
+    g_autofree uint8_t *ref = uh_create_pattern_file(path, size, 19);
+    g_autofree uint8_t *check = g_malloc(size);
+    BlockDriverState *bs = open_direct(path, "raw", NULL);
+    GRand *r = g_rand_new_with_seed(11);
+
+    if (!bs) {
+        g_rand_free(r);
+        g_unlink(path);
+        return;
+    }
+    for (int round = 0; round < 30; round++) {
+        RmwWriter w[RMW_WRITERS];
+        uint8_t bufs[RMW_WRITERS][1024];
+        unsigned done = 0;
+        int64_t slot = zone / RMW_WRITERS;
+
+        for (int i = 0; i < RMW_WRITERS; i++) {
+            int64_t lo = size - zone + i * slot;
+            int64_t hi = i == RMW_WRITERS - 1 ? size : lo + slot;
+            int64_t len = g_rand_int_range(r, 1, hi - lo + 1);
+            int64_t off = lo + g_rand_int_range(r, 0, hi - lo - len + 1);
+
+            if (i == RMW_WRITERS - 1 && round % 2) {
+                off = size - len;           /* ends exactly at the end of the file */
+            }
+            memset(bufs[i], 1 + round * RMW_WRITERS + i, len);
+            w[i] = (RmwWriter){ .bs = bs, .offset = off, .bytes = len, .buf = bufs[i],
+                                .ret = -EINPROGRESS, .done = &done };
+            memcpy(ref + off, bufs[i], len);
+        }
+        for (int i = 0; i < RMW_WRITERS; i++) {
+            coroutine_enter(coroutine_create(rmw_writer_entry, &w[i]));
+        }
+        uh_poll_until_count(&done, RMW_WRITERS);
+        for (int i = 0; i < RMW_WRITERS; i++) {
+            g_assert_cmpint(w[i].ret, ==, 0);
+        }
+        g_assert_cmpint(uh_file_size(path), ==, size);
+    }
+    g_assert_cmpint(bdrv_getlength(bs), ==, size);
     g_assert_cmpint(bdrv_pread(bs, 0, size, check), ==, 0);
     g_assert_true(memcmp(check, ref, size) == 0);
     bdrv_unref(bs);
@@ -1043,6 +1164,8 @@ int main(int argc, char **argv)
     uh_test_add("/block-io/direct/unaligned-rw", test_direct_unaligned_rw);
     uh_test_add("/block-io/direct/unaligned-eof", test_direct_unaligned_eof);
     uh_test_add("/block-io/direct/concurrent-rmw", test_direct_concurrent_rmw);
+    uh_test_add("/block-io/direct/write-eof", test_direct_write_eof);
+    uh_test_add("/block-io/direct/concurrent-eof", test_direct_concurrent_eof);
     uh_test_add("/block-io/write-zeroes/buffered", test_write_zeroes);
     uh_test_add("/block-io/write-zeroes/direct", test_direct_write_zeroes);
     uh_test_add("/block-io/write-zeroes/no-fallback", test_write_zeroes_no_fallback);
