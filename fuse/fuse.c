@@ -84,6 +84,7 @@ struct FuseExport {
     GCond start_cond;
 
     unsigned open_count;        /* atomic: open file handles */
+    unsigned cached_opens;      /* atomic: those of them that use the page cache (no O_DIRECT) */
     int halted;                 /* atomic: forced removal, every request fails with EIO */
     unsigned queues_running;    /* main thread */
     AioContext *main_ctx;
@@ -565,6 +566,22 @@ static void fuse_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, i
     fuse_req_start(r, fuse_co_setattr);
 }
 
+/* fi->fh of an open file: how it was opened. */
+#define FUSE_FH_DIRECT  1       /* O_DIRECT: FOPEN_DIRECT_IO, no page cache */
+
+static void fuse_count_open(FuseExport *exp, uint64_t fh, int delta)
+{
+    __atomic_add_fetch(&exp->open_count, delta, __ATOMIC_RELAXED);
+    if (!(fh & FUSE_FH_DIRECT)) {
+        __atomic_add_fetch(&exp->cached_opens, delta, __ATOMIC_RELAXED);
+    }
+}
+
+/* An O_DIRECT open is answered with FOPEN_DIRECT_IO: its reads and writes then reach us through
+ * the kernel's synchronous direct-I/O path, which passes a short write count on to the writer
+ * (write(2) straddling the end returns the bytes that fit).  Without it, O_DIRECT goes through
+ * the asynchronous path (FUSE_CAP_ASYNC_DIO), which turns any short write into EIO.  The kernel
+ * drops the range from the page cache before such a write; see fuse_co_write for after it. */
 static void fuse_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     FuseExport *exp = req_export(req);
@@ -574,9 +591,14 @@ static void fuse_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *
         return;
     }
     fi->keep_cache = 1;                 /* nobody else writes the image: keep cached pages */
-    __atomic_add_fetch(&exp->open_count, 1, __ATOMIC_RELAXED);
+    fi->fh = 0;
+    if (fi->flags & O_DIRECT) {
+        fi->direct_io = 1;
+        fi->fh |= FUSE_FH_DIRECT;
+    }
+    fuse_count_open(exp, fi->fh, 1);
     if (fuse_reply_open(req, fi) != 0) {
-        __atomic_sub_fetch(&exp->open_count, 1, __ATOMIC_RELAXED);   /* open was interrupted */
+        fuse_count_open(exp, fi->fh, -1);       /* open was interrupted */
     }
 }
 
@@ -584,7 +606,7 @@ static void fuse_op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_inf
 {
     FuseExport *exp = req_export(req);
 
-    __atomic_sub_fetch(&exp->open_count, 1, __ATOMIC_RELAXED);
+    fuse_count_open(exp, fi->fh, -1);
     fuse_reply_err(req, 0);
 }
 

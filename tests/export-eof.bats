@@ -105,3 +105,124 @@ check_growable_writes() {
         check_growable_writes "$mode"
     done
 }
+
+# --- O_DIRECT writes that run past the end -----------------------------------------------------
+
+# fill_ref FILE OFFSET LENGTH: LENGTH bytes of 0x5a (what dwrite writes) at OFFSET of FILE.
+fill_ref() {
+    head -c "$3" /dev/zero | tr '\0' '\132' >"$T/fill"
+    write_at "$1" "$2" "$T/fill"
+}
+
+@test "an O_DIRECT write(2) straddling the end returns the bytes that fit (every cache mode)" {
+    local mode
+    need_tool dwrite
+    for mode in "${CACHE_MODES[@]}"; do
+        echo "cache=$mode"
+        head -c 1000 /dev/urandom >"$IMG"
+        cp "$IMG" "$REF"
+        blkfuse_mount --cache="$mode" "$IMG" "$MP"
+        # 512 bytes at 512: 488 fit.
+        run -0 dwrite --direct "$MP" 512 512
+        [ "$output" = 488 ]
+        fill_ref "$REF" 512 488
+        # 4096 bytes at 0: 1000 fit.
+        run -0 dwrite --direct --fill 0x5a "$MP" 0 4096
+        [ "$output" = 1000 ]
+        fill_ref "$REF" 0 1000
+        # Nothing fits: ENOSPC.
+        run -0 dwrite --direct "$MP" 1024 512
+        [ "$output" = ENOSPC ]
+        expect_size 1000 "$MP" "$IMG"
+        # dd reports the short count, then the error for the rest.
+        run dd if=/dev/zero of="$MP" bs=512 seek=1 count=1 oflag=direct conv=notrunc
+        [ "$status" -ne 0 ]
+        [[ $output == *"No space left on device"* ]]
+        [[ $output == *"488 bytes"* ]]
+        head -c 488 /dev/zero >"$T/zeros"
+        write_at "$REF" 512 "$T/zeros"
+        cmp "$MP" "$REF"
+        blkfuse unmount "$MP"
+        expect_size 1000 "$IMG"
+        cmp "$IMG" "$REF"
+    done
+}
+
+@test "--growable: an O_DIRECT write past the end grows the image to its end" {
+    need_tool dwrite
+    head -c 1000 /dev/urandom >"$IMG"
+    cp "$IMG" "$REF"
+    blkfuse_mount --growable --cache=none "$IMG" "$MP"
+    run -0 dwrite --direct "$MP" 512 1024
+    [ "$output" = 1024 ]
+    fill_ref "$REF" 512 1024
+    expect_size 1536 "$MP" "$IMG" "$REF"
+    blkfuse unmount "$MP"
+    cmp "$IMG" "$REF"
+}
+
+# The kernel's asynchronous direct-I/O path (io_submit, io_uring) turns a short write into EIO
+# (fs/fuse/file.c, fuse_get_res_by_io); the man page says so.  What fits is written all the same.
+@test "an asynchronous O_DIRECT write straddling the end fails with EIO, and what fits is written" {
+    need_tool dwrite
+    head -c 1000 /dev/urandom >"$IMG"
+    cp "$IMG" "$REF"
+    blkfuse_mount "$IMG" "$MP"
+    run -0 dwrite --aio --direct "$MP" 512 512
+    [ "$output" = EIO ]
+    fill_ref "$REF" 512 488
+    # Asynchronous, but not O_DIRECT: the kernel runs it synchronously; the count is short.
+    run -0 dwrite --aio --fill 0x5a "$MP" 0 4096
+    [ "$output" = 1000 ]
+    fill_ref "$REF" 0 1000
+    expect_size 1000 "$MP"
+    blkfuse unmount "$MP"
+    cmp "$IMG" "$REF"
+}
+
+# O_DIRECT opens bypass the page cache (FOPEN_DIRECT_IO); other, buffered opens of the export
+# still see what they write, and they see theirs.
+@test "O_DIRECT and buffered opens of one export see each other's writes" {
+    make_raw "$IMG" 1M
+    blkfuse_mount "$IMG" "$MP"
+    run -0 python3 -c '
+import mmap, os, sys
+mp, PS = sys.argv[1], 4096
+def block(b):
+    m = mmap.mmap(-1, PS)
+    m.write(bytes([b]) * PS)
+    return m
+direct = os.open(mp, os.O_RDWR | os.O_DIRECT)
+buffered = os.open(mp, os.O_RDWR)
+# A page the buffered open has cached, then written with O_DIRECT.
+os.pread(buffered, PS, 0)
+os.pwritev(direct, [block(0x11)], 0)
+assert os.pread(buffered, PS, 0) == bytes([0x11]) * PS, "buffered read after O_DIRECT write"
+# A shared mapping of the buffered open, faulted in before the O_DIRECT write.
+m = mmap.mmap(buffered, 2 * PS, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+m[0]
+os.pwritev(direct, [block(0x22)], 0)
+assert m[0] == 0x22, "mapped read after O_DIRECT write"
+# A store into the mapping, then an O_DIRECT read.
+m[PS] = 0x33
+r = block(0)
+os.preadv(direct, [r], PS)
+assert r[0] == 0x33, "O_DIRECT read after a store into a shared mapping"
+m.close()
+# A buffered write, then an O_DIRECT read.
+os.pwrite(buffered, bytes([0x44]) * PS, 2 * PS)
+os.preadv(direct, [r], 2 * PS)
+assert r[:] == bytes([0x44]) * PS, "O_DIRECT read after a buffered write"
+# The documented cost: an O_DIRECT descriptor cannot be mapped shared, only privately.
+try:
+    mmap.mmap(direct, PS, mmap.MAP_SHARED, mmap.PROT_READ)
+    print("MAP_SHARED of an O_DIRECT descriptor worked")
+except OSError as e:
+    print("MAP_SHARED of an O_DIRECT descriptor:", e.strerror)
+p = mmap.mmap(direct, PS, mmap.MAP_PRIVATE, mmap.PROT_READ)
+assert p[0] == 0x22
+' "$MP"
+    echo "$output"
+    [ "$output" = "MAP_SHARED of an O_DIRECT descriptor: No such device" ]
+    blkfuse unmount "$MP"
+}
