@@ -8,6 +8,8 @@
 #include "block/block.h"
 #include "block/util.h"
 
+#include <unistd.h>
+
 #define ZERO_CHUNK (1024 * 1024)
 
 typedef struct TrackedReq {
@@ -21,12 +23,30 @@ static bool needs_tracking(BlockDriverState *bs)
     return bs->bl.request_alignment > 1;
 }
 
+/* The host's page size, at least 4096. */
+static uint32_t host_page_size(void)
+{
+    static uint32_t size;
+
+    if (!__atomic_load_n(&size, __ATOMIC_RELAXED)) {
+        long n = sysconf(_SC_PAGESIZE);
+        __atomic_store_n(&size, n > 4096 ? (uint32_t)n : 4096, __ATOMIC_RELAXED);
+    }
+    return __atomic_load_n(&size, __ATOMIC_RELAXED);
+}
+
 /* Register a write of [offset, offset+bytes), waiting first for overlapping requests it must not
- * run alongside: a serialising one excludes all overlapping writes, and vice versa. */
+ * run alongside: a serialising one excludes all overlapping writes, and vice versa.
+ *
+ * A serialising request covers whole host pages at least: the unaligned end of a file is written
+ * through the page cache (block.h, bdrv_co_pwrite), and an O_DIRECT write into a page that a
+ * buffered write is dirtying at that moment makes the kernel's page-cache invalidation fail,
+ * which it reports as EIO on the next fdatasync. */
 static void coroutine_fn tracked_begin(BlockDriverState *bs, TrackedReq *req, int64_t offset,
                                        int64_t bytes, bool serialising)
 {
-    uint32_t align = bs->bl.request_alignment;
+    uint32_t align = serialising ? MAX(bs->bl.request_alignment, host_page_size())
+                                 : bs->bl.request_alignment;
 
     req->offset = ROUND_DOWN(offset, align);
     req->bytes = ROUND_UP(offset + bytes, align) - req->offset;
