@@ -320,6 +320,40 @@ static int worker_fallocate(void *opaque)
     return fallocate(r->fd, r->mode, r->offset, r->bytes) < 0 ? -errno : 0;
 }
 
+static int worker_ftruncate(void *opaque)
+{
+    FileReq *r = opaque;
+
+    return ftruncate(r->fd, r->offset) < 0 ? -errno : 0;
+}
+
+/* lseek(SEEK_DATA) from offset and, when data starts right there, lseek(SEEK_HOLE) from offset,
+ * for file_co_block_status.  Both may wait for the inode lock, so a worker makes them. */
+typedef struct SeekReq {
+    int fd;
+    off_t offset;
+    off_t data;                 /* out: next data at or after offset, or -errno */
+    off_t hole;                 /* out: next hole at or after offset (if data == offset) */
+} SeekReq;
+
+static int worker_seek(void *opaque)
+{
+    SeekReq *r = opaque;
+
+    r->data = lseek(r->fd, r->offset, SEEK_DATA);
+    if (r->data < 0) {
+        r->data = -errno;
+        return 0;
+    }
+    if (r->data == r->offset) {
+        r->hole = lseek(r->fd, r->offset, SEEK_HOLE);
+        if (r->hole < 0) {
+            r->hole = -errno;
+        }
+    }
+    return 0;
+}
+
 static int worker_ioctl_range(void *opaque)
 {
     FileReq *r = opaque;
@@ -560,8 +594,11 @@ static int coroutine_fn file_co_truncate(BlockDriverState *bs, int64_t offset, b
         }
         return 0;
     }
-    if (ftruncate(s->fd, offset) < 0) {
-        ret = -errno;
+    {
+        FileReq r = { .fd = s->fd, .offset = offset };
+        ret = thread_pool_run(worker_ftruncate, &r);    /* waits for the inode lock */
+    }
+    if (ret < 0) {
         error_setg_errno(errp, ret, "%s: cannot resize to %" G_GINT64_FORMAT " bytes",
                          bs->filename, offset);
         return ret;
@@ -588,7 +625,7 @@ static int coroutine_fn file_co_block_status(BlockDriverState *bs, int64_t offse
                                              BlockDriverState **file)
 {
     BDRVFileState *s = bs->opaque;
-    off_t data, hole;
+    SeekReq r = { .fd = s->fd, .offset = offset };
 
     *map = offset;
     *file = bs;
@@ -596,24 +633,22 @@ static int coroutine_fn file_co_block_status(BlockDriverState *bs, int64_t offse
         *pnum = bytes;
         return BDRV_BLOCK_DATA | BDRV_BLOCK_OFFSET_VALID;
     }
-    data = lseek(s->fd, offset, SEEK_DATA);
-    if (data < 0) {
-        if (errno == ENXIO) {   /* no data after offset: a hole up to EOF */
-            *pnum = bytes;
+    thread_pool_run(worker_seek, &r);
+    if (r.data < 0) {
+        *pnum = bytes;
+        if (r.data == -ENXIO) { /* no data after offset: a hole up to EOF */
             return BDRV_BLOCK_ZERO | BDRV_BLOCK_OFFSET_VALID;
         }
-        *pnum = bytes;          /* SEEK_DATA unsupported: everything is data */
-        return BDRV_BLOCK_DATA | BDRV_BLOCK_OFFSET_VALID;
+        return BDRV_BLOCK_DATA | BDRV_BLOCK_OFFSET_VALID;   /* unsupported: all data */
     }
-    if (data > offset) {
-        *pnum = MIN(bytes, data - offset);
+    if (r.data > offset) {
+        *pnum = MIN(bytes, r.data - offset);
         return BDRV_BLOCK_ZERO | BDRV_BLOCK_OFFSET_VALID;
     }
-    hole = lseek(s->fd, offset, SEEK_HOLE);
-    if (hole < 0 || hole <= offset) {
+    if (r.hole <= offset) {     /* error, or no answer: data */
         *pnum = bytes;
     } else {
-        *pnum = MIN(bytes, hole - offset);
+        *pnum = MIN(bytes, r.hole - offset);
     }
     return BDRV_BLOCK_DATA | BDRV_BLOCK_OFFSET_VALID;
 }

@@ -6,7 +6,37 @@
 #include "unit-helpers.h"
 #include "block/block.h"
 
+#include <sys/syscall.h>
+
 static char *test_dir;          /* one temp dir for the whole binary, removed at the end */
+
+/* --- which threads call ftruncate and lseek(SEEK_DATA/SEEK_HOLE) ----------------------------
+ * Both can wait for the inode lock, so the block layer must never call them on an event-loop
+ * thread (one with an AioContext); these definitions take the place of libc's in this binary
+ * and count the calls of each kind. */
+
+static unsigned blocking_calls_on_loop;     /* atomic */
+static unsigned blocking_calls_off_loop;    /* atomic */
+
+static void count_blocking_call(void)
+{
+    __atomic_add_fetch(aio_peek_current() ? &blocking_calls_on_loop : &blocking_calls_off_loop,
+                       1, __ATOMIC_ACQ_REL);
+}
+
+int ftruncate(int fd, off_t length)
+{
+    count_blocking_call();
+    return syscall(SYS_ftruncate, fd, length);
+}
+
+off_t lseek(int fd, off_t offset, int whence)
+{
+    if (whence == SEEK_DATA || whence == SEEK_HOLE) {
+        count_blocking_call();
+    }
+    return syscall(SYS_lseek, fd, offset, whence);
+}
 
 static char *tmp_path(const char *name)
 {
@@ -696,6 +726,41 @@ static void test_block_status_sparse(void)
     g_unlink(path);
 }
 
+/* Resizing and block status wait for the inode lock in the kernel: the file driver does both in
+ * worker threads, never on the event loop (buffered and O_DIRECT nodes alike). */
+static void test_off_loop(void)
+{
+    g_autofree char *path = tmp_path("off-loop.img");
+
+    for (int direct = 0; direct < 2; direct++) {
+        BlockDriverState *bs;
+        int64_t pnum;
+        unsigned on_loop, off_loop;
+
+        create_sparse(path);
+        bs = direct ? open_direct(path, "raw", NULL) : open_ok(path, "raw", NULL, BDRV_O_RDWR);
+        if (!bs) {
+            break;
+        }
+        on_loop = __atomic_load_n(&blocking_calls_on_loop, __ATOMIC_ACQUIRE);
+        off_loop = __atomic_load_n(&blocking_calls_off_loop, __ATOMIC_ACQUIRE);
+        g_assert_cmpint(do_status(bs, 0, 4 * MiB, &pnum, NULL, NULL), &, BDRV_BLOCK_ZERO);
+        g_assert_cmpint(do_status(bs, MiB, 4 * MiB, &pnum, NULL, NULL), &, BDRV_BLOCK_DATA);
+        g_assert_cmpint(do_truncate(bs, 8 * MiB, PREALLOC_MODE_OFF), ==, 0);
+        g_assert_cmpint(do_truncate(bs, 2 * MiB, PREALLOC_MODE_OFF), ==, 0);
+        g_assert_cmpint(bdrv_getlength(bs), ==, 2 * MiB);
+        /* It happened (two truncates, at least two seeks)... */
+        g_assert_cmpuint(__atomic_load_n(&blocking_calls_on_loop, __ATOMIC_ACQUIRE) +
+                         __atomic_load_n(&blocking_calls_off_loop, __ATOMIC_ACQUIRE) -
+                         on_loop - off_loop, >=, 4);
+        /* ...and never on the event loop. */
+        g_assert_cmpuint(__atomic_load_n(&blocking_calls_on_loop, __ATOMIC_ACQUIRE), ==,
+                         on_loop);
+        bdrv_unref(bs);
+    }
+    g_unlink(path);
+}
+
 /* A raw slice reports the status of its part of the file, mapped. */
 static void test_block_status_slice(void)
 {
@@ -1174,6 +1239,7 @@ int main(int argc, char **argv)
     uh_test_add("/block-io/discard", test_discard);
     uh_test_add("/block-io/block-status/sparse", test_block_status_sparse);
     uh_test_add("/block-io/block-status/slice", test_block_status_slice);
+    uh_test_add("/block-io/off-loop/truncate-and-seek", test_off_loop);
     uh_test_add("/block-io/truncate/grow-shrink", test_truncate);
     uh_test_add("/block-io/truncate/prealloc", test_truncate_prealloc);
     uh_test_add("/block-io/probe/raw", test_probe_raw);
