@@ -22,11 +22,19 @@ static GList *exports;          /* BlockExport *, in creation order */
 static unsigned next_id;
 static BlockExportRemovedFunc *removed_fn;
 static void *removed_opaque;
+static BlockExportRemoveFailedFunc *remove_failed_fn;
+static void *remove_failed_opaque;
 
 void blk_exp_set_removed_notifier(BlockExportRemovedFunc *fn, void *opaque)
 {
     removed_fn = fn;
     removed_opaque = opaque;
+}
+
+void blk_exp_set_remove_failed_notifier(BlockExportRemoveFailedFunc *fn, void *opaque)
+{
+    remove_failed_fn = fn;
+    remove_failed_opaque = opaque;
 }
 
 static const BlockExportDriver *find_driver(const char *type)
@@ -258,6 +266,15 @@ void blk_exp_shutdown_done(BlockExport *exp, const char *reason)
         removed_fn(exp, reason, removed_opaque);
     }
     blk_exp_unref(exp);
+}
+
+void blk_exp_remove_failed(BlockExport *exp, const GError *err)
+{
+    exp->shutting_down = false;
+    log_info("export %s: not removed: %s", exp->id, err->message);
+    if (remove_failed_fn) {
+        remove_failed_fn(exp, err, remove_failed_opaque);
+    }
 }
 
 void blk_exp_close_all(void)

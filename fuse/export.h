@@ -38,9 +38,12 @@ typedef struct BlockExportDriver {
     /* Required.  Start serving exp (exp->blk is open).  Returns 0 or -errno with errp set. */
     int (*create)(BlockExport *exp, const BlockExportOptions *opts, GError **errp);
 
-    /* Required.  Begin removal.  Safe (force false): return -EBUSY with errp set while users
-     * hold the export open.  Forced: make users' I/O fail, then stop.  The driver calls
-     * blk_exp_shutdown_done() once no request is in flight and it no longer touches exp->blk. */
+    /* Required.  Begin removal (main thread, must not block).  Safe (force false): while users
+     * hold the export open, either return -EBUSY with errp set, or return 0 and wait for them
+     * (without blocking), then go on or, if they stay, call blk_exp_remove_failed().  Forced:
+     * make users' I/O fail, then stop (a safe removal still waiting becomes forced).  The
+     * driver calls blk_exp_shutdown_done() once no request is in flight and it no longer
+     * touches exp->blk. */
     int (*request_shutdown)(BlockExport *exp, bool force, GError **errp);
 
     /* Required.  Free the driver's resources (after shutdown is done). */
@@ -74,6 +77,11 @@ struct BlockExport {
 typedef void BlockExportRemovedFunc(BlockExport *exp, const char *reason, void *opaque);
 void blk_exp_set_removed_notifier(BlockExportRemovedFunc *fn, void *opaque);
 
+/* Called in the main thread when a removal in progress was given up and the export stays
+ * (err->code EBUSY: its file was still open when the grace period ended). */
+typedef void BlockExportRemoveFailedFunc(BlockExport *exp, const GError *err, void *opaque);
+void blk_exp_set_remove_failed_notifier(BlockExportRemoveFailedFunc *fn, void *opaque);
+
 /* Open the image and start an export.  Returns it (owned by the registry) or NULL (errp). */
 BlockExport *blk_exp_add(const BlockExportOptions *opts, GError **errp);
 BlockExport *blk_exp_find(const char *id);
@@ -84,8 +92,9 @@ GList *blk_exp_list(void);
 unsigned blk_exp_count(void);
 unsigned blk_exp_clients(BlockExport *exp);
 
-/* Begin removing exp.  Returns 0 (removal in progress; the notifier fires when done) or -errno
- * (errp set): -EBUSY when in use and not forced. */
+/* Begin removing exp.  Returns 0 (removal in progress: the removed notifier fires when done,
+ * or the remove-failed notifier if a safe removal gives up because the file stays open) or
+ * -errno (errp set). */
 int blk_exp_request_remove(BlockExport *exp, bool force, GError **errp);
 /* Forcibly remove every export and wait until they are gone (exit path). */
 void blk_exp_close_all(void);
@@ -95,6 +104,9 @@ void blk_exp_unref(BlockExport *exp);
 
 /* For drivers: shutdown finished (main thread).  reason as for the notifier. */
 void blk_exp_shutdown_done(BlockExport *exp, const char *reason);
+/* For drivers: a safe removal that request_shutdown accepted did not happen; the export stays
+ * and may be removed again later (main thread). */
+void blk_exp_remove_failed(BlockExport *exp, const GError *err);
 
 extern const BlockExportDriver blk_exp_fuse;
 

@@ -2,7 +2,9 @@
  * libfuse3's low-level API; every request runs as one coroutine on its queue's event loop.
  *
  * Threads:
- * - main thread: create (mount, INIT handshake), request_shutdown, delete.
+ * - main thread: create (mount, INIT handshake), request_shutdown, delete, and a safe removal
+ *   that waits for open files to close (a timerfd for the grace period; the queue thread that
+ *   handles the last RELEASE wakes it with a bottom half).
  * - one thread per queue: its own AioContext, its own /dev/fuse fd (queue 0 has the fd from
  *   fuse_session_mount; the others have FUSE_DEV_IOC_CLONE'd fds, each wrapped in a libfuse
  *   session of its own through fuse_session_custom_io, so that replies go back on the fd the
@@ -26,6 +28,7 @@
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/timerfd.h>
 #include <unistd.h>
 
 #ifndef FALLOC_FL_KEEP_SIZE
@@ -41,6 +44,9 @@
 #define FUSE_RBUF_SHIFT     (4096 - FUSE_WRITE_HDR)
 #define FUSE_REQS_PER_WAKE  32      /* requests read per readable event before yielding */
 #define FUSE_BUF_POOL_MAX   64      /* idle buffers kept per queue */
+/* How long a safe removal waits for the open files to close (a close() sends RELEASE
+ * asynchronously); BLKFUSE_UNMOUNT_GRACE_MS overrides it. */
+#define FUSE_UNMOUNT_GRACE_MS 1000
 
 typedef struct FuseExport FuseExport;
 
@@ -89,6 +95,12 @@ struct FuseExport {
     unsigned queues_running;    /* main thread */
     AioContext *main_ctx;
     const char *stop_reason;
+
+    /* A safe removal waiting for the open files to close (main thread)... */
+    bool unmount_waiting;
+    int unmount_timer;          /* timerfd: the end of the grace period, or -1 */
+    /* ...and whether the RELEASE that closes the last one must tell the main thread (atomic). */
+    int wake_on_last_release;
 
     CoMutex grow_lock;          /* serialises growing the image */
 
@@ -569,11 +581,19 @@ static void fuse_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, i
 /* fi->fh of an open file: how it was opened. */
 #define FUSE_FH_DIRECT  1       /* O_DIRECT: FOPEN_DIRECT_IO, no page cache */
 
+static void fuse_last_release_bh(void *opaque);
+
+/* Count an open (delta 1) or a release (-1).  Sequentially consistent with
+ * fuse_unmount_wait_begin: either it sees the last release, or the release sees it waiting. */
 static void fuse_count_open(FuseExport *exp, uint64_t fh, int delta)
 {
-    __atomic_add_fetch(&exp->open_count, delta, __ATOMIC_RELAXED);
     if (!(fh & FUSE_FH_DIRECT)) {
         __atomic_add_fetch(&exp->cached_opens, delta, __ATOMIC_RELAXED);
+    }
+    if (__atomic_add_fetch(&exp->open_count, delta, __ATOMIC_SEQ_CST) == 0 &&
+        __atomic_load_n(&exp->wake_on_last_release, __ATOMIC_SEQ_CST)) {
+        blk_exp_ref(&exp->common);
+        aio_bh_schedule(exp->main_ctx, fuse_last_release_bh, exp);
     }
 }
 
@@ -814,6 +834,7 @@ static void fuse_queue_stop_bh(void *opaque)
 }
 
 static void fuse_queue_exited_bh(void *opaque);
+static void fuse_unmount_wait_end(FuseExport *exp);
 
 static gpointer fuse_queue_thread(gpointer opaque)
 {
@@ -864,6 +885,7 @@ static void fuse_queue_exited_bh(void *opaque)
         }
         return;
     }
+    fuse_unmount_wait_end(exp);        /* unmounted from outside while a removal waited */
     if (exp->mounted) {
         /* Lazy unmount (libfuse detaches); closing the fds later disconnects any user left. */
         fuse_session_unmount(exp->queues[0].se);
@@ -998,6 +1020,7 @@ static int fuse_export_create(BlockExport *blk_exp, const BlockExportOptions *op
     g_cond_init(&exp->start_cond);
     g_mutex_init(&exp->attr_lock);
     co_mutex_init(&exp->grow_lock);
+    exp->unmount_timer = -1;
     exp->allow_other = opts->allow_other;
     exp->main_ctx = aio_get_current();
     exp->mode = exp->common.read_only ? 0400 : 0600;
@@ -1123,35 +1146,146 @@ static unsigned fuse_export_clients(BlockExport *blk_exp)
     return __atomic_load_n(&exp->open_count, __ATOMIC_RELAXED);
 }
 
-static int fuse_export_request_shutdown(BlockExport *blk_exp, bool force, GError **errp)
+/* Main thread: queues stop reading, finish what is in flight, and exit; the last one to go
+ * unmounts (fuse_queue_exited_bh), so no reply is ever lost to an fd closed under it. */
+static void fuse_stop_queues(FuseExport *exp, const char *reason)
 {
-    FuseExport *exp = (FuseExport *)blk_exp;
-    unsigned clients;
-
-    if (!force) {
-        /* A close() sends RELEASE asynchronously: give a just-closed file a moment. */
-        for (int i = 0; i < 20 && fuse_export_clients(blk_exp) > 0; i++) {
-            g_usleep(50 * 1000);
-        }
-        clients = fuse_export_clients(blk_exp);
-        if (clients > 0) {
-            g_set_error(errp, BLK_ERROR, EBUSY, "%s: in use (%u open file%s; close %s, or "
-                        "use --force to disconnect)", blk_exp->mountpoint, clients,
-                        clients == 1 ? "" : "s", clients == 1 ? "it" : "them");
-            return -EBUSY;
-        }
-    } else {
-        __atomic_store_n(&exp->halted, 1, __ATOMIC_RELEASE);
-    }
-    exp->stop_reason = force ? "forced" : "removed";
-    /* Queues stop reading, finish what is in flight, and exit; the last one to go unmounts
-     * (fuse_queue_exited_bh), so no reply is ever lost to an fd closed under it. */
+    exp->stop_reason = reason;
     for (unsigned i = 0; i < exp->nr_queues; i++) {
         FuseQueue *q = &exp->queues[i];
         if (q->thread) {
             aio_bh_schedule(q->ctx, fuse_queue_stop_bh, q);
         }
     }
+}
+
+static void fuse_set_busy_error(FuseExport *exp, unsigned clients, GError **errp)
+{
+    g_set_error(errp, BLK_ERROR, EBUSY, "%s: in use (%u open file%s; close %s, or use --force "
+                "to disconnect)", exp->common.mountpoint, clients, clients == 1 ? "" : "s",
+                clients == 1 ? "it" : "them");
+}
+
+/* --- a safe removal waiting for the open files to close (main thread) ---
+ * A close() sends RELEASE asynchronously, so an unmount right after one finds the file still
+ * open for a moment.  The removal then waits, with the main loop running (other exports and
+ * the control socket stay served): the RELEASE that closes the last file schedules
+ * fuse_last_release_bh, and the removal goes ahead; if the grace period ends first
+ * (fuse_unmount_deadline), it is given up with EBUSY and the export stays. */
+
+static int64_t fuse_unmount_grace_ms(void)
+{
+    const char *env = g_getenv("BLKFUSE_UNMOUNT_GRACE_MS");
+    char *end;
+    gint64 ms;
+
+    if (!env || !*env) {
+        return FUSE_UNMOUNT_GRACE_MS;
+    }
+    ms = g_ascii_strtoll(env, &end, 10);
+    if (*end || ms < 0 || ms > 24 * 3600 * 1000) {
+        log_warning("BLKFUSE_UNMOUNT_GRACE_MS=%s is not a number of milliseconds; using %d",
+                    env, FUSE_UNMOUNT_GRACE_MS);
+        return FUSE_UNMOUNT_GRACE_MS;
+    }
+    return ms;
+}
+
+static void fuse_unmount_wait_end(FuseExport *exp)
+{
+    if (!exp->unmount_waiting) {
+        return;
+    }
+    exp->unmount_waiting = false;
+    __atomic_store_n(&exp->wake_on_last_release, 0, __ATOMIC_SEQ_CST);
+    aio_set_fd_handler(exp->main_ctx, exp->unmount_timer, NULL, NULL, NULL);
+    close(exp->unmount_timer);
+    exp->unmount_timer = -1;
+}
+
+/* The grace period is over: remove the export if its files have closed, else give up. */
+static void fuse_unmount_deadline(void *opaque)
+{
+    FuseExport *exp = opaque;
+    unsigned clients = __atomic_load_n(&exp->open_count, __ATOMIC_SEQ_CST);
+    g_autoptr(GError) err = NULL;
+    uint64_t expirations;
+
+    if (read(exp->unmount_timer, &expirations, sizeof(expirations)) < 0 && errno == EAGAIN) {
+        return;
+    }
+    fuse_unmount_wait_end(exp);
+    if (clients == 0) {
+        fuse_stop_queues(exp, "removed");
+        return;
+    }
+    fuse_set_busy_error(exp, clients, &err);
+    blk_exp_remove_failed(&exp->common, err);
+}
+
+/* The last open file was closed (scheduled by the queue thread that handled its RELEASE). */
+static void fuse_last_release_bh(void *opaque)
+{
+    FuseExport *exp = opaque;
+
+    if (exp->unmount_waiting && __atomic_load_n(&exp->open_count, __ATOMIC_SEQ_CST) == 0) {
+        fuse_unmount_wait_end(exp);
+        fuse_stop_queues(exp, "removed");
+    }
+    blk_exp_unref(&exp->common);
+}
+
+static int fuse_unmount_wait_begin(FuseExport *exp, unsigned clients, GError **errp)
+{
+    int64_t ms = fuse_unmount_grace_ms();
+    struct itimerspec its = {
+        .it_value = { .tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000 + (ms == 0) },
+    };
+    int fd;
+
+    fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+    if (fd < 0 || timerfd_settime(fd, 0, &its, NULL) < 0) {
+        int err = errno;
+        if (fd >= 0) {
+            close(fd);
+        }
+        error_setg_errno(errp, err, "%s: cannot wait for the open files to close",
+                         exp->common.mountpoint);
+        return -err;
+    }
+    exp->unmount_timer = fd;
+    exp->unmount_waiting = true;
+    aio_set_fd_handler(exp->main_ctx, fd, fuse_unmount_deadline, NULL, exp);
+    __atomic_store_n(&exp->wake_on_last_release, 1, __ATOMIC_SEQ_CST);
+    log_info("export %s: %s is open (%u file%s); waiting up to %" G_GINT64_FORMAT " ms for "
+             "%s to close", exp->common.id, exp->common.mountpoint, clients,
+             clients == 1 ? "" : "s", ms, clients == 1 ? "it" : "them");
+    /* The last RELEASE may have come before the flag was set: look again. */
+    if (__atomic_load_n(&exp->open_count, __ATOMIC_SEQ_CST) == 0) {
+        fuse_unmount_wait_end(exp);
+        fuse_stop_queues(exp, "removed");
+    }
+    return 0;
+}
+
+static int fuse_export_request_shutdown(BlockExport *blk_exp, bool force, GError **errp)
+{
+    FuseExport *exp = (FuseExport *)blk_exp;
+    unsigned clients = fuse_export_clients(blk_exp);
+
+    if (force) {
+        fuse_unmount_wait_end(exp);
+        __atomic_store_n(&exp->halted, 1, __ATOMIC_RELEASE);
+        fuse_stop_queues(exp, "forced");
+        return 0;
+    }
+    if (exp->unmount_waiting) {
+        return 0;
+    }
+    if (clients > 0) {
+        return fuse_unmount_wait_begin(exp, clients, errp);
+    }
+    fuse_stop_queues(exp, "removed");
     return 0;
 }
 
@@ -1159,6 +1293,7 @@ static void fuse_export_delete(BlockExport *blk_exp)
 {
     FuseExport *exp = (FuseExport *)blk_exp;
 
+    fuse_unmount_wait_end(exp);
     fuse_destroy_sessions(exp);         /* closing the fds disconnects remaining users */
     if (exp->created_mountpoint) {
         unlink(exp->common.mountpoint);
