@@ -373,6 +373,27 @@ static void export_removed(BlockExport *exp, const char *reason, void *opaque)
     g_list_free(copy);
 }
 
+/* An unmount that waited for the file to close gave up (EBUSY): the export stays; answer the
+ * clients waiting for it with the error. */
+static void export_remove_failed(BlockExport *exp, const GError *err, void *opaque)
+{
+    ControlServer *srv = opaque;
+    GList *copy = g_list_copy(srv->conns);
+
+    for (GList *l = copy; l; l = l->next) {
+        ControlConn *c = l->data;
+        if (c->waiting_for == exp) {
+            c->waiting_for = NULL;
+            if (c->closing) {
+                conn_free(c);
+                continue;
+            }
+            conn_send_error(c, err->code, err->message);
+        }
+    }
+    g_list_free(copy);
+}
+
 ControlServer *control_server_new(const char *path, bool serve, GError **errp)
 {
     struct sockaddr_un addr = { .sun_family = AF_UNIX };
@@ -430,6 +451,7 @@ ControlServer *control_server_new(const char *path, bool serve, GError **errp)
     aio_set_fd_handler(aio_get_current(), fd, server_accept, NULL, srv);
     the_server = srv;
     blk_exp_set_removed_notifier(export_removed, srv);
+    blk_exp_set_remove_failed_notifier(export_remove_failed, srv);
     return srv;
 
 fail:
@@ -469,6 +491,7 @@ void control_server_free(ControlServer *srv)
         g_free(srv->link);
     }
     blk_exp_set_removed_notifier(NULL, NULL);
+    blk_exp_set_remove_failed_notifier(NULL, NULL);
     the_server = NULL;
     g_free(srv->path);
     g_free(srv);

@@ -3,7 +3,8 @@
  *
  * Protocol: one JSON object per line.  Request {"cmd": NAME, ...}; reply {"ok": true, ...} or
  * {"ok": false, "error": MESSAGE, "errno": N}.  Commands: "list", "stats", "mount", "unmount",
- * "quit".  A reply to "unmount" comes once the export is gone (flushed and closed).
+ * "quit".  A reply to "unmount" comes once the export is gone (flushed and closed), or, when
+ * its file stays open through the grace period, as an EBUSY error (the export stays).
  *
  * Threads: the server runs in the main thread's event loop.
  */
