@@ -132,6 +132,77 @@ log_says_clean_exit() {
     cmp "$IMG" <(make_pattern /dev/stdout 8M)
 }
 
+# wait_for_log REGEX [SECONDS]: wait until the daemon log has a line matching REGEX (10 s).
+wait_for_log() {
+    local re=$1 secs=${2:-10} deadline
+    deadline=$(($(_now_ms) + secs * 1000))
+    until grep -qE -- "$re" "$BLKFUSE_LOG" 2>/dev/null; do
+        if (($(_now_ms) >= deadline)); then
+            echo "wait_for_log: no line matching '$re' in $BLKFUSE_LOG after ${secs}s" >&2
+            return 1
+        fi
+        sleep 0.05
+    done
+}
+
+# An unmount of an open file waits for it to close with the main loop running: the daemon
+# answers `list` meanwhile, and the unmount ends as soon as the file is closed.
+@test "while an unmount waits for the file to close, list answers; closing it ends the unmount" {
+    local holder upid
+    # A grace period far longer than the test: the unmount must end by the close, not by it.
+    BLKFUSE_UNMOUNT_GRACE_MS=120000 blkfuse_mount "$IMG" "$MP"
+    sleep 600 <"$MP" 3>&- &
+    holder=$!
+    PIDS+=("$holder")
+    blkfuse unmount "$MP" >"$T/unmount.out" 2>&1 3>&- &
+    upid=$!
+    PIDS+=("$upid")
+    wait_for_log 'is open \(1 file\); waiting up to 120000 ms'
+    run -0 timeout 10 blkfuse list
+    [[ $output == *"$MP"* ]]
+    # The unmount was still waiting while list answered.
+    _pid_alive "$upid"
+    is_mounted "$MP"
+    kill "$holder"
+    wait "$holder" || true
+    wait "$upid" || { cat "$T/unmount.out"; false; }
+    ! is_mounted "$MP"
+    grep -q 'removed (removed)' "$BLKFUSE_LOG"
+}
+
+@test "an unmount of a file that stays open gives up with 'in use' after the grace period" {
+    local fd
+    BLKFUSE_UNMOUNT_GRACE_MS=200 blkfuse_mount "$IMG" "$MP"
+    exec {fd}<"$MP"
+    run --separate-stderr blkfuse unmount "$MP"
+    [ "$status" -eq 1 ]
+    [[ $stderr == *"in use (1 open file"* ]]
+    grep -q 'not removed: .*in use' "$BLKFUSE_LOG"
+    # The export goes on working, and a later unmount succeeds.
+    is_mounted "$MP"
+    [ "$(head -c 21 <&"$fd")" = "blkfuse pattern @0   " ]
+    exec {fd}<&-
+    blkfuse unmount "$MP"
+    ! is_mounted "$MP"
+}
+
+@test "unmount --force ends an unmount that waits for the file to close" {
+    local holder upid
+    BLKFUSE_UNMOUNT_GRACE_MS=120000 blkfuse_mount "$IMG" "$MP"
+    sleep 600 <"$MP" 3>&- &
+    holder=$!
+    PIDS+=("$holder")
+    blkfuse unmount "$MP" >"$T/unmount.out" 2>&1 3>&- &
+    upid=$!
+    PIDS+=("$upid")
+    wait_for_log 'waiting up to 120000 ms'
+    blkfuse unmount --force "$MP"
+    ! is_mounted "$MP"
+    # The waiting unmount ends too, successfully: the export is gone.
+    wait "$upid" || { cat "$T/unmount.out"; false; }
+    grep -q 'removed (forced)' "$BLKFUSE_LOG"
+}
+
 # --- ending from outside -------------------------------------------------------------
 
 @test "fusermount3 -u ends the daemon" {
