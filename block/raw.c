@@ -3,6 +3,11 @@
  * A raw image whose format was probed (no -f raw) is guarded: a write to its first sector that
  * would make it probe as another format (a guest writing a qcow2 header, say) is refused, because
  * the next open would then trust that header and expose host files through a backing file.
+ * Writes, zero writes and discards that touch the first sector run one at a time, each checked
+ * and done under guard_lock: two writes that each look harmless on their own (the magic, and the
+ * rest of a header) cannot both pass the check against the same old sector.
+ *
+ * Threads: requests in coroutines of any I/O thread; guard_lock is a CoMutex.
  */
 #include "config.h"
 #include "block/block.h"
@@ -14,6 +19,7 @@ typedef struct BDRVRawState {
     uint64_t offset;            /* where the slice starts in the file */
     uint64_t size;              /* slice length; 0 with has_size false = up to the file's end */
     bool has_size;
+    CoMutex guard_lock;         /* probed images: one change to the first sector at a time */
 } BDRVRawState;
 
 static int raw_open(BlockDriverState *bs, BlockOptions *opts, int flags, GError **errp)
@@ -21,6 +27,7 @@ static int raw_open(BlockDriverState *bs, BlockOptions *opts, int flags, GError 
     BDRVRawState *s = bs->opaque;
     int64_t file_len = bdrv_getlength(bs->file->bs);
 
+    co_mutex_init(&s->guard_lock);
     if (!block_options_take_size(opts, "offset", &s->offset, NULL, errp) ||
         !block_options_take_size(opts, "size", &s->size, &s->has_size, errp)) {
         return -EINVAL;
@@ -48,6 +55,13 @@ static int raw_open(BlockDriverState *bs, BlockOptions *opts, int flags, GError 
     return 0;
 }
 
+static void raw_close(BlockDriverState *bs)
+{
+    BDRVRawState *s = bs->opaque;
+
+    co_mutex_destroy(&s->guard_lock);
+}
+
 static int64_t raw_getlength(BlockDriverState *bs)
 {
     BDRVRawState *s = bs->opaque;
@@ -68,20 +82,28 @@ static int coroutine_fn raw_co_pread(BlockDriverState *bs, int64_t offset, int64
     return bdrv_co_pread(bs->file->bs, offset + s->offset, bytes, buf, flags);
 }
 
-/* For a probed image: would this write change what the first sector probes as? */
+/* Does a change of [offset, offset + bytes) need the first-sector guard? */
+static bool raw_guarded(BlockDriverState *bs, int64_t offset)
+{
+    return (bs->open_flags & BDRV_O_PROBED) && offset < RAW_GUARD_LEN;
+}
+
+/* For a probed image, under guard_lock: would writing buf (NULL: zeros, for zero writes and
+ * discards, which may leave zeros) at offset change what the first sector probes as? */
 static int coroutine_fn raw_check_first_sector(BlockDriverState *bs, int64_t offset,
                                                int64_t bytes, const void *buf)
 {
-    uint8_t *sector;
+    uint8_t *sector = blk_blockalign(RAW_GUARD_LEN);
+    int64_t n = MIN(bytes, RAW_GUARD_LEN - offset);
     int ret;
 
-    if (!(bs->open_flags & BDRV_O_PROBED) || offset >= RAW_GUARD_LEN) {
-        return 0;
-    }
-    sector = blk_blockalign(RAW_GUARD_LEN);
     ret = bdrv_co_pread(bs, 0, RAW_GUARD_LEN, sector, 0);
     if (ret >= 0) {
-        memcpy(sector + offset, buf, MIN(bytes, RAW_GUARD_LEN - offset));
+        if (buf) {
+            memcpy(sector + offset, buf, n);
+        } else {
+            memset(sector + offset, 0, n);
+        }
         if (bdrv_probe_buffer(sector, RAW_GUARD_LEN, bs->filename) != bs->drv) {
             log_warning("%s: refused a write to the first sector that would make the image "
                         "look like another format; mount with -f raw to allow it",
@@ -93,31 +115,55 @@ static int coroutine_fn raw_check_first_sector(BlockDriverState *bs, int64_t off
     return ret;
 }
 
+typedef enum { RAW_WRITE, RAW_ZEROES, RAW_DISCARD } RawChange;
+
+/* Pass a change on to the file, past the guard if it touches the first sector. */
+static int coroutine_fn raw_co_change(BlockDriverState *bs, RawChange kind, int64_t offset,
+                                      int64_t bytes, const void *buf, BdrvRequestFlags flags)
+{
+    BDRVRawState *s = bs->opaque;
+    BlockDriverState *file = bs->file->bs;
+    bool guarded = raw_guarded(bs, offset);
+    int ret = 0;
+
+    if (guarded) {
+        co_mutex_lock(&s->guard_lock);
+        ret = raw_check_first_sector(bs, offset, bytes, kind == RAW_WRITE ? buf : NULL);
+    }
+    if (ret >= 0) {
+        switch (kind) {
+        case RAW_WRITE:
+            ret = bdrv_co_pwrite(file, offset + s->offset, bytes, buf, flags);
+            break;
+        case RAW_ZEROES:
+            ret = bdrv_co_pwrite_zeroes(file, offset + s->offset, bytes, flags);
+            break;
+        case RAW_DISCARD:
+            ret = bdrv_co_pdiscard(file, offset + s->offset, bytes);
+            break;
+        }
+    }
+    if (guarded) {
+        co_mutex_unlock(&s->guard_lock);
+    }
+    return ret;
+}
+
 static int coroutine_fn raw_co_pwrite(BlockDriverState *bs, int64_t offset, int64_t bytes,
                                       const void *buf, BdrvRequestFlags flags)
 {
-    BDRVRawState *s = bs->opaque;
-    int ret = raw_check_first_sector(bs, offset, bytes, buf);
-
-    if (ret < 0) {
-        return ret;
-    }
-    return bdrv_co_pwrite(bs->file->bs, offset + s->offset, bytes, buf, flags);
+    return raw_co_change(bs, RAW_WRITE, offset, bytes, buf, flags);
 }
 
 static int coroutine_fn raw_co_pwrite_zeroes(BlockDriverState *bs, int64_t offset,
                                              int64_t bytes, BdrvRequestFlags flags)
 {
-    BDRVRawState *s = bs->opaque;
-
-    return bdrv_co_pwrite_zeroes(bs->file->bs, offset + s->offset, bytes, flags);
+    return raw_co_change(bs, RAW_ZEROES, offset, bytes, NULL, flags);
 }
 
 static int coroutine_fn raw_co_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes)
 {
-    BDRVRawState *s = bs->opaque;
-
-    return bdrv_co_pdiscard(bs->file->bs, offset + s->offset, bytes);
+    return raw_co_change(bs, RAW_DISCARD, offset, bytes, NULL, 0);
 }
 
 static int coroutine_fn raw_co_preallocate(BlockDriverState *bs, int64_t offset, int64_t bytes)
@@ -167,6 +213,7 @@ const BlockDriver bdrv_raw = {
     .instance_size                  = sizeof(BDRVRawState),
     .bdrv_probe                     = raw_probe,
     .bdrv_open                      = raw_open,
+    .bdrv_close                     = raw_close,
     .bdrv_co_pread                  = raw_co_pread,
     .bdrv_co_pwrite                 = raw_co_pwrite,
     .bdrv_co_pwrite_zeroes          = raw_co_pwrite_zeroes,
