@@ -1172,6 +1172,105 @@ static void test_raw_guard_direct(void)
     g_unlink(path);
 }
 
+/* A write or zero write in a coroutine of its own, for the concurrent guard tests. */
+typedef struct GuardOp {
+    BlockDriverState *bs;
+    bool zeroes;
+    int64_t offset, bytes;
+    const uint8_t *buf;
+    int ret;
+    unsigned *done;
+} GuardOp;
+
+static void coroutine_fn guard_op_entry(void *opaque)
+{
+    GuardOp *o = opaque;
+
+    o->ret = o->zeroes ? bdrv_co_pwrite_zeroes(o->bs, o->offset, o->bytes, 0)
+                       : bdrv_co_pwrite(o->bs, o->offset, o->bytes, o->buf, 0);
+    __atomic_add_fetch(o->done, 1, __ATOMIC_RELEASE);
+}
+
+/* Start the two operations in this order (the first runs until it yields) and wait for both. */
+static void run_guard_ops(GuardOp *first, GuardOp *second)
+{
+    unsigned done = 0;
+
+    first->done = second->done = &done;
+    first->ret = second->ret = -EINPROGRESS;
+    coroutine_enter(coroutine_create(guard_op_entry, first));
+    coroutine_enter(coroutine_create(guard_op_entry, second));
+    uh_poll_until_count(&done, 2);
+}
+
+/* A probed raw image opened with fault rules: its first writes to bytes 0-3 wait a second below
+ * the raw node, that is after the guard has let them through. */
+static BlockDriverState *open_guard_race(const char *path, const char *rules_name)
+{
+    g_autofree char *rules = tmp_path(rules_name);
+    g_autofree char *opts = g_strdup_printf("fault-rules=%s", rules);
+    g_autofree uint8_t *zeros = g_malloc0(MiB);
+    BlockDriverState *bs;
+
+    uh_write_file(path, zeros, MiB);
+    g_assert_true(g_file_set_contents(rules, "delay op=write offset=0 length=4 ms=1000\n", -1,
+                                      NULL));
+    bs = open_ok(path, NULL, opts, BDRV_O_RDWR);
+    g_assert_cmpstr(bs->drv->format_name, ==, "raw");
+    g_assert_true(bs->open_flags & BDRV_O_PROBED);
+    g_unlink(rules);
+    return bs;
+}
+
+/* Two writes at once into the first sector of a probed raw image: the qcow2 magic, and the rest
+ * of a qcow2 header naming a backing file.  Each is harmless on its own; together they would
+ * make the image a qcow2 whose backing file is any host file.  The magic is checked first and
+ * then held back below the guard; the rest must be checked against the sector with the magic
+ * in it, and refused. */
+static void test_raw_guard_concurrent(void)
+{
+    g_autofree char *path = tmp_path("guard-race.img");
+    uint8_t header[512], name[] = "/etc/hostname";
+    BlockDriverState *bs = open_guard_race(path, "guard-race.rules");
+    GuardOp magic = { .bs = bs, .offset = 0, .bytes = 4, .buf = header };
+    GuardOp rest = { .bs = bs, .offset = 4, .bytes = 508, .buf = header + 4 };
+
+    make_qcow2_header(header);
+    stbe64(header + 8, 1024);                   /* backing file name at 1024 */
+    stbe32(header + 16, sizeof(name) - 1);
+    g_assert_cmpint(bdrv_pwrite(bs, 1024, sizeof(name) - 1, name), ==, 0);
+    run_guard_ops(&magic, &rest);
+    g_assert_cmpint(magic.ret, ==, 0);
+    g_assert_cmpint(rest.ret, ==, -EPERM);
+    bdrv_unref(bs);
+    {
+        g_autoptr(GError) err = NULL;
+        const BlockDriver *drv = bdrv_probe_format(path, &err);
+        g_assert_true(drv == bdrv_find_format("raw"));
+    }
+    g_unlink(path);
+}
+
+/* Zero writes to the first sector are serialised with the guarded writes too: one that starts
+ * while a write of the magic is held back runs after it, and is judged with it. */
+static void test_raw_guard_concurrent_zeroes(void)
+{
+    g_autofree char *path = tmp_path("guard-race-zeroes.img");
+    uint8_t header[512], buf[512];
+    BlockDriverState *bs = open_guard_race(path, "guard-race-zeroes.rules");
+    GuardOp magic = { .bs = bs, .offset = 0, .bytes = 4, .buf = header };
+    GuardOp zero = { .bs = bs, .zeroes = true, .offset = 0, .bytes = 512 };
+
+    make_qcow2_header(header);
+    run_guard_ops(&magic, &zero);
+    g_assert_cmpint(magic.ret, ==, 0);
+    g_assert_cmpint(zero.ret, ==, 0);
+    g_assert_cmpint(bdrv_pread(bs, 0, 512, buf), ==, 0);
+    g_assert_true(all_zero(buf, 512));          /* the zeroing came second */
+    bdrv_unref(bs);
+    g_unlink(path);
+}
+
 /* --- null protocol ------------------------------------------------------------------------ */
 
 static void test_null(void)
@@ -1251,6 +1350,8 @@ int main(int argc, char **argv)
     uh_test_add("/block-io/raw-guard/probed", test_raw_guard_probed);
     uh_test_add("/block-io/raw-guard/explicit-raw", test_raw_guard_explicit);
     uh_test_add("/block-io/raw-guard/direct", test_raw_guard_direct);
+    uh_test_add("/block-io/raw-guard/concurrent", test_raw_guard_concurrent);
+    uh_test_add("/block-io/raw-guard/concurrent-zeroes", test_raw_guard_concurrent_zeroes);
     uh_test_add("/block-io/null", test_null);
     uh_test_add("/block-io/flush", test_flush);
     ret = uh_test_run();
