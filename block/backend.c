@@ -1,4 +1,13 @@
-/* backend.c - the BlockBackend front door: validation, write-through, statistics, draining. */
+/* backend.c - the BlockBackend front door: validation, write-through, statistics, draining, and
+ * resizes that exclude every other request.
+ *
+ * Threads: requests come from coroutines in any I/O thread.  A request counts itself in
+ * blk->in_flight (atomic) before it looks at anything, the size included.  A truncate sets
+ * blk->resizing, waits until in_flight is 0, resizes, and lets the held requests go; a request
+ * that finds resizing set backs off (uncounts itself) and waits in resize_held.  Without a
+ * resize pending a request costs one atomic increment, one load and one decrement: no lock.
+ * resize_lock protects resize_held and resize_drained (and the sleeps on them).
+ */
 #include "config.h"
 #include "block/backend.h"
 #include "block/aio.h"
@@ -13,6 +22,12 @@ struct BlockBackend {
     int draining;               /* atomic */
     GMutex drain_lock;
     GCond drain_cond;
+
+    CoMutex resize_mutex;       /* one truncate at a time */
+    int resizing;               /* atomic: a truncate is pending; new requests wait */
+    GMutex resize_lock;
+    CoQueue resize_held;        /* requests waiting for the truncate to finish */
+    CoQueue resize_drained;     /* the truncate, waiting for in_flight to reach 0 */
 
     /* atomic counters */
     uint64_t ops[BLK_STAT__MAX], bytes[BLK_STAT__MAX], failed[BLK_STAT__MAX];
@@ -38,6 +53,10 @@ BlockBackend *blk_new_open(const char *filename, const char *format, BlockOption
     blk->refcnt = 1;
     g_mutex_init(&blk->drain_lock);
     g_cond_init(&blk->drain_cond);
+    co_mutex_init(&blk->resize_mutex);
+    g_mutex_init(&blk->resize_lock);
+    co_queue_init(&blk->resize_held);
+    co_queue_init(&blk->resize_drained);
     return blk;
 }
 
@@ -55,6 +74,8 @@ void blk_unref(BlockBackend *blk)
     bdrv_unref(blk->bs);        /* flushes and closes */
     g_mutex_clear(&blk->drain_lock);
     g_cond_clear(&blk->drain_cond);
+    co_mutex_destroy(&blk->resize_mutex);
+    g_mutex_clear(&blk->resize_lock);
     g_free(blk);
 }
 
@@ -90,24 +111,54 @@ int64_t blk_get_allocated_file_size(BlockBackend *blk)
 
 /* --- request accounting --- */
 
+/* The increment and the loads of resizing are sequentially consistent with the truncate's
+ * store of resizing and load of in_flight: a request either is seen by the truncate (which
+ * waits for it) or sees the truncate (and waits for it). */
 static inline void in_flight_inc(BlockBackend *blk)
 {
-    __atomic_add_fetch(&blk->in_flight, 1, __ATOMIC_ACQUIRE);
+    __atomic_add_fetch(&blk->in_flight, 1, __ATOMIC_SEQ_CST);
 }
 
 static void in_flight_dec(BlockBackend *blk)
 {
-    if (__atomic_sub_fetch(&blk->in_flight, 1, __ATOMIC_RELEASE) == 0 &&
-        __atomic_load_n(&blk->draining, __ATOMIC_ACQUIRE)) {
+    if (__atomic_sub_fetch(&blk->in_flight, 1, __ATOMIC_SEQ_CST) > 0) {
+        return;
+    }
+    if (__atomic_load_n(&blk->resizing, __ATOMIC_SEQ_CST)) {
+        g_mutex_lock(&blk->resize_lock);
+        co_queue_restart_all(&blk->resize_drained);
+        g_mutex_unlock(&blk->resize_lock);
+    }
+    if (__atomic_load_n(&blk->draining, __ATOMIC_ACQUIRE)) {
         g_mutex_lock(&blk->drain_lock);
         g_cond_broadcast(&blk->drain_cond);
         g_mutex_unlock(&blk->drain_lock);
     }
 }
 
-static inline int64_t req_begin(BlockBackend *blk)
+/* Count a request in flight; while a truncate is pending, wait for it first. */
+static void coroutine_fn in_flight_begin(BlockBackend *blk)
 {
     in_flight_inc(blk);
+    if (G_LIKELY(!__atomic_load_n(&blk->resizing, __ATOMIC_SEQ_CST))) {
+        return;
+    }
+    g_mutex_lock(&blk->resize_lock);
+    while (__atomic_load_n(&blk->resizing, __ATOMIC_SEQ_CST)) {
+        g_mutex_unlock(&blk->resize_lock);
+        in_flight_dec(blk);             /* back off: may be what the truncate waits for */
+        g_mutex_lock(&blk->resize_lock);
+        if (__atomic_load_n(&blk->resizing, __ATOMIC_SEQ_CST)) {
+            co_queue_wait(&blk->resize_held, &blk->resize_lock);
+        }
+        in_flight_inc(blk);
+    }
+    g_mutex_unlock(&blk->resize_lock);
+}
+
+static inline int64_t coroutine_fn req_begin(BlockBackend *blk)
+{
+    in_flight_begin(blk);
     return get_clock_ns();
 }
 
@@ -210,13 +261,13 @@ int coroutine_fn blk_co_pdiscard(BlockBackend *blk, int64_t offset, int64_t byte
 
 int coroutine_fn blk_co_preallocate(BlockBackend *blk, int64_t offset, int64_t bytes)
 {
-    int ret = check_request(blk, offset, bytes, true);
+    int ret;
 
-    if (ret < 0) {
-        return ret;
+    in_flight_begin(blk);
+    ret = check_request(blk, offset, bytes, true);
+    if (ret >= 0) {
+        ret = bdrv_co_preallocate(blk->bs, offset, bytes);
     }
-    in_flight_inc(blk);
-    ret = bdrv_co_preallocate(blk->bs, offset, bytes);
     in_flight_dec(blk);
     return ret;
 }
@@ -228,6 +279,29 @@ int coroutine_fn blk_co_flush(BlockBackend *blk)
 
     req_end(blk, BLK_STAT_FLUSH, start, 0, ret);
     return ret;
+}
+
+/* Hold new requests and wait until none is in flight; then count the truncate itself (so that
+ * blk_drain waits for it). */
+static void coroutine_fn resize_begin(BlockBackend *blk)
+{
+    g_mutex_lock(&blk->resize_lock);
+    __atomic_store_n(&blk->resizing, 1, __ATOMIC_SEQ_CST);
+    while (__atomic_load_n(&blk->in_flight, __ATOMIC_SEQ_CST) > 0) {
+        co_queue_wait(&blk->resize_drained, &blk->resize_lock);
+    }
+    g_mutex_unlock(&blk->resize_lock);
+    in_flight_inc(blk);
+}
+
+/* Let the held requests go. */
+static void resize_end(BlockBackend *blk)
+{
+    g_mutex_lock(&blk->resize_lock);
+    __atomic_store_n(&blk->resizing, 0, __ATOMIC_SEQ_CST);
+    co_queue_restart_all(&blk->resize_held);
+    g_mutex_unlock(&blk->resize_lock);
+    in_flight_dec(blk);
 }
 
 int coroutine_fn blk_co_truncate(BlockBackend *blk, int64_t offset, bool exact,
@@ -243,25 +317,27 @@ int coroutine_fn blk_co_truncate(BlockBackend *blk, int64_t offset, bool exact,
         g_set_error(errp, BLK_ERROR, EROFS, "%s: image is read-only", blk->bs->filename);
         return -EROFS;
     }
-    in_flight_inc(blk);
+    co_mutex_lock(&blk->resize_mutex);
+    resize_begin(blk);
     ret = bdrv_co_truncate(blk->bs, offset, exact, prealloc, errp);
     if (ret >= 0 && blk->write_through) {
         ret = bdrv_co_flush(blk->bs);
     }
-    in_flight_dec(blk);
+    resize_end(blk);
+    co_mutex_unlock(&blk->resize_mutex);
     return ret;
 }
 
 int coroutine_fn blk_co_block_status(BlockBackend *blk, int64_t offset, int64_t bytes,
                                      int64_t *pnum)
 {
-    int ret = check_request(blk, offset, bytes, false);
+    int ret;
 
-    if (ret < 0) {
-        return ret;
+    in_flight_begin(blk);
+    ret = check_request(blk, offset, bytes, false);
+    if (ret >= 0) {
+        ret = bdrv_co_block_status_above(blk->bs, offset, bytes, pnum);
     }
-    in_flight_inc(blk);
-    ret = bdrv_co_block_status_above(blk->bs, offset, bytes, pnum);
     in_flight_dec(blk);
     return ret;
 }

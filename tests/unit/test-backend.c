@@ -151,6 +151,7 @@ static int b_status(BlockBackend *blk, int64_t offset, int64_t bytes, int64_t *p
 }
 
 #define IMG_SIZE (1024 * 1024)
+#define MiB (INT64_C(1024) * 1024)
 
 static BlockBackend *open_blk(const char *path, const char *format, int flags)
 {
@@ -756,6 +757,208 @@ static void test_threads_rmw(void)
     g_unlink(path);
 }
 
+/* --- resizing excludes every other request ------------------------------------------------------
+ * A truncate waits for the requests in flight and holds new ones, range checks included, until
+ * it is done.  The fault filter's delay rule holds one request below the backend, after the
+ * backend let it through, so that the other starts while it is in flight. */
+
+static BlockBackend *open_blk_rules(const char *path, const char *format, const char *rules_text)
+{
+    g_autofree char *rules = g_strconcat(path, ".rules", NULL);
+    g_autoptr(GHashTable) opts = block_options_new();
+    g_autoptr(GError) err = NULL;
+    BlockBackend *blk;
+
+    g_assert_true(g_file_set_contents(rules, rules_text, -1, NULL));
+    g_hash_table_insert(opts, g_strdup("fault-rules"), g_strdup(rules));
+    blk = blk_new_open(path, format, opts, BDRV_O_RDWR, &err);
+    g_assert_no_error(err);
+    g_assert(blk != NULL);
+    g_unlink(rules);
+    return blk;
+}
+
+/* Start a, then b (a runs until it yields), and poll until both are done. */
+static void run_two(BOp *a, BOp *b)
+{
+    a->ret = b->ret = -EINPROGRESS;
+    coroutine_enter(coroutine_create(bop_entry, a));
+    coroutine_enter(coroutine_create(bop_entry, b));
+    uh_poll_until(&a->done);
+    uh_poll_until(&b->done);
+}
+
+/* A write in flight past the new end when a shrink starts: the shrink waits for it.  (Without:
+ * the write landed after the shrink and grew a raw file back; in qcow2 it allocated a cluster
+ * past the new end, whose data came back with the next grow.) */
+static void check_shrink_waits_for_write(const char *path, const char *format,
+                                         const char *rules)
+{
+    BlockBackend *blk = open_blk_rules(path, format, rules);
+    g_autofree uint8_t *piece = g_malloc(65536);
+    g_autofree uint8_t *buf = g_malloc(3 * MiB);
+    BOp w = { .blk = blk, .kind = B_WRITE, .offset = 3 * MiB, .bytes = 65536, .buf = piece };
+    BOp t = { .blk = blk, .kind = B_TRUNCATE, .offset = MiB };
+
+    memset(piece, 0xab, 65536);
+    run_two(&w, &t);
+    g_assert_cmpint(w.ret, ==, 0);
+    g_assert_no_error(t.err);
+    g_assert_cmpint(t.ret, ==, 0);
+    g_assert_cmpint(blk_getlength(blk), ==, MiB);
+    /* Grown again, the range that was cut off reads as zeros. */
+    g_assert_cmpint(b_truncate(blk, 4 * MiB, NULL), ==, 0);
+    g_assert_cmpint(b_read(blk, MiB, 3 * MiB, buf), ==, 0);
+    for (int64_t i = 0; i < 3 * MiB; i++) {
+        if (buf[i]) {
+            uh_fail("%s: byte %" G_GINT64_FORMAT " is 0x%02x after shrink and grow", format,
+                    MiB + i, buf[i]);
+            break;
+        }
+    }
+    blk_unref(blk);
+}
+
+static void test_resize_waits_for_writes(void)
+{
+    g_autofree char *path = NULL;
+    g_autoptr(GError) err = NULL;
+
+    new_image_file("resize-raw.img", &path, 4 * MiB);
+    check_shrink_waits_for_write(path, "raw", "delay op=write ms=500\n");
+    g_assert_cmpint(uh_file_size(path), ==, 4 * MiB);
+    g_unlink(path);
+
+    g_free(path);
+    path = tmp_path("resize.qcow2");
+    g_assert_true(bdrv_create(path, "qcow2", 4 * MiB, NULL, NULL, NULL, &err));
+    g_assert_no_error(err);
+    /* Every write of the allocation (data, L2, refcounts) waits a little. */
+    check_shrink_waits_for_write(path, "qcow2", "delay op=write ms=50 count=0\n");
+    g_unlink(path);
+}
+
+/* Requests that arrive while a truncate runs wait for it, range checks included: after a shrink
+ * a read past the new end fails (it does not read a range that is going away); after a grow a
+ * read of the new range succeeds (it is not refused by the old size). */
+static void test_resize_holds_new_requests(void)
+{
+    g_autofree char *path = NULL;
+    BlockBackend *blk;
+    uint8_t buf[4096];
+    BOp t = { .kind = B_TRUNCATE, .offset = MiB };
+    BOp r = { .kind = B_READ, .offset = 2 * MiB, .bytes = 4096, .buf = buf };
+    BlockBackendStats st;
+
+    new_image_file("resize-hold.img", &path, 4 * MiB);
+    blk = open_blk_rules(path, "raw", "delay op=truncate ms=300 count=0\n");
+    t.blk = r.blk = blk;
+    run_two(&t, &r);
+    g_assert_cmpint(t.ret, ==, 0);
+    g_assert_cmpint(r.ret, ==, -EINVAL);
+
+    t = (BOp){ .blk = blk, .kind = B_TRUNCATE, .offset = 4 * MiB };
+    r = (BOp){ .blk = blk, .kind = B_READ, .offset = 3 * MiB, .bytes = 4096, .buf = buf };
+    memset(buf, 0x5a, sizeof(buf));
+    run_two(&t, &r);
+    g_assert_cmpint(t.ret, ==, 0);
+    g_assert_cmpint(r.ret, ==, 0);
+    g_assert_cmpint(buf[0], ==, 0);
+    g_assert_cmpint(buf[4095], ==, 0);
+    blk_get_stats(blk, &st);
+    g_assert_cmpuint(st.in_flight, ==, 0);
+    blk_unref(blk);
+    g_unlink(path);
+}
+
+/* Threads with event loops of their own write and read while the main thread shrinks and grows
+ * the image again and again: every request finishes (held ones are woken in their own loops),
+ * none fails but for the range, and the image ends with the last size. */
+typedef struct ResizeWorker {
+    BlockBackend *blk;
+    unsigned id;
+    int stop;                   /* atomic */
+    unsigned ops, failed;
+} ResizeWorker;
+
+typedef struct ResizeReq {
+    ResizeWorker *w;
+    int64_t offset;
+    bool write;
+    bool done;
+    uint8_t buf[4096];
+} ResizeReq;
+
+static void coroutine_fn resize_req_entry(void *opaque)
+{
+    ResizeReq *q = opaque;
+    int ret = q->write ? blk_co_pwrite(q->w->blk, q->offset, 4096, q->buf, 0)
+                       : blk_co_pread(q->w->blk, q->offset, 4096, q->buf, 0);
+
+    /* Past the current end is the only acceptable failure. */
+    if (ret < 0 && ret != -EINVAL && ret != -ENOSPC) {
+        q->w->failed++;
+    }
+    q->w->ops++;
+    q->done = true;
+}
+
+static gpointer resize_worker_fn(gpointer opaque)
+{
+    ResizeWorker *w = opaque;
+    g_autoptr(GError) err = NULL;
+    AioContext *ctx = aio_context_new(&err);
+    GRand *r = g_rand_new_with_seed(w->id);
+
+    g_assert_no_error(err);
+    while (!__atomic_load_n(&w->stop, __ATOMIC_ACQUIRE)) {
+        ResizeReq q[8];
+        for (int i = 0; i < 8; i++) {
+            q[i] = (ResizeReq){ .w = w, .offset = 4096 * g_rand_int_range(r, 0, 512),
+                                .write = g_rand_boolean(r) };
+            memset(q[i].buf, w->id + 1, sizeof(q[i].buf));
+            coroutine_enter(coroutine_create(resize_req_entry, &q[i]));
+        }
+        for (int i = 0; i < 8; i++) {
+            uh_poll_until(&q[i].done);
+        }
+    }
+    g_rand_free(r);
+    aio_context_free(ctx);
+    return NULL;
+}
+
+static void test_resize_threads(void)
+{
+    g_autofree char *path = NULL;
+    BlockBackend *blk;
+    ResizeWorker w[2];
+    GThread *threads[2];
+    BlockBackendStats st;
+
+    new_image_file("resize-threads.img", &path, 2 * MiB);
+    blk = open_blk(path, "raw", BDRV_O_RDWR);
+    for (unsigned i = 0; i < 2; i++) {
+        w[i] = (ResizeWorker){ .blk = blk, .id = i };
+        threads[i] = g_thread_new("resize-io", resize_worker_fn, &w[i]);
+    }
+    for (int i = 0; i < 200; i++) {
+        g_assert_cmpint(b_truncate(blk, i % 2 ? 2 * MiB : MiB, NULL), ==, 0);
+    }
+    for (unsigned i = 0; i < 2; i++) {
+        __atomic_store_n(&w[i].stop, 1, __ATOMIC_RELEASE);
+        g_thread_join(threads[i]);
+        g_assert_cmpuint(w[i].failed, ==, 0);
+        g_assert_cmpuint(w[i].ops, >, 0);
+    }
+    blk_get_stats(blk, &st);
+    g_assert_cmpuint(st.in_flight, ==, 0);
+    g_assert_cmpint(blk_getlength(blk), ==, 2 * MiB);
+    blk_unref(blk);
+    g_assert_cmpint(uh_file_size(path), ==, 2 * MiB);
+    g_unlink(path);
+}
+
 int main(int argc, char **argv)
 {
     int ret;
@@ -778,6 +981,9 @@ int main(int argc, char **argv)
     uh_test_add("/backend/block-status", test_block_status);
     uh_test_add("/backend/refcount", test_refcount);
     uh_test_add("/backend/threads/rmw-same-blocks", test_threads_rmw);
+    uh_test_add("/backend/resize/waits-for-writes", test_resize_waits_for_writes);
+    uh_test_add("/backend/resize/holds-new-requests", test_resize_holds_new_requests);
+    uh_test_add("/backend/resize/threads", test_resize_threads);
     ret = uh_test_run();
     uh_tmpdir_remove(test_dir);
     g_free(test_dir);
