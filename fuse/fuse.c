@@ -90,7 +90,6 @@ struct FuseExport {
     GCond start_cond;
 
     unsigned open_count;        /* atomic: open file handles */
-    unsigned cached_opens;      /* atomic: those of them that use the page cache (no O_DIRECT) */
     int halted;                 /* atomic: forced removal, every request fails with EIO */
     unsigned queues_running;    /* main thread */
     AioContext *main_ctx;
@@ -578,18 +577,12 @@ static void fuse_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, i
     fuse_req_start(r, fuse_co_setattr);
 }
 
-/* fi->fh of an open file: how it was opened. */
-#define FUSE_FH_DIRECT  1       /* O_DIRECT: FOPEN_DIRECT_IO, no page cache */
-
 static void fuse_last_release_bh(void *opaque);
 
 /* Count an open (delta 1) or a release (-1).  Sequentially consistent with
  * fuse_unmount_wait_begin: either it sees the last release, or the release sees it waiting. */
-static void fuse_count_open(FuseExport *exp, uint64_t fh, int delta)
+static void fuse_count_open(FuseExport *exp, int delta)
 {
-    if (!(fh & FUSE_FH_DIRECT)) {
-        __atomic_add_fetch(&exp->cached_opens, delta, __ATOMIC_RELAXED);
-    }
     if (__atomic_add_fetch(&exp->open_count, delta, __ATOMIC_SEQ_CST) == 0 &&
         __atomic_load_n(&exp->wake_on_last_release, __ATOMIC_SEQ_CST)) {
         blk_exp_ref(&exp->common);
@@ -597,11 +590,14 @@ static void fuse_count_open(FuseExport *exp, uint64_t fh, int delta)
     }
 }
 
-/* An O_DIRECT open is answered with FOPEN_DIRECT_IO: its reads and writes then reach us through
- * the kernel's synchronous direct-I/O path, which passes a short write count on to the writer
- * (write(2) straddling the end returns the bytes that fit).  Without it, O_DIRECT goes through
- * the asynchronous path (FUSE_CAP_ASYNC_DIO), which turns any short write into EIO.  The kernel
- * drops the range from the page cache before such a write; see fuse_co_write for after it. */
+/* An O_DIRECT open is answered with FOPEN_DIRECT_IO: its write(2)s then reach us through the
+ * kernel's synchronous direct-I/O path, which passes a short count on to the writer (a write
+ * straddling the end returns the bytes that fit).  Without it, O_DIRECT goes through the
+ * asynchronous path (FUSE_CAP_ASYNC_DIO), which turns any short write into EIO; io_submit and
+ * io_uring writes still take that path (fs/fuse/file.c, fuse_direct_IO).  The kernel drops the
+ * range from the page cache before such a write, so buffered opens see it.  The cost: the
+ * kernel refuses MAP_SHARED on such a descriptor (ENODEV) without FUSE_DIRECT_IO_ALLOW_MMAP,
+ * which libfuse 3.14 cannot ask for. */
 static void fuse_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     FuseExport *exp = req_export(req);
@@ -611,14 +607,12 @@ static void fuse_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *
         return;
     }
     fi->keep_cache = 1;                 /* nobody else writes the image: keep cached pages */
-    fi->fh = 0;
     if (fi->flags & O_DIRECT) {
         fi->direct_io = 1;
-        fi->fh |= FUSE_FH_DIRECT;
     }
-    fuse_count_open(exp, fi->fh, 1);
+    fuse_count_open(exp, 1);
     if (fuse_reply_open(req, fi) != 0) {
-        fuse_count_open(exp, fi->fh, -1);       /* open was interrupted */
+        fuse_count_open(exp, -1);       /* open was interrupted */
     }
 }
 
@@ -626,7 +620,7 @@ static void fuse_op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_inf
 {
     FuseExport *exp = req_export(req);
 
-    fuse_count_open(exp, fi->fh, -1);
+    fuse_count_open(exp, -1);
     fuse_reply_err(req, 0);
 }
 
