@@ -214,6 +214,24 @@ int coroutine_fn blk_co_pread(BlockBackend *blk, int64_t offset, int64_t bytes, 
     return ret;
 }
 
+int64_t coroutine_fn blk_co_read_upto(BlockBackend *blk, int64_t offset, int64_t bytes,
+                                      void *buf)
+{
+    int64_t start = req_begin(blk);
+    int64_t len = bdrv_getlength(blk->bs);
+    int64_t ret = len;
+
+    if (len >= 0) {
+        bytes = offset < len ? MIN(bytes, len - offset) : 0;
+        ret = check_request(blk, offset, bytes, false);
+        if (ret >= 0) {
+            ret = bdrv_co_pread(blk->bs, offset, bytes, buf, 0);
+        }
+    }
+    req_end(blk, BLK_STAT_READ, start, bytes, ret);
+    return ret < 0 ? ret : bytes;
+}
+
 int coroutine_fn blk_co_pwrite(BlockBackend *blk, int64_t offset, int64_t bytes,
                                const void *buf, BdrvRequestFlags flags)
 {

@@ -49,6 +49,11 @@ int64_t blk_get_allocated_file_size(BlockBackend *blk);
  * to a read-only backend with -EROFS. */
 int coroutine_fn blk_co_pread(BlockBackend *blk, int64_t offset, int64_t bytes, void *buf,
                               BdrvRequestFlags flags);
+/* Read up to bytes at offset, stopping at the end of the image as read(2) does: returns the
+ * number of bytes read (0 at or past the end) or -errno.  The size is looked at while resizes
+ * are held off, so a concurrent truncate shortens the read instead of failing it. */
+int64_t coroutine_fn blk_co_read_upto(BlockBackend *blk, int64_t offset, int64_t bytes,
+                                      void *buf);
 int coroutine_fn blk_co_pwrite(BlockBackend *blk, int64_t offset, int64_t bytes,
                                const void *buf, BdrvRequestFlags flags);
 int coroutine_fn blk_co_pwrite_zeroes(BlockBackend *blk, int64_t offset, int64_t bytes,

@@ -309,22 +309,14 @@ static void coroutine_fn fuse_co_read(void *opaque)
 {
     FuseReq *r = opaque;
     FuseExport *exp = r->q->exp;
-    int64_t len = blk_getlength(exp->common.blk);
-    FuseBuf *b;
-    int ret;
+    FuseBuf *b = fuse_buf_get(r->q);
+    /* Clamped at the end of file (a short read, 0 at or past it), even if a truncate races. */
+    int64_t n = blk_co_read_upto(exp->common.blk, r->offset, r->size, b->data);
 
-    if (len < 0 || r->offset >= len) {      /* at or past EOF: a zero-length read */
-        fuse_reply_buf(r->req, NULL, 0);
-        fuse_req_done(r);
-        return;
-    }
-    r->size = MIN(r->size, len - r->offset);
-    b = fuse_buf_get(r->q);
-    ret = blk_co_pread(exp->common.blk, r->offset, r->size, b->data, 0);
-    if (ret < 0) {
-        fuse_reply_err(r->req, -ret);
+    if (n < 0) {
+        fuse_reply_err(r->req, -n);
     } else {
-        fuse_reply_buf(r->req, (const char *)b->data, r->size);
+        fuse_reply_buf(r->req, (const char *)b->data, n);
     }
     fuse_buf_put(r->q, b);
     fuse_req_done(r);
