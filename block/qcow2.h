@@ -170,6 +170,7 @@ typedef struct BDRVQcow2State {
     Qcow2Cache *rb_cache;
 
     bool read_only;
+    bool checking;               /* opened with BDRV_O_CHECK: damage is left to qcow2-check.c */
     bool lazy_refcounts;         /* lazy refcount mode in effect */
     bool dirty_set;              /* we set the dirty bit in the header */
     int inflight_writes;         /* guest writes in flight with the lock dropped */
@@ -246,6 +247,11 @@ int coroutine_fn qcow2_pre_l2_write(BlockDriverState *bs);
 int coroutine_fn qcow2_flush_metadata(BlockDriverState *bs);
 /* Rebuild all refcounts from the L1/L2 tables (dirty image opened read-write). */
 int coroutine_fn qcow2_rebuild_refcounts(BlockDriverState *bs, GError **errp);
+
+/* --- consistency check and repair (qcow2-check.c) --- */
+
+/* The bdrv_co_check callback: qemu-img check's findings, repairs and wording. */
+int coroutine_fn qcow2_co_check(BlockDriverState *bs, BdrvCheckResult *res, BdrvCheckMode fix);
 /* Write a header field in place. */
 int coroutine_fn qcow2_write_header_field(BlockDriverState *bs, int offset, int len,
                                           uint64_t value);
