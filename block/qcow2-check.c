@@ -59,6 +59,7 @@ typedef struct Check {
     uint64_t nb;                /* clusters that refs describes (the file's, or more) */
     uint64_t cap;               /* entries allocated in refs */
     uint64_t ref_limit;         /* highest count a refcount can hold (capped at 2^32 - 1) */
+    uint64_t free_hint;         /* no cluster before this is free in refs (rebuild) */
     bool rebuild;               /* the refcount structure must be rebuilt */
     bool changed;               /* the image was written */
     RbSlot rb[RB_SLOTS];
@@ -486,12 +487,18 @@ static int coroutine_fn walk_refblocks(Check *c)
 
             report(c, "%s refcount block %" PRIu64 " is outside image",
                    repair ? "Repairing" : "ERROR", i);
-            if (repair && offset <= (uint64_t)INT64_MAX - s->cluster_size) {
-                /* Grow the file over it: the block then reads as zeros (and the refcounts
-                 * it should hold are rebuilt, being 0 for clusters in use). */
+            if (repair) {
+                /* Grow the file over it, as qemu-img does: the block then reads as zeros
+                 * (and the refcounts it should hold are rebuilt, being 0 for clusters in
+                 * use).  Not by more than the file's size or 1 GiB: a wild offset would
+                 * make a huge sparse file; that block is rebuilt elsewhere instead. */
                 g_autoptr(GError) err = NULL;
-                ret = bdrv_co_truncate(c->bs->file->bs, offset + s->cluster_size, false,
-                                       PREALLOC_MODE_OFF, &err);
+                uint64_t limit = (uint64_t)c->file_len + MAX((uint64_t)c->file_len, 1ULL << 30);
+                ret = -EFBIG;
+                if (offset < limit && (offset >> s->cluster_bits) < INT32_MAX) {
+                    ret = bdrv_co_truncate(c->bs->file->bs, offset + s->cluster_size, false,
+                                           PREALLOC_MODE_OFF, &err);
+                }
                 if (ret == 0) {
                     c->changed = true;
                     c->file_len = bdrv_getlength(c->bs->file->bs);
@@ -617,13 +624,18 @@ static int coroutine_fn compare_refcounts(Check *c, BdrvCheckMode fix, uint64_t 
 static int64_t alloc_free_run(Check *c, uint64_t n)
 {
     uint64_t run = 0, start = 0, i;
+    bool gap_seen = false;
     int ret;
 
-    for (i = 0; i < c->nb && run < n; i++) {
+    for (i = c->free_hint; i < c->nb && run < n; i++) {
         if (c->refs[i]) {
             run = 0;
         } else if (run++ == 0) {
             start = i;
+            if (!gap_seen) {
+                c->free_hint = i;
+                gap_seen = true;
+            }
         }
     }
     if (run < n) {
@@ -690,6 +702,9 @@ static int coroutine_fn rebuild_refcounts(Check *c)
             int64_t at;
             for (uint64_t k = 0; k < table_clusters; k++) {
                 c->refs[table_at + k] = 0;          /* too small: give it back */
+            }
+            if (table_clusters) {
+                c->free_hint = MIN(c->free_hint, table_at);
             }
             at = alloc_free_run(c, tc);
             if (at < 0) {
