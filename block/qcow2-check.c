@@ -27,7 +27,11 @@
  * 64 MiB), a few cluster-sized buffers and one L1 table at a time.  Every offset read from the
  * image is checked against the file before use, so damage costs findings, never a crash.
  *
- * Threads: main thread, in a coroutine (bdrv_check), with the image used by nothing else.
+ * The same check with every repair runs when a dirty image (lazy refcounts, not closed
+ * cleanly) is opened read-write: qcow2_rebuild_refcounts, as QEMU does on opening.
+ *
+ * Threads: main thread, in a coroutine (bdrv_check, or the open), with the image used by
+ * nothing else.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -1067,4 +1071,33 @@ int coroutine_fn qcow2_co_check(BlockDriverState *bs, BdrvCheckResult *res, Bdrv
     rb_drop_all(&c);
     g_free(c.refs);
     return ret;
+}
+
+/* --- dirty images --- */
+
+static void log_repair(void *opaque, const char *line)
+{
+    log_debug("%s: qcow2: %s", (const char *)opaque, line);
+}
+
+int coroutine_fn qcow2_rebuild_refcounts(BlockDriverState *bs, GError **errp)
+{
+    BdrvCheckResult res = { .report = log_repair, .report_opaque = bs->filename };
+    int ret = qcow2_co_check(bs, &res, BDRV_FIX_LEAKS | BDRV_FIX_ERRORS);
+
+    if (ret < 0 || res.check_errors) {
+        error_setg_errno(errp, ret < 0 ? ret : -EIO, "%s: qcow2: cannot repair the refcounts "
+                         "of this image, which was not closed cleanly; see 'blkfuse check %s'",
+                         bs->filename, bs->filename);
+        return ret < 0 ? ret : -EIO;
+    }
+    if (res.corruptions) {
+        error_setg(errp, "%s: qcow2: %" PRId64 " corruptions remain after repairing the "
+                   "refcounts of this image, which was not closed cleanly; see 'blkfuse check "
+                   "%s'", bs->filename, res.corruptions, bs->filename);
+        return -EIO;
+    }
+    log_info("%s: qcow2: repaired %" PRId64 " leaked clusters and %" PRId64 " corruptions",
+             bs->filename, res.leaks_fixed, res.corruptions_fixed);
+    return 0;
 }

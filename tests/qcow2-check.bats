@@ -582,3 +582,28 @@ EOF
     [ "$status" -eq 1 ]
     [[ $stderr == *"nonexistent.qcow2"* ]]
 }
+
+# --- the repair of dirty images on a read-write open -------------------------------
+
+@test "a dirty image opened read-write is repaired as check -r all does, COPIED flags too" {
+    require_fuse
+    # a lazy-refcount image with a snapshot sharing guest cluster 0, dirty, whose L1 and L2
+    # entries for that cluster claim it is not shared (COPIED)
+    qemu-img create -q -f qcow2 -o lazy_refcounts=on disk.qcow2 4M
+    qemu-io -c 'write -P 0xaa 0 64k' disk.qcow2 >/dev/null
+    qemu-img snapshot -c S disk.qcow2
+    poke disk.qcow2 l1 0 '|0x8000000000000000'
+    poke disk.qcow2 l2 0 0 '|0x8000000000000000'
+    poke disk.qcow2 header incompat '|1'
+    run qemu-img check disk.qcow2
+    [[ $output == *"ERROR OFLAG_COPIED data cluster: l2_entry=8000000000050000 refcount=2"* ]]
+    blkfuse_mount disk.qcow2 "$T/disk.img"
+    # a write to the shared cluster must not land in the snapshot's copy
+    printf '\xbb%.0s' $(seq 4096) | dd of="$T/disk.img" bs=4k conv=notrunc,fsync status=none
+    blkfuse unmount "$T/disk.img"
+    wait_for_unmount "$T/disk.img"
+    qemu-img convert -O raw -l S disk.qcow2 snap.raw
+    cmp -n 65536 snap.raw <(printf '\xaa%.0s' $(seq 65536))
+    qemu-img check disk.qcow2
+    qemu-io -r -c 'read -P 0xbb 0 4k' -c 'read -P 0xaa 4k 60k' disk.qcow2 | grep -q '^read 61440'
+}
