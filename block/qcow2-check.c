@@ -475,10 +475,16 @@ static int coroutine_fn walk_refblocks(Check *c)
     BDRVQcow2State *s = c->s;
 
     for (uint64_t i = 0; i < s->refcount_table_size; i++) {
-        uint64_t offset = s->refcount_table[i];
+        uint64_t offset = s->refcount_table[i] & REFT_OFFSET_MASK;
         uint64_t cluster = offset >> s->cluster_bits;
         int ret;
 
+        if (s->refcount_table[i] & ~REFT_OFFSET_MASK) {
+            report(c, "ERROR refcount table entry %" PRIu64 " has reserved bits set", i);
+            c->res->corruptions++;
+            c->rebuild = true;
+            continue;
+        }
         if (offset & (s->cluster_size - 1)) {
             report(c, "ERROR refcount block %" PRIu64 " is not cluster aligned; refcount table "
                    "entry corrupted", i);

@@ -313,6 +313,22 @@ data_intact() {
     data_intact
 }
 
+@test "check: reserved bits in a refcount table entry (-r all rebuilds)" {
+    damaged plain "reftable 0 '|1'"
+    qemu_finds 2 "ERROR refcount table entry 0 has reserved bits set"
+    agree
+    agree -r leaks
+    # qemu-img -r all places the new refcount block over the old one and its
+    # overlap check stops it; blkfuse rebuilds.  Documented in blkfuse(1).
+    cp bad.qcow2 b.qcow2
+    run blkfuse check -r all b.qcow2
+    echo "$output"
+    [ "$status" -eq 0 ]
+    run qemu-img check b.qcow2
+    [ "$status" -eq 0 ]
+    data_intact
+}
+
 # --- compressed clusters -----------------------------------------------------------
 
 @test "check: compressed clusters: refcount 0 and refcount too high" {
