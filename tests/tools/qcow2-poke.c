@@ -19,6 +19,11 @@
  *   refcount CI [VALUE]      refcount of host cluster CI
  *   snap N FIELD [VALUE]     l1_table_offset or l1_size of snapshot N (from 0)
  *   snapl1 N I [VALUE]       entry I of snapshot N's L1 table
+ *   scramble SEED COUNT      damage COUNT random bytes (a random value, or one bit flipped)
+ *                            in host clusters 1-4, 7 and 8 (the metadata of a small image
+ *                            made by qemu-img: refcount table and block, L1, L2, snapshot
+ *                            tables), mostly in their first 192 bytes, the same ones for the
+ *                            same SEED; prints each as OFFSET:VALUE
  *
  * Exit status: 0 done, 1 the image lacks what was asked for, 2 usage error.
  */
@@ -194,6 +199,39 @@ static void refcount(uint64_t ci, const char *value)
     }
 }
 
+/* xorshift64*: a fixed sequence for a seed, the same on every machine */
+static uint64_t rng_next(uint64_t *x)
+{
+    *x ^= *x >> 12;
+    *x ^= *x << 25;
+    *x ^= *x >> 27;
+    return *x * 0x2545f4914f6cdd1dULL;
+}
+
+static void scramble(uint64_t seed, uint64_t count)
+{
+    uint64_t x = seed * 0x9e3779b97f4a7c15ULL + 1;
+    uint64_t cs = 1ULL << hdr("cluster_bits");
+    off_t len = lseek(fd, 0, SEEK_END);
+
+    for (uint64_t i = 0; i < count; i++) {
+        uint64_t r = rng_next(&x);
+        static const uint64_t clusters[8] = { 1, 2, 3, 4, 4, 4, 7, 8 };
+        uint64_t cluster = clusters[r % 8];
+        /* most hits near the start of a table, where the entries in use are */
+        uint64_t pos = (rng_next(&x) % 4) ? rng_next(&x) % 192 : rng_next(&x) % cs;
+        uint64_t off = cluster * cs + pos, v;
+
+        if ((off_t)off >= len) {
+            continue;
+        }
+        v = get(off, 1);
+        v = (rng_next(&x) & 1) ? rng_next(&x) & 0xff : v ^ (1U << (rng_next(&x) % 8));
+        put(off, 1, v);
+        printf("%" PRIu64 ":%" PRIu64 "\n", off, v);
+    }
+}
+
 int main(int argc, char **argv)
 {
     const char *cmd;
@@ -252,6 +290,9 @@ int main(int argc, char **argv)
     } else if (!strcmp(cmd, "snapl1")) {
         NEED(2);
         access_field(get(snapshot(number(a[0])), 8) + 8 * number(a[1]), 8, ARG(2));
+    } else if (!strcmp(cmd, "scramble")) {
+        NEED(2);
+        scramble(number(a[0]), number(a[1]));
     } else {
         die(2, "unknown command '%s'", cmd);
     }
