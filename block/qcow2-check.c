@@ -24,14 +24,18 @@
  * snapshot list without judging them.
  *
  * Memory: one 32-bit counter per cluster of the file (a 64 KiB-cluster image of 1 TiB needs
- * 64 MiB), a few cluster-sized buffers and one L1 table at a time.  Every offset read from the
- * image is checked against the file before use, so damage costs findings, never a crash.
+ * 64 MiB), a few cluster-sized buffers and one L1 table at a time.  No offset read from the
+ * image indexes anything before it is bounded by the file's size; tables past the end of the
+ * file read as zeros.  So damage costs findings, never a crash or a huge allocation.
  *
  * The same check with every repair runs when a dirty image (lazy refcounts, not closed
  * cleanly) is opened read-write: qcow2_rebuild_refcounts, as QEMU does on opening.
  *
  * Threads: main thread, in a coroutine (bdrv_check, or the open), with the image used by
  * nothing else.
+ *
+ * The semantics (what is counted, what is a finding, in which words, what each mode repairs)
+ * follow qemu-img check 7.2 as observed on damaged images; the code is blkfuse's own.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -64,6 +68,8 @@ typedef struct Check {
     uint64_t cap;               /* entries allocated in refs */
     uint64_t ref_limit;         /* highest count a refcount can hold (capped at 2^32 - 1) */
     uint64_t free_hint;         /* no cluster before this is free in refs (rebuild) */
+    GArray *avoid;              /* AvoidRange: referenced clusters past the end of the file */
+    uint64_t avoid_from;        /* lowest cluster of those ranges */
     bool rebuild;               /* the refcount structure must be rebuilt */
     bool changed;               /* the image was written */
     RbSlot rb[RB_SLOTS];
@@ -71,7 +77,18 @@ typedef struct Check {
 } Check;
 
 /* Frag info is counted for the active L1 table only. */
-enum { WALK_FRAG_INFO = 1, WALK_ACTIVE = 2 };
+enum { WALK_FRAG_INFO = 1 };
+
+/* A range of clusters past the end of the file that an entry refers to (not counted, being
+ * past the end): a rebuild must not put refcount blocks there, where that entry would find
+ * them.  Only the ranges near the end of the file are kept (a rebuild grows the file by a few
+ * clusters), and at most AVOID_MAX of them. */
+#define AVOID_MAX               4096
+#define AVOID_NEAR              (1ULL << 30)
+
+typedef struct AvoidRange {
+    uint64_t first, end;        /* clusters [first, end) */
+} AvoidRange;
 
 static void G_GNUC_PRINTF(2, 3) report(Check *c, const char *fmt, ...)
 {
@@ -130,6 +147,13 @@ static int count_ref(Check *c, uint64_t offset, uint64_t size)
         report(c, "ERROR: counting reference for region exceeding the end of the file by one "
                "cluster or more: offset 0x%" PRIx64 " size 0x%" PRIx64, offset, size);
         c->res->corruptions++;
+        if (offset <= (uint64_t)INT64_MAX - size &&
+            offset < (uint64_t)c->file_len + AVOID_NEAR && c->avoid->len < AVOID_MAX) {
+            AvoidRange r = { offset >> s->cluster_bits,
+                             ((offset + size - 1) >> s->cluster_bits) + 1 };
+            g_array_append_val(c->avoid, r);
+            c->avoid_from = MIN(c->avoid_from, r.first);
+        }
         return 0;
     }
     first = offset >> s->cluster_bits;
@@ -553,7 +577,7 @@ static int coroutine_fn count_all(Check *c)
     memset(c->refs, 0, c->nb * sizeof(*c->refs));
     ret = count_ref(c, 0, s->cluster_size);                 /* header */
     if (ret == 0) {
-        ret = walk_l1(c, s->l1_table_offset, s->l1_size, WALK_FRAG_INFO | WALK_ACTIVE);
+        ret = walk_l1(c, s->l1_table_offset, s->l1_size, WALK_FRAG_INFO);
     }
     for (uint32_t i = 0; ret == 0 && i < s->nb_snapshots; i++) {
         Qcow2Snapshot *sn = &s->snapshots[i];
@@ -630,6 +654,24 @@ static int coroutine_fn compare_refcounts(Check *c, BdrvCheckMode fix, uint64_t 
 
 /* --- rebuilding the refcount structure --- */
 
+/* The first cluster from start on where n clusters overlap no avoided range. */
+static uint64_t skip_avoided(Check *c, uint64_t start, uint64_t n)
+{
+    bool moved = c->avoid->len > 0;
+
+    while (moved) {
+        moved = false;
+        for (guint i = 0; i < c->avoid->len; i++) {
+            AvoidRange *r = &g_array_index(c->avoid, AvoidRange, i);
+            if (start < r->end && r->first < start + n) {
+                start = r->end;
+                moved = true;
+            }
+        }
+    }
+    return start;
+}
+
 /* First run of n clusters free in c->refs, marked used (refcount 1); grows c->refs. */
 static int64_t alloc_free_run(Check *c, uint64_t n)
 {
@@ -638,7 +680,7 @@ static int64_t alloc_free_run(Check *c, uint64_t n)
     int ret;
 
     for (i = c->free_hint; i < c->nb && run < n; i++) {
-        if (c->refs[i]) {
+        if (c->refs[i] || (i >= c->avoid_from && skip_avoided(c, i, 1) != i)) {
             run = 0;
         } else if (run++ == 0) {
             start = i;
@@ -652,6 +694,7 @@ static int64_t alloc_free_run(Check *c, uint64_t n)
         if (run == 0) {
             start = c->nb;
         }
+        start = skip_avoided(c, start, n);
         ret = refs_grow(c, start + n);
         if (ret < 0) {
             return ret;
@@ -663,78 +706,98 @@ static int64_t alloc_free_run(Check *c, uint64_t n)
     return start;
 }
 
+/* Where a new refcount structure goes: blocks[b] is the host cluster of refcount block b (0:
+ * none needed), the table takes table_clusters clusters from table_at.  Placing them makes
+ * them counted in c->refs, which may need more blocks or a larger table: repeat until
+ * nothing changes. */
+typedef struct NewRefcounts {
+    uint64_t *blocks;
+    uint64_t nblocks;
+    uint64_t table_at;
+    uint64_t table_clusters;
+} NewRefcounts;
+
+static int place_refcounts(Check *c, NewRefcounts *n)
+{
+    BDRVQcow2State *s = c->s;
+    uint64_t per_block = 1ULL << s->rb_bits;
+    uint64_t per_table_cluster = s->cluster_size / 8;
+    bool again = true;
+
+    for (int iter = 0; again && iter < 64; iter++) {
+        uint64_t need = DIV_ROUND_UP(c->nb, per_block), tc;
+
+        again = false;
+        if (need > n->nblocks) {
+            uint64_t *p = g_try_renew(uint64_t, n->blocks, need);
+            if (!p) {
+                return -ENOMEM;
+            }
+            memset(p + n->nblocks, 0, (need - n->nblocks) * sizeof(*p));
+            n->blocks = p;
+            n->nblocks = need;
+        }
+        for (uint64_t b = 0; b < n->nblocks; b++) {
+            bool used = false;
+            for (uint64_t k = b * per_block; k < MIN((b + 1) * per_block, c->nb) && !used; k++) {
+                used = c->refs[k] != 0;
+            }
+            if (used && !n->blocks[b]) {
+                int64_t at = alloc_free_run(c, 1);
+                if (at < 0) {
+                    return at;
+                }
+                n->blocks[b] = at;
+                again = true;
+            }
+        }
+        tc = DIV_ROUND_UP(n->nblocks, per_table_cluster);
+        if (tc > n->table_clusters) {
+            int64_t at;
+            for (uint64_t k = 0; k < n->table_clusters; k++) {
+                c->refs[n->table_at + k] = 0;       /* too small: give it back */
+            }
+            if (n->table_clusters) {
+                c->free_hint = MIN(c->free_hint, n->table_at);
+            }
+            at = alloc_free_run(c, tc);
+            if (at < 0) {
+                return at;
+            }
+            n->table_at = at;
+            n->table_clusters = tc;
+            again = true;
+        }
+    }
+    if (again || n->table_clusters * s->cluster_size > QCOW2_MAX_REFTABLE_BYTES) {
+        return -EFBIG;
+    }
+    return 0;
+}
+
 /* New refcount blocks and table from c->refs, written into free clusters (which c->refs then
- * counts), made durable, and then entered into the header. */
+ * counts), made durable, and then entered into the header; the old ones become leaks. */
 static int coroutine_fn rebuild_refcounts(Check *c)
 {
     BDRVQcow2State *s = c->s;
     uint64_t per_block = 1ULL << s->rb_bits;
     uint64_t per_table_cluster = s->cluster_size / 8;
-    g_autofree uint64_t *blocks = NULL;     /* host cluster of each new refcount block, 0 none */
-    uint64_t nblocks = 0, table_at = 0, table_clusters = 0, table_entries;
+    NewRefcounts n = { 0 };
+    uint64_t table_entries;
     uint8_t *buf = NULL;
     uint64_t *table = NULL;
-    bool again = true;
-    int ret = 0;
+    int ret;
 
-    /* Place blocks and table until placing them needs nothing new. */
-    for (int iter = 0; again && iter < 64; iter++) {
-        uint64_t need = DIV_ROUND_UP(c->nb, per_block), tc;
-
-        again = false;
-        if (need > nblocks) {
-            uint64_t *p = g_try_renew(uint64_t, blocks, need);
-            if (!p) {
-                ret = -ENOMEM;
-                goto out;
-            }
-            memset(p + nblocks, 0, (need - nblocks) * sizeof(*p));
-            blocks = p;
-            nblocks = need;
-        }
-        for (uint64_t b = 0; b < nblocks; b++) {
-            bool used = false;
-            for (uint64_t k = b * per_block; k < MIN((b + 1) * per_block, c->nb) && !used; k++) {
-                used = c->refs[k] != 0;
-            }
-            if (used && !blocks[b]) {
-                int64_t at = alloc_free_run(c, 1);
-                if (at < 0) {
-                    ret = at;
-                    goto out;
-                }
-                blocks[b] = at;
-                again = true;
-            }
-        }
-        tc = DIV_ROUND_UP(nblocks, per_table_cluster);
-        if (tc > table_clusters) {
-            int64_t at;
-            for (uint64_t k = 0; k < table_clusters; k++) {
-                c->refs[table_at + k] = 0;          /* too small: give it back */
-            }
-            if (table_clusters) {
-                c->free_hint = MIN(c->free_hint, table_at);
-            }
-            at = alloc_free_run(c, tc);
-            if (at < 0) {
-                ret = at;
-                goto out;
-            }
-            table_at = at;
-            table_clusters = tc;
-            again = true;
-        }
-    }
-    if (again || table_clusters * s->cluster_size > QCOW2_MAX_REFTABLE_BYTES) {
-        ret = -EFBIG;
+    ret = place_refcounts(c, &n);
+    if (ret < 0) {
+        report(c, "ERROR allocating refcount structure: %s", g_strerror(-ret));
         goto out;
     }
 
     /* Write the blocks, then the table, then (once both are durable) the header. */
     buf = blk_blockalign(s->cluster_size);
-    for (uint64_t b = 0; b < nblocks; b++) {
-        if (!blocks[b]) {
+    for (uint64_t b = 0; b < n.nblocks; b++) {
+        if (!n.blocks[b]) {
             continue;
         }
         memset(buf, 0, s->cluster_size);
@@ -742,7 +805,7 @@ static int coroutine_fn rebuild_refcounts(Check *c)
             qcow2_refblock_set(buf, s->refcount_order, k - b * per_block,
                                MIN(c->refs[k], s->refcount_max));
         }
-        ret = bdrv_co_pwrite(c->bs->file->bs, blocks[b] << s->cluster_bits, s->cluster_size,
+        ret = bdrv_co_pwrite(c->bs->file->bs, n.blocks[b] << s->cluster_bits, s->cluster_size,
                              buf, 0);
         if (ret < 0) {
             report(c, "ERROR writing refblock: %s", g_strerror(-ret));
@@ -750,14 +813,14 @@ static int coroutine_fn rebuild_refcounts(Check *c)
         }
         c->changed = true;
     }
-    table_entries = table_clusters * per_table_cluster;
-    table = blk_blockalign(table_clusters * s->cluster_size);
-    memset(table, 0, table_clusters * s->cluster_size);
-    for (uint64_t b = 0; b < nblocks; b++) {
-        table[b] = GUINT64_TO_BE(blocks[b] << s->cluster_bits);
+    table_entries = n.table_clusters * per_table_cluster;
+    table = blk_blockalign(n.table_clusters * s->cluster_size);
+    memset(table, 0, n.table_clusters * s->cluster_size);
+    for (uint64_t b = 0; b < n.nblocks; b++) {
+        table[b] = GUINT64_TO_BE(n.blocks[b] << s->cluster_bits);
     }
-    ret = bdrv_co_pwrite(c->bs->file->bs, table_at << s->cluster_bits,
-                         table_clusters * s->cluster_size, table, 0);
+    ret = bdrv_co_pwrite(c->bs->file->bs, n.table_at << s->cluster_bits,
+                         n.table_clusters * s->cluster_size, table, 0);
     if (ret == 0) {
         ret = bdrv_co_flush(c->bs->file->bs);
     }
@@ -767,8 +830,8 @@ static int coroutine_fn rebuild_refcounts(Check *c)
     }
     {
         uint8_t hdr[12];
-        stbe64(hdr, table_at << s->cluster_bits);
-        stbe32(hdr + 8, table_clusters);
+        stbe64(hdr, n.table_at << s->cluster_bits);
+        stbe32(hdr + 8, n.table_clusters);
         ret = bdrv_co_pwrite(c->bs->file->bs, QCOW2_HDR_REFTABLE_OFFSET, 12, hdr, 0);
         if (ret == 0) {
             ret = bdrv_co_flush(c->bs->file->bs);
@@ -787,10 +850,11 @@ static int coroutine_fn rebuild_refcounts(Check *c)
         s->refcount_table[i] = GUINT64_FROM_BE(table[i]);
     }
     s->refcount_table_size = table_entries;
-    s->refcount_table_offset = table_at << s->cluster_bits;
+    s->refcount_table_offset = n.table_at << s->cluster_bits;
     s->free_cluster_index = 0;
 
 out:
+    g_free(n.blocks);
     if (buf) {
         blk_vfree(buf);
     }
@@ -940,21 +1004,79 @@ static int coroutine_fn mark_clean(Check *c)
     return 0;
 }
 
+/* Size c->refs for the file (which a repair may have grown). */
+static int refs_for_file(Check *c)
+{
+    int ret;
+
+    c->file_len = bdrv_getlength(c->bs->file->bs);
+    if (c->file_len < 0) {
+        return c->file_len;
+    }
+    ret = refs_grow(c, MAX(DIV_ROUND_UP((uint64_t)c->file_len, c->s->cluster_size), 1));
+    return ret;
+}
+
+/* Replace the refcount structure by one built from the references, then count again: what
+ * is still wrong is what the rebuild could not repair; the old structure's clusters are
+ * leaks, freed at once (they are not counted as findings). */
+static int coroutine_fn repair_by_rebuild(Check *c, uint64_t *highest)
+{
+    BdrvCheckResult *res = c->res;
+    BdrvCheckResult found = *res, saved;
+    BdrvCheckResult old_structure = { .report = res->report,
+                                      .report_opaque = res->report_opaque };
+    BdrvCheckMode fix = c->fix;
+    int ret;
+
+    report(c, "Rebuilding refcount structure");
+    ret = rebuild_refcounts(c);
+    if (ret == 0) {
+        ret = refs_for_file(c);
+    }
+    if (ret < 0) {
+        res->check_errors++;
+        return ret;
+    }
+    res->corruptions = 0;
+    res->leaks = 0;
+    c->rebuild = false;
+    c->fix = 0;                 /* this count only looks */
+    ret = count_all(c);
+    c->fix = fix;
+    if (ret < 0) {
+        return ret;
+    }
+
+    saved = *res;
+    c->res = &old_structure;
+    ret = compare_refcounts(c, BDRV_FIX_LEAKS, highest);
+    c->res = res;
+    *res = saved;
+    if (ret < 0) {
+        res->check_errors++;
+        return ret;
+    }
+    if (res->corruptions < found.corruptions) {
+        res->corruptions_fixed += found.corruptions - res->corruptions;
+    }
+    if (res->leaks < found.leaks) {
+        res->leaks_fixed += found.leaks - res->leaks;
+    }
+    res->leaks += old_structure.leaks;      /* those the leak repair could not free */
+    return 0;
+}
+
+/* Count, compare, repair as c->fix allows, then check the COPIED flags. */
 static int coroutine_fn check_refcounts(Check *c)
 {
     BDRVQcow2State *s = c->s;
     BdrvCheckResult *res = c->res;
     BdrvCheckResult before;
-    BdrvCheckMode fix = c->fix;
     uint64_t highest = 0;
     int ret;
 
-    c->file_len = bdrv_getlength(c->bs->file->bs);
-    if (c->file_len < 0) {
-        res->check_errors++;
-        return c->file_len;
-    }
-    ret = refs_grow(c, MAX(DIV_ROUND_UP((uint64_t)c->file_len, s->cluster_size), 1));
+    ret = refs_for_file(c);
     if (ret < 0) {
         res->check_errors++;
         return ret;
@@ -973,72 +1095,28 @@ static int coroutine_fn check_refcounts(Check *c)
     }
 
     if (c->rebuild && (c->fix & BDRV_FIX_ERRORS)) {
-        BdrvCheckResult found = *res;
-        int64_t fresh_leaks = 0;
-
-        report(c, "Rebuilding refcount structure");
-        ret = rebuild_refcounts(c);
-        if (ret < 0) {
-            return ret;
-        }
-        /* Count again against the new structure; the old one is now a set of leaks. */
-        c->file_len = bdrv_getlength(c->bs->file->bs);     /* it may have grown */
-        if (c->file_len < 0) {
-            res->check_errors++;
-            return c->file_len;
-        }
-        ret = refs_grow(c, DIV_ROUND_UP((uint64_t)c->file_len, s->cluster_size));
-        if (ret < 0) {
-            res->check_errors++;
-            return ret;
-        }
-        res->corruptions = 0;
-        res->leaks = 0;
-        c->rebuild = false;
-        c->fix = 0;             /* this count only looks */
-        ret = count_all(c);
-        c->fix = fix;
-        if (ret < 0) {
-            return ret;
-        }
-        {
-            BdrvCheckResult saved = *res;
-            BdrvCheckResult leak_pass = { .report = res->report,
-                                          .report_opaque = res->report_opaque };
-
-            c->res = &leak_pass;
-            ret = compare_refcounts(c, BDRV_FIX_LEAKS, &highest);
-            c->res = res;
-            *res = saved;
+        /* A second rebuild is needed when the first had to grow the file over clusters that
+         * entries pointed to past its end (see AvoidRange): they are counted only now. */
+        for (int pass = 0; c->rebuild && pass < 2; pass++) {
+            ret = repair_by_rebuild(c, &highest);
             if (ret < 0) {
-                res->check_errors++;
                 return ret;
             }
-            if (c->rebuild) {
-                report(c, "ERROR rebuilt refcount structure is still broken");
-            }
-            fresh_leaks = leak_pass.leaks;
         }
-        if (res->corruptions < found.corruptions) {
-            res->corruptions_fixed += found.corruptions - res->corruptions;
-        }
-        if (res->leaks < found.leaks) {
-            res->leaks_fixed += found.leaks - res->leaks;
-        }
-        res->leaks += fresh_leaks;
-    } else if (c->fix) {
         if (c->rebuild) {
-            report(c, "ERROR need to rebuild refcount structures");
-            res->check_errors++;
-            return -EIO;
+            report(c, "ERROR rebuilt refcount structure is still broken");
         }
-        if (res->leaks || res->corruptions) {
-            *res = before;
-            ret = compare_refcounts(c, c->fix, &highest);
-            if (ret < 0) {
-                res->check_errors++;
-                return ret;
-            }
+    } else if (c->fix && c->rebuild) {
+        report(c, "ERROR need to rebuild refcount structures");
+        res->check_errors++;
+        return -EIO;
+    } else if (c->fix && (res->leaks || res->corruptions)) {
+        /* compare again, repairing this time (the findings are reported again, as such) */
+        *res = before;
+        ret = compare_refcounts(c, c->fix, &highest);
+        if (ret < 0) {
+            res->check_errors++;
+            return ret;
         }
     }
 
@@ -1056,6 +1134,8 @@ int coroutine_fn qcow2_co_check(BlockDriverState *bs, BdrvCheckResult *res, Bdrv
     Check c = {
         .bs = bs, .s = s, .res = res, .fix = fix,
         .ref_limit = MIN(s->refcount_max, (uint64_t)UINT32_MAX),
+        .avoid = g_array_new(FALSE, FALSE, sizeof(AvoidRange)),
+        .avoid_from = UINT64_MAX,
     };
     int ret;
 
@@ -1076,6 +1156,7 @@ int coroutine_fn qcow2_co_check(BlockDriverState *bs, BdrvCheckResult *res, Bdrv
     co_mutex_unlock(&s->lock);
     rb_drop_all(&c);
     g_free(c.refs);
+    g_array_free(c.avoid, TRUE);
     return ret;
 }
 

@@ -1117,7 +1117,7 @@ static void check_print_json(const BdrvCheckResult *r, const char *filename,
  */
 static int cmd_check(GHashTable *o, int argc, char **argv)
 {
-    const CliCommand *c = &commands[G_N_ELEMENTS(commands) - 1];
+    const CliCommand *c = NULL;
     const char *repair = opt_str(o, "repair");
     const char *output = opt_str(o, "output") ? opt_str(o, "output") : "human";
     const char *format = opt_str(o, "format");
@@ -1128,6 +1128,11 @@ static int cmd_check(GHashTable *o, int argc, char **argv)
     BlockDriverState *bs;
     int ret;
 
+    for (size_t i = 0; i < G_N_ELEMENTS(commands); i++) {
+        if (commands[i].run == cmd_check) {
+            c = &commands[i];
+        }
+    }
     if (repair && !strcmp(repair, "leaks")) {
         fix = BDRV_FIX_LEAKS;
     } else if (repair && !strcmp(repair, "all")) {

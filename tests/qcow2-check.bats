@@ -256,6 +256,13 @@ data_intact() {
     agree_all
 }
 
+@test "check: metadata overlap (an L2 entry points at the L1 table)" {
+    damaged plain "l2 0 2 0x8000000000030000"
+    qemu_finds 2 "ERROR cluster 3 refcount=1 reference=2"
+    agree_all
+    repaired_clean
+}
+
 @test "check: reserved bits in L1 and L2 entries" {
     damaged plain "l1 0 0x8000000000040002" "l2 0 0 0x8000000000050002"
     qemu_finds 2 "ERROR found L1 entry with reserved bits set: 8000000000040002"
@@ -327,6 +334,28 @@ data_intact() {
     run qemu-img check b.qcow2
     [ "$status" -eq 0 ]
     data_intact
+}
+
+@test "check: a rebuild never puts refcounts where an entry past the end of the file points" {
+    # L2 entry 2 points to cluster 8, just past the end of the 8-cluster file; refcount 0
+    # for a data cluster forces a rebuild.  qemu-img puts the new refcount block in cluster
+    # 8, where the guest's cluster then aliases it; blkfuse grows the file past it.
+    damaged plain "l2 0 2 0x8000000000080000" "refcount 5 0"
+    qemu_finds 2 "offset 0x80000 size 0x10000"
+    agree
+    agree -r leaks
+    cp bad.qcow2 q.qcow2
+    run qemu-img check -r all q.qcow2
+    [[ $output == *"ERROR refcount block 0 refcount=2"* ]]
+    cp bad.qcow2 b.qcow2
+    run blkfuse check -r all b.qcow2
+    echo "$output"
+    [ "$status" -eq 0 ]
+    run qemu-img check b.qcow2
+    echo "$output"
+    [ "$status" -eq 0 ]
+    qemu-io -r -c 'read -P 0xaa 0 128k' -c 'read -P 0 128k 64k' -c 'read -P 0xbb 1M 64k' \
+        b.qcow2 | grep -c '^read' | grep -qx 3
 }
 
 # --- compressed clusters -----------------------------------------------------------
