@@ -50,8 +50,8 @@
 #define RB_SLOTS                16      /* refcount blocks kept in memory */
 
 typedef struct RbSlot {
-    uint64_t index;             /* refcount table index */
-    uint64_t offset;            /* host offset of the block */
+    uint64_t offset;            /* host offset of the block (its key: two table entries may
+                                 * point to one block in a damaged image) */
     uint8_t *buf;               /* NULL: slot unused */
     bool dirty;
     uint64_t lru;
@@ -242,7 +242,7 @@ static int coroutine_fn rb_lookup(Check *c, uint64_t ci, RbSlot **slot)
     }
     for (int i = 0; i < RB_SLOTS; i++) {
         RbSlot *x = &c->rb[i];
-        if (x->buf && x->index == ti && x->offset == off) {
+        if (x->buf && x->offset == off) {
             x->lru = ++c->rb_clock;
             *slot = x;
             return 0;
@@ -267,7 +267,6 @@ static int coroutine_fn rb_lookup(Check *c, uint64_t ci, RbSlot **slot)
         victim->buf = NULL;
         return ret;
     }
-    victim->index = ti;
     victim->offset = off;
     victim->lru = ++c->rb_clock;
     *slot = victim;
@@ -724,6 +723,7 @@ static int place_refcounts(Check *c, NewRefcounts *n)
     uint64_t per_table_cluster = s->cluster_size / 8;
     bool again = true;
 
+    c->free_hint = 0;           /* refs was counted afresh */
     for (int iter = 0; again && iter < 64; iter++) {
         uint64_t need = DIV_ROUND_UP(c->nb, per_block), tc;
 
