@@ -547,6 +547,33 @@ int bdrv_flush(BlockDriverState *bs)
     return r.ret;
 }
 
+/* --- checking --- */
+
+typedef struct CheckCo {
+    BlockDriverState *bs;
+    BdrvCheckResult *res;
+    BdrvCheckMode fix;
+    int ret;
+} CheckCo;
+
+static void coroutine_fn check_entry(void *opaque)
+{
+    CheckCo *c = opaque;
+
+    c->ret = c->bs->drv->bdrv_co_check(c->bs, c->res, c->fix);
+}
+
+int bdrv_check(BlockDriverState *bs, BdrvCheckResult *res, BdrvCheckMode fix)
+{
+    CheckCo c = { .bs = bs, .res = res, .fix = fix };
+
+    if (!bs->drv->bdrv_co_check) {
+        return -ENOTSUP;
+    }
+    aio_run_coroutine(check_entry, &c);
+    return c.ret;
+}
+
 /* --- creation --- */
 
 typedef struct CreateCo {

@@ -27,6 +27,11 @@ enum {
     BDRV_O_PROBED    = 1 << 2,  /* format was probed, not given: see raw's first-sector guard */
     BDRV_O_NO_BACKING = 1 << 3, /* do not open the backing chain */
     BDRV_O_NO_LOCK   = 1 << 4,  /* do not take image locks */
+    BDRV_O_CHECK     = 1 << 5,  /* opened to be checked (blkfuse check): the format opens a
+                                 * damaged image as it is, without repairing it, refusing it
+                                 * or marking it corrupt; what is wrong is for the check to
+                                 * report (qcow2: corrupt and dirty images open read-write,
+                                 * tables past the end of the file read as zeros) */
 };
 
 /* Request flags */
@@ -95,6 +100,30 @@ typedef struct BlockSnapshotInfo {
     uint64_t vm_clock_nsec;
 } BlockSnapshotInfo;
 void block_snapshot_info_free(BlockSnapshotInfo *sn);
+
+/* What bdrv_co_check may repair. */
+typedef enum {
+    BDRV_FIX_LEAKS  = 1 << 0,   /* clusters whose refcount is too high */
+    BDRV_FIX_ERRORS = 1 << 1,   /* corruptions that can be repaired */
+} BdrvCheckMode;
+
+/* Findings of a consistency check (the numbers qemu-img check reports). */
+typedef struct BdrvCheckResult {
+    int64_t corruptions;        /* errors left in the image */
+    int64_t leaks;              /* clusters allocated but unused, left in the image */
+    int64_t check_errors;       /* the check itself failed somewhere (I/O error, memory) */
+    int64_t corruptions_fixed;
+    int64_t leaks_fixed;
+    int64_t image_end_offset;   /* end of the last cluster in use, 0 if unknown */
+    int64_t total_clusters;     /* guest clusters of the virtual disk */
+    int64_t allocated_clusters; /* of those, allocated in this image */
+    int64_t fragmented_clusters;
+    int64_t compressed_clusters;
+    /* Optional: called with each finding as one line (no newline), in the order found; the
+     * lines follow qemu-img check's wording ("Leaked cluster 7 refcount=2 reference=1"). */
+    void (*report)(void *opaque, const char *line);
+    void *report_opaque;
+} BdrvCheckResult;
 
 /*
  * A block driver.  One per file, named bdrv_<name>, listed in block/block.c's driver table.
@@ -181,6 +210,14 @@ struct BlockDriver {
 
     /* Optional.  Returns the internal snapshots (array of BlockSnapshotInfo, owned). */
     int (*bdrv_snapshot_list)(BlockDriverState *bs, GPtrArray **out);
+
+    /* Optional (NULL: the format cannot be checked).  Check the image's metadata for
+     * corruptions and leaks, adding them to res (whose report callback the caller sets), and
+     * repair what fix allows (bs is then open read-write).  Main thread, coroutine context (via
+     * bdrv_check).  bs was opened with BDRV_O_CHECK.  Returns 0 when the check ran to its end
+     * (whatever it found), -errno when it could not finish. */
+    int coroutine_fn (*bdrv_co_check)(BlockDriverState *bs, BdrvCheckResult *res,
+                                      BdrvCheckMode fix);
 
     /* Optional.  Create an image file: filename's protocol node is already created, empty, and
      * opened read-write as `file`.  Main thread, coroutine context (called via
@@ -277,6 +314,11 @@ int64_t bdrv_get_allocated_file_size(BlockDriverState *bs);
 int bdrv_pread(BlockDriverState *bs, int64_t offset, int64_t bytes, void *buf);
 int bdrv_pwrite(BlockDriverState *bs, int64_t offset, int64_t bytes, const void *buf);
 int bdrv_flush(BlockDriverState *bs);
+
+/* --- checking (main thread) --- */
+
+/* Run the format's consistency check (see bdrv_co_check); -ENOTSUP if it has none. */
+int bdrv_check(BlockDriverState *bs, BdrvCheckResult *res, BdrvCheckMode fix);
 
 /* --- image creation (main thread) --- */
 

@@ -91,8 +91,8 @@ int coroutine_fn qcow2_read_snapshots(BlockDriverState *bs, GError **errp)
             error_setg(errp, "%s: qcow2: snapshot table too large", bs->filename);
             return -EFBIG;
         }
-        if ((sn->l1_table_offset & (s->cluster_size - 1)) ||
-            (uint64_t)sn->l1_size * 8 > QCOW2_MAX_L1_BYTES) {
+        if (((sn->l1_table_offset & (s->cluster_size - 1)) ||
+             (uint64_t)sn->l1_size * 8 > QCOW2_MAX_L1_BYTES) && !s->checking) {
             error_setg(errp, "%s: qcow2: snapshot '%s' has an invalid L1 table", bs->filename,
                        sn->name);
             return -EINVAL;

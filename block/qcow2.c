@@ -113,6 +113,7 @@ static int coroutine_fn qcow2_do_open(Qcow2OpenArgs *a)
     int ret;
 
     co_mutex_init(&s->lock);
+    s->checking = a->flags & BDRV_O_CHECK;
     s->pending_frees = g_array_new(FALSE, FALSE, sizeof(Qcow2PendingFree));
 
     flen = bdrv_getlength(bs->file->bs);
@@ -254,7 +255,7 @@ static int coroutine_fn qcow2_do_open(Qcow2OpenArgs *a)
     }
     qcow2_set_geometry(s, cluster_bits, s->incompat & QCOW2_INCOMPAT_EXTL2, refcount_order);
 
-    if (s->incompat & QCOW2_INCOMPAT_CORRUPT) {
+    if ((s->incompat & QCOW2_INCOMPAT_CORRUPT) && !s->checking) {
         if (a->flags & BDRV_O_RDWR) {
             error_setg(errp, "%s: qcow2 image is marked corrupt and cannot be opened "
                        "read-write; run 'qemu-img check -r all' to repair it", fn);
@@ -295,7 +296,7 @@ static int coroutine_fn qcow2_do_open(Qcow2OpenArgs *a)
         error_setg(errp, "%s: qcow2 L1 table offset is not cluster aligned", fn);
         return -EINVAL;
     }
-    if (s->l1_size && s->l1_table_offset + l1_bytes > (uint64_t)flen) {
+    if (s->l1_size && s->l1_table_offset + l1_bytes > (uint64_t)flen && !s->checking) {
         error_setg(errp, "%s: qcow2 L1 table lies beyond the end of the file", fn);
         return -EINVAL;
     }
@@ -313,13 +314,13 @@ static int coroutine_fn qcow2_do_open(Qcow2OpenArgs *a)
 
     /* Refcount table */
     rt_bytes = (uint64_t)rt_clusters << cluster_bits;
-    if (rt_clusters == 0 || rt_bytes > QCOW2_MAX_REFTABLE_BYTES) {
+    if ((rt_clusters == 0 && !s->checking) || rt_bytes > QCOW2_MAX_REFTABLE_BYTES) {
         error_setg(errp, "%s: invalid qcow2 refcount table size (%u clusters)", fn,
                    rt_clusters);
         return -EINVAL;
     }
     if (!s->refcount_table_offset || (s->refcount_table_offset & (s->cluster_size - 1)) ||
-        s->refcount_table_offset >= (uint64_t)flen) {
+        (s->refcount_table_offset >= (uint64_t)flen && !s->checking)) {
         error_setg(errp, "%s: invalid qcow2 refcount table offset", fn);
         return -EINVAL;
     }
@@ -337,7 +338,8 @@ static int coroutine_fn qcow2_do_open(Qcow2OpenArgs *a)
     }
     for (uint32_t i = 0; i < s->refcount_table_size; i++) {
         s->refcount_table[i] = GUINT64_FROM_BE(s->refcount_table[i]);
-        if ((s->refcount_table[i] & REFT_OFFSET_MASK) & (s->cluster_size - 1)) {
+        if (((s->refcount_table[i] & REFT_OFFSET_MASK) & (s->cluster_size - 1)) &&
+            !s->checking) {
             error_setg(errp, "%s: qcow2 refcount block %u is not cluster aligned", fn, i);
             return -EINVAL;
         }
@@ -382,7 +384,7 @@ static int coroutine_fn qcow2_do_open(Qcow2OpenArgs *a)
 
     if (!s->read_only) {
         s->lazy_refcounts = s->version >= 3 && (s->compat & QCOW2_COMPAT_LAZY_REFCOUNTS);
-        if (s->incompat & QCOW2_INCOMPAT_DIRTY) {
+        if ((s->incompat & QCOW2_INCOMPAT_DIRTY) && !s->checking) {
             log_info("%s: qcow2 image was not closed cleanly; repairing refcounts", fn);
             ret = qcow2_rebuild_refcounts(bs, errp);
             if (ret < 0) {
@@ -1128,4 +1130,5 @@ const BlockDriver bdrv_qcow2 = {
     .bdrv_get_info          = qcow2_get_info,
     .bdrv_snapshot_list     = qcow2_snapshot_list,
     .bdrv_co_create         = qcow2_co_create,
+    .bdrv_co_check          = qcow2_co_check,
 };

@@ -170,6 +170,7 @@ typedef struct BDRVQcow2State {
     Qcow2Cache *rb_cache;
 
     bool read_only;
+    bool checking;               /* opened with BDRV_O_CHECK: damage is left to qcow2-check.c */
     bool lazy_refcounts;         /* lazy refcount mode in effect */
     bool dirty_set;              /* we set the dirty bit in the header */
     int inflight_writes;         /* guest writes in flight with the lock dropped */
@@ -244,7 +245,13 @@ void qcow2_free_l2_entry(BlockDriverState *bs, uint64_t entry);
 int coroutine_fn qcow2_pre_l2_write(BlockDriverState *bs);
 /* Full metadata flush in crash-safe order; applies pending frees. */
 int coroutine_fn qcow2_flush_metadata(BlockDriverState *bs);
-/* Rebuild all refcounts from the L1/L2 tables (dirty image opened read-write). */
+
+/* --- consistency check and repair (qcow2-check.c) --- */
+
+/* The bdrv_co_check callback: qemu-img check's findings, repairs and wording. */
+int coroutine_fn qcow2_co_check(BlockDriverState *bs, BdrvCheckResult *res, BdrvCheckMode fix);
+/* Repair a dirty image (lazy refcounts) opened read-write, as 'check -r all' does, and clear
+ * the dirty bit.  Fails (errp set) when the check cannot finish or corruptions remain. */
 int coroutine_fn qcow2_rebuild_refcounts(BlockDriverState *bs, GError **errp);
 /* Write a header field in place. */
 int coroutine_fn qcow2_write_header_field(BlockDriverState *bs, int offset, int len,

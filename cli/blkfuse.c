@@ -2,7 +2,7 @@
  *
  * Threads: the CLI is single-threaded until a daemon starts exporting; the daemon's main thread
  * runs the control socket and the export registry, and forks before any thread exists.
- * Exit status: 0 success, 1 runtime error, 2 usage error.
+ * Exit status: 0 success, 1 runtime error, 2 usage error (check: see cmd_check).
  */
 #include "config.h"
 #include "block/aio.h"
@@ -50,7 +50,7 @@ typedef struct CliCommand {
 enum {
     OPT_GROWABLE = 256, OPT_CACHE, OPT_QUEUES, OPT_FOREGROUND, OPT_LOG_FILE, OPT_FORCE,
     OPT_JSON, OPT_ALLOW_OTHER, OPT_DAEMON, OPT_ID, OPT_SOCKET, OPT_SNAPSHOT,
-    OPT_SNAPSHOT_NAME, OPT_HELP,
+    OPT_SNAPSHOT_NAME, OPT_HELP, OPT_OUTPUT,
 };
 
 static const CliOption help_option = { "help", OPT_HELP, NULL, "show this help and exit" };
@@ -125,6 +125,15 @@ static int cmd_stats(GHashTable *o, int argc, char **argv);
 static int cmd_info(GHashTable *o, int argc, char **argv);
 static int cmd_create(GHashTable *o, int argc, char **argv);
 static int cmd_serve(GHashTable *o, int argc, char **argv);
+static int cmd_check(GHashTable *o, int argc, char **argv);
+
+static const CliOption check_options[] = {
+    { "repair", 'r', "leaks|all", "repair leaked clusters (leaks), or leaks and every "
+      "corruption that can be repaired (all); opens the image read-write" },
+    { "output", OPT_OUTPUT, "human|json", "report format (default human)" },
+    { "format", 'f', "FORMAT", "image format; probed if not given" },
+    { NULL },
+};
 
 static const CliCommand commands[] = {
     { "mount", "IMAGE MOUNTPOINT", "export IMAGE as the regular file MOUNTPOINT (created if "
@@ -140,6 +149,8 @@ static const CliCommand commands[] = {
       create_options, cmd_create, 1, 2 },
     { "serve", "", "run a daemon without exports; add them with 'mount --daemon SOCKET'",
       serve_options, cmd_serve, 0, 0 },
+    { "check", "IMAGE", "find (and with -r repair) corruptions and leaks, like qemu-img check",
+      check_options, cmd_check, 1, 1 },
 };
 
 static void print_options(FILE *f, const CliOption *opts)
@@ -1021,6 +1032,170 @@ static int cmd_create(GHashTable *o, int argc, char **argv)
         return fail("%s", err->message);
     }
     return 0;
+}
+
+/* --- check --- */
+
+/* Exit status of 'blkfuse check', as qemu-img check's. */
+enum {
+    CHECK_CLEAN = 0,            /* no corruption, no leak */
+    CHECK_NOT_COMPLETED = 1,    /* the check failed (or the image could not be opened) */
+    CHECK_CORRUPTIONS = 2,      /* corruptions are left in the image */
+    CHECK_LEAKS = 3,            /* leaked clusters only */
+    CHECK_UNSUPPORTED = 63,     /* the format cannot be checked (raw) */
+};
+
+static void check_report_line(void *opaque, const char *line)
+{
+    fprintf(stderr, "%s\n", line);
+}
+
+static void check_print_human(const BdrvCheckResult *r)
+{
+    if (!r->corruptions && !r->leaks && !r->check_errors) {
+        printf("No errors were found on the image.\n");
+    }
+    if (r->corruptions) {
+        printf("\n%" G_GINT64_FORMAT " errors were found on the image.\nData may be corrupted, "
+               "or further writes to the image may corrupt it.\n", r->corruptions);
+    }
+    if (r->leaks) {
+        printf("\n%" G_GINT64_FORMAT " leaked clusters were found on the image.\nThis means "
+               "waste of disk space, but no harm to data.\n", r->leaks);
+    }
+    if (r->check_errors) {
+        printf("\n%" G_GINT64_FORMAT " internal errors have occurred during the check.\n",
+               r->check_errors);
+    }
+    if (r->total_clusters && r->allocated_clusters) {
+        printf("%" G_GINT64_FORMAT "/%" G_GINT64_FORMAT " = %0.2f%% allocated, %0.2f%% "
+               "fragmented, %0.2f%% compressed clusters\n", r->allocated_clusters,
+               r->total_clusters, r->allocated_clusters * 100.0 / r->total_clusters,
+               r->fragmented_clusters * 100.0 / r->allocated_clusters,
+               r->compressed_clusters * 100.0 / r->allocated_clusters);
+    }
+    if (r->image_end_offset) {
+        printf("Image end offset: %" G_GINT64_FORMAT "\n", r->image_end_offset);
+    }
+}
+
+/* qemu-img's ImageCheck object: counters that are 0 are left out, check-errors never. */
+static void check_print_json(const BdrvCheckResult *r, const char *filename,
+                             const char *format)
+{
+    g_autoptr(JsonValue) j = json_new_object();
+    g_autofree char *text = NULL;
+    const struct { const char *key; int64_t value; } counters[] = {
+        { "image-end-offset", r->image_end_offset },
+        { "total-clusters", r->total_clusters },
+        { "corruptions", r->corruptions },
+        { "leaks", r->leaks },
+        { "corruptions-fixed", r->corruptions_fixed },
+        { "leaks-fixed", r->leaks_fixed },
+        { "allocated-clusters", r->allocated_clusters },
+        { "fragmented-clusters", r->fragmented_clusters },
+        { "compressed-clusters", r->compressed_clusters },
+    };
+
+    json_object_set_string(j, "filename", filename);
+    json_object_set_string(j, "format", format);
+    json_object_set_int(j, "check-errors", r->check_errors);
+    for (size_t i = 0; i < G_N_ELEMENTS(counters); i++) {
+        if (counters[i].value) {
+            json_object_set_int(j, counters[i].key, counters[i].value);
+        }
+    }
+    text = json_to_string_pretty(j);
+    printf("%s\n", text);
+}
+
+/*
+ * blkfuse check [-r leaks|all] [--output=human|json] [-f FORMAT] IMAGE: qemu-img check's
+ * behaviour, output and exit status.  Findings go to stderr one per line as they are found,
+ * the summary to stdout.  A repair that changed anything is followed by a second, read-only
+ * pass whose findings are the ones reported (with the repaired counts of the first).
+ */
+static int cmd_check(GHashTable *o, int argc, char **argv)
+{
+    const CliCommand *c = NULL;
+    const char *repair = opt_str(o, "repair");
+    const char *output = opt_str(o, "output") ? opt_str(o, "output") : "human";
+    const char *format = opt_str(o, "format");
+    bool json = !strcmp(output, "json");
+    g_autoptr(GError) err = NULL;
+    BdrvCheckResult res = { .report = check_report_line };
+    BdrvCheckMode fix = 0;
+    BlockDriverState *bs;
+    int ret;
+
+    for (size_t i = 0; i < G_N_ELEMENTS(commands); i++) {
+        if (commands[i].run == cmd_check) {
+            c = &commands[i];
+        }
+    }
+    if (repair && !strcmp(repair, "leaks")) {
+        fix = BDRV_FIX_LEAKS;
+    } else if (repair && !strcmp(repair, "all")) {
+        fix = BDRV_FIX_LEAKS | BDRV_FIX_ERRORS;
+    } else if (repair) {
+        return usage_error(c, "--repair must be leaks or all, not '%s'", repair);
+    }
+    if (!json && strcmp(output, "human")) {
+        return usage_error(c, "--output must be human or json, not '%s'", output);
+    }
+    if (format && !bdrv_find_format(format)) {
+        return usage_error(c, "unknown format '%s' (known: %s)", format, bdrv_format_list());
+    }
+
+    /* Shared lock to check (no writer may have it open), exclusive to repair; the backing
+     * chain is not needed. */
+    bs = bdrv_open(argv[0], format, NULL, BDRV_O_CHECK | BDRV_O_NO_BACKING |
+                   (fix ? BDRV_O_RDWR : 0), &err);
+    if (!bs) {
+        fail("%s", err->message);
+        return CHECK_NOT_COMPLETED;
+    }
+    if (!bs->drv->bdrv_co_check) {
+        fprintf(stderr, "blkfuse: %s: the %s format does not support checks\n", argv[0],
+                bs->drv->format_name);
+        bdrv_unref(bs);
+        return CHECK_UNSUPPORTED;
+    }
+    ret = bdrv_check(bs, &res, fix);
+    if (ret == 0 && (res.corruptions_fixed || res.leaks_fixed)) {
+        BdrvCheckResult again = { .report = check_report_line };
+
+        if (!json) {
+            printf("The following inconsistencies were found and repaired:\n\n"
+                   "    %" G_GINT64_FORMAT " leaked clusters\n"
+                   "    %" G_GINT64_FORMAT " corruptions\n\n"
+                   "Double checking the fixed image now...\n", res.leaks_fixed,
+                   res.corruptions_fixed);
+            fflush(stdout);
+        }
+        ret = bdrv_check(bs, &again, 0);
+        again.leaks_fixed = res.leaks_fixed;
+        again.corruptions_fixed = res.corruptions_fixed;
+        res = again;
+    }
+    if (ret == 0) {
+        if (json) {
+            check_print_json(&res, argv[0], bs->drv->format_name);
+        } else {
+            check_print_human(&res);
+        }
+    }
+    bdrv_unref(bs);
+    fflush(stdout);
+    if (ret < 0 || res.check_errors) {
+        if (ret < 0) {
+            fail("%s: check failed: %s", argv[0], g_strerror(-ret));
+        } else {
+            fail("%s: check failed", argv[0]);
+        }
+        return CHECK_NOT_COMPLETED;
+    }
+    return res.corruptions ? CHECK_CORRUPTIONS : res.leaks ? CHECK_LEAKS : CHECK_CLEAN;
 }
 
 int main(int argc, char **argv)
