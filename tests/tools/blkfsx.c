@@ -788,9 +788,9 @@ static void check_read_buffered(int64_t off, int64_t len)
 
 /*
  * The kernel copies all of a buffered write into the page cache before the export answers;
- * when the export writes only what fits (a short count at the end of the file), the bytes
- * past the end stay in the cached page, marked not up to date, and a mapping made before
- * shows them until the page is read again.  They never reach the image, nor reads inside the
+ * when the export writes only what fits (a short count at the end of the file, or ENOSPC
+ * past it), the bytes past the end stay in the cached page, marked not up to date, and a
+ * mapping made before shows them until the page is read again.  They never reach the image, nor reads inside the
  * file (after a grow the page is read again): accept exactly those bytes past the end.
  */
 static bool short_write_byte(int64_t off, uint8_t b)
@@ -828,9 +828,13 @@ static void check_map(int64_t off, int64_t len)
         for (int64_t i = 0; i < tail; i++) {
             if (st.buf2[i] && !short_write_byte(st.size + i, st.buf2[i])) {
                 const Op *w = find_writer(st.size + i, st.buf2[i]);
+                char who[64] = "";
+                if (w) {
+                    snprintf(who, sizeof(who), " (what op %" PRIu64 " %s wrote there)", w->n,
+                             op_info[w->kind].name);
+                }
                 fail("mmap: byte %" PRId64 ", past the end (%" PRId64 ") in the last page, is "
-                     "0x%02x instead of zero%s%" PRIu64, st.size + i, st.size, st.buf2[i],
-                     w ? " (written there by op " : "", w ? w->n : 0);
+                     "0x%02x instead of zero%s", st.size + i, st.size, st.buf2[i], who);
             }
         }
     }
@@ -1000,7 +1004,7 @@ static void op_write(Op *op, bool direct)
     pattern_fill(st.buf, op->n, op->off, op->len, op->arg == 1);
     op->result = do_pwrite(direct ? st.dfd : st.fd, st.buf, op->len, op->off);
     expect_result(op, want, direct ? "O_DIRECT pwrite" : "pwrite");
-    if (!direct && want > 0 && want < op->len && st.map) {
+    if (!direct && want < op->len && st.map) {
         int max = sizeof(st.short_writes) / sizeof(st.short_writes[0]);
         if (st.n_short_writes < max) {
             st.short_writes[st.n_short_writes] = op->n;
