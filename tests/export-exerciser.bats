@@ -1,12 +1,14 @@
 #!/usr/bin/env bats
 # export-exerciser.bats - blkfsx (tests/tools/blkfsx.c), the randomized exerciser, against
 # real mounts: raw and qcow2 in every cache mode, with --queues 4 and --growable, each run
-# checked operation by operation against blkfsx's model of the file; afterwards qemu-img
-# check finds a qcow2 clean and qemu-img convert -O raw equals the model's final contents.
+# checked operation by operation against blkfsx's model of the file; qcow2 images with an
+# internal snapshot, a backing file and compressed clusters; I/O racing resizes and
+# fallocate.  Afterwards qemu-img check finds a qcow2 clean and qemu-img convert -O raw
+# equals the model's final contents.
 #
 # The seeds are fixed, so a run is the same every time (but for what a race decides).
 # Environment (make soak sets them):
-#   BLKFSX_OPS    operations per run [2000]
+#   BLKFSX_OPS    operations per run [1500]
 #   BLKFSX_SECS   run each test this many seconds instead of BLKFSX_OPS operations
 #   BLKFSX_SEED   a seed for every test instead of the fixed ones; "random": a new one each
 #   BLKFSX_SIZE   the image's initial size [1M]; the file may grow to twice that
@@ -80,7 +82,8 @@ verify_image() {
 }
 
 # exercise FMT SEED CREATE-OPTIONS [MOUNT-OPTIONS...] [-- BLKFSX-OPTIONS...]: make the
-# image, mount it, run blkfsx with the export's rules, unmount, verify the image.
+# image (or let the function named in $PREPARE make $IMG), mount it, run blkfsx with the
+# export's rules, unmount, verify the image.
 exercise() {
     local fmt=$1 seed create_opts=$3 mount_desc
     local -a mount_args=() fsx_args=() length=()
@@ -101,12 +104,17 @@ exercise() {
     if [[ -n ${BLKFSX_SECS:-} ]]; then
         length=(--ops 0 --duration "$BLKFSX_SECS")
     else
-        length=(--ops "${BLKFSX_OPS:-2000}")
+        length=(--ops "${BLKFSX_OPS:-1500}")
     fi
     # shellcheck disable=SC2206 # BLKFSX_ARGS is a list of options
     fsx_args+=(${BLKFSX_ARGS:-})
 
-    make_image "$fmt" "$create_opts"
+    if [[ -n ${PREPARE:-} ]]; then
+        IMG=$T/disk.$fmt
+        "$PREPARE"
+    else
+        make_image "$fmt" "$create_opts"
+    fi
     blkfuse_mount -f "$fmt" "${mount_args[@]}" "$IMG" "$MP"
     run blkfsx --seed "$seed" "${length[@]}" --format "$fmt" --dump "$MODEL" \
         --log-file "$T/ops.log" "${fsx_args[@]}" "$MP"
@@ -145,8 +153,8 @@ exercise() {
 
 # --- qcow2, every cache mode, assorted cluster sizes --------------------------------------
 
-@test "blkfsx: qcow2, cache=writeback" {
-    exercise qcow2 2001 "" -- --init=fill
+@test "blkfsx: qcow2 512-byte clusters, cache=writeback" {
+    exercise qcow2 2001 cluster_size=512 -- --init=fill
 }
 
 @test "blkfsx: qcow2 4k clusters, cache=writethrough" {
@@ -157,8 +165,8 @@ exercise() {
     exercise qcow2 2003 "" --cache=none -- --init=fill
 }
 
-@test "blkfsx: qcow2 512-byte clusters, cache=directsync" {
-    exercise qcow2 2004 cluster_size=512 --cache=directsync
+@test "blkfsx: qcow2, cache=directsync" {
+    exercise qcow2 2004 "" --cache=directsync
 }
 
 # --- more queues, growable ---------------------------------------------------------------
@@ -179,16 +187,64 @@ exercise() {
     exercise qcow2 4002 lazy_refcounts=on --growable -- --init=fill
 }
 
-# --- a shrink racing in-flight I/O -----------------------------------------------------------
+# --- images with shared clusters, a backing file, compressed clusters ---------------------
 
-# Mostly race-truncate: shrinks while O_DIRECT writes are in flight past the new end; the
-# cut-off range must read as zeros once grown back.
-@test "blkfsx: raw, --queues 4, shrinks racing O_DIRECT writes" {
-    exercise raw 5001 "" --queues 4 -- --kinds race-truncate,aio,dread,write --init=fill
+# $T/pattern.raw: $BLKFSX_SIZE (or 1M) of non-zero data.
+make_pattern_image() {
+    make_pattern "$T/pattern.raw" "${BLKFSX_SIZE:-1M}"
 }
 
-@test "blkfsx: qcow2, --queues 4, shrinks racing O_DIRECT writes" {
-    exercise qcow2 5002 "" --queues 4 -- --kinds race-truncate,aio,dread,write --init=fill
+prepare_snapshot() {
+    make_pattern_image
+    qemu-img convert -O qcow2 "$T/pattern.raw" "$IMG"
+    qemu-img snapshot -c before "$IMG"
+}
+
+# Writes copy the clusters the snapshot shares; shrinking is refused (EOPNOTSUPP), as in
+# QEMU; the snapshot still holds the old contents afterwards.
+@test "blkfsx: qcow2 with an internal snapshot (no shrinking)" {
+    local size
+    PREPARE=prepare_snapshot exercise qcow2 6001 "" -- --no-shrink
+    size=$(stat -c %s "$T/pattern.raw")
+    qemu-img convert -l before -O raw "$IMG" "$T/snapshot.raw"
+    cmp -n "$size" "$T/snapshot.raw" "$T/pattern.raw"
+}
+
+prepare_overlay() {
+    make_pattern_image
+    qemu-img convert -O qcow2 "$T/pattern.raw" "$T/base.qcow2"
+    qemu-img create -q -f qcow2 -b "$T/base.qcow2" -F qcow2 "$IMG"
+}
+
+# Reads of unallocated clusters go to the backing file; after a shrink and a grow they read
+# zeros.  (st_blocks is not checked: the backing file's data is not stored in the overlay.)
+@test "blkfsx: qcow2 overlay on a backing file" {
+    PREPARE=prepare_overlay exercise qcow2 6002 "" -- --no-blocks-check
+    qemu-img convert -O raw "$T/base.qcow2" "$T/base.raw"
+    cmp "$T/base.raw" "$T/pattern.raw"
+}
+
+prepare_compressed() {
+    make_pattern_image
+    qemu-img convert -c -O qcow2 -o compression_type=zstd "$T/pattern.raw" "$IMG"
+}
+
+# Every cluster starts compressed: writes rewrite them by copy-on-write.  (st_blocks is not
+# checked: compressed data takes less room than the bytes it holds.)
+@test "blkfsx: qcow2 with zstd-compressed clusters" {
+    PREPARE=prepare_compressed exercise qcow2 6003 "" -- --no-blocks-check
+}
+
+# --- I/O racing resizes and fallocate ---------------------------------------------------------
+
+# Only batches of concurrent O_DIRECT requests, and shrinks, grows and fallocates racing
+# them: once grown back after a shrink, the cut-off range must read as zeros.
+@test "blkfsx: raw, --queues 4, resizes and fallocate racing O_DIRECT I/O" {
+    exercise raw 5001 "" --queues 4 -- --kinds race,aio,dread --init=fill
+}
+
+@test "blkfsx: qcow2, --queues 4, resizes and fallocate racing O_DIRECT I/O" {
+    exercise qcow2 5002 "" --queues 4 -- --kinds race,aio,dread --init=fill
 }
 
 # --- the tool itself -------------------------------------------------------------------------

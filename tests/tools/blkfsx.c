@@ -73,6 +73,7 @@ typedef enum {
     OP_READ, OP_WRITE, OP_DREAD, OP_DWRITE, OP_MAPREAD, OP_MAPWRITE, OP_TRUNCATE,
     OP_FALLOC, OP_FALLOC_KEEP, OP_PUNCH, OP_ZERO, OP_ZERO_KEEP, OP_FALLOC_REFUSED,
     OP_FSYNC, OP_FDATASYNC, OP_SEEK, OP_STAT, OP_REOPEN, OP_AIO, OP_RACE_TRUNCATE,
+    OP_RACE_FALLOC, OP_RACE_GROW,
     OP__MAX
 } OpKind;
 
@@ -104,6 +105,10 @@ static const struct {
                                       "in OFFSET..+LENGTH" },
     [OP_RACE_TRUNCATE]  = { "race-truncate", 1, "shrink to OFFSET racing ARG in-flight "
                                                 "O_DIRECT writes and reads, grow back" },
+    [OP_RACE_FALLOC]    = { "race-falloc", 2, "fallocate mode ARG on OFFSET+LENGTH racing "
+                                              "O_DIRECT writes and reads elsewhere" },
+    [OP_RACE_GROW]      = { "race-grow", 1, "grow to OFFSET racing ARG in-flight O_DIRECT "
+                                            "writes and reads" },
 };
 
 /* Groups accepted by --kinds and --exclude. */
@@ -112,7 +117,9 @@ static const struct {
     const OpKind kinds[8];
     int n;
 } op_groups[] = {
-    { "direct", { OP_DREAD, OP_DWRITE, OP_AIO, OP_RACE_TRUNCATE }, 4 },
+    { "direct", { OP_DREAD, OP_DWRITE, OP_AIO, OP_RACE_TRUNCATE, OP_RACE_FALLOC,
+                  OP_RACE_GROW }, 6 },
+    { "race", { OP_RACE_TRUNCATE, OP_RACE_FALLOC, OP_RACE_GROW }, 3 },
     { "mmap", { OP_MAPREAD, OP_MAPWRITE }, 2 },
     { "fallocate", { OP_FALLOC, OP_FALLOC_KEEP, OP_PUNCH, OP_ZERO, OP_ZERO_KEEP,
                      OP_FALLOC_REFUSED }, 6 },
@@ -127,6 +134,14 @@ static const int refused_modes[] = {
     FALLOC_FL_UNSHARE_RANGE,
     FALLOC_FL_UNSHARE_RANGE | FALLOC_FL_KEEP_SIZE,
     FALLOC_FL_WRITE_ZEROES,
+};
+
+/* The fallocate modes race-falloc runs (inside the file, so none changes the size). */
+static const int race_falloc_modes[] = {
+    0,
+    FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+    FALLOC_FL_ZERO_RANGE,
+    FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
 };
 
 /* One operation: what to do (kind, off, len, arg: the replayable part) and what happened. */
@@ -161,6 +176,7 @@ typedef struct {
     bool qcow2;
     int64_t size_align;         /* sizes set by truncate must be multiples; growth rounds up */
     bool growable;
+    bool no_shrink;             /* shrinking fails with EOPNOTSUPP (qcow2 with snapshots) */
     bool direct_inside;         /* O_DIRECT writes stay inside the file */
     bool blocks_check;
     int64_t blocks_slack;       /* -1: default for the format */
@@ -459,7 +475,9 @@ static bool wrote_byte(const Op *op, int64_t off, uint8_t b)
         }
         break;
     case OP_RACE_TRUNCATE:
-        break;      /* its requests lie anywhere in the file */
+    case OP_RACE_FALLOC:
+    case OP_RACE_GROW:
+        break;      /* their requests lie anywhere in the file */
     default:
         return false;
     }
@@ -1059,6 +1077,9 @@ static void op_truncate(Op *op)
 {
     int64_t want = op->off % o.size_align ? -EINVAL : 0;
 
+    if (want == 0 && o.no_shrink && op->off < st.size) {
+        want = -EOPNOTSUPP;
+    }
     op->result = ftruncate(st.fd, op->off) ? -errno : 0;
     expect_result(op, want, "ftruncate");
     if (want == 0) {
@@ -1198,6 +1219,33 @@ static void aio_reap(int n)
     }
 }
 
+/* Each request of a completed batch of disjoint requests must have run in full, each read
+ * returning the model's data from before the batch (what: for messages).  Then the writes
+ * go into the model. */
+static void aio_check_apply(AioReq *reqs, int n, const char *what)
+{
+    for (int i = 0; i < n; i++) {
+        AioReq *q = &reqs[i];
+        if (q->res != q->len) {
+            char a[32];
+            fail("AIO %s of %" PRId64 "+%" PRId64 "%s returned %s, expected %" PRId64,
+                 q->write ? "write" : "read", q->off, q->len, what,
+                 result_str(q->res, a, sizeof(a)), q->len);
+        }
+        if (!q->write && memcmp(st.aio_bufs[i], st.model + q->off, q->len) != 0) {
+            char view[96];
+            snprintf(view, sizeof(view), "AIO O_DIRECT read%s", what);
+            fail_mismatch(view, q->off, st.aio_bufs[i], q->len);
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        if (reqs[i].write) {
+            model_write(reqs[i].off, st.aio_bufs[i], reqs[i].len);
+            st.bytes_written += reqs[i].len;
+        }
+    }
+}
+
 static void op_aio(Op *op)
 {
     AioReq reqs[64];
@@ -1213,27 +1261,81 @@ static void op_aio(Op *op)
     }
     aio_submit_all(reqs, n, op->n, cbs, cbp);
     aio_reap(n);
-    /* Requests are disjoint: reads see the model before the batch, writes all land. */
-    for (int i = 0; i < n; i++) {
-        AioReq *q = &reqs[i];
-        if (reqs[i].res != q->len) {
-            char a[32];
-            fail("AIO %s of %" PRId64 "+%" PRId64 " returned %s, expected %" PRId64,
-                 q->write ? "write" : "read", q->off, q->len, result_str(reqs[i].res, a, sizeof(a)),
-                 q->len);
-        }
-        if (!q->write && memcmp(st.aio_bufs[i], st.model + q->off, q->len) != 0) {
-            fail_mismatch("AIO O_DIRECT read", q->off, st.aio_bufs[i], q->len);
-        }
-    }
-    for (int i = 0; i < n; i++) {
-        if (reqs[i].write) {
-            model_write(reqs[i].off, st.aio_bufs[i], reqs[i].len);
-            st.bytes_written += reqs[i].len;
-        }
-    }
+    aio_check_apply(reqs, n, "");
     st.batch_n = 0;
     check_after(op, op->off, op->len, false);
+}
+
+/*
+ * fallocate (mode op->arg: 0, punch, zero range) on [off, off+len) inside the file while a
+ * batch of O_DIRECT requests is in flight around it, on disjoint bytes that may share its
+ * clusters.  Everything must come out as if one had run after the other.
+ */
+static void op_race_falloc(Op *op)
+{
+    int64_t off = op->off, len = min64(op->len, st.size - op->off);
+    AioReq reqs[64];
+    struct iocb cbs[64], *cbp[64];
+    Rng r;
+    int n, m;
+
+    op->result = 0;
+    if (len <= 0) {
+        return;
+    }
+    op_rng(&r, op->n);
+    int count = 2 + rnd(&r, o.aio_depth - 1);
+    n = aio_layout(&r, 0, off, count / 2, o.max_len, reqs);
+    m = n + aio_layout(&r, off + len, st.size - off - len, count - n, o.max_len, reqs + n);
+    if (m > 0) {
+        aio_submit_all(reqs, m, op->n, cbs, cbp);
+    }
+    op->result = fallocate(st.fd, op->arg, off, len) ? -errno : 0;
+    if (m > 0) {
+        aio_reap(m);
+    }
+    expect_result(op, 0, "fallocate racing O_DIRECT requests");
+    aio_check_apply(reqs, m, " racing a fallocate");
+    if (op->arg & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) {
+        model_zero(off, len);
+    }
+    check_after(op, off, len, true);
+    if (m > 0) {
+        check_after(op, reqs[0].off, reqs[m - 1].off + reqs[m - 1].len - reqs[0].off, true);
+    }
+    st.batch_n = 0;
+}
+
+/* Grow to op->off while a batch of O_DIRECT requests is in flight inside the old size. */
+static void op_race_grow(Op *op)
+{
+    int64_t old = st.size, size = op->off;
+    AioReq reqs[64];
+    struct iocb cbs[64], *cbp[64];
+    Rng r;
+    int n;
+
+    op->result = 0;
+    if (size <= old || size % o.size_align) {
+        return;     /* a trimmed replay log may ask for what the generator never does */
+    }
+    op_rng(&r, op->n);
+    n = aio_layout(&r, 0, old, op->arg, RACE_MAX_LEN, reqs);
+    if (n > 0) {
+        aio_submit_all(reqs, n, op->n, cbs, cbp);
+    }
+    op->result = ftruncate(st.fd, size) ? -errno : 0;
+    if (n > 0) {
+        aio_reap(n);
+    }
+    expect_result(op, 0, "ftruncate racing O_DIRECT requests");
+    aio_check_apply(reqs, n, " racing a grow");
+    model_resize(size);
+    check_after(op, 0, 0, true);
+    if (n > 0) {
+        check_after(op, reqs[0].off, reqs[n - 1].off + reqs[n - 1].len - reqs[0].off, true);
+    }
+    st.batch_n = 0;
 }
 
 /*
@@ -1252,7 +1354,7 @@ static void op_race_truncate(Op *op)
     Rng r;
     int n, m = 0;
 
-    if (cut % o.size_align || cut >= old || o.growable) {
+    if (cut % o.size_align || cut >= old || o.growable || o.no_shrink) {
         op->result = 0;
         return;     /* a trimmed replay log may ask for what the generator never does */
     }
@@ -1467,6 +1569,21 @@ static void gen_op(Op *op)
         op->arg = 2 + rnd(r, o.aio_depth - 1);
         op->off = round_down(rnd(r, st.size), max64(o.size_align, chance(r, 50) ? 4096 : 512));
         break;
+    case OP_RACE_FALLOC:
+        a = pick_align(r);
+        op->len = pick_len(r, a);
+        op->off = round_down(rnd(r, st.size), a);
+        op->len = max64(1, min64(op->len, st.size - op->off));
+        op->arg = race_falloc_modes[rnd(r, sizeof(race_falloc_modes) /
+                                           sizeof(race_falloc_modes[0]))];
+        break;
+    case OP_RACE_GROW:
+        op->arg = 2 + rnd(r, o.aio_depth - 1);
+        op->off = round_up(st.size + 1 + rnd(r, max64(0, o.max_size - st.size)), o.size_align);
+        if (op->off > o.max_size) {
+            op->off = 0;    /* already as large as it may get: nothing to do */
+        }
+        break;
     case OP__MAX:
         break;
     }
@@ -1547,6 +1664,8 @@ static void run_op(Op *op)
     case OP_REOPEN: op_reopen(op); break;
     case OP_AIO: op_aio(op); break;
     case OP_RACE_TRUNCATE: op_race_truncate(op); break;
+    case OP_RACE_FALLOC: op_race_falloc(op); break;
+    case OP_RACE_GROW: op_race_grow(op); break;
     case OP__MAX: break;
     }
     op->size_after = st.size;
@@ -1563,6 +1682,7 @@ static bool replay_op_fits(const Op *op)
     switch (op->kind) {
     case OP_TRUNCATE:
     case OP_RACE_TRUNCATE:
+    case OP_RACE_GROW:
         return op->off <= o.max_size && op->arg <= (int64_t)o.aio_depth;
     case OP_WRITE:
     case OP_DWRITE:
@@ -1690,7 +1810,7 @@ static void set_kinds(const char *list, bool on)
         }
         if (!found) {
             die(2, "unknown operation kind '%s' (kinds: %s; groups: direct, mmap, fallocate, "
-                "sync, all)", t, kind_names());
+                "sync, race, all)", t, kind_names());
         }
     }
     free(copy);
@@ -1716,6 +1836,8 @@ static void usage(FILE *f)
 "                           (other sizes EINVAL, growth rounds up) (default raw)\n"
 "      --size-align=N       sizes are multiples of N, as --format=qcow2 with 512\n"
 "      --growable           the export is --growable: writes past the end grow it\n"
+"      --no-shrink          shrinking fails with EOPNOTSUPP (a qcow2 with internal\n"
+"                           snapshots)\n"
 "      --raw-image=PATH     the raw image behind the export: its size must follow the\n"
 "                           model after every operation, its contents at every check\n"
 "      --blocks-slack=BYTES st_blocks may exceed the size (rounded to 4k) by this much\n"
@@ -1735,7 +1857,7 @@ static void usage(FILE *f)
 "  -h, --help               show this help\n"
 "  -V, --version            show the version\n"
 "\n"
-"Operation kinds (groups: direct, mmap, fallocate, sync):\n", prog);
+"Operation kinds (groups: direct, mmap, fallocate, sync, race):\n", prog);
     for (int k = 0; k < OP__MAX; k++) {
         fprintf(f, "  %-16s %s\n", op_info[k].name, op_info[k].help);
     }
@@ -1748,7 +1870,7 @@ static void parse_args(int argc, char **argv)
 {
     enum {
         OPT_FORMAT = 256, OPT_SIZE_ALIGN, OPT_GROWABLE, OPT_RAW_IMAGE, OPT_BLOCKS_SLACK,
-        OPT_NO_BLOCKS, OPT_DIRECT_INSIDE, OPT_AIO_DEPTH, OPT_INIT, OPT_DUMP, OPT_LOG_FILE, OPT_REPLAY, OPT_SHOW_LOG,
+        OPT_NO_BLOCKS, OPT_NO_SHRINK, OPT_DIRECT_INSIDE, OPT_AIO_DEPTH, OPT_INIT, OPT_DUMP, OPT_LOG_FILE, OPT_REPLAY, OPT_SHOW_LOG,
     };
     static const struct option longopts[] = {
         { "ops", required_argument, NULL, 'N' },
@@ -1765,6 +1887,7 @@ static void parse_args(int argc, char **argv)
         { "raw-image", required_argument, NULL, OPT_RAW_IMAGE },
         { "blocks-slack", required_argument, NULL, OPT_BLOCKS_SLACK },
         { "no-blocks-check", no_argument, NULL, OPT_NO_BLOCKS },
+        { "no-shrink", no_argument, NULL, OPT_NO_SHRINK },
         { "aio-depth", required_argument, NULL, OPT_AIO_DEPTH },
         { "direct-inside", no_argument, NULL, OPT_DIRECT_INSIDE },
         { "init", required_argument, NULL, OPT_INIT },
@@ -1816,6 +1939,7 @@ static void parse_args(int argc, char **argv)
         case OPT_RAW_IMAGE: o.raw_image = optarg; break;
         case OPT_BLOCKS_SLACK: o.blocks_slack = parse_size("blocks slack", optarg); break;
         case OPT_NO_BLOCKS: o.blocks_check = false; break;
+        case OPT_NO_SHRINK: o.no_shrink = true; break;
         case OPT_DIRECT_INSIDE: o.direct_inside = true; break;
         case OPT_AIO_DEPTH: o.aio_depth = parse_size("AIO depth", optarg); break;
         case OPT_INIT:
@@ -1853,8 +1977,9 @@ static void parse_args(int argc, char **argv)
     if (o.ops == 0 && o.duration == 0 && !o.replay) {
         die(2, "--ops=0 needs --duration");
     }
-    if (o.growable && o.enabled[OP_RACE_TRUNCATE]) {
-        /* A write that lands after the shrink would grow the file again: no fixed outcome. */
+    if ((o.growable || o.no_shrink) && o.enabled[OP_RACE_TRUNCATE]) {
+        /* Growable: a write that lands after the shrink would grow the file again, with no
+         * fixed outcome.  No shrink: nothing to race. */
         o.enabled[OP_RACE_TRUNCATE] = false;
     }
     if (!have_seed) {
