@@ -151,7 +151,6 @@ typedef struct {
     int64_t off, len, arg;
     int64_t size_before, size_after;
     int64_t result;             /* bytes, or 0, or -errno */
-    char note[64];
 } Op;
 
 /* One request of an AIO batch, and its result once it completed. */
@@ -366,10 +365,9 @@ static void op_format(const Op *op, char *buf, size_t size)
     char r[32];
 
     snprintf(buf, size, "%" PRIu64 " %s %" PRId64 " %" PRId64 " %" PRId64
-             "\t# size %" PRId64 " -> %" PRId64 ", result %s%s%s",
+             "\t# size %" PRId64 " -> %" PRId64 ", result %s",
              op->n, op_info[op->kind].name, op->off, op->len, op->arg, op->size_before,
-             op->size_after, result_str(op->result, r, sizeof(r)), op->note[0] ? ", " : "",
-             op->note);
+             op->size_after, result_str(op->result, r, sizeof(r)));
 }
 
 static void log_print_last(void)
@@ -1747,7 +1745,8 @@ static void init_model(void)
 static void print_summary(void)
 {
     printf("%s: seed %" PRIu64 ": %" PRIu64 " operations in %.1f s, all checks passed; final "
-           "size %" PRId64 "\n", prog, o.seed, st.log_n, elapsed(), st.size);
+           "size %" PRId64 "; %.1f MiB read, %.1f MiB written\n", prog, o.seed, st.log_n,
+           elapsed(), st.size, st.bytes_read / 1048576.0, st.bytes_written / 1048576.0);
     printf("%s:", prog);
     for (int k = 0; k < OP__MAX; k++) {
         if (st.counts[k]) {
