@@ -8,8 +8,9 @@
  *   - reads and writes through buffered pread/pwrite, through a second descriptor opened
  *     O_DIRECT (aligned buffers; offsets and lengths aligned to 4096, 512 or nothing), and
  *     through a MAP_SHARED mapping (msync after most mapped writes);
- *   - batches of concurrent O_DIRECT reads and writes (Linux AIO), and a shrink racing such
- *     a batch followed by a grow (the cut-off range must read as zeros);
+ *   - batches of concurrent O_DIRECT reads and writes (Linux AIO) on disjoint bytes, and
+ *     such batches racing a shrink (once grown back, the cut-off range must read as zeros),
+ *     a grow, or a fallocate on other bytes: each has one correct outcome;
  *   - truncates that grow and shrink, fallocate in every mode the export supports and in
  *     the ones it must refuse with EOPNOTSUPP, fsync, fdatasync, close and reopen;
  *   - writes straddling the end (short count) and past it (ENOSPC, or growth with
@@ -21,7 +22,8 @@
  * read back through another path and compared; every --check-every operations and at the end
  * the whole file is compared through every path.  The export's rules come from the options:
  * --format=qcow2 (sizes are whole 512-byte sectors: other sizes are refused with EINVAL and
- * growth rounds up), --growable.
+ * growth rounds up), --growable, --no-shrink; --raw-image names the raw image behind the
+ * export, whose size and contents must follow the model too.
  *
  * Runs are reproducible: every choice comes from --seed, and the data an operation writes is
  * a function of the seed, the operation's number and the file offset.  On a failure blkfsx
