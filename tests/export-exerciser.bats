@@ -8,7 +8,7 @@
 #
 # The seeds are fixed, so a run is the same every time (but for what a race decides).
 # Environment (make soak sets them):
-#   BLKFSX_OPS    operations per run [1500]
+#   BLKFSX_OPS    operations per run [1000]
 #   BLKFSX_SECS   run each test this many seconds instead of BLKFSX_OPS operations
 #   BLKFSX_SEED   a seed for every test instead of the fixed ones; "random": a new one each
 #   BLKFSX_SIZE   the image's initial size [1M]; the file may grow to twice that
@@ -104,7 +104,7 @@ exercise() {
     if [[ -n ${BLKFSX_SECS:-} ]]; then
         length=(--ops 0 --duration "$BLKFSX_SECS")
     else
-        length=(--ops "${BLKFSX_OPS:-1500}")
+        length=(--ops "${BLKFSX_OPS:-1000}")
     fi
     # shellcheck disable=SC2206 # BLKFSX_ARGS is a list of options
     fsx_args+=(${BLKFSX_ARGS:-})
