@@ -223,8 +223,11 @@ int64_t coroutine_fn blk_co_read_upto(BlockBackend *blk, int64_t offset, int64_t
 
     if (len >= 0) {
         bytes = offset < len ? MIN(bytes, len - offset) : 0;
-        ret = check_request(blk, offset, bytes, false);
-        if (ret >= 0) {
+        ret = offset < 0 || bytes < 0 ? -EINVAL : 0;
+        if (ret == 0 && bytes > 0) {
+            ret = check_request(blk, offset, bytes, false);
+        }
+        if (ret == 0 && bytes > 0) {
             ret = bdrv_co_pread(blk->bs, offset, bytes, buf, 0);
         }
     }
