@@ -50,7 +50,7 @@ typedef struct CliCommand {
 enum {
     OPT_GROWABLE = 256, OPT_CACHE, OPT_QUEUES, OPT_FOREGROUND, OPT_LOG_FILE, OPT_FORCE,
     OPT_JSON, OPT_ALLOW_OTHER, OPT_DAEMON, OPT_ID, OPT_SOCKET, OPT_SNAPSHOT,
-    OPT_SNAPSHOT_NAME, OPT_HELP,
+    OPT_SNAPSHOT_NAME, OPT_ALLOW_USER, OPT_HELP,
 };
 
 static const CliOption help_option = { "help", OPT_HELP, NULL, "show this help and exit" };
@@ -111,6 +111,9 @@ static const CliOption create_options[] = {
 
 static const CliOption serve_options[] = {
     { "socket", OPT_SOCKET, "PATH", "control socket path (default: RUNTIME_DIR/PID.sock)" },
+    { "allow-user", OPT_ALLOW_USER, "USER,...", "also serve these users (names or uids) on the "
+      "control socket, which --socket must put where they can reach it; they can then do "
+      "anything the daemon can" },
     { "foreground", OPT_FOREGROUND, NULL, "stay in the foreground, logging to stderr" },
     { "log-file", OPT_LOG_FILE, "FILE", "log to FILE (default when daemonized: syslog, or "
       "RUNTIME_DIR/PID.log without /dev/log)" },
@@ -141,6 +144,16 @@ static const CliCommand commands[] = {
     { "serve", "", "run a daemon without exports; add them with 'mount --daemon SOCKET'",
       serve_options, cmd_serve, 0, 0 },
 };
+
+static const CliCommand *find_command(const char *name)
+{
+    for (size_t i = 0; i < G_N_ELEMENTS(commands); i++) {
+        if (!strcmp(commands[i].name, name)) {
+            return &commands[i];
+        }
+    }
+    return NULL;
+}
 
 static void print_options(FILE *f, const CliOption *opts)
 {
@@ -291,6 +304,7 @@ static bool opt_flag(GHashTable *o, const char *name)
 typedef struct DaemonConfig {
     const BlockExportOptions *export;   /* NULL for serve */
     const char *socket_path;
+    GArray *allowed_uids;               /* uid_t, or NULL */
     bool serve;
     bool foreground;
     const char *log_file;
@@ -436,13 +450,14 @@ static int daemon_run(const DaemonConfig *cfg)
     }
 
     ctx = aio_get_current();
-    srv = control_server_new(cfg->socket_path, cfg->serve, &err);
+    srv = control_server_new(cfg->socket_path, cfg->serve, cfg->allowed_uids, &err);
     if (!srv) {
         goto fail;
     }
     sig.srv = srv;
     sig.fd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
-    aio_set_fd_handler(ctx, sig.fd, signal_read, NULL, &sig);
+    /* External, like the control connections: handled by the main loop, between requests. */
+    aio_set_fd_handler_external(ctx, sig.fd, signal_read, NULL, &sig);
 
     if (cfg->export && !blk_exp_add(cfg->export, &err)) {
         control_server_free(srv);
@@ -476,7 +491,7 @@ static int daemon_run(const DaemonConfig *cfg)
     }
     blk_exp_close_all();
     control_server_free(srv);
-    aio_set_fd_handler(ctx, sig.fd, NULL, NULL, NULL);
+    aio_set_fd_handler_external(ctx, sig.fd, NULL, NULL, NULL);
     close(sig.fd);
     log_info("exiting");
     if (fallback_log) {
@@ -486,7 +501,7 @@ static int daemon_run(const DaemonConfig *cfg)
 
 fail:
     if (sig.fd >= 0) {
-        aio_set_fd_handler(ctx, sig.fd, NULL, NULL, NULL);
+        aio_set_fd_handler_external(ctx, sig.fd, NULL, NULL, NULL);
         close(sig.fd);
     }
     log_error("%s", err->message);
@@ -567,6 +582,9 @@ static int cmd_mount(GHashTable *o, int argc, char **argv)
     if (eo.snapshot && eo.read_only) {
         return usage_error(c, "--snapshot and --read-only exclude each other");
     }
+    if (eo.id && !control_check_export_id(eo.id, &err)) {
+        return usage_error(c, "--id: %s", err->message);
+    }
     if (opt_str(o, "daemon") && (cfg.foreground || cfg.log_file || cfg.verbose)) {
         return usage_error(c, "--foreground, --log-file and --verbose belong to the daemon: "
                            "give them to 'blkfuse serve', not with --daemon");
@@ -578,7 +596,9 @@ static int cmd_mount(GHashTable *o, int argc, char **argv)
         g_autofree char *mp = g_canonicalize_filename(eo.mountpoint, NULL);
 
         json_object_set_string(req, "cmd", "mount");
-        json_object_set_string(req, "image", strchr(eo.image, ':') ? eo.image : image);
+        /* The daemon runs elsewhere: paths go absolute; a protocol name goes as it is. */
+        json_object_set_string(req, "image", bdrv_find_protocol(eo.image)->protocol_prefix ?
+                               eo.image : image);
         json_object_set_string(req, "mountpoint", mp);
         if (eo.id) {
             json_object_set_string(req, "id", eo.id);
@@ -588,6 +608,9 @@ static int cmd_mount(GHashTable *o, int argc, char **argv)
         }
         if (opt_str(o, "options")) {
             json_object_set_string(req, "options", opt_str(o, "options"));
+        }
+        if (opt_str(o, "snapshot-name")) {
+            json_object_set_string(req, "snapshot_name", opt_str(o, "snapshot-name"));
         }
         json_object_set_bool(req, "read_only", eo.read_only);
         json_object_set_bool(req, "growable", eo.growable);
@@ -615,8 +638,11 @@ static int cmd_mount(GHashTable *o, int argc, char **argv)
 
 static int cmd_serve(GHashTable *o, int argc, char **argv)
 {
+    const CliCommand *c = find_command("serve");
     g_autofree char *log_abs = NULL;
     g_autofree char *sock_abs = NULL;
+    g_autoptr(GArray) uids = g_array_new(false, false, sizeof(uid_t));
+    g_autoptr(GError) err = NULL;
     DaemonConfig cfg = {
         .serve = true,
         .socket_path = opt_str(o, "socket"),
@@ -632,6 +658,16 @@ static int cmd_serve(GHashTable *o, int argc, char **argv)
     if (cfg.socket_path) {
         sock_abs = g_canonicalize_filename(cfg.socket_path, NULL);
         cfg.socket_path = sock_abs;
+    }
+    if (opt_str(o, "allow-user")) {
+        if (!control_parse_users(opt_str(o, "allow-user"), uids, &err)) {
+            return usage_error(c, "--allow-user: %s", err->message);
+        }
+        if (!cfg.socket_path) {
+            return usage_error(c, "--allow-user needs --socket PATH, in a directory the users "
+                               "can reach (the runtime directory is private)");
+        }
+        cfg.allowed_uids = uids;
     }
     return daemon_run(&cfg);
 }
