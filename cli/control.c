@@ -195,7 +195,8 @@ static void conn_flush(ControlConn *c)
     }
 }
 
-/* Queue one reply line; send it at once if the socket takes it. */
+/* Queue one reply line; send it at once if the socket takes it (or, during conn_process,
+ * with the others at its end). */
 static void conn_send(ControlConn *c, JsonValue *reply)
 {
     g_autofree char *text = NULL;
@@ -212,7 +213,8 @@ static void conn_send(ControlConn *c, JsonValue *reply)
         conn_close(c);
         return;
     }
-    if (c->fd >= 0) {
+    /* Requests run in a batch: their replies go out together at its end. */
+    if (c->fd >= 0 && !c->processing) {
         if (!c->writing) {
             conn_flush(c);
         }
@@ -696,10 +698,13 @@ static void conn_process(ControlConn *c)
     }
     if (!c->closed) {
         g_string_erase(c->in, 0, done);
-        if (c->eof && !c->waiting_for && conn_pending(c) == 0 &&
-            !memchr(c->in->str, '\n', c->in->len)) {
-            conn_close(c);
+        if (c->fd >= 0 && !c->writing) {
+            conn_flush(c);      /* the batch's replies; may close c */
         }
+    }
+    if (!c->closed && c->eof && !c->waiting_for && conn_pending(c) == 0 &&
+        !memchr(c->in->str, '\n', c->in->len)) {
+        conn_close(c);          /* the client is done, and so are we */
     }
     conn_update_handlers(c);
     c->processing = false;

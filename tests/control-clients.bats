@@ -159,3 +159,49 @@ EOF
     kill -TERM "$SERVE_PID"
     wait_for_pid_exit "$SERVE_PID" 10
 }
+
+@test "a million random and mutated requests leave the daemon serving its other export" {
+    need_tool hostile-client
+    make_pattern "$T/victim.raw" 8M
+    cp "$T/victim.raw" "$T/victim.ref"
+    # Snapshot overlays the requests ask for go to $T.
+    BLKFUSE_TMPDIR=$T start_serve
+    blkfuse_mount --daemon "$SOCK" --id victim "$T/victim.raw" "$T/victim.mnt"
+
+    # Every path in the requests lies under $T/nowhere, which does not exist:
+    # no mutation can mount anything real.  No request is "quit", or names the
+    # victim (then it might legitimately unmount it).
+    local seed=${HOSTILE_SEED:-1}
+    echo "hostile-client seed $seed (set HOSTILE_SEED to change it)"
+    hostile-client --requests 1000000 --seed "$seed" --nowhere "$T/nowhere" \
+        --protect victim --protect "$T/victim" --progress "$T/progress" "$SOCK" \
+        >"$T/hostile.out" 2>&1 3>&- &
+    local hostile=$!
+    PIDS+=("$hostile")
+    local i
+    for ((i = 0; i < 600; i++)); do
+        [[ -e $T/progress ]] || ! _pid_alive "$hostile" || { sleep 0.05; continue; }
+        break
+    done
+    [[ -e $T/progress ]] || { cat "$T/hostile.out"; false; }
+    # In the middle of the storm: list answers, and the export serves I/O.
+    list_within_1s victim
+    cmp -n 1048576 "$T/victim.mnt" "$T/victim.ref"
+
+    wait "$hostile" || { cat "$T/hostile.out"; false; }
+    cat "$T/hostile.out"
+    grep -q "1000000 requests sent" "$T/hostile.out"
+    _pid_alive "$SERVE_PID"
+    list_within_1s victim
+    # Nothing else got mounted.
+    [[ $(blkfuse list --json | python3 -c 'import json, sys; print(len(json.load(sys.stdin)))') == 1 ]]
+    [[ ! -e $T/nowhere ]]
+
+    # The export still works both ways, and the image is intact.
+    head -c 65536 /dev/urandom >"$T/piece"
+    dd if="$T/piece" of="$T/victim.mnt" bs=64k seek=5 conv=notrunc status=none
+    dd if="$T/piece" of="$T/victim.ref" bs=64k seek=5 conv=notrunc status=none
+    cmp "$T/victim.mnt" "$T/victim.ref"
+    blkfuse unmount "$T/victim.mnt"
+    cmp "$T/victim.raw" "$T/victim.ref"
+}
