@@ -50,7 +50,7 @@ typedef struct CliCommand {
 enum {
     OPT_GROWABLE = 256, OPT_CACHE, OPT_QUEUES, OPT_FOREGROUND, OPT_LOG_FILE, OPT_FORCE,
     OPT_JSON, OPT_ALLOW_OTHER, OPT_DAEMON, OPT_ID, OPT_SOCKET, OPT_SNAPSHOT,
-    OPT_SNAPSHOT_NAME, OPT_ALLOW_USER, OPT_HELP,
+    OPT_SNAPSHOT_NAME, OPT_ALLOW_USER, OPT_ALLOW_REMOTE_BACKING, OPT_HELP,
 };
 
 static const CliOption help_option = { "help", OPT_HELP, NULL, "show this help and exit" };
@@ -72,6 +72,8 @@ static const CliOption mount_options[] = {
       "(read-only)" },
     { "allow-other", OPT_ALLOW_OTHER, NULL, "let other users access the file, subject to its "
       "mode (needs user_allow_other in /etc/fuse.conf when not root)" },
+    { "allow-remote-backing", OPT_ALLOW_REMOTE_BACKING, NULL, "open backing files the image "
+      "names by protocol (null:, nbd:, ...), not only local paths: only for trusted images" },
     { "id", OPT_ID, "ID", "export id (default: exportN)" },
     { "daemon", OPT_DAEMON, "SOCKET", "add the export to the running 'blkfuse serve' daemon "
       "listening on SOCKET" },
@@ -96,6 +98,8 @@ static const CliOption list_options[] = {
 static const CliOption info_options[] = {
     { "format", 'f', "FORMAT", "image format; probed if not given" },
     { "json", OPT_JSON, NULL, "print JSON" },
+    { "allow-remote-backing", OPT_ALLOW_REMOTE_BACKING, NULL, "open backing files named by "
+      "protocol too (else the chain stops there, with a warning)" },
     { NULL },
 };
 
@@ -103,6 +107,8 @@ static const CliOption create_options[] = {
     { "format", 'f', "FORMAT", "image format: qcow2 or raw (default raw)" },
     { "backing", 'b', "BACKING", "backing file (qcow2)" },
     { "backing-format", 'F', "FORMAT", "format of the backing file; probed if not given" },
+    { "allow-remote-backing", OPT_ALLOW_REMOTE_BACKING, NULL, "let BACKING be a protocol name "
+      "(null:...), which opening the image will then need --allow-remote-backing for" },
     { "options", 'o', "KEY=VALUE,...", "format options: qcow2 cluster_size=, lazy_refcounts=, "
       "extended_l2=, compression_type=, preallocation=, refcount_bits=, compat=; raw "
       "preallocation=" },
@@ -550,6 +556,7 @@ static int cmd_mount(GHashTable *o, int argc, char **argv)
         .allow_other = opt_flag(o, "allow-other"),
         .snapshot = opt_flag(o, "snapshot"),
         .cache = cache,
+        .allow_remote_backing = opt_flag(o, "allow-remote-backing"),
     };
     DaemonConfig cfg = {
         .export = &eo,
@@ -616,6 +623,9 @@ static int cmd_mount(GHashTable *o, int argc, char **argv)
         json_object_set_bool(req, "growable", eo.growable);
         json_object_set_bool(req, "allow_other", eo.allow_other);
         json_object_set_bool(req, "snapshot", eo.snapshot);
+        if (eo.allow_remote_backing) {
+            json_object_set_bool(req, "allow_remote_backing", true);
+        }
         if (cache) {
             json_object_set_string(req, "cache", cache);
         }
@@ -912,9 +922,16 @@ static int cmd_info(GHashTable *o, int argc, char **argv)
     g_autoptr(GError) err = NULL;
     g_autoptr(JsonValue) info = json_new_object();
     g_autoptr(JsonValue) chain = json_new_array();
-    BlockDriverState *bs = bdrv_open(argv[0], opt_str(o, "format"), NULL, BDRV_O_NO_LOCK,
-                                     &err);
+    int flags = BDRV_O_NO_LOCK |
+                (opt_flag(o, "allow-remote-backing") ? BDRV_O_ALLOW_REMOTE_BACKING : 0);
+    BlockDriverState *bs = bdrv_open(argv[0], opt_str(o, "format"), NULL, flags, &err);
 
+    if (!bs && g_error_matches(err, BLK_ERROR, EREMOTE)) {
+        /* Show what the image is, without the backing file it may not open. */
+        fprintf(stderr, "blkfuse: warning: %s\n", err->message);
+        g_clear_error(&err);
+        bs = bdrv_open(argv[0], opt_str(o, "format"), NULL, flags | BDRV_O_NO_BACKING, &err);
+    }
     if (!bs) {
         return fail("%s", err->message);
     }
@@ -1048,6 +1065,13 @@ static int cmd_create(GHashTable *o, int argc, char **argv)
     }
     if (opt_str(o, "backing-format") && !opt_str(o, "backing")) {
         return usage_error(c, "--backing-format needs --backing");
+    }
+    if (opt_str(o, "backing") && !bdrv_backing_name_is_plain(opt_str(o, "backing")) &&
+        !opt_flag(o, "allow-remote-backing")) {
+        return usage_error(c, "--backing '%s' is not a local path (a protocol or json: name): "
+                           "give --allow-remote-backing too if that is what you mean (opening "
+                           "the image will need it as well; a local file name with a colon can "
+                           "be written ./NAME)", opt_str(o, "backing"));
     }
     if (opt_str(o, "options") && !block_options_parse(bopts, opt_str(o, "options"), &err)) {
         return usage_error(c, "%s", err->message);

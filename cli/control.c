@@ -576,6 +576,7 @@ static void cmd_mount(ControlConn *c, JsonValue *req)
         .snapshot = json_object_get_bool(req, "snapshot", false),
         .cache = json_object_get_string(req, "cache"),
         .queues = json_object_get_int(req, "queues", 1),
+        .allow_remote_backing = json_object_get_bool(req, "allow_remote_backing", false),
     };
     BlockExport *exp;
     g_autoptr(JsonValue) r = NULL;
