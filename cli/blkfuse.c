@@ -99,7 +99,7 @@ static const CliOption info_options[] = {
     { "format", 'f', "FORMAT", "image format; probed if not given" },
     { "json", OPT_JSON, NULL, "print JSON" },
     { "allow-remote-backing", OPT_ALLOW_REMOTE_BACKING, NULL, "open backing files named by "
-      "protocol too (else the chain stops there, with a warning)" },
+      "protocol too (else only the image itself is shown, with a warning)" },
     { NULL },
 };
 
