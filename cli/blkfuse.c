@@ -359,6 +359,7 @@ static int daemon_run(const DaemonConfig *cfg)
     AioContext *ctx;
     ControlServer *srv;
     SignalState sig = { .fd = -1 };
+    BlockExport *exp;
     sigset_t mask;
     const char *log_file = cfg->log_file;       /* NULL: stderr; "syslog"; or a file */
     g_autofree char *fallback_log = NULL;       /* RUNTIME_DIR/PID.log when there is no syslog */
@@ -465,7 +466,12 @@ static int daemon_run(const DaemonConfig *cfg)
     /* External, like the control connections: handled by the main loop, between requests. */
     aio_set_fd_handler_external(ctx, sig.fd, signal_read, NULL, &sig);
 
-    if (cfg->export && !blk_exp_add(cfg->export, &err)) {
+    /* No client is served until the first export is up (or has failed): not even in the
+     * loops its opening and closing paths run, top-level as they are here. */
+    aio_disable_external(ctx);
+    exp = cfg->export ? blk_exp_add(cfg->export, &err) : NULL;
+    aio_enable_external(ctx);
+    if (cfg->export && !exp) {
         control_server_free(srv);
         goto fail;
     }

@@ -204,15 +204,17 @@ static void conn_send(ControlConn *c, JsonValue *reply)
     if (c->closed) {
         return;
     }
-    text = json_to_string(reply);
-    g_string_append(c->out, text);
-    g_string_append_c(c->out, '\n');
+    /* Reading stops at CONTROL_OUT_HIGH, so this is a backstop; one large reply (a list of
+     * many exports) still goes to a client that reads. */
     if (conn_pending(c) > CONTROL_OUT_MAX) {
         log_debug("control: dropping a client that does not read its replies (%zu bytes "
                   "unread)", conn_pending(c));
         conn_close(c);
         return;
     }
+    text = json_to_string(reply);
+    g_string_append(c->out, text);
+    g_string_append_c(c->out, '\n');
     /* Requests run in a batch: their replies go out together at its end. */
     if (c->fd >= 0 && !c->processing) {
         if (!c->writing) {
