@@ -1,6 +1,10 @@
 /* aio.c - the per-thread event loop: epoll over fd handlers, an eventfd to be woken from other
  * threads, bottom halves and scheduled coroutines.
  *
+ * External handlers (aio.h) live in a second epoll set, which is itself a member of the main
+ * one only while the outermost poll runs with external handlers enabled: a nested poll does not
+ * see them at all, so it neither dispatches them nor wakes up for them.
+ *
  * Threads: a context is polled only by its owning thread.  aio_bh_schedule/aio_co_schedule push
  * onto lock-free lists from any thread and write the eventfd only when the owner may be asleep.
  */
@@ -24,6 +28,7 @@ typedef struct AioHandler {
     IOHandler *io_write;
     void *opaque;
     bool deleted;
+    bool external;              /* registered in ext_epfd, not epfd */
 } AioHandler;
 
 typedef struct BH {
@@ -42,7 +47,13 @@ struct AioContext {
     int sleeping;               /* atomic: owner is (about to be) blocked in epoll_wait */
     bool dispatching;           /* owner is inside aio_poll and will look at the lists again */
     int depth;                  /* aio_poll nesting (aio_run_coroutine inside a handler) */
+    int ext_epfd;               /* epoll set of the external handlers, -1 until the first */
+    bool ext_armed;             /* ext_epfd is a member of epfd */
+    int external_disabled;      /* aio_disable_external count */
 };
+
+/* The epoll tag of ext_epfd in epfd (any unique address). */
+static char ext_tag;
 
 static __thread AioContext *current_ctx;
 
@@ -89,6 +100,7 @@ AioContext *aio_context_new_unbound(GError **errp)
         g_free(ctx);
         return NULL;
     }
+    ctx->ext_epfd = -1;
     ctx->handlers = g_hash_table_new_full(NULL, NULL, NULL, g_free);
     ctx->deleted = g_ptr_array_new_with_free_func(g_free);
     aio_set_fd_handler(ctx, ctx->notify_fd, notify_read, NULL, ctx);
@@ -102,6 +114,9 @@ void aio_context_free(AioContext *ctx)
     }
     g_hash_table_destroy(ctx->handlers);
     g_ptr_array_free(ctx->deleted, true);
+    if (ctx->ext_epfd >= 0) {
+        close(ctx->ext_epfd);
+    }
     close(ctx->notify_fd);
     close(ctx->epfd);
     if (current_ctx == ctx) {
@@ -126,37 +141,86 @@ AioContext *aio_peek_current(void)
     return current_ctx;
 }
 
-void aio_set_fd_handler(AioContext *ctx, int fd, IOHandler *io_read, IOHandler *io_write,
-                        void *opaque)
+static void set_fd_handler(AioContext *ctx, int fd, IOHandler *io_read, IOHandler *io_write,
+                           void *opaque, bool external)
 {
     AioHandler *h = g_hash_table_lookup(ctx->handlers, GINT_TO_POINTER(fd));
     struct epoll_event ev = { 0 };
+    int epfd;
 
+    if (h && (!(io_read || io_write) || h->external != external)) {
+        epoll_ctl(h->external ? ctx->ext_epfd : ctx->epfd, EPOLL_CTL_DEL, fd, NULL);
+        g_hash_table_steal(ctx->handlers, GINT_TO_POINTER(fd));
+        h->deleted = true;
+        g_ptr_array_add(ctx->deleted, h);
+        h = NULL;
+    }
     if (!io_read && !io_write) {
-        if (h) {
-            epoll_ctl(ctx->epfd, EPOLL_CTL_DEL, fd, NULL);
-            g_hash_table_steal(ctx->handlers, GINT_TO_POINTER(fd));
-            h->deleted = true;
-            g_ptr_array_add(ctx->deleted, h);
-        }
         return;
     }
+    if (external && ctx->ext_epfd < 0) {
+        ctx->ext_epfd = epoll_create1(EPOLL_CLOEXEC);
+        if (ctx->ext_epfd < 0) {
+            g_error("epoll_create1: %s", g_strerror(errno));
+        }
+    }
+    epfd = external ? ctx->ext_epfd : ctx->epfd;
     ev.events = (io_read ? EPOLLIN : 0) | (io_write ? EPOLLOUT : 0);
     if (!h) {
         h = g_new0(AioHandler, 1);
         h->fd = fd;
+        h->external = external;
         g_hash_table_insert(ctx->handlers, GINT_TO_POINTER(fd), h);
         ev.data.ptr = h;
-        if (epoll_ctl(ctx->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+        if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
             g_error("epoll_ctl add fd %d: %s", fd, g_strerror(errno));
         }
     } else {
         ev.data.ptr = h;
-        epoll_ctl(ctx->epfd, EPOLL_CTL_MOD, fd, &ev);
+        epoll_ctl(epfd, EPOLL_CTL_MOD, fd, &ev);
     }
     h->io_read = io_read;
     h->io_write = io_write;
     h->opaque = opaque;
+}
+
+void aio_set_fd_handler(AioContext *ctx, int fd, IOHandler *io_read, IOHandler *io_write,
+                        void *opaque)
+{
+    set_fd_handler(ctx, fd, io_read, io_write, opaque, false);
+}
+
+void aio_set_fd_handler_external(AioContext *ctx, int fd, IOHandler *io_read,
+                                 IOHandler *io_write, void *opaque)
+{
+    set_fd_handler(ctx, fd, io_read, io_write, opaque, true);
+}
+
+void aio_disable_external(AioContext *ctx)
+{
+    ctx->external_disabled++;
+}
+
+void aio_enable_external(AioContext *ctx)
+{
+    g_assert(ctx->external_disabled > 0);
+    ctx->external_disabled--;
+}
+
+/* Make the external set a member of the main one exactly when this poll may dispatch it: the
+ * outermost poll, external handlers enabled.  Changes only when the nesting does. */
+static void arm_external(AioContext *ctx)
+{
+    bool want = ctx->ext_epfd >= 0 && ctx->depth == 1 && ctx->external_disabled == 0;
+    struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &ext_tag };
+
+    if (want == ctx->ext_armed) {
+        return;
+    }
+    if (epoll_ctl(ctx->epfd, want ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, ctx->ext_epfd, &ev) < 0) {
+        g_error("epoll_ctl %s external set: %s", want ? "add" : "del", g_strerror(errno));
+    }
+    ctx->ext_armed = want;
 }
 
 void aio_notify(AioContext *ctx)
@@ -248,6 +312,38 @@ static bool has_scheduled(AioContext *ctx)
            __atomic_load_n(&ctx->co_head, __ATOMIC_ACQUIRE);
 }
 
+/* Run the handlers of one epoll event. */
+static bool dispatch_event(AioHandler *h, uint32_t events)
+{
+    bool progress = false;
+
+    if (h->deleted) {
+        return false;
+    }
+    if ((events & (EPOLLIN | EPOLLHUP | EPOLLERR)) && h->io_read) {
+        h->io_read(h->opaque);
+        progress = true;
+    }
+    if (!h->deleted && (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) && h->io_write) {
+        h->io_write(h->opaque);
+        progress = true;
+    }
+    return progress;
+}
+
+/* The external set is ready: run its handlers (only called from the outermost poll). */
+static bool dispatch_external(AioContext *ctx)
+{
+    struct epoll_event events[64];
+    bool progress = false;
+    int n = epoll_wait(ctx->ext_epfd, events, G_N_ELEMENTS(events), 0);
+
+    for (int i = 0; i < n; i++) {
+        progress |= dispatch_event(events[i].data.ptr, events[i].events);
+    }
+    return progress;
+}
+
 bool aio_poll(AioContext *ctx, bool blocking)
 {
     struct epoll_event events[64];
@@ -257,6 +353,7 @@ bool aio_poll(AioContext *ctx, bool blocking)
     int n;
 
     ctx->depth++;
+    arm_external(ctx);
     ctx->dispatching = true;
     progress = run_scheduled(ctx);
 
@@ -271,19 +368,14 @@ bool aio_poll(AioContext *ctx, bool blocking)
     ctx->dispatching = true;
 
     for (int i = 0; i < n; i++) {
-        AioHandler *h = events[i].data.ptr;
-        if (h->deleted) {
+        if (events[i].data.ptr == &ext_tag) {
+            /* A handler run before may have nested a poll, which disarmed the set. */
+            if (ctx->depth == 1 && ctx->external_disabled == 0) {
+                progress |= dispatch_external(ctx);
+            }
             continue;
         }
-        if ((events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) && h->io_read) {
-            h->io_read(h->opaque);
-            progress = true;
-        }
-        if (!h->deleted && (events[i].events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) &&
-            h->io_write) {
-            h->io_write(h->opaque);
-            progress = true;
-        }
+        progress |= dispatch_event(events[i].data.ptr, events[i].events);
     }
     progress |= run_scheduled(ctx);
     if (--ctx->depth == 0) {
@@ -313,8 +405,12 @@ void aio_run_coroutine(CoroutineEntry *entry, void *opaque)
     RunCo r = { .entry = entry, .opaque = opaque };
 
     g_assert(!in_coroutine());
+    /* Called outside any poll (a daemon opening its first image), this is the outermost poll:
+     * still, no client may be served in the middle of an open. */
+    aio_disable_external(ctx);
     coroutine_enter(coroutine_create(run_co_entry, &r));
     while (!r.done) {
         aio_poll(ctx, true);
     }
+    aio_enable_external(ctx);
 }

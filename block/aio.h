@@ -31,6 +31,22 @@ AioContext *aio_peek_current(void);
 void aio_set_fd_handler(AioContext *ctx, int fd, IOHandler *io_read, IOHandler *io_write,
                         void *opaque);
 
+/*
+ * The same for an "external" fd: one through which the outside world asks for work (control
+ * socket and its connections, signals), as opposed to the I/O that work waits for.  External
+ * handlers run only in the outermost aio_poll of the context, and not while external handlers
+ * are disabled: a nested poll (aio_run_coroutine opening an image inside a handler, a drain)
+ * neither runs them nor wakes up for them.  So a handler that starts such a poll is never
+ * re-entered, and nothing it uses is freed under it by a request of another client.
+ * Re-registering an fd with the other kind moves it.
+ */
+void aio_set_fd_handler_external(AioContext *ctx, int fd, IOHandler *io_read,
+                                 IOHandler *io_write, void *opaque);
+
+/* Disable/enable external handlers (counted: nested pairs are fine).  Owner thread only. */
+void aio_disable_external(AioContext *ctx);
+void aio_enable_external(AioContext *ctx);
+
 /* Run cb(opaque) once, soon, in ctx's thread.  Thread-safe; never blocks. */
 void aio_bh_schedule(AioContext *ctx, BHFunc *cb, void *opaque);
 
@@ -45,7 +61,8 @@ void aio_notify(AioContext *ctx);
 bool aio_poll(AioContext *ctx, bool blocking);
 
 /* Run entry(opaque) in a new coroutine and poll ctx until it finishes (for set-up paths and
- * tools outside the event loop).  Must not be called from coroutine context. */
+ * tools outside the event loop).  External handlers do not run meanwhile, even when called
+ * outside any aio_poll.  Must not be called from coroutine context. */
 void aio_run_coroutine(CoroutineEntry *entry, void *opaque);
 
 /* Internal to coroutine.c: the link used by aio_co_schedule. */

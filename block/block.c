@@ -430,23 +430,76 @@ BlockDriverState *bdrv_open(const char *filename, const char *format, BlockOptio
     return bs;
 }
 
+bool bdrv_backing_name_is_plain(const char *name)
+{
+    const char *colon = strchr(name, ':');
+    const char *slash = strchr(name, '/');
+
+    /* What bdrv_open would take for PROTOCOL:..., as QEMU does: a colon before any slash. */
+    return !colon || (slash && slash < colon);
+}
+
+/*
+ * Where the backing file `name` of the image file `image` is: an absolute path as it is, a
+ * relative one in the image's directory (made absolute now, so that no later working directory
+ * matters), and a protocol or json: name as it is when allow_remote, else refused (EREMOTE).
+ * Returns the path (caller frees) or NULL with errp set.
+ */
+static char *resolve_backing(const char *image, const char *name, bool allow_remote,
+                             GError **errp)
+{
+    g_autofree char *dir = NULL;
+    g_autofree char *abs_dir = NULL;
+
+    if (!bdrv_backing_name_is_plain(name)) {
+        if (!allow_remote) {
+            g_set_error(errp, BLK_ERROR, EREMOTE, "%s: backing file '%s' is not a local path "
+                        "(a protocol or json: name); give --allow-remote-backing to open it "
+                        "if you trust the image", image, name);
+            return NULL;
+        }
+        if (g_str_has_prefix(name, "json:")) {
+            error_setg(errp, "%s: backing file '%s': json: names are not supported", image, name);
+            return NULL;
+        }
+        if (!bdrv_find_protocol(name)->protocol_prefix) {
+            error_setg(errp, "%s: backing file '%s': unknown protocol '%.*s'", image, name,
+                       (int)(strchr(name, ':') - name), name);
+            return NULL;
+        }
+        return g_strdup(name);
+    }
+    if (g_path_is_absolute(name)) {
+        return g_strdup(name);
+    }
+    if (!bdrv_backing_name_is_plain(image)) {
+        error_setg(errp, "%s: backing file '%s' is relative, but the image is not a local file",
+                   image, name);
+        return NULL;
+    }
+    dir = g_path_get_dirname(image);
+    abs_dir = g_canonicalize_filename(dir, NULL);
+    return g_build_filename(abs_dir, name, NULL);
+}
+
 int bdrv_open_backing(BlockDriverState *bs, int flags, GError **errp)
 {
     g_autofree char *path = NULL;
     g_autofree char *real = NULL;
-    g_autofree char *dir = NULL;
+    const char *image = bs->file ? bs->file->bs->filename : bs->filename;
+    bool allow_remote = flags & (BDRV_O_ALLOW_REMOTE_BACKING | BDRV_O_BACKING_TRUSTED);
+    g_autoptr(GError) local_err = NULL;
     BlockDriverState *backing;
     int backing_flags;
 
     if (!bs->backing_file || (flags & BDRV_O_NO_BACKING)) {
         return 0;
     }
-    if (g_path_is_absolute(bs->backing_file) || strchr(bs->backing_file, ':') ||
-        !bs->file) {
-        path = g_strdup(bs->backing_file);
-    } else {
-        dir = g_path_get_dirname(bs->file->bs->filename);
-        path = g_build_filename(dir, bs->backing_file, NULL);
+    path = resolve_backing(image, bs->backing_file, allow_remote, &local_err);
+    if (!path) {
+        int ret = local_err->code == EREMOTE ? -EREMOTE : -EINVAL;
+        g_propagate_error(errp, g_steal_pointer(&local_err));
+        return ret;
     }
     if (!opening_chain) {
         opening_chain = g_ptr_array_new_with_free_func(g_free);
@@ -474,7 +527,8 @@ int bdrv_open_backing(BlockDriverState *bs, int flags, GError **errp)
     }
     g_ptr_array_add(opening_chain, g_steal_pointer(&real));
 
-    backing_flags = flags & ~(BDRV_O_RDWR | BDRV_O_PROBED);
+    /* Read-only; a trusted name is this node's only, not its backing files'. */
+    backing_flags = flags & ~(BDRV_O_RDWR | BDRV_O_PROBED | BDRV_O_BACKING_TRUSTED);
     backing = bdrv_open(path, bs->backing_format, NULL, backing_flags, errp);
     g_ptr_array_set_size(opening_chain, 0);
     if (!backing) {
@@ -597,10 +651,11 @@ static void coroutine_fn create_entry(void *opaque)
 static bool backing_size(const char *image, const char *backing_file, const char *backing_fmt,
                          uint64_t *size, GError **errp)
 {
-    g_autofree char *dir = g_path_get_dirname(image);
-    g_autofree char *path = g_path_is_absolute(backing_file) ?
-        g_strdup(backing_file) : g_build_filename(dir, backing_file, NULL);
-    BlockDriverState *bs = bdrv_open(path, backing_fmt, NULL, 0, errp);
+    /* The name comes from whoever creates the image, not from an image: any kind is opened.
+     * Its own backing chain is not: the size is in its header. */
+    g_autofree char *path = resolve_backing(image, backing_file, true, errp);
+    BlockDriverState *bs = path ? bdrv_open(path, backing_fmt, NULL, BDRV_O_NO_BACKING, errp) :
+                                  NULL;
     int64_t len;
 
     if (!bs) {

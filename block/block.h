@@ -32,6 +32,9 @@ enum {
                                  * or marking it corrupt; what is wrong is for the check to
                                  * report (qcow2: corrupt and dirty images open read-write,
                                  * tables past the end of the file read as zeros) */
+    BDRV_O_ALLOW_REMOTE_BACKING = 1 << 6, /* open backing files named by protocol (null:...) */
+    BDRV_O_BACKING_TRUSTED = 1 << 7, /* this node's backing file name is the user's (--snapshot
+                                      * overlay): open it whatever its kind; not inherited */
 };
 
 /* Request flags */
@@ -271,8 +274,15 @@ BlockDriverState *bdrv_open(const char *filename, const char *format, BlockOptio
                             int flags, GError **errp);
 
 /* For format drivers' open: open bs's backing chain from bs->backing_file / backing_format,
- * relative to bs's directory, read-only, detecting loops.  Returns 0 or -errno (errp set). */
+ * read-only, detecting loops.  A relative name is in the image file's directory (never the
+ * current one).  A name that is not a plain local path (a protocol such as "null:" or "nbd:",
+ * or "json:") is refused with -EREMOTE (GError code EREMOTE) unless flags has
+ * BDRV_O_ALLOW_REMOTE_BACKING: an untrusted image must not reach a network server or a device
+ * through its header.  Returns 0 or -errno (errp set). */
 int bdrv_open_backing(BlockDriverState *bs, int flags, GError **errp);
+
+/* True if name is a plain local path, not PROTOCOL:... (a colon before any slash). */
+bool bdrv_backing_name_is_plain(const char *name);
 
 void bdrv_ref(BlockDriverState *bs);
 /* Drop a reference; the last one flushes, closes the driver and unrefs the children. */

@@ -50,7 +50,7 @@ typedef struct CliCommand {
 enum {
     OPT_GROWABLE = 256, OPT_CACHE, OPT_QUEUES, OPT_FOREGROUND, OPT_LOG_FILE, OPT_FORCE,
     OPT_JSON, OPT_ALLOW_OTHER, OPT_DAEMON, OPT_ID, OPT_SOCKET, OPT_SNAPSHOT,
-    OPT_SNAPSHOT_NAME, OPT_HELP, OPT_OUTPUT,
+    OPT_SNAPSHOT_NAME, OPT_ALLOW_USER, OPT_ALLOW_REMOTE_BACKING, OPT_HELP, OPT_OUTPUT,
 };
 
 static const CliOption help_option = { "help", OPT_HELP, NULL, "show this help and exit" };
@@ -72,6 +72,8 @@ static const CliOption mount_options[] = {
       "(read-only)" },
     { "allow-other", OPT_ALLOW_OTHER, NULL, "let other users access the file, subject to its "
       "mode (needs user_allow_other in /etc/fuse.conf when not root)" },
+    { "allow-remote-backing", OPT_ALLOW_REMOTE_BACKING, NULL, "open backing files the image "
+      "names by protocol (null:, nbd:, ...), not only local paths: only for trusted images" },
     { "id", OPT_ID, "ID", "export id (default: exportN)" },
     { "daemon", OPT_DAEMON, "SOCKET", "add the export to the running 'blkfuse serve' daemon "
       "listening on SOCKET" },
@@ -96,6 +98,8 @@ static const CliOption list_options[] = {
 static const CliOption info_options[] = {
     { "format", 'f', "FORMAT", "image format; probed if not given" },
     { "json", OPT_JSON, NULL, "print JSON" },
+    { "allow-remote-backing", OPT_ALLOW_REMOTE_BACKING, NULL, "open backing files named by "
+      "protocol too (else only the image itself is shown, with a warning)" },
     { NULL },
 };
 
@@ -103,6 +107,8 @@ static const CliOption create_options[] = {
     { "format", 'f', "FORMAT", "image format: qcow2 or raw (default raw)" },
     { "backing", 'b', "BACKING", "backing file (qcow2)" },
     { "backing-format", 'F', "FORMAT", "format of the backing file; probed if not given" },
+    { "allow-remote-backing", OPT_ALLOW_REMOTE_BACKING, NULL, "let BACKING be a protocol name "
+      "(null:...), which opening the image will then need --allow-remote-backing for" },
     { "options", 'o', "KEY=VALUE,...", "format options: qcow2 cluster_size=, lazy_refcounts=, "
       "extended_l2=, compression_type=, preallocation=, refcount_bits=, compat=; raw "
       "preallocation=" },
@@ -111,6 +117,9 @@ static const CliOption create_options[] = {
 
 static const CliOption serve_options[] = {
     { "socket", OPT_SOCKET, "PATH", "control socket path (default: RUNTIME_DIR/PID.sock)" },
+    { "allow-user", OPT_ALLOW_USER, "USER,...", "also serve these users (names or uids) on the "
+      "control socket, which --socket must put where they can reach it; they can then do "
+      "anything the daemon can" },
     { "foreground", OPT_FOREGROUND, NULL, "stay in the foreground, logging to stderr" },
     { "log-file", OPT_LOG_FILE, "FILE", "log to FILE (default when daemonized: syslog, or "
       "RUNTIME_DIR/PID.log without /dev/log)" },
@@ -152,6 +161,16 @@ static const CliCommand commands[] = {
     { "check", "IMAGE", "find (and with -r repair) corruptions and leaks, like qemu-img check",
       check_options, cmd_check, 1, 1 },
 };
+
+static const CliCommand *find_command(const char *name)
+{
+    for (size_t i = 0; i < G_N_ELEMENTS(commands); i++) {
+        if (!strcmp(commands[i].name, name)) {
+            return &commands[i];
+        }
+    }
+    return NULL;
+}
 
 static void print_options(FILE *f, const CliOption *opts)
 {
@@ -302,6 +321,7 @@ static bool opt_flag(GHashTable *o, const char *name)
 typedef struct DaemonConfig {
     const BlockExportOptions *export;   /* NULL for serve */
     const char *socket_path;
+    GArray *allowed_uids;               /* uid_t, or NULL */
     bool serve;
     bool foreground;
     const char *log_file;
@@ -350,6 +370,7 @@ static int daemon_run(const DaemonConfig *cfg)
     AioContext *ctx;
     ControlServer *srv;
     SignalState sig = { .fd = -1 };
+    BlockExport *exp;
     sigset_t mask;
     const char *log_file = cfg->log_file;       /* NULL: stderr; "syslog"; or a file */
     g_autofree char *fallback_log = NULL;       /* RUNTIME_DIR/PID.log when there is no syslog */
@@ -447,15 +468,21 @@ static int daemon_run(const DaemonConfig *cfg)
     }
 
     ctx = aio_get_current();
-    srv = control_server_new(cfg->socket_path, cfg->serve, &err);
+    srv = control_server_new(cfg->socket_path, cfg->serve, cfg->allowed_uids, &err);
     if (!srv) {
         goto fail;
     }
     sig.srv = srv;
     sig.fd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
-    aio_set_fd_handler(ctx, sig.fd, signal_read, NULL, &sig);
+    /* External, like the control connections: handled by the main loop, between requests. */
+    aio_set_fd_handler_external(ctx, sig.fd, signal_read, NULL, &sig);
 
-    if (cfg->export && !blk_exp_add(cfg->export, &err)) {
+    /* No client is served until the first export is up (or has failed): not even in the
+     * loops its opening and closing paths run, top-level as they are here. */
+    aio_disable_external(ctx);
+    exp = cfg->export ? blk_exp_add(cfg->export, &err) : NULL;
+    aio_enable_external(ctx);
+    if (cfg->export && !exp) {
         control_server_free(srv);
         goto fail;
     }
@@ -487,7 +514,7 @@ static int daemon_run(const DaemonConfig *cfg)
     }
     blk_exp_close_all();
     control_server_free(srv);
-    aio_set_fd_handler(ctx, sig.fd, NULL, NULL, NULL);
+    aio_set_fd_handler_external(ctx, sig.fd, NULL, NULL, NULL);
     close(sig.fd);
     log_info("exiting");
     if (fallback_log) {
@@ -497,7 +524,7 @@ static int daemon_run(const DaemonConfig *cfg)
 
 fail:
     if (sig.fd >= 0) {
-        aio_set_fd_handler(ctx, sig.fd, NULL, NULL, NULL);
+        aio_set_fd_handler_external(ctx, sig.fd, NULL, NULL, NULL);
         close(sig.fd);
     }
     log_error("%s", err->message);
@@ -546,6 +573,7 @@ static int cmd_mount(GHashTable *o, int argc, char **argv)
         .allow_other = opt_flag(o, "allow-other"),
         .snapshot = opt_flag(o, "snapshot"),
         .cache = cache,
+        .allow_remote_backing = opt_flag(o, "allow-remote-backing"),
     };
     DaemonConfig cfg = {
         .export = &eo,
@@ -578,6 +606,9 @@ static int cmd_mount(GHashTable *o, int argc, char **argv)
     if (eo.snapshot && eo.read_only) {
         return usage_error(c, "--snapshot and --read-only exclude each other");
     }
+    if (eo.id && !control_check_export_id(eo.id, &err)) {
+        return usage_error(c, "--id: %s", err->message);
+    }
     if (opt_str(o, "daemon") && (cfg.foreground || cfg.log_file || cfg.verbose)) {
         return usage_error(c, "--foreground, --log-file and --verbose belong to the daemon: "
                            "give them to 'blkfuse serve', not with --daemon");
@@ -589,7 +620,9 @@ static int cmd_mount(GHashTable *o, int argc, char **argv)
         g_autofree char *mp = g_canonicalize_filename(eo.mountpoint, NULL);
 
         json_object_set_string(req, "cmd", "mount");
-        json_object_set_string(req, "image", strchr(eo.image, ':') ? eo.image : image);
+        /* The daemon runs elsewhere: paths go absolute; a protocol name goes as it is. */
+        json_object_set_string(req, "image", bdrv_find_protocol(eo.image)->protocol_prefix ?
+                               eo.image : image);
         json_object_set_string(req, "mountpoint", mp);
         if (eo.id) {
             json_object_set_string(req, "id", eo.id);
@@ -600,10 +633,16 @@ static int cmd_mount(GHashTable *o, int argc, char **argv)
         if (opt_str(o, "options")) {
             json_object_set_string(req, "options", opt_str(o, "options"));
         }
+        if (opt_str(o, "snapshot-name")) {
+            json_object_set_string(req, "snapshot_name", opt_str(o, "snapshot-name"));
+        }
         json_object_set_bool(req, "read_only", eo.read_only);
         json_object_set_bool(req, "growable", eo.growable);
         json_object_set_bool(req, "allow_other", eo.allow_other);
         json_object_set_bool(req, "snapshot", eo.snapshot);
+        if (eo.allow_remote_backing) {
+            json_object_set_bool(req, "allow_remote_backing", true);
+        }
         if (cache) {
             json_object_set_string(req, "cache", cache);
         }
@@ -626,8 +665,11 @@ static int cmd_mount(GHashTable *o, int argc, char **argv)
 
 static int cmd_serve(GHashTable *o, int argc, char **argv)
 {
+    const CliCommand *c = find_command("serve");
     g_autofree char *log_abs = NULL;
     g_autofree char *sock_abs = NULL;
+    g_autoptr(GArray) uids = g_array_new(false, false, sizeof(uid_t));
+    g_autoptr(GError) err = NULL;
     DaemonConfig cfg = {
         .serve = true,
         .socket_path = opt_str(o, "socket"),
@@ -643,6 +685,16 @@ static int cmd_serve(GHashTable *o, int argc, char **argv)
     if (cfg.socket_path) {
         sock_abs = g_canonicalize_filename(cfg.socket_path, NULL);
         cfg.socket_path = sock_abs;
+    }
+    if (opt_str(o, "allow-user")) {
+        if (!control_parse_users(opt_str(o, "allow-user"), uids, &err)) {
+            return usage_error(c, "--allow-user: %s", err->message);
+        }
+        if (!cfg.socket_path) {
+            return usage_error(c, "--allow-user needs --socket PATH, in a directory the users "
+                               "can reach (the runtime directory is private)");
+        }
+        cfg.allowed_uids = uids;
     }
     return daemon_run(&cfg);
 }
@@ -887,9 +939,16 @@ static int cmd_info(GHashTable *o, int argc, char **argv)
     g_autoptr(GError) err = NULL;
     g_autoptr(JsonValue) info = json_new_object();
     g_autoptr(JsonValue) chain = json_new_array();
-    BlockDriverState *bs = bdrv_open(argv[0], opt_str(o, "format"), NULL, BDRV_O_NO_LOCK,
-                                     &err);
+    int flags = BDRV_O_NO_LOCK |
+                (opt_flag(o, "allow-remote-backing") ? BDRV_O_ALLOW_REMOTE_BACKING : 0);
+    BlockDriverState *bs = bdrv_open(argv[0], opt_str(o, "format"), NULL, flags, &err);
 
+    if (!bs && g_error_matches(err, BLK_ERROR, EREMOTE)) {
+        /* Show what the image is, without the backing file it may not open. */
+        fprintf(stderr, "blkfuse: warning: %s\n", err->message);
+        g_clear_error(&err);
+        bs = bdrv_open(argv[0], opt_str(o, "format"), NULL, flags | BDRV_O_NO_BACKING, &err);
+    }
     if (!bs) {
         return fail("%s", err->message);
     }
@@ -1023,6 +1082,13 @@ static int cmd_create(GHashTable *o, int argc, char **argv)
     }
     if (opt_str(o, "backing-format") && !opt_str(o, "backing")) {
         return usage_error(c, "--backing-format needs --backing");
+    }
+    if (opt_str(o, "backing") && !bdrv_backing_name_is_plain(opt_str(o, "backing")) &&
+        !opt_flag(o, "allow-remote-backing")) {
+        return usage_error(c, "--backing '%s' is not a local path (a protocol or json: name): "
+                           "give --allow-remote-backing too if that is what you mean (opening "
+                           "the image will need it as well; a local file name with a colon can "
+                           "be written ./NAME)", opt_str(o, "backing"));
     }
     if (opt_str(o, "options") && !block_options_parse(bopts, opt_str(o, "options"), &err)) {
         return usage_error(c, "%s", err->message);

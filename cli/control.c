@@ -1,5 +1,5 @@
 /* control.c - the control socket: a line-delimited JSON server in the daemon's main loop, and
- * the client calls the CLI makes.  See control.h for the protocol. */
+ * the client calls the CLI makes.  See control.h for the protocol and what clients may do. */
 #include "config.h"
 #include "cli/control.h"
 #include "block/aio.h"
@@ -8,7 +8,10 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
 #include <poll.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/socket.h>
@@ -16,26 +19,53 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#define CONTROL_LINE_MAX (64 * 1024)
+#define CONTROL_LINE_MAX  (64 * 1024)   /* longest request line */
+#define CONTROL_OUT_HIGH  (64 * 1024)   /* unsent replies above which requests wait */
+#define CONTROL_OUT_MAX   (1024 * 1024) /* unsent replies above which the client is dropped */
+#define CONTROL_CONN_MAX  64            /* connections served at once */
+#define CONTROL_READ_SIZE (16 * 1024)   /* bytes read from one connection per event */
+#define CONTROL_PATH_MAX  PATH_MAX      /* longest path in a request */
 
+/*
+ * A connection.  References: the server's list holds one until the connection is closed, and
+ * whoever runs its requests holds one meanwhile, so closing it (the client left, its output
+ * overflowed, the server stops) never frees it under a request.  fd -1: a detached connection
+ * (control_server_process), whose replies just collect in out.
+ */
 typedef struct ControlConn {
     ControlServer *srv;
+    int refcnt;
     int fd;
-    GString *in;
+    uid_t uid;
+    GString *in;                /* received bytes not yet processed */
+    GString *out;               /* replies; bytes before out_sent are sent */
+    size_t out_sent;
     BlockExport *waiting_for;   /* unmount in progress: reply when this export is gone */
-    bool closing;
+    bool eof;                   /* the client sends nothing more */
+    bool closed;
+    bool processing;            /* conn_process is running for it */
+    bool resume;                /* run conn_process again from the outermost loop */
+    bool reading, writing;      /* the handlers registered */
 } ControlConn;
 
 struct ControlServer {
-    int fd;
+    AioContext *ctx;
+    int fd;                     /* listening socket, -1 when detached */
     char *path;
     char *link;                 /* RUNTIME_DIR/PID.sock -> path, when path is elsewhere */
     bool serve;
+    bool dry_run;
     bool exit_requested;
-    GList *conns;
+    GArray *allowed_uids;       /* uid_t: served besides root and our own uid */
+    GList *conns;               /* ControlConn *, open ones */
+    unsigned nconns;
+    int64_t refusal_logged;     /* monotonic time of the last refusal logged */
+    unsigned refusals_unlogged;
 };
 
-static ControlServer *the_server;       /* for the export-removed notifier */
+static void conn_process(ControlConn *c);
+static void conn_read(void *opaque);
+static void conn_write(void *opaque);
 
 char *control_runtime_dir(bool create, GError **errp)
 {
@@ -57,39 +87,153 @@ char *control_runtime_dir(bool create, GError **errp)
     return dir;
 }
 
-/* --- replies --- */
+/* --- connections --- */
 
-static void conn_send(ControlConn *c, JsonValue *reply)
+static ControlConn *conn_new(ControlServer *srv, int fd, uid_t uid)
 {
-    g_autofree char *text = json_to_string(reply);
-    g_autofree char *line = g_strconcat(text, "\n", NULL);
-    size_t len = strlen(line), done = 0;
+    ControlConn *c = g_new0(ControlConn, 1);
 
-    while (done < len) {
-        ssize_t n = send(c->fd, line + done, len - done, MSG_NOSIGNAL);
+    c->srv = srv;
+    c->refcnt = 1;              /* the list's */
+    c->fd = fd;
+    c->uid = uid;
+    c->in = g_string_new(NULL);
+    c->out = g_string_new(NULL);
+    srv->conns = g_list_prepend(srv->conns, c);
+    srv->nconns++;
+    return c;
+}
+
+static void conn_ref(ControlConn *c)
+{
+    c->refcnt++;
+}
+
+static void conn_unref(ControlConn *c)
+{
+    if (--c->refcnt > 0) {
+        return;
+    }
+    g_assert(c->closed);
+    g_string_free(c->in, true);
+    g_string_free(c->out, true);
+    g_free(c);
+}
+
+static size_t conn_pending(ControlConn *c)
+{
+    return c->out->len - c->out_sent;
+}
+
+/* Stop all I/O on c and drop the list's reference (c stays valid for other holders). */
+static void conn_close(ControlConn *c)
+{
+    ControlServer *srv = c->srv;
+
+    if (c->closed) {
+        return;
+    }
+    c->closed = true;
+    c->waiting_for = NULL;
+    if (c->fd >= 0) {
+        if (c->reading || c->writing) {
+            aio_set_fd_handler_external(srv->ctx, c->fd, NULL, NULL, NULL);
+        }
+        close(c->fd);
+        c->fd = -1;
+    }
+    srv->conns = g_list_remove(srv->conns, c);
+    srv->nconns--;
+    conn_unref(c);
+}
+
+/* Watch for requests while c may take more, and for writability while it has replies to send
+ * (or must resume from the outermost loop: a writable socket reports at once). */
+static void conn_update_handlers(ControlConn *c)
+{
+    bool rd, wr;
+
+    if (c->closed || c->fd < 0) {
+        return;
+    }
+    rd = !c->eof && !c->waiting_for && conn_pending(c) < CONTROL_OUT_HIGH &&
+         c->in->len <= CONTROL_LINE_MAX;
+    wr = conn_pending(c) > 0 || c->resume;
+    if (rd == c->reading && wr == c->writing) {
+        return;
+    }
+    aio_set_fd_handler_external(c->srv->ctx, c->fd, rd ? conn_read : NULL, wr ? conn_write : NULL,
+                                c);
+    c->reading = rd;
+    c->writing = wr;
+}
+
+/* Send what the socket takes now, never waiting.  Closes c on a send error. */
+static void conn_flush(ControlConn *c)
+{
+    while (conn_pending(c) > 0) {
+        ssize_t n = send(c->fd, c->out->str + c->out_sent, conn_pending(c),
+                         MSG_NOSIGNAL | MSG_DONTWAIT);
         if (n < 0) {
             if (errno == EINTR) {
                 continue;
             }
-            if (errno == EAGAIN) {
-                struct pollfd p = { .fd = c->fd, .events = POLLOUT };
-                poll(&p, 1, 1000);
-                continue;
+            if (errno != EAGAIN) {
+                conn_close(c);
+                return;
             }
-            c->closing = true;
-            return;
+            break;
         }
-        done += n;
+        c->out_sent += n;
+    }
+    if (c->out_sent == c->out->len) {
+        g_string_truncate(c->out, 0);
+        c->out_sent = 0;
+    } else if (c->out_sent >= CONTROL_OUT_HIGH) {
+        g_string_erase(c->out, 0, c->out_sent);
+        c->out_sent = 0;
     }
 }
 
-static void conn_send_error(ControlConn *c, int err, const char *msg)
+/* Queue one reply line; send it at once if the socket takes it (or, during conn_process,
+ * with the others at its end). */
+static void conn_send(ControlConn *c, JsonValue *reply)
+{
+    g_autofree char *text = NULL;
+
+    if (c->closed) {
+        return;
+    }
+    /* Reading stops at CONTROL_OUT_HIGH, so this is a backstop; one large reply (a list of
+     * many exports) still goes to a client that reads. */
+    if (conn_pending(c) > CONTROL_OUT_MAX) {
+        log_debug("control: dropping a client that does not read its replies (%zu bytes "
+                  "unread)", conn_pending(c));
+        conn_close(c);
+        return;
+    }
+    text = json_to_string(reply);
+    g_string_append(c->out, text);
+    g_string_append_c(c->out, '\n');
+    /* Requests run in a batch: their replies go out together at its end. */
+    if (c->fd >= 0 && !c->processing) {
+        if (!c->writing) {
+            conn_flush(c);
+        }
+        conn_update_handlers(c);
+    }
+}
+
+static void conn_send_error(ControlConn *c, int err, const char *field, const char *msg)
 {
     g_autoptr(JsonValue) r = json_new_object();
 
     json_object_set_bool(r, "ok", false);
     json_object_set_string(r, "error", msg);
     json_object_set_int(r, "errno", err < 0 ? -err : err);
+    if (field) {
+        json_object_set_string(r, "field", field);
+    }
     conn_send(c, r);
 }
 
@@ -128,10 +272,7 @@ static JsonValue *describe_export(BlockExport *exp)
     json_object_set_int(o, "size", blk_getlength(exp->blk));
     json_object_set_int(o, "clients", blk_exp_clients(exp));
     json_object_set_int(o, "owner_uid", exp->owner);
-    {
-        const char *user = g_get_user_name();
-        json_object_set_string(o, "owner", user);
-    }
+    json_object_set_string(o, "owner", g_get_user_name());
     json_object_set_string(o, "since", since);
     json_object_set_int(o, "since_epoch", exp->since);
     json_object_set_int(o, "bytes_read", st.bytes[BLK_STAT_READ]);
@@ -167,6 +308,210 @@ JsonValue *control_describe_exports(const char *mountpoint_filter)
     return arr;
 }
 
+/* --- request validation --- */
+
+typedef enum { FIELD_STRING, FIELD_BOOL, FIELD_INT } FieldType;
+
+/* One field a command accepts.  check: extra rule for a string (message without the field
+ * name, which the caller prefixes). */
+typedef struct FieldSpec {
+    const char *name;
+    FieldType type;
+    bool required;
+    int64_t min, max;                   /* FIELD_INT */
+    size_t max_len;                     /* FIELD_STRING; 0: CONTROL_PATH_MAX */
+    bool (*check)(const char *value, GError **errp);
+} FieldSpec;
+
+bool control_check_export_id(const char *id, GError **errp)
+{
+    size_t len = strlen(id);
+
+    if (len == 0 || len > 64) {
+        error_setg(errp, "an export id has 1 to 64 characters");
+        return false;
+    }
+    for (const char *p = id; *p; p++) {
+        if (!g_ascii_isalnum(*p) && !strchr("._-:@+", *p)) {
+            error_setg(errp, "an export id has only letters, digits and \"._-:@+\", not '%s'",
+                       id);
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool check_absolute_path(const char *s, GError **errp)
+{
+    if (!g_path_is_absolute(s)) {
+        error_setg(errp, "must be an absolute path");
+        return false;
+    }
+    return true;
+}
+
+/* An image is an absolute path, or a name of a protocol blkfuse has ("null:1G"). */
+static bool check_image(const char *s, GError **errp)
+{
+    if (!g_path_is_absolute(s) && !bdrv_find_protocol(s)->protocol_prefix) {
+        error_setg(errp, "must be an absolute path or a protocol name such as null:SIZE");
+        return false;
+    }
+    return true;
+}
+
+static bool check_format(const char *s, GError **errp)
+{
+    if (!bdrv_find_format(s)) {
+        error_setg(errp, "unknown format (known: %s)", bdrv_format_list());
+        return false;
+    }
+    return true;
+}
+
+static bool check_cache(const char *s, GError **errp)
+{
+    if (strcmp(s, "writeback") && strcmp(s, "writethrough") && strcmp(s, "none") &&
+        strcmp(s, "directsync")) {
+        error_setg(errp, "must be writeback, writethrough, none or directsync");
+        return false;
+    }
+    return true;
+}
+
+static bool check_options(const char *s, GError **errp)
+{
+    g_autoptr(GHashTable) opts = block_options_new();
+
+    return block_options_parse(opts, s, errp);
+}
+
+static bool check_not_empty(const char *s, GError **errp)
+{
+    if (!*s) {
+        error_setg(errp, "must not be empty");
+        return false;
+    }
+    return true;
+}
+
+static const FieldSpec list_fields[] = {
+    { "mountpoint", FIELD_STRING, .check = check_absolute_path },
+    { NULL },
+};
+
+static const FieldSpec mount_fields[] = {
+    { "image", FIELD_STRING, .required = true, .check = check_image },
+    { "mountpoint", FIELD_STRING, .required = true, .check = check_absolute_path },
+    { "id", FIELD_STRING, .max_len = 64, .check = control_check_export_id },
+    { "format", FIELD_STRING, .max_len = 64, .check = check_format },
+    { "options", FIELD_STRING, .check = check_options },
+    { "read_only", FIELD_BOOL },
+    { "growable", FIELD_BOOL },
+    { "allow_other", FIELD_BOOL },
+    { "snapshot", FIELD_BOOL },
+    { "snapshot_name", FIELD_STRING, .check = check_not_empty },
+    { "cache", FIELD_STRING, .max_len = 64, .check = check_cache },
+    { "queues", FIELD_INT, .min = 1, .max = 64 },
+    { "allow_remote_backing", FIELD_BOOL },
+    { NULL },
+};
+
+static const FieldSpec unmount_fields[] = {
+    { "id", FIELD_STRING, .max_len = 64, .check = control_check_export_id },
+    { "mountpoint", FIELD_STRING, .check = check_absolute_path },
+    { "force", FIELD_BOOL },
+    { NULL },
+};
+
+static const FieldSpec no_fields[] = {
+    { NULL },
+};
+
+static const char *json_type_name(JsonType t)
+{
+    switch (t) {
+    case JSON_NULL: return "null";
+    case JSON_BOOL: return "a boolean";
+    case JSON_INT: return "an integer";
+    case JSON_DOUBLE: return "a number with a fraction or exponent";
+    case JSON_STRING: return "a string";
+    case JSON_ARRAY: return "an array";
+    case JSON_OBJECT: return "an object";
+    }
+    return "?";
+}
+
+/* Check one member's value against its spec; the message names the field. */
+static bool check_field(const FieldSpec *f, JsonValue *v, GError **errp)
+{
+    static const JsonType want[] = {
+        [FIELD_STRING] = JSON_STRING, [FIELD_BOOL] = JSON_BOOL, [FIELD_INT] = JSON_INT,
+    };
+    g_autoptr(GError) err = NULL;
+
+    if (json_type(v) != want[f->type]) {
+        error_setg(errp, "\"%s\": expected %s, not %s", f->name, json_type_name(want[f->type]),
+                   json_type_name(json_type(v)));
+        return false;
+    }
+    if (f->type == FIELD_INT && (json_get_int(v) < f->min || json_get_int(v) > f->max)) {
+        error_setg(errp, "\"%s\": must be from %" PRId64 " to %" PRId64 ", not %" PRId64,
+                   f->name, f->min, f->max, json_get_int(v));
+        return false;
+    }
+    if (f->type == FIELD_STRING) {
+        size_t max = f->max_len ? f->max_len : CONTROL_PATH_MAX;
+        if (strlen(json_get_string(v)) > max) {
+            error_setg(errp, "\"%s\": longer than %zu bytes", f->name, max);
+            return false;
+        }
+        if (f->check && !f->check(json_get_string(v), &err)) {
+            error_setg(errp, "\"%s\": %s", f->name, err->message);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Check every member of req against fields: each known, of the right type and value, and the
+ * required ones present.  On error, *bad_field names the field (or is NULL). */
+static bool validate_request(const char *cmd, const FieldSpec *fields, JsonValue *req,
+                             const char **bad_field, GError **errp)
+{
+    const char *key;
+    JsonValue *v;
+
+    *bad_field = NULL;
+    for (guint i = 0; json_object_iter(req, i, &key, &v); i++) {
+        const FieldSpec *f = fields;
+
+        if (!strcmp(key, "cmd")) {
+            continue;
+        }
+        while (f->name && strcmp(f->name, key) != 0) {
+            f++;
+        }
+        if (!f->name) {
+            *bad_field = key;
+            error_setg(errp, "\"%s\": unknown field for command %s", key, cmd);
+            return false;
+        }
+        if (!check_field(f, v, errp)) {
+            *bad_field = f->name;
+            return false;
+        }
+    }
+    for (const FieldSpec *f = fields; f->name; f++) {
+        if (f->required && !json_object_get(req, f->name)) {
+            *bad_field = f->name;
+            error_setg(errp, "\"%s\": required by command %s", f->name, cmd);
+            return false;
+        }
+    }
+    return true;
+}
+
 /* --- commands --- */
 
 static void cmd_list(ControlConn *c, JsonValue *req)
@@ -175,35 +520,40 @@ static void cmd_list(ControlConn *c, JsonValue *req)
 
     json_object_set_int(r, "pid", getpid());
     json_object_set_bool(r, "serve", c->srv->serve);
-    json_object_set(r, "exports", control_describe_exports(json_object_get_string(req,
-                                                                            "mountpoint")));
+    json_object_set(r, "exports",
+                    control_describe_exports(json_object_get_string(req, "mountpoint")));
     conn_send(c, r);
-}
-
-static BlockExport *find_export(ControlConn *c, JsonValue *req)
-{
-    const char *mp = json_object_get_string(req, "mountpoint");
-    const char *id = json_object_get_string(req, "id");
-    BlockExport *exp = id ? blk_exp_find(id) : mp ? blk_exp_find_by_mountpoint(mp) : NULL;
-
-    if (!exp) {
-        g_autofree char *msg = g_strdup_printf("%s: no such export in daemon %d",
-                                               id ? id : mp ? mp : "(none given)", getpid());
-        conn_send_error(c, ENOENT, msg);
-    }
-    return exp;
 }
 
 static void cmd_unmount(ControlConn *c, JsonValue *req)
 {
-    BlockExport *exp = find_export(c, req);
+    const char *mp = json_object_get_string(req, "mountpoint");
+    const char *id = json_object_get_string(req, "id");
     g_autoptr(GError) err = NULL;
+    BlockExport *exp;
 
+    if (!mp && !id) {
+        conn_send_error(c, EINVAL, "mountpoint", "\"mountpoint\": required by command unmount "
+                        "(or \"id\")");
+        return;
+    }
+    if (mp && id) {
+        conn_send_error(c, EINVAL, "id", "\"id\": give \"id\" or \"mountpoint\", not both");
+        return;
+    }
+    exp = id ? blk_exp_find(id) : blk_exp_find_by_mountpoint(mp);
     if (!exp) {
+        g_autofree char *msg = g_strdup_printf("%s: no such export in daemon %d",
+                                               id ? id : mp, getpid());
+        conn_send_error(c, ENOENT, NULL, msg);
+        return;
+    }
+    if (c->srv->dry_run) {
+        conn_send_error(c, ENOTSUP, NULL, "dry run: nothing unmounted");
         return;
     }
     if (blk_exp_request_remove(exp, json_object_get_bool(req, "force", false), &err) < 0) {
-        conn_send_error(c, err->code, err->message);
+        conn_send_error(c, err->code, NULL, err->message);
         return;
     }
     c->waiting_for = exp;       /* reply from the removed notifier */
@@ -214,6 +564,7 @@ static void cmd_mount(ControlConn *c, JsonValue *req)
     g_autoptr(GError) err = NULL;
     g_autoptr(GHashTable) opts = block_options_new();
     const char *o = json_object_get_string(req, "options");
+    const char *snapshot_name = json_object_get_string(req, "snapshot_name");
     BlockExportOptions eo = {
         .type = "fuse",
         .id = json_object_get_string(req, "id"),
@@ -221,27 +572,41 @@ static void cmd_mount(ControlConn *c, JsonValue *req)
         .format = json_object_get_string(req, "format"),
         .opts = opts,
         .mountpoint = json_object_get_string(req, "mountpoint"),
-        .read_only = json_object_get_bool(req, "read_only", false),
+        .read_only = json_object_get_bool(req, "read_only", false) || snapshot_name,
         .growable = json_object_get_bool(req, "growable", false),
         .allow_other = json_object_get_bool(req, "allow_other", false),
         .snapshot = json_object_get_bool(req, "snapshot", false),
         .cache = json_object_get_string(req, "cache"),
         .queues = json_object_get_int(req, "queues", 1),
+        .allow_remote_backing = json_object_get_bool(req, "allow_remote_backing", false),
     };
     BlockExport *exp;
     g_autoptr(JsonValue) r = NULL;
 
-    if (!eo.image || !eo.mountpoint) {
-        conn_send_error(c, EINVAL, "mount needs \"image\" and \"mountpoint\"");
+    if (eo.snapshot && eo.read_only) {
+        conn_send_error(c, EINVAL, "snapshot", snapshot_name ?
+                        "\"snapshot\": cannot be combined with \"snapshot_name\"" :
+                        "\"snapshot\": cannot be combined with \"read_only\"");
         return;
     }
     if (o && !block_options_parse(opts, o, &err)) {
-        conn_send_error(c, err->code, err->message);
+        conn_send_error(c, EINVAL, "options", err->message);
+        return;
+    }
+    if (snapshot_name) {
+        g_hash_table_replace(opts, g_strdup("snapshot-name"), g_strdup(snapshot_name));
+    }
+    if (c->srv->exit_requested) {
+        conn_send_error(c, ESHUTDOWN, NULL, "the daemon is exiting");
+        return;
+    }
+    if (c->srv->dry_run) {
+        conn_send_error(c, ENOTSUP, NULL, "dry run: nothing mounted");
         return;
     }
     exp = blk_exp_add(&eo, &err);
     if (!exp) {
-        conn_send_error(c, err->code, err->message);
+        conn_send_error(c, err->code, NULL, err->message);
         return;
     }
     r = reply_ok();
@@ -260,93 +625,196 @@ static void cmd_quit(ControlConn *c, JsonValue *req)
 static const struct {
     const char *name;
     void (*fn)(ControlConn *c, JsonValue *req);
+    const FieldSpec *fields;
 } commands[] = {
-    { "list", cmd_list },
-    { "stats", cmd_list },
-    { "mount", cmd_mount },
-    { "unmount", cmd_unmount },
-    { "quit", cmd_quit },
+    { "list", cmd_list, list_fields },
+    { "stats", cmd_list, list_fields },
+    { "mount", cmd_mount, mount_fields },
+    { "unmount", cmd_unmount, unmount_fields },
+    { "quit", cmd_quit, no_fields },
 };
 
+/* Parse, validate and run one request line (len bytes, not NUL-terminated). */
 static void conn_dispatch(ControlConn *c, const char *line, size_t len)
 {
     g_autoptr(GError) err = NULL;
     g_autoptr(JsonValue) req = json_parse(line, len, &err);
-    const char *cmd;
+    JsonValue *cmdv;
+    const char *cmd, *bad;
 
     if (!req) {
-        conn_send_error(c, EINVAL, err->message);
+        conn_send_error(c, EINVAL, NULL, err->message);
         return;
     }
-    cmd = json_object_get_string(req, "cmd");
-    for (size_t i = 0; cmd && i < G_N_ELEMENTS(commands); i++) {
+    if (json_type(req) != JSON_OBJECT) {
+        conn_send_error(c, EINVAL, NULL, "a request is a JSON object");
+        return;
+    }
+    cmdv = json_object_get(req, "cmd");
+    if (json_type(cmdv) != JSON_STRING) {
+        conn_send_error(c, EINVAL, "cmd", cmdv ? "\"cmd\": expected a string" :
+                        "\"cmd\": required (list, stats, mount, unmount or quit)");
+        return;
+    }
+    cmd = json_get_string(cmdv);
+    for (size_t i = 0; i < G_N_ELEMENTS(commands); i++) {
         if (strcmp(commands[i].name, cmd) == 0) {
+            if (!validate_request(cmd, commands[i].fields, req, &bad, &err)) {
+                conn_send_error(c, EINVAL, bad, err->message);
+                return;
+            }
             commands[i].fn(c, req);
             return;
         }
     }
-    g_autofree char *msg = g_strdup_printf("unknown command '%s'", cmd ? cmd : "(none)");
-    conn_send_error(c, EINVAL, msg);
+    conn_send_error(c, EINVAL, "cmd", "\"cmd\": unknown command (known: list, stats, mount, "
+                    "unmount, quit)");
 }
 
-static void conn_free(ControlConn *c)
+/* Run the complete request lines c has received, in order, while it may: not while an unmount
+ * is pending, nor while its unsent replies pile up.  Then close it if its client is done. */
+static void conn_process(ControlConn *c)
 {
-    aio_set_fd_handler(aio_get_current(), c->fd, NULL, NULL, NULL);
-    close(c->fd);
-    c->srv->conns = g_list_remove(c->srv->conns, c);
-    g_string_free(c->in, true);
-    g_free(c);
+    size_t done = 0;
+
+    if (c->processing || c->closed) {
+        return;
+    }
+    c->processing = true;
+    conn_ref(c);
+    c->resume = false;
+    while (!c->closed && !c->waiting_for && conn_pending(c) < CONTROL_OUT_HIGH) {
+        const char *start = c->in->str + done;
+        size_t avail = c->in->len - done;
+        const char *nl = memchr(start, '\n', MIN(avail, CONTROL_LINE_MAX + 1));
+
+        if (!nl) {
+            if (avail > CONTROL_LINE_MAX) {
+                conn_send_error(c, E2BIG, NULL, "request line longer than 64 KiB");
+                c->eof = true;  /* read nothing more: close once the reply is out */
+                done = c->in->len;
+            }
+            break;
+        }
+        done += nl - start + 1;
+        conn_dispatch(c, start, nl - start);
+    }
+    if (!c->closed) {
+        g_string_erase(c->in, 0, done);
+        if (c->fd >= 0 && !c->writing) {
+            conn_flush(c);      /* the batch's replies; may close c */
+        }
+    }
+    if (!c->closed && c->eof && !c->waiting_for && conn_pending(c) == 0 &&
+        !memchr(c->in->str, '\n', c->in->len)) {
+        conn_close(c);          /* the client is done, and so are we */
+    }
+    conn_update_handlers(c);
+    c->processing = false;
+    conn_unref(c);
 }
 
 static void conn_read(void *opaque)
 {
     ControlConn *c = opaque;
-    char buf[4096];
+    char buf[CONTROL_READ_SIZE];
     ssize_t n = recv(c->fd, buf, sizeof(buf), MSG_DONTWAIT);
-    char *nl;
 
-    if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
-        return;
-    }
-    if (n <= 0) {
-        if (c->waiting_for) {
-            c->closing = true;  /* the client left; keep the struct until the export is gone */
-            aio_set_fd_handler(aio_get_current(), c->fd, NULL, NULL, NULL);
-            return;
+    if (n < 0) {
+        if (errno != EAGAIN && errno != EINTR) {
+            conn_close(c);
         }
-        conn_free(c);
         return;
     }
-    g_string_append_len(c->in, buf, n);
-    while (!c->waiting_for && (nl = memchr(c->in->str, '\n', c->in->len))) {
-        size_t len = nl - c->in->str;
-        g_autofree char *line = g_strndup(c->in->str, len);
-        g_string_erase(c->in, 0, len + 1);
-        conn_dispatch(c, line, len);
+    if (n == 0) {
+        c->eof = true;
+    } else {
+        g_string_append_len(c->in, buf, n);
     }
-    if (c->in->len > CONTROL_LINE_MAX) {
-        conn_send_error(c, E2BIG, "request line too long");
-        conn_free(c);
+    conn_process(c);
+}
+
+static void conn_write(void *opaque)
+{
+    ControlConn *c = opaque;
+
+    conn_ref(c);
+    conn_flush(c);
+    conn_process(c);            /* more requests may run now, or the client is done */
+    conn_unref(c);
+}
+
+/* --- accepting clients --- */
+
+static bool uid_allowed(ControlServer *srv, uid_t uid)
+{
+    if (uid == 0 || uid == geteuid()) {
+        return true;
+    }
+    for (guint i = 0; srv->allowed_uids && i < srv->allowed_uids->len; i++) {
+        if (g_array_index(srv->allowed_uids, uid_t, i) == uid) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Tell a refused client why, if its socket takes it now, and hang up. */
+static void refuse(ControlServer *srv, int fd, uid_t uid, int err, const char *msg)
+{
+    g_autoptr(JsonValue) r = json_new_object();
+    g_autofree char *text = NULL;
+    g_autofree char *line = NULL;
+    int64_t now = g_get_monotonic_time();
+    ssize_t n;
+
+    json_object_set_bool(r, "ok", false);
+    json_object_set_string(r, "error", msg);
+    json_object_set_int(r, "errno", err);
+    text = json_to_string(r);
+    line = g_strconcat(text, "\n", NULL);
+    n = send(fd, line, strlen(line), MSG_NOSIGNAL | MSG_DONTWAIT);
+    (void)n;
+    close(fd);
+    /* A client could flood the log: one line per 10 s at most. */
+    srv->refusals_unlogged++;
+    if (!srv->refusal_logged || now - srv->refusal_logged >= 10 * G_USEC_PER_SEC) {
+        log_warning("control: refused a client of uid %u: %s (%u refused since the last "
+                    "such message)", (unsigned)uid, msg, srv->refusals_unlogged);
+        srv->refusal_logged = now;
+        srv->refusals_unlogged = 0;
     }
 }
 
 static void server_accept(void *opaque)
 {
     ControlServer *srv = opaque;
+    struct ucred cred;
+    socklen_t len = sizeof(cred);
     int fd = accept4(srv->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-    ControlConn *c;
 
     if (fd < 0) {
         return;
     }
-    c = g_new0(ControlConn, 1);
-    c->srv = srv;
-    c->fd = fd;
-    c->in = g_string_new(NULL);
-    srv->conns = g_list_prepend(srv->conns, c);
-    aio_set_fd_handler(aio_get_current(), fd, conn_read, NULL, c);
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
+        close(fd);
+        return;
+    }
+    if (!uid_allowed(srv, cred.uid)) {
+        refuse(srv, fd, cred.uid, EACCES, "permission denied: this daemon serves only its own "
+               "user, root and the users given to 'blkfuse serve --allow-user'");
+        return;
+    }
+    if (srv->nconns >= CONTROL_CONN_MAX) {
+        refuse(srv, fd, cred.uid, EAGAIN, "too many control connections; try again later");
+        return;
+    }
+    conn_update_handlers(conn_new(srv, fd, cred.uid));
 }
 
+/* An export is gone: answer the clients waiting for it.  This may run in a nested poll (a
+ * bottom half of the FUSE driver), where no request may start: their next requests resume
+ * from the outermost loop (conn_write). */
 static void export_removed(BlockExport *exp, const char *reason, void *opaque)
 {
     ControlServer *srv = opaque;
@@ -356,45 +824,80 @@ static void export_removed(BlockExport *exp, const char *reason, void *opaque)
         srv->exit_requested = true;
     }
     for (GList *l = copy; l; l = l->next) {
+        conn_ref(l->data);
+    }
+    for (GList *l = copy; l; l = l->next) {
         ControlConn *c = l->data;
         if (c->waiting_for == exp) {
-            c->waiting_for = NULL;
-            if (c->closing) {
-                conn_free(c);
-                continue;
-            }
             g_autoptr(JsonValue) r = reply_ok();
+            c->waiting_for = NULL;
+            c->resume = true;
             json_object_set_string(r, "reason", reason);
             json_object_set_bool(r, "exiting", srv->exit_requested);
             json_object_set_int(r, "pid", getpid());
             conn_send(c, r);
+            conn_update_handlers(c);
         }
     }
-    g_list_free(copy);
+    g_list_free_full(copy, (GDestroyNotify)conn_unref);
 }
 
 /* An unmount that waited for the file to close gave up (EBUSY): the export stays; answer the
- * clients waiting for it with the error. */
+ * clients waiting for it with the error (from any loop, as export_removed). */
 static void export_remove_failed(BlockExport *exp, const GError *err, void *opaque)
 {
     ControlServer *srv = opaque;
     GList *copy = g_list_copy(srv->conns);
 
     for (GList *l = copy; l; l = l->next) {
+        conn_ref(l->data);
+    }
+    for (GList *l = copy; l; l = l->next) {
         ControlConn *c = l->data;
         if (c->waiting_for == exp) {
             c->waiting_for = NULL;
-            if (c->closing) {
-                conn_free(c);
-                continue;
-            }
-            conn_send_error(c, err->code, err->message);
+            c->resume = true;
+            conn_send_error(c, err->code, NULL, err->message);
+            conn_update_handlers(c);
         }
     }
-    g_list_free(copy);
+    g_list_free_full(copy, (GDestroyNotify)conn_unref);
 }
 
-ControlServer *control_server_new(const char *path, bool serve, GError **errp)
+/* --- the server --- */
+
+static ControlServer *server_alloc(bool serve)
+{
+    ControlServer *srv = g_new0(ControlServer, 1);
+
+    srv->ctx = aio_get_current();
+    srv->fd = -1;
+    srv->serve = serve;
+    return srv;
+}
+
+/* Bind fd to path with no access for others until the mode is set. */
+static bool server_listen(ControlServer *srv, int fd, struct sockaddr_un *addr, GError **errp)
+{
+    mode_t old = umask(0177);
+    bool ok = bind(fd, (struct sockaddr *)addr, sizeof(*addr)) == 0 && listen(fd, 64) == 0;
+    int err = errno;
+
+    umask(old);
+    if (!ok) {
+        error_setg_errno(errp, err, "%s: cannot listen", srv->path);
+        return false;
+    }
+    /* With --allow-user, anyone may connect; SO_PEERCRED decides whom to serve. */
+    if (chmod(srv->path, srv->allowed_uids && srv->allowed_uids->len ? 0666 : 0600) < 0) {
+        error_setg_errno(errp, errno, "%s: cannot set the socket's mode", srv->path);
+        return false;
+    }
+    return true;
+}
+
+ControlServer *control_server_new(const char *path, bool serve, GArray *allowed_uids,
+                                  GError **errp)
 {
     struct sockaddr_un addr = { .sun_family = AF_UNIX };
     g_autofree char *dir = NULL;
@@ -405,8 +908,10 @@ ControlServer *control_server_new(const char *path, bool serve, GError **errp)
     if (!dir) {
         return NULL;
     }
-    srv = g_new0(ControlServer, 1);
-    srv->serve = serve;
+    srv = server_alloc(serve);
+    if (allowed_uids && allowed_uids->len) {
+        srv->allowed_uids = g_array_ref(allowed_uids);
+    }
     srv->path = path ? g_strdup(path) : g_strdup_printf("%s/%d.sock", dir, getpid());
     if (strlen(srv->path) >= sizeof(addr.sun_path)) {
         error_setg(errp, "%s: socket path too long", srv->path);
@@ -432,12 +937,11 @@ ControlServer *control_server_new(const char *path, bool serve, GError **errp)
         }
     }
     unlink(srv->path);
-    if (bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 || listen(fd, 16) < 0) {
-        error_setg_errno(errp, errno, "%s: cannot listen", srv->path);
+    if (!server_listen(srv, fd, &addr, errp)) {
         close(fd);
+        unlink(srv->path);
         goto fail;
     }
-    chmod(srv->path, 0600);
     if (path) {
         /* So that 'blkfuse list' finds this daemon with the others. */
         srv->link = g_strdup_printf("%s/%d.sock", dir, getpid());
@@ -448,16 +952,55 @@ ControlServer *control_server_new(const char *path, bool serve, GError **errp)
         }
     }
     srv->fd = fd;
-    aio_set_fd_handler(aio_get_current(), fd, server_accept, NULL, srv);
-    the_server = srv;
+    aio_set_fd_handler_external(srv->ctx, fd, server_accept, NULL, srv);
     blk_exp_set_removed_notifier(export_removed, srv);
     blk_exp_set_remove_failed_notifier(export_remove_failed, srv);
     return srv;
 
 fail:
+    if (srv->allowed_uids) {
+        g_array_unref(srv->allowed_uids);
+    }
     g_free(srv->path);
     g_free(srv);
     return NULL;
+}
+
+ControlServer *control_server_new_detached(bool dry_run)
+{
+    ControlServer *srv = server_alloc(true);
+
+    srv->dry_run = dry_run;
+    return srv;
+}
+
+GString *control_server_process(ControlServer *srv, const void *data, size_t len, uid_t uid)
+{
+    GString *out = g_string_new(NULL);
+    ControlConn *c;
+
+    if (!uid_allowed(srv, uid)) {
+        g_string_append(out, "{\"ok\":false,\"error\":\"permission denied\",\"errno\":13}\n");
+        return out;
+    }
+    c = conn_new(srv, -1, uid);
+    conn_ref(c);
+    g_string_append_len(c->in, data, len);
+    c->eof = true;
+    /* Take the replies as they come, as a client that reads them would. */
+    while (!c->closed) {
+        size_t before = c->in->len;
+
+        conn_process(c);
+        g_string_append_len(out, c->out->str, c->out->len);
+        if (c->in->len == before && c->out->len == 0) {
+            break;              /* no progress: only an incomplete line is left */
+        }
+        g_string_truncate(c->out, 0);
+    }
+    conn_close(c);
+    conn_unref(c);
+    return out;
 }
 
 const char *control_server_path(ControlServer *srv)
@@ -481,20 +1024,60 @@ void control_server_free(ControlServer *srv)
         return;
     }
     while (srv->conns) {
-        conn_free(srv->conns->data);
+        ControlConn *c = srv->conns->data;
+        if (c->fd >= 0) {
+            conn_flush(c);      /* what the socket takes now: a "quit" reply, say */
+        }
+        conn_close(c);
     }
-    aio_set_fd_handler(aio_get_current(), srv->fd, NULL, NULL, NULL);
-    close(srv->fd);
-    unlink(srv->path);
+    if (srv->fd >= 0) {
+        aio_set_fd_handler_external(srv->ctx, srv->fd, NULL, NULL, NULL);
+        close(srv->fd);
+        unlink(srv->path);
+    }
     if (srv->link) {
         unlink(srv->link);
         g_free(srv->link);
     }
     blk_exp_set_removed_notifier(NULL, NULL);
     blk_exp_set_remove_failed_notifier(NULL, NULL);
-    the_server = NULL;
+    if (srv->allowed_uids) {
+        g_array_unref(srv->allowed_uids);
+    }
     g_free(srv->path);
     g_free(srv);
+}
+
+bool control_parse_users(const char *spec, GArray *out, GError **errp)
+{
+    g_auto(GStrv) names = g_strsplit(spec, ",", -1);
+
+    for (char **n = names; *n; n++) {
+        uid_t uid;
+
+        if (!**n) {
+            error_setg(errp, "empty user name in '%s'", spec);
+            return false;
+        }
+        if (strspn(*n, "0123456789") == strlen(*n)) {
+            guint64 v;
+            if (!g_ascii_string_to_unsigned(*n, 10, 0, UINT32_MAX - 1, &v, NULL)) {
+                error_setg(errp, "invalid uid '%s'", *n);
+                return false;
+            }
+            uid = v;
+        } else {
+            struct passwd pw, *res = NULL;
+            char buf[4096];
+            if (getpwnam_r(*n, &pw, buf, sizeof(buf), &res) != 0 || !res) {
+                error_setg(errp, "unknown user '%s'", *n);
+                return false;
+            }
+            uid = res->pw_uid;
+        }
+        g_array_append_val(out, uid);
+    }
+    return true;
 }
 
 /* --- client --- */

@@ -1,10 +1,20 @@
 /* control.h - the daemon's control socket: line-delimited JSON requests and replies over a Unix
  * socket in the runtime directory, and the client side used by the CLI.
  *
- * Protocol: one JSON object per line.  Request {"cmd": NAME, ...}; reply {"ok": true, ...} or
- * {"ok": false, "error": MESSAGE, "errno": N}.  Commands: "list", "stats", "mount", "unmount",
- * "quit".  A reply to "unmount" comes once the export is gone (flushed and closed), or, when
- * its file stays open through the grace period, as an EBUSY error (the export stays).
+ * Protocol: one JSON object per line (at most 64 KiB).  Request {"cmd": NAME, ...}; reply
+ * {"ok": true, ...} or {"ok": false, "error": MESSAGE, "errno": N[, "field": NAME]}.  Commands:
+ * "list", "stats", "mount", "unmount", "quit".  Replies come in request order; a reply to
+ * "unmount" comes once the export is gone (flushed and closed), or, when its file stays open
+ * through the grace period, as an EBUSY error (the export stays); the connection's later
+ * requests wait for it.  Every field of every request is validated (type, range, allowed
+ * values; unknown fields are refused) before anything is done: an error names the field.
+ *
+ * Untrusted clients: only root, the daemon's own user and the users it was started to serve
+ * (--allow-user) are served (SO_PEERCRED).  No client can block the daemon: sockets are
+ * non-blocking, each connection's replies are buffered (a connection whose client does not
+ * read them is not read from either, and is dropped beyond 1 MiB), connections are limited in
+ * number, and they are served only by the outermost event loop (external handlers, aio.h),
+ * never from inside another request, so a request that opens an image cannot be re-entered.
  *
  * Threads: the server runs in the main thread's event loop.
  */
@@ -12,6 +22,7 @@
 #define CLI_CONTROL_H
 
 #include <stdbool.h>
+#include <sys/types.h>
 #include <glib.h>
 #include "cli/json.h"
 
@@ -21,8 +32,11 @@ typedef struct ControlServer ControlServer;
  * else /tmp/blkfuse-UID.  Created (mode 0700) when create is true.  Caller frees. */
 char *control_runtime_dir(bool create, GError **errp);
 
-/* Listen on path (NULL: RUNTIME_DIR/PID.sock).  serve: the daemon stays up without exports. */
-ControlServer *control_server_new(const char *path, bool serve, GError **errp);
+/* Listen on path (NULL: RUNTIME_DIR/PID.sock).  serve: the daemon stays up without exports.
+ * allowed_uids (uid_t, may be NULL): users served besides root and the daemon's own; with any,
+ * the socket is made mode 0666 (access is checked per connection). */
+ControlServer *control_server_new(const char *path, bool serve, GArray *allowed_uids,
+                                  GError **errp);
 const char *control_server_path(ControlServer *srv);
 /* Stop listening, remove the socket file, send nothing more. */
 void control_server_free(ControlServer *srv);
@@ -33,6 +47,24 @@ void control_server_request_exit(ControlServer *srv);
 
 /* Build the export description used by "list" and "stats". */
 JsonValue *control_describe_exports(const char *mountpoint_filter);
+
+/* --- without a socket: fuzzing and tests --- */
+
+/* A server that does not listen.  dry_run: "mount" and "unmount" requests are validated, then
+ * refused without touching any image, mount point or export. */
+ControlServer *control_server_new_detached(bool dry_run);
+
+/* Process data as the bytes a client of uid sent on one connection before closing it, and
+ * return every byte the server replied (caller frees). */
+GString *control_server_process(ControlServer *srv, const void *data, size_t len, uid_t uid);
+
+/* --- validation shared with the CLI --- */
+
+/* An export id: 1 to 64 characters from A-Z a-z 0-9 and "._-:@+". */
+bool control_check_export_id(const char *id, GError **errp);
+
+/* Parse --allow-user's USER[,USER...] (names or numeric uids) into out (uid_t). */
+bool control_parse_users(const char *spec, GArray *out, GError **errp);
 
 /* --- client --- */
 

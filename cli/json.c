@@ -525,9 +525,18 @@ static char *parse_string(JsonParser *p)
 
     p->pos++;
     for (;;) {
+        gsize run = p->pos;
         guchar c;
         gsize n;
 
+        /* Take a run of plain ASCII at once. */
+        while (!at_end(p) && peek(p) >= 0x20 && peek(p) < 0x80 && peek(p) != '"' &&
+               peek(p) != '\\') {
+            p->pos++;
+        }
+        if (p->pos > run) {
+            g_string_append_len(out, p->text + run, p->pos - run);
+        }
         if (at_end(p)) {
             parse_error(p, p->pos, "unexpected end of input in string");
             return NULL;
@@ -857,9 +866,19 @@ static void write_string(GString *out, const char *s)
 
     g_string_append_c(out, '"');
     while (p < end) {
-        guchar c = *p;
+        const guchar *run = p;
+        guchar c;
         gsize n;
 
+        /* Copy a run of bytes that need no escape at once. */
+        while (p < end && *p >= 0x20 && *p < 0x80 && *p != '"' && *p != '\\') {
+            p++;
+        }
+        if (p > run) {
+            g_string_append_len(out, (const char *)run, p - run);
+            continue;
+        }
+        c = *p;
         if (c == '"' || c == '\\') {
             g_string_append_c(out, '\\');
             g_string_append_c(out, c);

@@ -117,7 +117,8 @@ static BlockBackend *open_with_overlay(BlockExport *exp, const BlockExportOption
         unlink(overlay);
         return NULL;
     }
-    blk = blk_new_open(overlay, "qcow2", NULL, flags, errp);
+    /* The overlay's backing file name is the user's image name, whatever its kind. */
+    blk = blk_new_open(overlay, "qcow2", NULL, flags | BDRV_O_BACKING_TRUSTED, errp);
     unlink(overlay);
     if (!blk) {
         error_prefix(errp, "temporary overlay for %s", exp->image);
@@ -159,6 +160,9 @@ BlockExport *blk_exp_add(const BlockExportOptions *opts, GError **errp)
     }
     if (!opts->read_only) {
         flags |= BDRV_O_RDWR;
+    }
+    if (opts->allow_remote_backing) {
+        flags |= BDRV_O_ALLOW_REMOTE_BACKING;
     }
 
     exp = g_malloc0(drv->instance_size);

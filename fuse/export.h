@@ -29,6 +29,7 @@ typedef struct BlockExportOptions {
     bool snapshot;              /* writes go to a temporary overlay */
     const char *cache;          /* writeback (default), writethrough, none, directsync */
     unsigned queues;            /* 0 = 1 */
+    bool allow_remote_backing;  /* open backing files named by protocol (BDRV_O_ALLOW_...) */
 } BlockExportOptions;
 
 typedef struct BlockExportDriver {

@@ -406,6 +406,150 @@ static void test_fd_replace(void)
     pipe_close(&p);
 }
 
+/* --- external fd handlers ------------------------------------------------------------------- */
+
+typedef struct NestedPoll {
+    PipeTest *p;
+    bool blocking;
+    bool ran;
+    bool progress;              /* what the nested aio_poll returned */
+    int reads_seen;             /* p->reads during the nested poll */
+    BhCount *wake;              /* blocking: a thread schedules a bottom half counted here */
+} NestedPoll;
+
+/* A bottom half that polls the loop again: the nesting aio_run_coroutine does in a handler. */
+static void nested_poll_bh(void *opaque)
+{
+    NestedPoll *n = opaque;
+
+    n->progress = aio_poll(n->p->ctx, n->blocking);
+    n->reads_seen = n->p->reads;
+    n->ran = true;
+}
+
+/* An external handler runs in the outermost poll only; a nested poll leaves it alone. */
+static void test_external_outer_only(void)
+{
+    PipeTest p = { 0 };
+    NestedPoll n = { .p = &p };
+
+    pipe_open(&p);
+    aio_set_fd_handler_external(p.ctx, p.fds[0], pipe_read_cb, NULL, &p);
+    poll_idle(p.ctx);
+    pipe_put(&p, 'e');
+    aio_bh_schedule(p.ctx, nested_poll_bh, &n);
+    aio_poll(p.ctx, false);
+    g_assert_true(n.ran);
+    g_assert_cmpint(n.reads_seen, ==, 0);
+    g_assert_false(n.progress);                 /* the ready fd was not even reported */
+
+    /* The next outermost poll runs it. */
+    poll_idle(p.ctx);
+    g_assert_cmpint(p.reads, ==, 1);
+    g_assert_cmpint(p.last, ==, 'e');
+    aio_set_fd_handler_external(p.ctx, p.fds[0], NULL, NULL, NULL);
+    pipe_close(&p);
+}
+
+/* A nested blocking poll sleeps despite a ready external fd (it does not spin on it) and
+ * wakes for the bottom half another thread schedules. */
+static void test_external_nested_no_spin(void)
+{
+    PipeTest p = { 0 };
+    BhCount c = { .owner = g_thread_self() };
+    NestedPoll n = { .p = &p, .blocking = true };
+    Delayed d = { .count = &c, .delay_us = 20000 };
+    GThread *t;
+
+    pipe_open(&p);
+    d.ctx = p.ctx;
+    aio_set_fd_handler_external(p.ctx, p.fds[0], pipe_read_cb, NULL, &p);
+    poll_idle(p.ctx);
+    pipe_put(&p, 's');
+    t = g_thread_new("bh-later", delayed_bh_thread, &d);
+    aio_bh_schedule(p.ctx, nested_poll_bh, &n);
+    aio_poll(p.ctx, false);
+    g_thread_join(t);
+    g_assert_true(n.ran);
+    g_assert_true(n.progress);                  /* woken by the bottom half, not the fd */
+    g_assert_cmpuint(c.runs, ==, 1);
+    g_assert_cmpint(n.reads_seen, ==, 0);
+    poll_idle(p.ctx);
+    g_assert_cmpint(p.reads, ==, 1);
+    aio_set_fd_handler_external(p.ctx, p.fds[0], NULL, NULL, NULL);
+    pipe_close(&p);
+}
+
+typedef struct ExtRun {
+    PipeTest *p;
+    int reads_seen;
+} ExtRun;
+
+static void coroutine_fn ext_run_entry(void *opaque)
+{
+    ExtRun *e = opaque;
+
+    uh_co_yield_to_loop();
+    uh_co_yield_to_loop();
+    e->reads_seen = e->p->reads;
+}
+
+/* aio_run_coroutine outside any poll (a daemon opening its first image) is the outermost
+ * poll, and still serves no external handler. */
+static void test_external_run_coroutine(void)
+{
+    PipeTest p = { 0 };
+    ExtRun e = { .p = &p, .reads_seen = -1 };
+
+    pipe_open(&p);
+    aio_set_fd_handler_external(p.ctx, p.fds[0], pipe_read_cb, NULL, &p);
+    poll_idle(p.ctx);
+    pipe_put(&p, 'r');
+    aio_run_coroutine(ext_run_entry, &e);
+    g_assert_cmpint(e.reads_seen, ==, 0);
+    g_assert_cmpint(p.reads, ==, 0);
+    poll_idle(p.ctx);
+    g_assert_cmpint(p.reads, ==, 1);
+    aio_set_fd_handler_external(p.ctx, p.fds[0], NULL, NULL, NULL);
+    pipe_close(&p);
+}
+
+/* aio_disable_external holds external handlers off, counted; ordinary ones still run. */
+static void test_external_disable(void)
+{
+    PipeTest ext = { 0 }, plain = { 0 };
+
+    pipe_open(&ext);
+    pipe_open(&plain);
+    aio_set_fd_handler_external(ext.ctx, ext.fds[0], pipe_read_cb, NULL, &ext);
+    aio_set_fd_handler(plain.ctx, plain.fds[0], pipe_read_cb, NULL, &plain);
+    aio_disable_external(ext.ctx);
+    aio_disable_external(ext.ctx);
+    pipe_put(&ext, 'x');
+    pipe_put(&plain, 'y');
+    poll_idle(ext.ctx);
+    g_assert_cmpint(ext.reads, ==, 0);
+    g_assert_cmpint(plain.reads, ==, 1);
+    aio_enable_external(ext.ctx);
+    poll_idle(ext.ctx);
+    g_assert_cmpint(ext.reads, ==, 0);
+    aio_enable_external(ext.ctx);
+    poll_idle(ext.ctx);
+    g_assert_cmpint(ext.reads, ==, 1);
+
+    /* Moved to the ordinary kind, it runs nested too; and back. */
+    aio_set_fd_handler(ext.ctx, ext.fds[0], pipe_read_cb, NULL, &ext);
+    aio_disable_external(ext.ctx);
+    pipe_put(&ext, 'z');
+    poll_idle(ext.ctx);
+    g_assert_cmpint(ext.reads, ==, 2);
+    aio_enable_external(ext.ctx);
+    aio_set_fd_handler_external(ext.ctx, ext.fds[0], NULL, NULL, NULL);
+    aio_set_fd_handler(plain.ctx, plain.fds[0], NULL, NULL, NULL);
+    pipe_close(&ext);
+    pipe_close(&plain);
+}
+
 /* --- aio_run_coroutine and aio_co_schedule ----------------------------------------------------- */
 
 typedef struct RunTest {
@@ -750,6 +894,10 @@ int main(int argc, char **argv)
     uh_test_add("/aio/fd/remove-other-in-callback", test_fd_remove_other_in_callback);
     uh_test_add("/aio/fd/write", test_fd_write);
     uh_test_add("/aio/fd/replace", test_fd_replace);
+    uh_test_add("/aio/external/outer-only", test_external_outer_only);
+    uh_test_add("/aio/external/nested-no-spin", test_external_nested_no_spin);
+    uh_test_add("/aio/external/run-coroutine", test_external_run_coroutine);
+    uh_test_add("/aio/external/disable", test_external_disable);
     uh_test_add("/aio/run-coroutine/bh", test_run_coroutine_bh);
     uh_test_add("/aio/run-coroutine/thread-bh", test_run_coroutine_thread_bh);
     uh_test_add("/aio/run-coroutine/no-yield", test_run_coroutine_no_yield);

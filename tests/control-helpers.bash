@@ -1,0 +1,64 @@
+# control-helpers.bash - talking to a `blkfuse serve` daemon's control socket
+# directly, for the tests of the control protocol (load it after helpers).
+#
+#   start_serve [OPTION...]   start `blkfuse serve --socket $SOCK`, logging to
+#                             $T/daemon.log; sets SERVE_PID (recorded in PIDS)
+#   ctl JSON [SOCKET]         send one request line, print the reply line
+#   ctl_ok JSON [SOCKET]      the same, failing unless the reply says "ok": true
+#   json_get KEY...           print a member of the JSON on stdin (a path of
+#                             keys and array indexes)
+
+# ctl JSON [SOCKET]: send JSON (one request) and print the reply line.  Fails
+# if the daemon closes the connection or does not answer within 10 s.
+ctl() {
+    python3 - "${2:-$SOCK}" "$1" <<'EOF'
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(10)
+s.connect(sys.argv[1])
+s.sendall(sys.argv[2].encode() + b"\n")
+buf = b""
+while not buf.endswith(b"\n"):
+    chunk = s.recv(65536)
+    if not chunk:
+        sys.exit("ctl: the daemon closed the connection without a full reply: %r" % buf)
+    buf += chunk
+sys.stdout.write(buf.decode())
+EOF
+}
+
+# ctl_ok JSON [SOCKET]: like ctl, but the reply must be {"ok": true, ...}.
+ctl_ok() {
+    local reply
+    reply=$(ctl "$@") || return 1
+    if [[ $(json_get ok <<<"$reply") != True ]]; then
+        echo "ctl_ok: $1 -> $reply" >&2
+        return 1
+    fi
+    printf '%s\n' "$reply"
+}
+
+# json_get KEY...: print the member KEY (then KEY of that, ...) of the JSON
+# value on stdin; integers index arrays.
+json_get() {
+    python3 -c '
+import json, sys
+v = json.load(sys.stdin)
+for k in sys.argv[1:]:
+    v = v[int(k)] if isinstance(v, list) else v[k]
+print(v)' "$@"
+}
+
+# start_serve [OPTION...]: start `blkfuse serve --socket $SOCK` with the log in
+# $T/daemon.log and wait for its socket; SERVE_PID is the daemon's pid.
+start_serve() {
+    local i
+    blkfuse serve --socket "$SOCK" --log-file "$T/daemon.log" "$@" 3>&- || return 1
+    for ((i = 0; i < 200; i++)); do
+        [[ -S $SOCK ]] && break
+        sleep 0.05
+    done
+    [[ -S $SOCK ]] || { echo "start_serve: no control socket $SOCK" >&2; return 1; }
+    SERVE_PID=$(ctl '{"cmd": "list"}' | json_get pid) || return 1
+    PIDS+=("$SERVE_PID")
+}
