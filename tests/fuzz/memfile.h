@@ -256,6 +256,9 @@ static int coroutine_fn mem_co_pread(BlockDriverState *bs, int64_t offset, int64
     BDRVMemState *s = bs->opaque;
 
     mem_maybe_yield();
+    if (offset < 0) {
+        return -EINVAL;         /* as pread(2) */
+    }
     memfile_read(s->f, offset, buf, bytes);
     return 0;
 }
@@ -266,6 +269,9 @@ static int coroutine_fn mem_co_pwrite(BlockDriverState *bs, int64_t offset, int6
     BDRVMemState *s = bs->opaque;
 
     mem_maybe_yield();
+    if (offset < 0) {
+        return -EINVAL;         /* as pwrite(2) */
+    }
     return memfile_write(s->f, offset, buf, bytes);
 }
 
@@ -275,6 +281,9 @@ static int coroutine_fn mem_co_pwrite_zeroes(BlockDriverState *bs, int64_t offse
     BDRVMemState *s = bs->opaque;
 
     mem_maybe_yield();
+    if (offset < 0) {
+        return -EINVAL;         /* as fallocate(2) */
+    }
     memfile_zero(s->f, offset, bytes);
     return 0;
 }
@@ -284,6 +293,9 @@ static int coroutine_fn mem_co_pdiscard(BlockDriverState *bs, int64_t offset, in
     BDRVMemState *s = bs->opaque;
 
     mem_maybe_yield();
+    if (offset < 0) {
+        return -EINVAL;
+    }
     memfile_zero(s->f, offset, bytes);
     return 0;
 }
