@@ -412,11 +412,13 @@ BlockDriverState *bdrv_open(const char *filename, const char *format, BlockOptio
                        "protocol", filename, drv->format_name);
             return NULL;
         }
-        if (drv != proto && drv != &bdrv_file) {
+        /* A protocol as the format must be the one the name selects: "file" for a
+         * "null:..." name would leave nothing to open (and no error to say so). */
+        if (drv != proto) {
             error_setg(errp, "%s: format %s does not match the file name", filename, format);
             return NULL;
         }
-        bs = drv == proto ? bdrv_open_protocol(filename, opts, flags, errp) : NULL;
+        bs = bdrv_open_protocol(filename, opts, flags, errp);
         if (bs && !block_options_check_empty(opts, drv->format_name, errp)) {
             bdrv_unref(bs);
             return NULL;
