@@ -7,7 +7,8 @@
  * Input layout (see tests/fuzz/README.md for the details and tests/fuzz/mkcorpus-qcow2.py,
  * which writes inputs in this layout):
  *
- *   IMAGE | OPS (N records of 8 bytes) | TRAILER (4 bytes: backing, flags, snapshot, N)
+ *   IMAGE | OPS (N records of 8 bytes) | TRAILER (6 bytes: fault ops, fault after,
+ *                                                 backing, flags, snapshot, N)
  *
  * IMAGE is the image file, either as is or, when it starts with "QSPR", in a sparse encoding
  * (so that images with large clusters stay small): "QSPR", u32 file length, then records
@@ -16,12 +17,18 @@
  * The image is opened read-write or read-only, optionally with tiny metadata caches, a
  * snapshot or write-through; a backing file named in the image is opened only when its name is
  * a plain relative name, and then it is a second in-memory file (raw, a pattern), else the
- * open is refused as blkfuse would refuse an unknown file.  Nothing touches the host's files.
+ * open is refused as blkfuse would refuse an unknown file.  With fault ops set, the fault
+ * filter (block/fault.c) fails the chosen requests of the qcow2 node to its file after a given
+ * number have passed, so that every error path of the driver runs too.  Nothing touches the
+ * host's files (the fault rules live in a memfd).
  */
 #include "config.h"
+#include <inttypes.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include "block/aio.h"
 #include "block/backend.h"
 #include "block/block.h"
@@ -29,7 +36,7 @@
 #include "tests/fuzz/memfile.h"
 
 #define IMG_NAME        MEMFILE_PREFIX ":/img/disk.qcow2"
-#define TRAILER_LEN     4
+#define TRAILER_LEN     6
 #define OP_LEN          8
 #define MAX_OPS         32
 #define MAX_IO          (1024 * 1024)      /* bytes one read or write may move */
@@ -41,7 +48,7 @@ enum {
     F_BACKING     = 1 << 1,     /* a backing file exists (else opening one fails) */
     F_WRITETHRU   = 1 << 2,
     F_YIELD       = 1 << 3,     /* requests yield: paired ops really run concurrently */
-    F_SNAPSHOT    = 1 << 4,     /* read-only: present snapshot "1".."4" (TRAILER byte 2) */
+    F_SNAPSHOT    = 1 << 4,     /* read-only: present snapshot "1".."4" (TRAILER byte 4) */
     F_SMALL_L2    = 1 << 5,     /* 4-table caches: evictions and write-backs everywhere */
     F_SMALL_RB    = 1 << 6,
 };
@@ -64,6 +71,9 @@ typedef struct Fuzz {
     int flags;
     uint8_t tflags;
     uint8_t snapshot;
+    uint8_t fault_ops;          /* bit per op of the fault filter (0: no filter) */
+    uint8_t fault_after;        /* bits 0-5: requests that pass first; 6: keep failing;
+                                 * 7: ENOSPC instead of EIO */
     int64_t cluster_size;
 } Fuzz;
 
@@ -134,6 +144,34 @@ static bool backing_name_ok(const char *name)
 }
 
 static bool verbose;
+static int rules_fd = -1;       /* memfd holding the fault rules */
+
+/* Write the fault rule for this input; false if there is none. */
+static bool write_fault_rules(Fuzz *fz)
+{
+    static const char *const names[] = {
+        "read", "write", "flush", "discard", "zero", "truncate", "preallocate", "any",
+    };
+    g_autoptr(GString) ops = g_string_new(NULL);
+    g_autofree char *rule = NULL;
+
+    for (int i = 0; i < 8; i++) {
+        if (fz->fault_ops & (1 << i)) {
+            g_string_append_printf(ops, "%s%s", ops->len ? "," : "", names[i]);
+        }
+    }
+    if (!ops->len) {
+        return false;
+    }
+    rule = g_strdup_printf("error op=%s after=%d count=%d errno=%s\n", ops->str,
+                           fz->fault_after & 0x3f, fz->fault_after & 0x40 ? 0 : 1,
+                           fz->fault_after & 0x80 ? "ENOSPC" : "EIO");
+    if (ftruncate(rules_fd, 0) < 0 ||
+        pwrite(rules_fd, rule, strlen(rule), 0) != (ssize_t)strlen(rule)) {
+        abort();
+    }
+    return true;
+}
 
 static BlockBackend *open_image(Fuzz *fz)
 {
@@ -152,6 +190,10 @@ static BlockBackend *open_image(Fuzz *fz)
     if ((fz->tflags & F_SNAPSHOT) && !(fz->flags & BDRV_O_RDWR)) {
         g_hash_table_insert(opts, g_strdup("snapshot-name"),
                             g_strdup_printf("%d", fz->snapshot % 4 + 1));
+    }
+    if (write_fault_rules(fz)) {
+        g_hash_table_insert(opts, g_strdup("fault-rules"),
+                            g_strdup_printf("/proc/self/fd/%d", rules_fd));
     }
     /* The backing chain is opened below, once its name is known to stay in memory. */
     blk = blk_new_open(IMG_NAME, "qcow2", opts, fz->flags | BDRV_O_NO_BACKING, &err);
@@ -239,28 +281,29 @@ static void coroutine_fn run_op(void *opaque)
     const Op *op = &r->op;
     int64_t off, len;
     uint8_t *buf;
+    int ret = 0;
 
     op_range(fz, op, &off, &len);
     buf = r->iobuf + MAX_IO - MIN(len, MAX_IO);
     switch ((op->kind & 0xf) % OP__MAX) {
     case OP_READ:
-        blk_co_pread(fz->blk, off, len, buf, 0);
+        ret = blk_co_pread(fz->blk, off, len, buf, 0);
         break;
     case OP_WRITE:
     case OP_WRITE2:
         fill_pattern(buf, len, off, op->aux);
-        blk_co_pwrite(fz->blk, off, len, buf, op->aux & 1 ? BDRV_REQ_FUA : 0);
+        ret = blk_co_pwrite(fz->blk, off, len, buf, op->aux & 1 ? BDRV_REQ_FUA : 0);
         break;
     case OP_ZERO:
-        blk_co_pwrite_zeroes(fz->blk, off, len,
-                             (op->aux & 1 ? BDRV_REQ_MAY_UNMAP : 0) |
-                             (op->aux & 2 ? BDRV_REQ_NO_FALLBACK : 0));
+        ret = blk_co_pwrite_zeroes(fz->blk, off, len,
+                                   (op->aux & 1 ? BDRV_REQ_MAY_UNMAP : 0) |
+                                   (op->aux & 2 ? BDRV_REQ_NO_FALLBACK : 0));
         break;
     case OP_DISCARD:
-        blk_co_pdiscard(fz->blk, off, len);
+        ret = blk_co_pdiscard(fz->blk, off, len);
         break;
     case OP_FLUSH:
-        blk_co_flush(fz->blk);
+        ret = blk_co_flush(fz->blk);
         break;
     case OP_TRUNCATE: {
         /* up to twice the size plus 8 MiB (plus 1 MiB with metadata preallocation, which
@@ -273,15 +316,17 @@ static void coroutine_fn run_op(void *opaque)
         if (!(op->aux & 1)) {
             new_size = ROUND_DOWN(new_size, 512);
         }
-        blk_co_truncate(fz->blk, new_size, !(op->aux & 2),
-                        prealloc ? PREALLOC_MODE_METADATA : PREALLOC_MODE_OFF, &err);
+        ret = blk_co_truncate(fz->blk, new_size, !(op->aux & 2),
+                              prealloc ? PREALLOC_MODE_METADATA : PREALLOC_MODE_OFF, &err);
+        off = new_size;
         g_clear_error(&err);
         break;
     }
     case OP_STATUS:
         for (int i = 0; i < 64 && len > 0; i++) {
             int64_t pnum = 0;
-            if (blk_co_block_status(fz->blk, off, len, &pnum) < 0 || pnum <= 0) {
+            ret = blk_co_block_status(fz->blk, off, len, &pnum);
+            if (ret < 0 || pnum <= 0) {
                 break;
             }
             off += pnum;
@@ -289,10 +334,14 @@ static void coroutine_fn run_op(void *opaque)
         }
         break;
     case OP_PREALLOC:
-        blk_co_preallocate(fz->blk, off, len);
+        ret = blk_co_preallocate(fz->blk, off, len);
         break;
     default:
         break;
+    }
+    if (verbose) {
+        fprintf(stderr, "op %d at %" PRId64 "+%" PRId64 ": %s\n", (op->kind & 0xf) % OP__MAX,
+                off, len, ret < 0 ? g_strerror(-ret) : "ok");
     }
     r->done = true;
 }
@@ -335,6 +384,11 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         log_open("/dev/null", NULL);
     }
     aio_get_current();
+    rules_fd = memfd_create("fuzz-qcow2-fault-rules", MFD_CLOEXEC);
+    if (rules_fd < 0) {
+        perror("memfd_create");
+        abort();
+    }
     iobufs[0] = g_malloc(MAX_IO);
     iobufs[1] = g_malloc(MAX_IO);
     return 0;
@@ -352,20 +406,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
     trailer = data + size - TRAILER_LEN;
-    nops = MIN((size_t)trailer[3] % (MAX_OPS + 1), (size - TRAILER_LEN) / OP_LEN);
+    nops = MIN((size_t)trailer[5] % (MAX_OPS + 1), (size - TRAILER_LEN) / OP_LEN);
     img_len = size - TRAILER_LEN - nops * OP_LEN;
     for (size_t i = 0; i < nops; i++) {
         decode_op(data + img_len + i * OP_LEN, &ops[i]);
     }
-    fz.tflags = trailer[1];
-    fz.snapshot = trailer[2];
+    fz.fault_ops = trailer[0];
+    fz.fault_after = trailer[1];
+    fz.tflags = trailer[3];
+    fz.snapshot = trailer[4];
     fz.flags = fz.tflags & F_READ_ONLY ? 0 : BDRV_O_RDWR;
     memfile_yield = fz.tflags & F_YIELD;
 
     img = memfile_new(IMG_NAME);
     load_image(img, data, img_len);
     if (fz.tflags & F_BACKING) {
-        make_backing(trailer[0]);
+        make_backing(trailer[2]);
     }
 
     fz.blk = open_image(&fz);

@@ -29,7 +29,7 @@ F_READ_ONLY, F_BACKING, F_WRITETHRU, F_YIELD, F_SNAPSHOT, F_SMALL_L2, F_SMALL_RB
 
 def op(kind, offset=0, length=0, aux=0, align=0, noclamp=False, pair=False, sectors=False):
     k = kind | (align << 4) | (0x40 if noclamp else 0) | (0x80 if pair else 0)
-    ln = length // 512 | 0x8000 if sectors else length
+    ln = length | 0x8000 if sectors else length  # sectors: length counts 512-byte units
     return struct.pack(">BIHB", k, offset, ln, aux)
 
 
@@ -92,9 +92,13 @@ SCRIPTS = {
 }
 
 
-def trailer(script, flags=0, backing=0, snapshot=0):
+FAULT_READ, FAULT_WRITE, FAULT_FLUSH, FAULT_DISCARD, FAULT_ZERO, FAULT_TRUNCATE, \
+    FAULT_PREALLOC, FAULT_ANY = (1 << i for i in range(8))
+
+
+def trailer(script, flags=0, backing=0, snapshot=0, fault=0, after=0):
     ops = SCRIPTS[script]
-    return b"".join(ops) + bytes([backing, flags, snapshot, len(ops)])
+    return b"".join(ops) + bytes([fault, after, backing, flags, snapshot, len(ops)])
 
 
 def main():
@@ -122,7 +126,8 @@ def main():
                 seeds["%s-%s" % (name, suffix)] = image + trailer(script, **kw)
 
         std = [("rw", "rw", {}), ("zero", "zero", {"flags": F_SMALL_L2 | F_SMALL_RB}),
-               ("ro", "ro", {"flags": F_READ_ONLY})]
+               ("ro", "ro", {"flags": F_READ_ONLY}),
+               ("fault", "rw", {"fault": FAULT_WRITE | FAULT_FLUSH, "after": 3})]
         some = ["write -P 0xa1 0 1k", "write -P 0xa2 1M 512", "write -P 0xa3 3M 512"]
 
         add("v2-64k", img("v2", "4M", "compat=0.10", some), std)
