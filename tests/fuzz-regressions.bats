@@ -1,8 +1,9 @@
 #!/usr/bin/env bats
 # fuzz-regressions.bats - every input that once crashed a fuzz harness (tests/fuzz/regressions/
 # NAME/*) runs again through that harness (build/tests/fuzz/replay-NAME, built by `make
-# check` with the ordinary compiler) and must return cleanly.  In a sanitizer build
-# (./configure --enable-sanitizers) ASan/UBSan reports fail them too.
+# check` with the ordinary compiler) and must return cleanly; so must the seed corpus
+# (tests/fuzz/corpus/NAME/), a fixed set of inputs that reaches most of the harness's code.
+# In a sanitizer build (./configure --enable-sanitizers) ASan/UBSan reports fail them too.
 
 load helpers
 
@@ -26,6 +27,21 @@ replay_dir() {
     ((${#failed[@]} == 0)) || { echo "failed: ${failed[*]}"; return 1; }
 }
 
+# replay_corpus NAME: the seed corpus of harness NAME, in one process.
+replay_corpus() {
+    local name=$1 top
+    top="$(cd "$BATS_TEST_DIRNAME/.." && pwd -P)"
+    cd "$T"
+    run "$top/build/tests/fuzz/replay-$name" "$top/tests/fuzz/corpus/$name"
+    echo "$output" | tail -n 30
+    [ "$status" -eq 0 ]
+    [[ ${lines[-1]} == "ok "* ]]
+}
+
 @test "qcow2 fuzz regressions replay cleanly" {
     replay_dir qcow2
+}
+
+@test "qcow2 fuzz seed corpus replays cleanly" {
+    replay_corpus qcow2
 }
