@@ -86,6 +86,14 @@ SCRIPTS = {
               op(OP_READ, 0, 4096), op(OP_WRITE, 4096, 8192, 0x77, pair=True),
               op(OP_WRITE, 8192, 8192, 0x88), op(OP_ZERO, 0, 16, 1, sectors=True, pair=True),
               op(OP_READ, 0, 16, sectors=True), op(OP_FLUSH)],
+    # megabyte writes into an image whose refcount blocks and table cover little: new
+    # refcount blocks, a growing refcount table, then discard and reuse
+    "grow": [op(OP_WRITE, 0, 2048, 0x91, sectors=True), op(OP_WRITE, 1 << 20, 2048, 0x92,
+                                                            sectors=True),
+             op(OP_WRITE, 2 << 20, 2048, 0x93, sectors=True), op(OP_FLUSH),
+             op(OP_DISCARD, 0, 2048, sectors=True), op(OP_FLUSH),
+             op(OP_WRITE, 3 << 20, 2048, 0x94, sectors=True), op(OP_REOPEN),
+             op(OP_READ, 0, 2048, sectors=True)],
     # read-only: reads and block status only
     "ro": [op(OP_STATUS, 0, 0x7fff, sectors=True), op(OP_READ, 0, 0x7fff, sectors=True),
            op(OP_READ, 12345, 777), op(OP_STATUS, 300000, 2000, sectors=True)],
@@ -141,6 +149,14 @@ def main():
             add("refbits%d" % bits,
                 img("rb%d" % bits, "2M", "cluster_size=4k,refcount_bits=%d" % bits, some[:2]),
                 [("rw", "rw", {"flags": F_SMALL_RB})])
+        for bits in (8, 64):
+            add("grow-c512-refbits%d" % bits,
+                img("grow%d" % bits, "4M", "cluster_size=512,refcount_bits=%d" % bits),
+                [("grow", "grow", {}), ("grow-small", "grow", {"flags": F_SMALL_L2 | F_SMALL_RB}),
+                 ("grow-fault", "grow", {"fault": FAULT_WRITE, "after": 40})])
+        add("grow-c4k-lazy", img("growlazy", "4M", "cluster_size=4k,refcount_bits=64,"
+                                 "lazy_refcounts=on"),
+            [("grow", "grow", {}), ("grow-yield", "grow", {"flags": F_YIELD})])
         add("extl2", img("extl2", "4M", "extended_l2=on,cluster_size=16k", some),
             std + [("pairs", "pairs", {"flags": F_YIELD})])
         add("lazy", img("lazy", "4M", "lazy_refcounts=on,cluster_size=4k", some),
