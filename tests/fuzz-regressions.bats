@@ -7,6 +7,10 @@
 
 load helpers
 
+# In a sanitizer build, a UBSan report must fail the replay as an ASan one does (UBSan
+# only prints by default).
+export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
+
 # replay_dir NAME: replay each regression of harness NAME in its own process, so that one
 # failure does not hide the others; fails naming every input that did not pass.
 replay_dir() {

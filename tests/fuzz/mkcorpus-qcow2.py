@@ -138,6 +138,7 @@ def main():
                ("fault", "rw", {"fault": FAULT_WRITE | FAULT_FLUSH, "after": 3})]
         some = ["write -P 0xa1 0 1k", "write -P 0xa2 1M 512", "write -P 0xa3 3M 512"]
 
+        add("empty", img("empty", "4M"), [("rw", "rw", {}), ("ro", "ro", {"flags": F_READ_ONLY})])
         add("v2-64k", img("v2", "4M", "compat=0.10", some), std)
         add("v3-512", img("c512", "4M", "cluster_size=512", some),
             std + [("pairs", "pairs", {"flags": F_YIELD})])
