@@ -32,7 +32,19 @@ static const BlockDriver *const block_drivers[] = {
     &bdrv_fault,
 };
 
+/* Drivers added at run time by tests and fuzzers (bdrv_register_driver), searched after the
+ * table. */
+static GPtrArray *extra_drivers;
+
 #define BACKING_CHAIN_MAX 256
+
+void bdrv_register_driver(const BlockDriver *drv)
+{
+    if (!extra_drivers) {
+        extra_drivers = g_ptr_array_new();
+    }
+    g_ptr_array_add(extra_drivers, (gpointer)drv);
+}
 
 const BlockDriver *bdrv_find_format(const char *name)
 {
@@ -41,7 +53,20 @@ const BlockDriver *bdrv_find_format(const char *name)
             return block_drivers[i];
         }
     }
+    for (guint i = 0; extra_drivers && i < extra_drivers->len; i++) {
+        const BlockDriver *drv = extra_drivers->pdata[i];
+        if (strcmp(drv->format_name, name) == 0) {
+            return drv;
+        }
+    }
     return NULL;
+}
+
+static bool has_prefix(const BlockDriver *drv, const char *filename, size_t len)
+{
+    const char *p = drv->protocol_prefix;
+
+    return p && strlen(p) == len && strncmp(p, filename, len) == 0;
 }
 
 const BlockDriver *bdrv_find_protocol(const char *filename)
@@ -51,10 +76,13 @@ const BlockDriver *bdrv_find_protocol(const char *filename)
 
     if (colon && (!slash || colon < slash)) {
         for (size_t i = 0; i < G_N_ELEMENTS(block_drivers); i++) {
-            const char *p = block_drivers[i]->protocol_prefix;
-            if (p && strlen(p) == (size_t)(colon - filename) &&
-                strncmp(p, filename, colon - filename) == 0) {
+            if (has_prefix(block_drivers[i], filename, colon - filename)) {
                 return block_drivers[i];
+            }
+        }
+        for (guint i = 0; extra_drivers && i < extra_drivers->len; i++) {
+            if (has_prefix(extra_drivers->pdata[i], filename, colon - filename)) {
+                return extra_drivers->pdata[i];
             }
         }
     }
@@ -384,11 +412,13 @@ BlockDriverState *bdrv_open(const char *filename, const char *format, BlockOptio
                        "protocol", filename, drv->format_name);
             return NULL;
         }
-        if (drv != proto && drv != &bdrv_file) {
+        /* A protocol as the format must be the one the name selects: "file" for a
+         * "null:..." name would leave nothing to open (and no error to say so). */
+        if (drv != proto) {
             error_setg(errp, "%s: format %s does not match the file name", filename, format);
             return NULL;
         }
-        bs = drv == proto ? bdrv_open_protocol(filename, opts, flags, errp) : NULL;
+        bs = bdrv_open_protocol(filename, opts, flags, errp);
         if (bs && !block_options_check_empty(opts, drv->format_name, errp)) {
             bdrv_unref(bs);
             return NULL;

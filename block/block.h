@@ -261,6 +261,10 @@ struct BlockDriverState {
 
 /* The driver table. */
 const BlockDriver *bdrv_find_format(const char *name);
+/* Add a driver for this process only, searched after the table: tests and fuzzers use it for
+ * an in-memory protocol.  Main thread, before opening anything with it; drv must outlive every
+ * node that uses it. */
+void bdrv_register_driver(const BlockDriver *drv);
 const BlockDriver *bdrv_find_protocol(const char *filename);
 /* Comma-separated list of format names, for help texts (static). */
 const char *bdrv_format_list(void);

@@ -165,3 +165,11 @@ expect_usage_error() {
     [ "$status" -eq 1 ]
     [[ $stderr == *plain* ]]
 }
+
+@test "info with a protocol format that does not match the name fails with a message" {
+    # format "file" for a "null:" name used to return no node and no error: a crash
+    run --separate-stderr blkfuse info -f file null:1M
+    echo "status=$status stderr=[$stderr]"
+    [ "$status" -eq 1 ]
+    [[ $stderr == *"null:1M: format file does not match the file name"* ]]
+}

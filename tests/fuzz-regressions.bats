@@ -6,6 +6,10 @@
 
 load helpers
 
+# In a sanitizer build, a UBSan report must fail the replay as an ASan one does (UBSan
+# only prints by default).
+export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
+
 FUZZ_DIR="$BATS_TEST_DIRNAME/fuzz"
 
 @test "every fuzz harness is built for the replay" {
