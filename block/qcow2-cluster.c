@@ -328,6 +328,7 @@ int coroutine_fn qcow2_read_entry_range(BlockDriverState *bs, uint64_t offset, u
 
 /* --- L1/L2 updates --- */
 
+/* Write L1 entry l1i; whatever it points to must be durable already. */
 static int coroutine_fn write_l1_entry(BlockDriverState *bs, uint32_t l1i, uint64_t value)
 {
     BDRVQcow2State *s = bs->opaque;
@@ -347,6 +348,12 @@ static int coroutine_fn write_l1_entry(BlockDriverState *bs, uint32_t l1i, uint6
     return 0;
 }
 
+/* Write order of a new or copied L2 table, in every refcount mode:
+ *   the new cluster's refcount (the refcount blocks, then a flush; in lazy refcount mode the
+ *   dirty bit instead) -> the new table -> flush -> the L1 entry -> at a later flush, the old
+ *   table's refcount dropped.
+ * The table is durable before the L1 entry points at it: a crash leaves the L1 entry pointing
+ * at the old table (or none) and the new cluster leaked, never at a table that is not there. */
 int coroutine_fn qcow2_get_l2_for_write(BlockDriverState *bs, uint32_t l1i, void **table)
 {
     BDRVQcow2State *s = bs->opaque;
@@ -379,11 +386,9 @@ int coroutine_fn qcow2_get_l2_for_write(BlockDriverState *bs, uint32_t l1i, void
     if (ret < 0) {
         goto fail;
     }
-    if (!s->lazy_refcounts) {
-        ret = bdrv_co_flush(bs->file->bs);
-        if (ret < 0) {
-            goto fail;
-        }
+    ret = bdrv_co_flush(bs->file->bs);
+    if (ret < 0) {
+        goto fail;
     }
     ret = write_l1_entry(bs, l1i, (uint64_t)new | QCOW_OFLAG_COPIED);
     if (ret < 0) {
