@@ -506,7 +506,12 @@ int coroutine_fn qcow2_update_refcount(BlockDriverState *bs, uint64_t offset, ui
 }
 
 /* Grow the refcount table to at least min_entries entries.  The new table and the refcount
- * blocks needed to describe it are placed together in free space and describe themselves. */
+ * blocks needed to describe it are placed together in free space and describe themselves.
+ *
+ * Write order: new refcount blocks and the refcounts of the new area in existing blocks ->
+ * (flush) new table -> flush -> header (table offset and size) -> flush -> the old table's
+ * refcount dropped (in the cache, written with the next refcount write-back).  A crash leaves
+ * either the old table in force (the new area leaks) or the complete new one. */
 static int coroutine_fn grow_reftable(BlockDriverState *bs, uint64_t min_entries)
 {
     BDRVQcow2State *s = bs->opaque;
@@ -656,6 +661,12 @@ out:
     return ret;
 }
 
+/* Make sure refcount table entry ti points to a refcount block.
+ *
+ * Write order: the new block, and the refcount for it when it lives in another block's range
+ * (every dirty refcount block) -> flush -> refcount table entry.  The table entry is what
+ * makes the block count: until it is durable the new block is only a leak, and once it is, the
+ * block and its own refcount are on disk. */
 static int coroutine_fn ensure_refblock(BlockDriverState *bs, uint64_t ti)
 {
     BDRVQcow2State *s = bs->opaque;
@@ -707,6 +718,10 @@ static int coroutine_fn ensure_refblock(BlockDriverState *bs, uint64_t ti)
     }
     ret = qcow2_cache_write(bs, s->rb_cache, tbl);
     qcow2_cache_put(s->rb_cache, tbl);
+    if (ret == 0) {
+        /* the block that counts the new one, when it is not the new one itself */
+        ret = qcow2_cache_flush(bs, s->rb_cache);
+    }
     if (ret < 0) {
         return ret;
     }

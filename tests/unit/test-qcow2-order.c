@@ -615,6 +615,19 @@ static int scenario_new_l2(const Mode *m)
     return failures + run_finish(&r);
 }
 
+/* Many new refcount blocks at once, and a refcount table that grows. */
+static int scenario_refblocks(const Mode *m)
+{
+    Run r;
+
+    run_start(&r, m, "new refcount blocks", 8 << 20, "-o refcount_bits=64", NULL);
+    for (int i = 0; i < 6; i++) {
+        g_assert_cmpint(pwrite_byte(r.bs, i * (1 << 20), 1 << 20, 0x40 + i), ==, 0);
+    }
+    g_assert_cmpint(bdrv_flush(r.bs), ==, 0);
+    return run_finish(&r);
+}
+
 typedef int (*Scenario)(const Mode *m);
 
 static void run_all_modes(Scenario fn)
@@ -634,6 +647,7 @@ static void run_all_modes(Scenario fn)
 }
 
 static void test_new_l2(void)     { run_all_modes(scenario_new_l2); }
+static void test_refblocks(void)  { run_all_modes(scenario_refblocks); }
 
 int main(int argc, char **argv)
 {
@@ -644,6 +658,7 @@ int main(int argc, char **argv)
     tmpdir = uh_tmpdir_new();
     events_clear();
     uh_test_add("/qcow2-order/new-l2-table", test_new_l2);
+    uh_test_add("/qcow2-order/refcount-blocks", test_refblocks);
     ret = uh_test_run();
     events_clear();
     g_array_free(events, TRUE);
