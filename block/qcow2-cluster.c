@@ -386,7 +386,7 @@ int coroutine_fn qcow2_get_l2_for_write(BlockDriverState *bs, uint32_t l1i, void
     if (ret < 0) {
         goto fail;
     }
-    ret = bdrv_co_flush(bs->file->bs);
+    ret = qcow2_flush_file(bs);
     if (ret < 0) {
         goto fail;
     }
@@ -445,7 +445,17 @@ static bool cluster_needs_new(BDRVQcow2State *s, uint64_t e)
 
 /* Slow path for the write at [offset, end) starting in a cluster that cannot be written in
  * place.  Handles one cluster, or a run of clusters needing new host clusters.  Lock held.
- * Returns bytes consumed or -errno. */
+ * Returns bytes consumed or -errno.
+ *
+ * Write order of an allocating write: the new clusters' refcounts (cached) -> the data, with
+ * the copy-on-write fill (the parts of each cluster, or with extended L2 of each subcluster,
+ * that this write does not cover: from the old or compressed cluster, the backing file, or
+ * zeros) -> the L2 entries (cached).  When the table is written back (qcow2_pre_l2_write):
+ * dirty refcount blocks -> flush (lazy refcounts: the dirty bit instead) -> if a fill was
+ * written, a flush in every mode (l2_needs_flush) -> the L2 table -> at the next flush, the old
+ * clusters' refcounts dropped.  So an L2 entry never points at a cluster whose refcount, or
+ * whose never-written parts, are not on disk yet.  The guest's own data needs no flush before
+ * the entry: until the guest flushes, it may read back old or new. */
 static int64_t coroutine_fn write_alloc(BlockDriverState *bs, uint64_t offset, uint64_t end,
                                         const uint8_t *buf)
 {
@@ -487,6 +497,9 @@ static int64_t coroutine_fn write_alloc(BlockDriverState *bs, uint64_t offset, u
         ret = bdrv_co_pwrite(bs->file->bs, host + ra, rb - ra, wbuf, 0);
         if (ret < 0) {
             goto out;
+        }
+        if (ra < a || rb > b) {
+            s->l2_needs_flush = true;       /* the fill must be durable before the entry */
         }
         if (s->ext_l2) {
             uint64_t m = sc_mask(s, ra, rb);
@@ -545,6 +558,9 @@ static int64_t coroutine_fn write_alloc(BlockDriverState *bs, uint64_t offset, u
             ret = bdrv_co_pwrite(bs->file->bs, host_base + ra, total, wbuf, 0);
             if (ret < 0) {
                 goto out;
+            }
+            if (total > dlen) {
+                s->l2_needs_flush = true;   /* the fill must be durable before the entries */
             }
             for (uint64_t j = 0; j < k; j++) {
                 uint64_t e = qcow2_l2_entry(s, table, l2i + j);
@@ -818,6 +834,10 @@ int coroutine_fn qcow2_zero_range(BlockDriverState *bs, uint64_t offset, uint64_
 
 /* --- resizing --- */
 
+/* Write order: the new clusters' refcounts (refcount blocks -> flush; lazy refcounts: the
+ * dirty bit) -> the new table -> flush -> header (L1 size and offset) -> flush -> at a later
+ * flush, the old table's refcount dropped.  A crash leaves the old table in force or the
+ * complete new one. */
 int coroutine_fn qcow2_grow_l1(BlockDriverState *bs, uint64_t min_size)
 {
     BDRVQcow2State *s = bs->opaque;
@@ -849,7 +869,7 @@ int coroutine_fn qcow2_grow_l1(BlockDriverState *bs, uint64_t min_size)
     }
     blk_vfree(buf);
     if (ret == 0) {
-        ret = bdrv_co_flush(bs->file->bs);
+        ret = qcow2_flush_file(bs);
     }
     if (ret < 0) {
         return ret;
@@ -858,7 +878,7 @@ int coroutine_fn qcow2_grow_l1(BlockDriverState *bs, uint64_t min_size)
     stbe64(hdr + 4, new_off);
     ret = bdrv_co_pwrite(bs->file->bs, QCOW2_HDR_L1_SIZE, 12, hdr, 0);
     if (ret == 0) {
-        ret = bdrv_co_flush(bs->file->bs);
+        ret = qcow2_flush_file(bs);
     }
     if (ret < 0) {
         return ret;
@@ -1067,6 +1087,7 @@ int coroutine_fn qcow2_reserve(BlockDriverState *bs, uint64_t offset, uint64_t b
             }
             qcow2_cache_mark_dirty(s->l2_cache, table);
             ret = reserve_host(bs, host, run * cs);
+            s->l2_needs_flush = true;   /* the file reaches the clusters before the entries */
             i += run;
         }
         qcow2_cache_put(s->l2_cache, table);

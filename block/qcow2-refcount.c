@@ -302,7 +302,7 @@ int coroutine_fn qcow2_mark_dirty(BlockDriverState *bs)
         s->dirty_set = true;
         return 0;
     }
-    ret = bdrv_co_flush(bs->file->bs);
+    ret = qcow2_flush_file(bs);
     if (ret < 0) {
         return ret;
     }
@@ -310,7 +310,7 @@ int coroutine_fn qcow2_mark_dirty(BlockDriverState *bs)
     if (ret < 0) {
         return ret;
     }
-    ret = bdrv_co_flush(bs->file->bs);
+    ret = qcow2_flush_file(bs);
     if (ret < 0) {
         return ret;
     }
@@ -621,7 +621,7 @@ static int coroutine_fn grow_reftable(BlockDriverState *bs, uint64_t min_entries
     if (ret < 0) {
         goto out_unreserve;
     }
-    ret = bdrv_co_flush(bs->file->bs);
+    ret = qcow2_flush_file(bs);
     if (ret < 0) {
         goto out_unreserve;
     }
@@ -634,7 +634,7 @@ static int coroutine_fn grow_reftable(BlockDriverState *bs, uint64_t min_entries
             goto out_unreserve;
         }
     }
-    ret = bdrv_co_flush(bs->file->bs);
+    ret = qcow2_flush_file(bs);
     if (ret < 0) {
         goto out_unreserve;
     }
@@ -725,7 +725,7 @@ static int coroutine_fn ensure_refblock(BlockDriverState *bs, uint64_t ti)
     if (ret < 0) {
         return ret;
     }
-    ret = bdrv_co_flush(bs->file->bs);
+    ret = qcow2_flush_file(bs);
     if (ret < 0) {
         return ret;
     }
@@ -792,26 +792,43 @@ void qcow2_free_l2_entry(BlockDriverState *bs, uint64_t entry)
     }
 }
 
+int coroutine_fn qcow2_flush_file(BlockDriverState *bs)
+{
+    BDRVQcow2State *s = bs->opaque;
+    int ret = bdrv_co_flush(bs->file->bs);
+
+    if (ret == 0) {
+        s->rc_unsynced = false;
+        s->l2_needs_flush = false;
+    }
+    return ret;
+}
+
 int coroutine_fn qcow2_pre_l2_write(BlockDriverState *bs)
 {
     BDRVQcow2State *s = bs->opaque;
     int ret;
 
     if (s->lazy_refcounts) {
-        return qcow2_mark_dirty(bs);
-    }
-    if (qcow2_cache_has_dirty(s->rb_cache)) {
+        /* refcounts may lag; the dirty bit (durable before this write) says so */
+        ret = qcow2_mark_dirty(bs);
+        if (ret < 0) {
+            return ret;
+        }
+    } else if (qcow2_cache_has_dirty(s->rb_cache)) {
         ret = qcow2_cache_flush(bs, s->rb_cache);
         if (ret < 0) {
             return ret;
         }
     }
-    if (s->rc_unsynced) {
-        ret = bdrv_co_flush(bs->file->bs);
+    /* Refcount blocks just written (default mode), and in every mode data that an entry will
+     * point to without the guest having written it (copy-on-write fill, reserved space), are
+     * made durable first. */
+    if ((s->rc_unsynced && !s->lazy_refcounts) || s->l2_needs_flush) {
+        ret = qcow2_flush_file(bs);
         if (ret < 0) {
             return ret;
         }
-        s->rc_unsynced = false;
     }
     return 0;
 }
@@ -837,7 +854,7 @@ int coroutine_fn qcow2_flush_metadata(BlockDriverState *bs)
     if (s->pending_frees->len && s->inflight_writes == 0) {
         GArray *frees = s->pending_frees;
 
-        ret = bdrv_co_flush(bs->file->bs);
+        ret = qcow2_flush_file(bs);
         if (ret < 0) {
             return ret;
         }

@@ -394,7 +394,7 @@ static int coroutine_fn qcow2_do_open(Qcow2OpenArgs *a)
         if (s->autoclear) {
             ret = qcow2_write_header_field(bs, QCOW2_HDR_AUTOCLEAR, 8, 0);
             if (ret == 0) {
-                ret = bdrv_co_flush(bs->file->bs);
+                ret = qcow2_flush_file(bs);
             }
             if (ret < 0) {
                 error_setg_errno(errp, ret, "%s: cannot update the qcow2 header", fn);
@@ -460,7 +460,7 @@ static int coroutine_fn qcow2_do_close(BlockDriverState *bs)
         ret = qcow2_flush_metadata(bs);
     }
     if (ret == 0 && s->dirty_set && (s->incompat & QCOW2_INCOMPAT_DIRTY)) {
-        ret = bdrv_co_flush(bs->file->bs);
+        ret = qcow2_flush_file(bs);
         if (ret == 0) {
             ret = qcow2_write_header_field(bs, QCOW2_HDR_INCOMPAT, 8,
                                            s->incompat & ~QCOW2_INCOMPAT_DIRTY);
@@ -471,7 +471,7 @@ static int coroutine_fn qcow2_do_close(BlockDriverState *bs)
         }
     }
     if (ret == 0) {
-        ret = bdrv_co_flush(bs->file->bs);
+        ret = qcow2_flush_file(bs);
     }
     co_mutex_unlock(&s->lock);
     if (ret < 0) {

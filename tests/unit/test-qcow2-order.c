@@ -615,6 +615,54 @@ static int scenario_new_l2(const Mode *m)
     return failures + run_finish(&r);
 }
 
+/* Copy-on-write: partial writes into clusters that get a new host cluster (fill from the
+ * backing file or zeros), and with extended L2 a second subcluster of the same cluster. */
+static int scenario_cow(const Mode *m)
+{
+    Run r;
+    uint64_t cs;
+
+    run_start(&r, m, "copy-on-write fill", 8 << 20, "", NULL);
+    cs = r.g.cs;
+    /* first touch of each L2 table and of the refcounts out of the way, flushed */
+    g_assert_cmpint(pwrite_byte(r.bs, 0, cs, 1), ==, 0);
+    g_assert_cmpint(bdrv_flush(r.bs), ==, 0);
+    r.c.cow_from = events->len;
+    for (int round = 0; round < 3; round++) {
+        for (int i = 0; i < 4; i++) {
+            uint64_t c = 16 + i * 7;
+            /* a different part of cluster c each round: round 0 allocates it, later rounds
+             * (extended L2) allocate further subclusters */
+            uint64_t off = c * cs + round * (cs / 4) + 100;
+            g_assert_cmpint(pwrite_byte(r.bs, off, 300, 0x20 + round), ==, 0);
+        }
+        g_assert_cmpint(bdrv_flush(r.bs), ==, 0);
+    }
+    return run_finish(&r);
+}
+
+/* Preallocated clusters (zero flag with a host cluster): a partial write fills the rest of
+ * the cluster with zeros; that must be durable before the entry loses its zero flag. */
+static int scenario_prealloc(const Mode *m)
+{
+    Run r;
+    uint64_t cs;
+
+    if (m->backing) {
+        return 0;       /* preallocation with a backing file needs extended L2 */
+    }
+    run_start(&r, m, "preallocated clusters", 4 << 20, "-o preallocation=metadata", NULL);
+    cs = r.g.cs;
+    g_assert_cmpint(qt_zeroes(r.bs, 0, 2 << 20, 0), ==, 0);     /* zero flag, host kept */
+    g_assert_cmpint(bdrv_flush(r.bs), ==, 0);
+    r.c.cow_from = events->len;
+    for (int i = 0; i < 4; i++) {
+        g_assert_cmpint(pwrite_byte(r.bs, (3 + i * 5) * cs + 100, 200, 0x30 + i), ==, 0);
+    }
+    g_assert_cmpint(bdrv_flush(r.bs), ==, 0);
+    return run_finish(&r);
+}
+
 /* Many new refcount blocks at once, and a refcount table that grows. */
 static int scenario_refblocks(const Mode *m)
 {
@@ -647,6 +695,8 @@ static void run_all_modes(Scenario fn)
 }
 
 static void test_new_l2(void)     { run_all_modes(scenario_new_l2); }
+static void test_cow(void)        { run_all_modes(scenario_cow); }
+static void test_prealloc(void)   { run_all_modes(scenario_prealloc); }
 static void test_refblocks(void)  { run_all_modes(scenario_refblocks); }
 
 int main(int argc, char **argv)
@@ -658,6 +708,8 @@ int main(int argc, char **argv)
     tmpdir = uh_tmpdir_new();
     events_clear();
     uh_test_add("/qcow2-order/new-l2-table", test_new_l2);
+    uh_test_add("/qcow2-order/copy-on-write", test_cow);
+    uh_test_add("/qcow2-order/preallocated", test_prealloc);
     uh_test_add("/qcow2-order/refcount-blocks", test_refblocks);
     ret = uh_test_run();
     events_clear();
