@@ -506,7 +506,7 @@ static void qcow2_refresh_limits(BlockDriverState *bs)
 static int64_t qcow2_getlength(BlockDriverState *bs)
 {
     BDRVQcow2State *s = bs->opaque;
-    return s->size;
+    return __atomic_load_n(&s->size, __ATOMIC_ACQUIRE);
 }
 
 static int coroutine_fn qcow2_co_pread(BlockDriverState *bs, int64_t offset, int64_t bytes,
@@ -663,68 +663,126 @@ static int coroutine_fn qcow2_zero_grown(BlockDriverState *bs, uint64_t old, uin
     return qcow2_zero_range(bs, old, end - old, false);
 }
 
-/* Resize; lock not held.  grown_zero: make the new area read as zeros (not when creating). */
-static int coroutine_fn qcow2_do_truncate(BlockDriverState *bs, uint64_t offset,
-                                          PreallocMode prealloc, bool grown_zero,
-                                          GError **errp)
+/* Write the new virtual size to the header and publish it.  Lock held.  Whatever the new size
+ * shows (zeroed or unmapped ranges) is durable before the header says so: metadata written
+ * back -> flush -> header -> flush -> s->size. */
+static int coroutine_fn publish_size(BlockDriverState *bs, uint64_t size)
+{
+    BDRVQcow2State *s = bs->opaque;
+    int ret;
+
+    ret = qcow2_flush_metadata(bs);
+    if (ret == 0) {
+        ret = qcow2_flush_file(bs);
+    }
+    if (ret == 0) {
+        ret = qcow2_write_header_field(bs, QCOW2_HDR_SIZE, 8, size);
+    }
+    if (ret == 0) {
+        ret = qcow2_flush_file(bs);
+    }
+    if (ret == 0) {
+        __atomic_store_n(&s->size, size, __ATOMIC_RELEASE);
+    }
+    return ret;
+}
+
+/* Shrink to offset (< s->size).  Write order: the tail of the last cluster zeroed, the clusters
+ * beyond unmapped (L1 entries written, L2 tables written back) -> flush -> header size ->
+ * flush -> the freed clusters' refcounts dropped.  A crash before the header leaves the old
+ * size with (part of) the tail reading as zeros, never a smaller size still mapping clusters
+ * beyond it. */
+static int coroutine_fn qcow2_shrink(BlockDriverState *bs, uint64_t offset, GError **errp)
 {
     BDRVQcow2State *s = bs->opaque;
     uint64_t old = s->size;
     int ret;
 
-    if (s->read_only || s->snapshot_loaded) {
-        error_setg(errp, "%s: image is read-only", bs->filename);
-        return -EROFS;
+    if (s->nb_snapshots) {
+        error_setg(errp, "%s: cannot shrink a qcow2 image with internal snapshots",
+                   bs->filename);
+        return -ENOTSUP;
     }
-    if (offset > (uint64_t)INT64_MAX - s->cluster_size ||
-        qcow2_l1_entries_for(s, offset) * 8 > QCOW2_MAX_L1_BYTES) {
-        error_setg(errp, "%s: qcow2 image size too large for this cluster size", bs->filename);
-        return -EFBIG;
-    }
-    if (offset < old) {
-        if (s->nb_snapshots) {
-            error_setg(errp, "%s: cannot shrink a qcow2 image with internal snapshots",
-                       bs->filename);
-            return -ENOTSUP;
-        }
-        if (!IS_ALIGNED(offset, s->cluster_size)) {
-            ret = qcow2_zero_range(bs, offset, MIN(ROUND_UP(offset, s->cluster_size), old) -
-                                   offset, false);
-            if (ret < 0) {
-                error_setg_errno(errp, ret, "%s: cannot shrink", bs->filename);
-                return ret;
-            }
-        }
-        co_mutex_lock(&s->lock);
-        ret = qcow2_free_beyond(bs, ROUND_UP(offset, s->cluster_size));
-        if (ret == 0) {
-            ret = qcow2_write_header_field(bs, QCOW2_HDR_SIZE, 8, offset);
-        }
-        if (ret == 0) {
-            s->size = offset;
-            ret = qcow2_flush_metadata(bs);
-        }
-        co_mutex_unlock(&s->lock);
+    if (!IS_ALIGNED(offset, s->cluster_size)) {
+        ret = qcow2_zero_range(bs, offset, MIN(ROUND_UP(offset, s->cluster_size), old) - offset,
+                               false);
         if (ret < 0) {
             error_setg_errno(errp, ret, "%s: cannot shrink", bs->filename);
+            return ret;
         }
-        return ret;
     }
-    if (offset == old && prealloc == PREALLOC_MODE_OFF) {
+    co_mutex_lock(&s->lock);
+    ret = qcow2_free_beyond(bs, ROUND_UP(offset, s->cluster_size));
+    if (ret == 0) {
+        ret = publish_size(bs, offset);
+    }
+    if (ret == 0) {
+        ret = qcow2_flush_metadata(bs);     /* drop the refcounts of what was freed */
+    }
+    co_mutex_unlock(&s->lock);
+    if (ret < 0) {
+        error_setg_errno(errp, ret, "%s: cannot shrink", bs->filename);
+    }
+    return ret;
+}
+
+/* Make the file reach host_end for preallocated clusters, with the requested preallocation
+ * (metadata: a sparse extension).  Lock not held. */
+static int coroutine_fn extend_file(BlockDriverState *bs, uint64_t host_end,
+                                    PreallocMode prealloc, GError **errp)
+{
+    PreallocMode mode = prealloc == PREALLOC_MODE_METADATA ? PREALLOC_MODE_OFF : prealloc;
+    int64_t flen = bdrv_getlength(bs->file->bs);
+    GError *local = NULL;
+    int ret;
+
+    if (flen < 0 || host_end <= (uint64_t)flen) {
         return 0;
     }
+    ret = bdrv_co_truncate(bs->file->bs, host_end, false, mode, &local);
+    if (ret < 0 && mode == PREALLOC_MODE_FULL) {
+        /* write the zeros ourselves */
+        uint64_t pos = flen, chunk = 1024 * 1024;
+        uint8_t *z;
+
+        g_clear_error(&local);
+        ret = 0;
+        z = blk_blockalign(chunk);
+        memset(z, 0, chunk);
+        while (pos < host_end && ret == 0) {
+            uint64_t n = MIN(chunk, host_end - pos);
+            ret = bdrv_co_pwrite(bs->file->bs, pos, n, z, 0);
+            pos += n;
+        }
+        blk_vfree(z);
+    } else if (ret < 0 && mode != PREALLOC_MODE_OFF) {
+        g_clear_error(&local);
+        ret = bdrv_co_truncate(bs->file->bs, host_end, false, PREALLOC_MODE_OFF, &local);
+    }
+    if (ret < 0) {
+        if (local) {
+            g_propagate_error(errp, local);
+        } else {
+            error_setg_errno(errp, ret, "%s: cannot preallocate", bs->filename);
+        }
+    }
+    return ret;
+}
+
+/* Grow to offset (>= s->size), or preallocate [old, offset).  Write order: the L1 table grown
+ * (its own order, see qcow2_grow_l1) -> the new area zeroed where something else would show
+ * through, preallocated clusters mapped and the file extended to reach them -> flush ->
+ * header size -> flush -> s->size.  Nothing can read or write the new area, and no crash can
+ * show it, before it reads as zeros. */
+static int coroutine_fn qcow2_grow(BlockDriverState *bs, uint64_t offset, PreallocMode prealloc,
+                                   bool grown_zero, GError **errp)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t old = s->size;
+    int ret;
 
     co_mutex_lock(&s->lock);
     ret = qcow2_grow_l1(bs, qcow2_l1_entries_for(s, offset));
-    if (ret == 0 && offset != old) {
-        ret = bdrv_co_flush(bs->file->bs);
-        if (ret == 0) {
-            ret = qcow2_write_header_field(bs, QCOW2_HDR_SIZE, 8, offset);
-        }
-        if (ret == 0) {
-            s->size = offset;
-        }
-    }
     co_mutex_unlock(&s->lock);
     if (ret < 0) {
         error_setg_errno(errp, ret, "%s: cannot grow", bs->filename);
@@ -739,54 +797,52 @@ static int coroutine_fn qcow2_do_truncate(BlockDriverState *bs, uint64_t offset,
     }
     if (prealloc != PREALLOC_MODE_OFF) {
         uint64_t host_end = 0;
-        int64_t flen;
 
         co_mutex_lock(&s->lock);
         ret = qcow2_preallocate(bs, old, offset - old, &host_end);
-        if (ret == 0) {
-            ret = qcow2_flush_metadata(bs);
-        }
         co_mutex_unlock(&s->lock);
         if (ret < 0) {
             error_setg_errno(errp, ret, "%s: cannot preallocate", bs->filename);
             return ret;
         }
-        flen = bdrv_getlength(bs->file->bs);
-        if (flen >= 0 && host_end > (uint64_t)flen) {
-            PreallocMode mode = prealloc == PREALLOC_MODE_METADATA ? PREALLOC_MODE_OFF : prealloc;
-            GError *local = NULL;
-
-            ret = bdrv_co_truncate(bs->file->bs, host_end, false, mode, &local);
-            if (ret < 0 && mode != PREALLOC_MODE_OFF) {
-                g_clear_error(&local);
-                if (mode == PREALLOC_MODE_FULL) {
-                    /* write the zeros ourselves */
-                    uint64_t pos = flen, chunk = 1024 * 1024;
-                    uint8_t *z = blk_blockalign(chunk);
-                    memset(z, 0, chunk);
-                    ret = 0;
-                    while (pos < host_end && ret == 0) {
-                        uint64_t n = MIN(chunk, host_end - pos);
-                        ret = bdrv_co_pwrite(bs->file->bs, pos, n, z, 0);
-                        pos += n;
-                    }
-                    blk_vfree(z);
-                } else {
-                    ret = bdrv_co_truncate(bs->file->bs, host_end, false, PREALLOC_MODE_OFF,
-                                           &local);
-                }
-            }
-            if (ret < 0) {
-                if (local) {
-                    g_propagate_error(errp, local);
-                } else {
-                    error_setg_errno(errp, ret, "%s: cannot preallocate", bs->filename);
-                }
-                return ret;
-            }
+        ret = extend_file(bs, host_end, prealloc, errp);
+        if (ret < 0) {
+            return ret;
         }
     }
-    return 0;
+    co_mutex_lock(&s->lock);
+    ret = offset != old ? publish_size(bs, offset) : qcow2_flush_metadata(bs);
+    co_mutex_unlock(&s->lock);
+    if (ret < 0) {
+        error_setg_errno(errp, ret, "%s: cannot grow", bs->filename);
+    }
+    return ret;
+}
+
+/* Resize; lock not held.  grown_zero: make the new area read as zeros (not when creating). */
+static int coroutine_fn qcow2_do_truncate(BlockDriverState *bs, uint64_t offset,
+                                          PreallocMode prealloc, bool grown_zero,
+                                          GError **errp)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t old = s->size;
+
+    if (s->read_only || s->snapshot_loaded) {
+        error_setg(errp, "%s: image is read-only", bs->filename);
+        return -EROFS;
+    }
+    if (offset > (uint64_t)INT64_MAX - s->cluster_size ||
+        qcow2_l1_entries_for(s, offset) * 8 > QCOW2_MAX_L1_BYTES) {
+        error_setg(errp, "%s: qcow2 image size too large for this cluster size", bs->filename);
+        return -EFBIG;
+    }
+    if (offset < old) {
+        return qcow2_shrink(bs, offset, errp);
+    }
+    if (offset == old && prealloc == PREALLOC_MODE_OFF) {
+        return 0;
+    }
+    return qcow2_grow(bs, offset, prealloc, grown_zero, errp);
 }
 
 static int coroutine_fn qcow2_co_truncate(BlockDriverState *bs, int64_t offset, bool exact,

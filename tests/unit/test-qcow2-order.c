@@ -676,6 +676,45 @@ static int scenario_refblocks(const Mode *m)
     return run_finish(&r);
 }
 
+/* Growing: a new L1 table, and the area past the old end reads zeros before the size is
+ * published (the tail of the last cluster held data, as QEMU leaves it after a shrink). */
+static int scenario_grow(const Mode *m)
+{
+    Run r;
+    uint8_t *buf = blk_blockalign(8 << 20);
+    int64_t old = (4 << 20) - 1536;
+
+    /* QEMU leaves the data of the last cluster's tail in place when it shrinks */
+    run_start(&r, m, "grow", 4 << 20, "", "qemu-io -c 'write -P 0x55 0 4M' r.qcow2 >/dev/null "
+              "&& qemu-img resize -q --shrink r.qcow2 4192768");
+    g_assert_cmpint(bdrv_getlength(r.bs), ==, old);
+    r.c.size_before = old;
+    r.c.op_first = events->len;
+    g_assert_cmpint(qt_truncate(r.bs, 64 << 20), ==, 0);
+    r.c.op_last = events->len;
+    g_assert_cmpint(bdrv_getlength(r.bs), ==, 64 << 20);
+    g_assert_cmpint(bdrv_pread(r.bs, old, (8 << 20) - old, buf), ==, 0);
+    for (int64_t i = 0; i < (8 << 20) - old; i++) {
+        if (buf[i]) {
+            g_error("grow, %s: byte %" G_GINT64_FORMAT " reads %#x", m->name, old + i, buf[i]);
+        }
+    }
+    blk_vfree(buf);
+    return run_finish(&r);
+}
+
+/* Shrinking: the header's size comes down only once nothing beyond it is mapped on disk. */
+static int scenario_shrink(const Mode *m)
+{
+    Run r;
+
+    run_start(&r, m, "shrink", 8 << 20, "", NULL);
+    g_assert_cmpint(pwrite_byte(r.bs, 0, 8 << 20, 0x66), ==, 0);
+    g_assert_cmpint(bdrv_flush(r.bs), ==, 0);
+    g_assert_cmpint(qt_truncate(r.bs, (3 << 20) + 512), ==, 0);
+    return run_finish(&r);
+}
+
 typedef int (*Scenario)(const Mode *m);
 
 static void run_all_modes(Scenario fn)
@@ -698,6 +737,8 @@ static void test_new_l2(void)     { run_all_modes(scenario_new_l2); }
 static void test_cow(void)        { run_all_modes(scenario_cow); }
 static void test_prealloc(void)   { run_all_modes(scenario_prealloc); }
 static void test_refblocks(void)  { run_all_modes(scenario_refblocks); }
+static void test_grow(void)       { run_all_modes(scenario_grow); }
+static void test_shrink(void)     { run_all_modes(scenario_shrink); }
 
 int main(int argc, char **argv)
 {
@@ -711,6 +752,8 @@ int main(int argc, char **argv)
     uh_test_add("/qcow2-order/copy-on-write", test_cow);
     uh_test_add("/qcow2-order/preallocated", test_prealloc);
     uh_test_add("/qcow2-order/refcount-blocks", test_refblocks);
+    uh_test_add("/qcow2-order/grow", test_grow);
+    uh_test_add("/qcow2-order/shrink", test_shrink);
     ret = uh_test_run();
     events_clear();
     g_array_free(events, TRUE);
