@@ -236,7 +236,9 @@ int coroutine_fn bdrv_co_flush(BlockDriverState *bs)
 {
     int ret = 0;
 
-    if (bs->read_only) {
+    /* A node that turned read-only after open (a qcow2 image found corrupt) still answers:
+     * its driver reports writes it could not make durable. */
+    if (bs->read_only && !(bs->open_flags & BDRV_O_RDWR)) {
         return 0;
     }
     if (bs->drv->bdrv_co_flush) {

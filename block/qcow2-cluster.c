@@ -340,11 +340,15 @@ static int coroutine_fn write_l1_entry(BlockDriverState *bs, uint32_t l1i, uint6
         return ret;
     }
     stbe64(buf, value);
-    ret = bdrv_co_pwrite(bs->file->bs, s->l1_table_offset + (uint64_t)l1i * 8, 8, buf, 0);
+    ret = qcow2_meta_pwrite(bs, QCOW2_META_L1, "an L1 table entry",
+                            s->l1_table_offset + (uint64_t)l1i * 8, 8, buf);
     if (ret < 0) {
         return ret;
     }
     s->l1_table[l1i] = value;
+    if (value) {
+        s->l1_used = MAX(s->l1_used, l1i + 1);
+    }
     return 0;
 }
 
@@ -369,6 +373,11 @@ int coroutine_fn qcow2_get_l2_for_write(BlockDriverState *bs, uint32_t l1i, void
     new = qcow2_alloc_clusters(bs, 1);
     if (new < 0) {
         return new;
+    }
+    /* before the cache hands out the cluster as an empty table (it may hold another one) */
+    ret = qcow2_pre_write(bs, QCOW2_META_NONE, "a new L2 table", new, s->cluster_size);
+    if (ret < 0) {
+        return ret;
     }
     ret = qcow2_cache_get(bs, s->l2_cache, new, true, &nt);
     if (ret < 0) {
@@ -485,6 +494,12 @@ static int64_t coroutine_fn write_alloc(BlockDriverState *bs, uint64_t offset, u
         uint64_t unit = s->ext_l2 ? s->sc_size : cs;
         uint64_t ra = ROUND_DOWN(a, unit), rb = MIN(ROUND_UP(b, unit), cs);
 
+        /* preallocated, or with subclusters not yet written: its first writes are checked
+         * like a new cluster's (writes in place are not) */
+        ret = qcow2_pre_write(bs, QCOW2_META_NONE, "guest data", host, cs);
+        if (ret < 0) {
+            goto out;
+        }
         wbuf = blk_blockalign(rb - ra);
         ret = qcow2_read_entry_range(bs, cstart + ra, a - ra, e0, bm0, wbuf);
         if (ret == 0) {
@@ -539,6 +554,10 @@ static int64_t coroutine_fn write_alloc(BlockDriverState *bs, uint64_t offset, u
         host = qcow2_alloc_clusters(bs, k);
         if (host < 0) {
             ret = host;
+            goto out;
+        }
+        ret = qcow2_pre_write(bs, QCOW2_META_NONE, "guest data", host, k * cs);
+        if (ret < 0) {
             goto out;
         }
         host_base = host;
@@ -611,6 +630,10 @@ int coroutine_fn qcow2_do_pwrite(BlockDriverState *bs, uint64_t offset, uint64_t
         uint64_t fast_len = 0, host = 0;
 
         co_mutex_lock(&s->lock);
+        if (s->corrupt_stop) {
+            co_mutex_unlock(&s->lock);
+            return -EROFS;      /* found corrupt while this request waited */
+        }
         if (l1i >= s->l1_size) {
             ret = qcow2_grow_l1(bs, l1i + 1);
             if (ret < 0) {
@@ -712,6 +735,9 @@ static int coroutine_fn zero_meta(BlockDriverState *bs, uint64_t offset, uint64_
     int ret;
 
     *done = 0;
+    if (s->corrupt_stop) {
+        return -EROFS;
+    }
     if (l1i >= s->l1_size) {
         ret = qcow2_grow_l1(bs, l1i + 1);
         if (ret < 0) {
@@ -865,7 +891,7 @@ int coroutine_fn qcow2_grow_l1(BlockDriverState *bs, uint64_t min_size)
     }
     ret = qcow2_pre_l2_write(bs);
     if (ret == 0) {
-        ret = bdrv_co_pwrite(bs->file->bs, new_off, new_bytes, buf, 0);
+        ret = qcow2_meta_pwrite(bs, QCOW2_META_NONE, "a new L1 table", new_off, new_bytes, buf);
     }
     blk_vfree(buf);
     if (ret == 0) {
@@ -876,7 +902,7 @@ int coroutine_fn qcow2_grow_l1(BlockDriverState *bs, uint64_t min_size)
     }
     stbe32(hdr, min_size);
     stbe64(hdr + 4, new_off);
-    ret = bdrv_co_pwrite(bs->file->bs, QCOW2_HDR_L1_SIZE, 12, hdr, 0);
+    ret = qcow2_meta_pwrite(bs, QCOW2_META_HEADER, "the header", QCOW2_HDR_L1_SIZE, 12, hdr);
     if (ret == 0) {
         ret = qcow2_flush_file(bs);
     }
@@ -982,6 +1008,12 @@ int coroutine_fn qcow2_preallocate(BlockDriverState *bs, uint64_t offset, uint64
                 continue;
             }
             host = qcow2_alloc_clusters(bs, run);
+            if (host >= 0) {
+                /* entries that may be written in place later: checked now */
+                int r = qcow2_pre_write(bs, QCOW2_META_NONE, "preallocated data", host,
+                                        run * cs);
+                host = r < 0 ? r : host;
+            }
             if (host < 0) {
                 qcow2_cache_put(s->l2_cache, table);
                 return host;
@@ -1043,6 +1075,9 @@ int coroutine_fn qcow2_reserve(BlockDriverState *bs, uint64_t offset, uint64_t b
         return 0;           /* no way to say "allocated, reads as before": nothing reserved */
     }
     co_mutex_lock(&s->lock);
+    if (s->corrupt_stop) {
+        ret = -EROFS;
+    }
     while (c < cend && ret == 0) {
         uint32_t l1i = c >> s->l2_bits;
         uint32_t l2i = c & (s->l2_size - 1);
@@ -1071,6 +1106,10 @@ int coroutine_fn qcow2_reserve(BlockDriverState *bs, uint64_t offset, uint64_t b
                 continue;
             }
             host = qcow2_alloc_clusters(bs, run);
+            if (host >= 0) {
+                int r = qcow2_pre_write(bs, QCOW2_META_NONE, "reserved data", host, run * cs);
+                host = r < 0 ? r : host;
+            }
             if (host < 0) {
                 ret = host;
                 break;

@@ -128,7 +128,9 @@ static int coroutine_fn cache_write_entry(BlockDriverState *bs, Qcow2Cache *c,
             return ret;
         }
     }
-    ret = bdrv_co_pwrite(bs->file->bs, e->offset, s->cluster_size, e->table, 0);
+    ret = qcow2_meta_pwrite(bs, c->is_l2 ? QCOW2_META_L2 : QCOW2_META_REFBLOCK,
+                            c->is_l2 ? "an L2 table" : "a refcount block", e->offset,
+                            s->cluster_size, e->table);
     if (ret < 0) {
         return ret;
     }
@@ -181,7 +183,7 @@ int coroutine_fn qcow2_cache_get(BlockDriverState *bs, Qcow2Cache *c, uint64_t o
     }
     if (e->offset) {
         e->pins++;   /* keep it while writing back */
-        ret = cache_write_entry(bs, c, e);
+        ret = s->corrupt_stop ? 0 : cache_write_entry(bs, c, e);
         e->pins--;
         if (ret < 0) {
             return ret;
@@ -205,6 +207,7 @@ int coroutine_fn qcow2_cache_get(BlockDriverState *bs, Qcow2Cache *c, uint64_t o
     }
     e->offset = offset;
     e->dirty = false;
+    e->stale = false;
     e->lru = ++c->lru_counter;
     g_hash_table_insert(c->index, &e->offset, GINT_TO_POINTER((int)(e - c->entries) + 1));
     *table = e->table;
@@ -216,6 +219,12 @@ void qcow2_cache_put(Qcow2Cache *c, void *table)
     Qcow2CacheEntry *e = cache_find_table(c, table);
     g_assert(e->pins > 0);
     e->pins--;
+    if (e->pins == 0 && e->stale) {
+        g_hash_table_remove(c->index, &e->offset);
+        e->offset = 0;
+        e->dirty = false;
+        e->stale = false;
+    }
 }
 
 void qcow2_cache_mark_dirty(Qcow2Cache *c, void *table)
@@ -259,6 +268,27 @@ bool qcow2_cache_has_dirty(Qcow2Cache *c)
     return false;
 }
 
+int qcow2_cache_drop_dirty(Qcow2Cache *c)
+{
+    int n = 0;
+
+    for (int i = 0; c && i < c->size; i++) {
+        Qcow2CacheEntry *e = &c->entries[i];
+        if (!e->offset || !e->dirty) {
+            continue;
+        }
+        e->dirty = false;
+        n++;
+        if (e->pins) {
+            e->stale = true;    /* a caller still holds it: forget it at its last put */
+        } else {
+            g_hash_table_remove(c->index, &e->offset);
+            e->offset = 0;
+        }
+    }
+    return n;
+}
+
 void qcow2_cache_discard(Qcow2Cache *c, uint64_t offset)
 {
     gpointer v = g_hash_table_lookup(c->index, &offset);
@@ -290,7 +320,7 @@ int coroutine_fn qcow2_write_header_field(BlockDriverState *bs, int offset, int 
     } else {
         return -EINVAL;
     }
-    return bdrv_co_pwrite(bs->file->bs, offset, len, buf, 0);
+    return qcow2_meta_pwrite(bs, QCOW2_META_HEADER, "the header", offset, len, buf);
 }
 
 int coroutine_fn qcow2_mark_dirty(BlockDriverState *bs)
@@ -423,11 +453,13 @@ static int coroutine_fn set_reftable_entry(BlockDriverState *bs, uint64_t ti, ui
     int ret;
 
     stbe64(buf, off);
-    ret = bdrv_co_pwrite(bs->file->bs, s->refcount_table_offset + ti * 8, 8, buf, 0);
+    ret = qcow2_meta_pwrite(bs, QCOW2_META_REFTABLE, "a refcount table entry",
+                            s->refcount_table_offset + ti * 8, 8, buf);
     if (ret < 0) {
         return ret;
     }
     s->refcount_table[ti] = off;
+    s->reftable_used = MAX(s->reftable_used, ti + 1);
     s->rc_unsynced = true;
     return 0;
 }
@@ -566,6 +598,11 @@ static int coroutine_fn grow_reftable(BlockDriverState *bs, uint64_t min_entries
     s->resv_start[s->nresv] = area_start;
     s->resv_end[s->nresv] = area_start + tc + m;
     s->nresv++;
+    ret = qcow2_pre_write(bs, QCOW2_META_NONE, "a new refcount table",
+                          area_start << s->cluster_bits, (tc + m) << s->cluster_bits);
+    if (ret < 0) {
+        goto out_unreserve;
+    }
 
     new_table = blk_blockalign(tc * s->cluster_size);
     memset(new_table, 0, tc * s->cluster_size);
@@ -613,8 +650,8 @@ static int coroutine_fn grow_reftable(BlockDriverState *bs, uint64_t min_entries
     for (uint64_t i = 0; i < new_entries; i++) {
         new_table[i] = GUINT64_TO_BE(new_table[i]);
     }
-    ret = bdrv_co_pwrite(bs->file->bs, area_start << s->cluster_bits, tc * s->cluster_size,
-                         new_table, 0);
+    ret = qcow2_meta_pwrite(bs, QCOW2_META_NONE, "a new refcount table",
+                            area_start << s->cluster_bits, tc * s->cluster_size, new_table);
     for (uint64_t i = 0; i < new_entries; i++) {
         new_table[i] = GUINT64_FROM_BE(new_table[i]);
     }
@@ -629,7 +666,8 @@ static int coroutine_fn grow_reftable(BlockDriverState *bs, uint64_t min_entries
         uint8_t hdr[12];
         stbe64(hdr, area_start << s->cluster_bits);
         stbe32(hdr + 8, tc);
-        ret = bdrv_co_pwrite(bs->file->bs, QCOW2_HDR_REFTABLE_OFFSET, 12, hdr, 0);
+        ret = qcow2_meta_pwrite(bs, QCOW2_META_HEADER, "the header", QCOW2_HDR_REFTABLE_OFFSET,
+                                12, hdr);
         if (ret < 0) {
             goto out_unreserve;
         }
@@ -645,6 +683,7 @@ static int coroutine_fn grow_reftable(BlockDriverState *bs, uint64_t min_entries
     memcpy(s->refcount_table, new_table, new_entries * 8);
     s->refcount_table_size = new_entries;
     s->refcount_table_offset = area_start << s->cluster_bits;
+    qcow2_overlap_refresh(s);
     s->rc_unsynced = false;
     /* Nothing references the old table any more. */
     if (old_off && old_tc) {
@@ -696,6 +735,11 @@ static int coroutine_fn ensure_refblock(BlockDriverState *bs, uint64_t ti)
     }
     if (b != UINT64_MAX) {
         boff = b << s->cluster_bits;
+        ret = qcow2_pre_write(bs, QCOW2_META_NONE, "a new refcount block", boff,
+                              s->cluster_size);
+        if (ret < 0) {
+            return ret;
+        }
         ret = qcow2_cache_get(bs, s->rb_cache, boff, true, &tbl);
         if (ret < 0) {
             return ret;
@@ -711,6 +755,11 @@ static int coroutine_fn ensure_refblock(BlockDriverState *bs, uint64_t ti)
             return qcow2_update_refcount(bs, off, s->cluster_size, -1);
         }
         boff = off;
+        ret = qcow2_pre_write(bs, QCOW2_META_NONE, "a new refcount block", boff,
+                              s->cluster_size);
+        if (ret < 0) {
+            return ret;
+        }
         ret = qcow2_cache_get(bs, s->rb_cache, boff, true, &tbl);
         if (ret < 0) {
             return ret;
@@ -838,7 +887,7 @@ int coroutine_fn qcow2_flush_metadata(BlockDriverState *bs)
     BDRVQcow2State *s = bs->opaque;
     int ret;
 
-    if (s->read_only) {
+    if (qcow2_is_read_only(s)) {
         return 0;
     }
     if (qcow2_cache_has_dirty(s->l2_cache)) {

@@ -81,6 +81,7 @@ static void qcow2_free_state(BDRVQcow2State *s)
     g_free(s->feature_table);
     s->feature_table = NULL;
     qcow2_free_snapshots(s);
+    qcow2_overlap_free(s);
     if (s->pending_frees) {
         g_array_free(s->pending_frees, TRUE);
         s->pending_frees = NULL;
@@ -384,12 +385,14 @@ static int coroutine_fn qcow2_do_open(Qcow2OpenArgs *a)
 
     if (!s->read_only) {
         s->lazy_refcounts = s->version >= 3 && (s->compat & QCOW2_COMPAT_LAZY_REFCOUNTS);
+        qcow2_overlap_init(bs);
         if ((s->incompat & QCOW2_INCOMPAT_DIRTY) && !s->checking) {
             log_info("%s: qcow2 image was not closed cleanly; repairing refcounts", fn);
             ret = qcow2_rebuild_refcounts(bs, errp);
             if (ret < 0) {
                 return ret;
             }
+            qcow2_overlap_refresh(s);       /* a new refcount table */
         }
         if (s->autoclear) {
             ret = qcow2_write_header_field(bs, QCOW2_HDR_AUTOCLEAR, 8, 0);
@@ -451,7 +454,7 @@ static int coroutine_fn qcow2_do_close(BlockDriverState *bs)
     BDRVQcow2State *s = bs->opaque;
     int ret;
 
-    if (s->read_only || !s->l2_cache) {
+    if (qcow2_is_read_only(s) || !s->l2_cache) {
         return 0;
     }
     co_mutex_lock(&s->lock);
@@ -474,7 +477,7 @@ static int coroutine_fn qcow2_do_close(BlockDriverState *bs)
         ret = qcow2_flush_file(bs);
     }
     co_mutex_unlock(&s->lock);
-    if (ret < 0) {
+    if (ret < 0 && !s->corrupt_stop) {
         log_error("%s: qcow2: cannot write metadata on close: %s", bs->filename,
                   g_strerror(-ret));
     }
@@ -490,7 +493,7 @@ static void qcow2_close(BlockDriverState *bs)
 {
     BDRVQcow2State *s = bs->opaque;
 
-    if (s->l2_cache && !s->read_only) {
+    if (s->l2_cache && !qcow2_is_read_only(s)) {
         aio_run_coroutine(qcow2_close_entry, bs);
     }
     qcow2_free_state(s);
@@ -562,7 +565,7 @@ static int coroutine_fn qcow2_co_pwrite(BlockDriverState *bs, int64_t offset, in
 {
     BDRVQcow2State *s = bs->opaque;
 
-    if (s->read_only) {
+    if (qcow2_is_read_only(s)) {
         return -EROFS;
     }
     return qcow2_do_pwrite(bs, offset, bytes, buf);
@@ -573,7 +576,7 @@ static int coroutine_fn qcow2_co_pwrite_zeroes(BlockDriverState *bs, int64_t off
 {
     BDRVQcow2State *s = bs->opaque;
 
-    if (s->read_only) {
+    if (qcow2_is_read_only(s)) {
         return -EROFS;
     }
     return qcow2_zero_range(bs, offset, bytes, flags & BDRV_REQ_MAY_UNMAP);
@@ -583,7 +586,7 @@ static int coroutine_fn qcow2_co_pdiscard(BlockDriverState *bs, int64_t offset, 
 {
     BDRVQcow2State *s = bs->opaque;
 
-    if (s->read_only) {
+    if (qcow2_is_read_only(s)) {
         return -EROFS;
     }
     return qcow2_zero_range(bs, offset, bytes, true);
@@ -594,7 +597,7 @@ static int coroutine_fn qcow2_co_preallocate(BlockDriverState *bs, int64_t offse
 {
     BDRVQcow2State *s = bs->opaque;
 
-    if (s->read_only) {
+    if (qcow2_is_read_only(s)) {
         return -EROFS;
     }
     return qcow2_reserve(bs, offset, bytes);
@@ -605,7 +608,13 @@ static int coroutine_fn qcow2_co_flush(BlockDriverState *bs)
     BDRVQcow2State *s = bs->opaque;
     int ret;
 
-    if (s->read_only) {
+    if (qcow2_is_read_only(s)) {
+        /* Found corrupt: acknowledged writes whose mappings were dropped unwritten are not
+         * durable.  Reported once, to the first flush after the switch, as the kernel reports
+         * a writeback error (every close of a reader sends a flush too). */
+        if (s->corrupt_stop && __atomic_exchange_n(&s->lost_writes, false, __ATOMIC_ACQ_REL)) {
+            return -EIO;
+        }
         return 0;
     }
     co_mutex_lock(&s->lock);
@@ -731,6 +740,7 @@ static int coroutine_fn qcow2_shrink(BlockDriverState *bs, uint64_t offset, GErr
 static int coroutine_fn extend_file(BlockDriverState *bs, uint64_t host_end,
                                     PreallocMode prealloc, GError **errp)
 {
+    BDRVQcow2State *s = bs->opaque;
     PreallocMode mode = prealloc == PREALLOC_MODE_METADATA ? PREALLOC_MODE_OFF : prealloc;
     int64_t flen = bdrv_getlength(bs->file->bs);
     GError *local = NULL;
@@ -746,7 +756,9 @@ static int coroutine_fn extend_file(BlockDriverState *bs, uint64_t host_end,
         uint8_t *z;
 
         g_clear_error(&local);
-        ret = 0;
+        co_mutex_lock(&s->lock);
+        ret = qcow2_pre_write(bs, QCOW2_META_NONE, "preallocated data", pos, host_end - pos);
+        co_mutex_unlock(&s->lock);
         z = blk_blockalign(chunk);
         memset(z, 0, chunk);
         while (pos < host_end && ret == 0) {
@@ -799,7 +811,7 @@ static int coroutine_fn qcow2_grow(BlockDriverState *bs, uint64_t offset, Preall
         uint64_t host_end = 0;
 
         co_mutex_lock(&s->lock);
-        ret = qcow2_preallocate(bs, old, offset - old, &host_end);
+        ret = s->corrupt_stop ? -EROFS : qcow2_preallocate(bs, old, offset - old, &host_end);
         co_mutex_unlock(&s->lock);
         if (ret < 0) {
             error_setg_errno(errp, ret, "%s: cannot preallocate", bs->filename);
@@ -827,7 +839,7 @@ static int coroutine_fn qcow2_do_truncate(BlockDriverState *bs, uint64_t offset,
     BDRVQcow2State *s = bs->opaque;
     uint64_t old = s->size;
 
-    if (s->read_only || s->snapshot_loaded) {
+    if (qcow2_is_read_only(s) || s->snapshot_loaded) {
         error_setg(errp, "%s: image is read-only", bs->filename);
         return -EROFS;
     }

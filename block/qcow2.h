@@ -83,6 +83,7 @@ typedef struct Qcow2CacheEntry {
     uint64_t offset;         /* host offset of the table, 0 = slot free */
     void *table;             /* cluster_size bytes, aligned */
     bool dirty;
+    bool stale;              /* contents dropped (image found corrupt): forget at the last put */
     int pins;                /* in use by a caller: not evictable */
     uint64_t lru;
 } Qcow2CacheEntry;
@@ -108,6 +109,27 @@ typedef struct Qcow2Snapshot {
     uint64_t disk_size;
     uint32_t extra_size;
 } Qcow2Snapshot;
+
+/* The kinds of qcow2 metadata, for the overlap check (qcow2-overlap.c).  A write names the
+ * existing structure it updates, or QCOW2_META_NONE for anything else (guest data, a new table
+ * that nothing points to yet). */
+typedef enum {
+    QCOW2_META_NONE = 0,
+    QCOW2_META_HEADER,       /* the first cluster: header, extensions, backing file name */
+    QCOW2_META_L1,           /* the active L1 table */
+    QCOW2_META_L2,           /* an L2 table the active L1 table points to */
+    QCOW2_META_REFTABLE,     /* the refcount table */
+    QCOW2_META_REFBLOCK,     /* a refcount block the refcount table points to */
+    QCOW2_META_SNAPSHOTS,    /* the snapshot table */
+    QCOW2_META_SNAP_L1,      /* a snapshot's L1 table */
+    QCOW2_META_SNAP_L2,      /* an L2 table a snapshot's L1 table points to */
+} Qcow2Meta;
+
+/* A range of host clusters [first, last] holding one kind of metadata. */
+typedef struct Qcow2MetaRange {
+    uint64_t first, last;    /* cluster indices, inclusive */
+    Qcow2Meta kind;
+} Qcow2MetaRange;
 
 typedef struct Qcow2PendingFree {
     uint64_t offset;
@@ -168,6 +190,19 @@ typedef struct BDRVQcow2State {
 
     Qcow2Cache *l2_cache;
     Qcow2Cache *rb_cache;
+
+    /* metadata-overlap protection (qcow2-overlap.c) */
+    uint32_t l1_used;            /* scan bound: no L1 entry at or past it is set */
+    uint64_t reftable_used;      /* scan bound: no refcount table entry at or past it is set */
+    Qcow2MetaRange *static_meta; /* snapshot table and snapshot L1 tables: sorted, merged */
+    size_t n_static_meta;
+    uint64_t *snap_l2;           /* cluster indices of the snapshots' L2 tables, sorted, unique;
+                                  * NULL when not built (read-only open, or over budget) */
+    size_t n_snap_l2;
+    bool corrupt_stop;           /* a write would have destroyed metadata: image marked corrupt,
+                                  * nothing more is written to it */
+    bool lost_writes;            /* ... and the mappings of acknowledged writes were dropped:
+                                  * the next flush fails */
     bool l2_needs_flush;         /* data an L2 entry will point to (copy-on-write fill, reserved
                                   * space) was written since the last flush: flush before the
                                   * next L2 table write */
@@ -230,6 +265,9 @@ int coroutine_fn qcow2_cache_flush(BlockDriverState *bs, Qcow2Cache *c);
 /* Forget a table (its cluster was freed). */
 void qcow2_cache_discard(Qcow2Cache *c, uint64_t offset);
 bool qcow2_cache_has_dirty(Qcow2Cache *c);
+/* Forget every dirty table unwritten (the image is corrupt: nothing more is written); returns
+ * how many there were. */
+int qcow2_cache_drop_dirty(Qcow2Cache *c);
 
 /* --- refcounts and allocation (qcow2-refcount.c) --- */
 
@@ -264,6 +302,38 @@ int coroutine_fn qcow2_rebuild_refcounts(BlockDriverState *bs, GError **errp);
 int coroutine_fn qcow2_write_header_field(BlockDriverState *bs, int offset, int len,
                                           uint64_t value);
 int coroutine_fn qcow2_mark_dirty(BlockDriverState *bs);
+
+/* --- metadata-overlap protection (qcow2-overlap.c) --- */
+
+/* Build the sets of immutable metadata (snapshot table, snapshot L1 and L2 tables) and the scan
+ * bounds; for read-write opens, after the L1 and refcount tables and the snapshot table are
+ * loaded.  The snapshots' L2 tables are left out (with a log line) when reading their L1
+ * tables would take too much I/O or memory. */
+void coroutine_fn qcow2_overlap_init(BlockDriverState *bs);
+/* Recompute the scan bounds after replacing the L1 or refcount table wholesale (as the
+ * refcount rebuild does). */
+void qcow2_overlap_refresh(BDRVQcow2State *s);
+void qcow2_overlap_free(BDRVQcow2State *s);
+/* The first metadata structure that [offset, offset + bytes) overlaps, at cluster granularity,
+ * other than `self` (the structure the write updates: the header, the active L1 table, the
+ * refcount table, or the L2 table or refcount block in the written cluster).  Returns its kind
+ * (QCOW2_META_NONE if none) and its host range in *hit_off, *hit_len.  Pure; unit-tested. */
+Qcow2Meta qcow2_overlap_find(const BDRVQcow2State *s, Qcow2Meta self, uint64_t offset,
+                             uint64_t bytes, uint64_t *hit_off, uint64_t *hit_len);
+const char *qcow2_meta_name(Qcow2Meta kind);
+/* Before writing [offset, offset + bytes) of the file: -EIO if the image was found corrupt, or
+ * if the write would overlap metadata other than `self` (then the image is marked corrupt and
+ * made read-only, and one line is logged naming `what`, the structure and the offsets).
+ * Lock held. */
+int coroutine_fn qcow2_pre_write(BlockDriverState *bs, Qcow2Meta self, const char *what,
+                                 uint64_t offset, uint64_t bytes);
+/* qcow2_pre_write, then the write. */
+int coroutine_fn qcow2_meta_pwrite(BlockDriverState *bs, Qcow2Meta self, const char *what,
+                                   uint64_t offset, uint64_t bytes, const void *buf);
+/* Every write but the corrupt bit is refused from now on: mark the image corrupt (durably,
+ * version 3), make the node read-only, drop dirty cached metadata and log `why` as one line.
+ * Lock held. */
+void coroutine_fn qcow2_signal_corruption(BlockDriverState *bs, const char *why);
 
 /* --- mapping (qcow2-cluster.c) --- */
 
@@ -314,6 +384,12 @@ Qcow2Snapshot *qcow2_find_snapshot(BDRVQcow2State *s, const char *id_or_name);
 int coroutine_fn qcow2_load_snapshot(BlockDriverState *bs, const char *id_or_name,
                                      GError **errp);
 int qcow2_snapshot_list(BlockDriverState *bs, GPtrArray **out);
+
+/* Opened read-only, or switched to read-only after finding the image corrupt (any thread). */
+static inline bool qcow2_is_read_only(const BDRVQcow2State *s)
+{
+    return __atomic_load_n(&s->read_only, __ATOMIC_ACQUIRE);
+}
 
 /* Number of L1 entries needed for a virtual size. */
 static inline uint64_t qcow2_l1_entries_for(const BDRVQcow2State *s, uint64_t size)
