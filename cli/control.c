@@ -264,7 +264,7 @@ static JsonValue *describe_export(BlockExport *exp)
     json_object_set_string(o, "image", exp->image);
     json_object_set_string(o, "format", exp->format);
     json_object_set_string(o, "mountpoint", exp->mountpoint);
-    json_object_set_bool(o, "read_only", exp->read_only);
+    json_object_set_bool(o, "read_only", exp->read_only || blk_is_read_only(exp->blk));
     json_object_set_bool(o, "growable", exp->growable);
     json_object_set_bool(o, "snapshot", exp->snapshot);
     json_object_set_string(o, "cache", exp->cache);

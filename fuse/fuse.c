@@ -218,6 +218,12 @@ static bool fuse_halted(FuseExport *exp)
     return __atomic_load_n(&exp->halted, __ATOMIC_ACQUIRE);
 }
 
+/* Exported read-only, or the image turned read-only (a qcow2 image found corrupt). */
+static bool fuse_read_only(FuseExport *exp)
+{
+    return exp->common.read_only || blk_is_read_only(exp->common.blk);
+}
+
 /* The checks every request handler starts with: after a forced removal everything fails with
  * EIO; a request that would write fails with EROFS on a read-only export.  Returns true if it
  * replied (the handler must then return). */
@@ -227,7 +233,7 @@ static bool fuse_refuse(fuse_req_t req, FuseExport *exp, bool writes)
         fuse_reply_err(req, EIO);
         return true;
     }
-    if (writes && exp->common.read_only) {
+    if (writes && fuse_read_only(exp)) {
         fuse_reply_err(req, EROFS);
         return true;
     }
@@ -255,7 +261,7 @@ static void fuse_fill_attr(FuseExport *exp, struct stat *st)
     /* Allocation of the image on the host; never more than the file could hold. */
     st->st_blocks = alloc < 0 ? DIV_ROUND_UP(st->st_size, 512) : DIV_ROUND_UP(alloc, 512);
     g_mutex_lock(&exp->attr_lock);
-    st->st_mode = S_IFREG | exp->mode;
+    st->st_mode = S_IFREG | (fuse_read_only(exp) ? exp->mode & ~0222 : exp->mode);
     st->st_uid = exp->uid;
     st->st_gid = exp->gid;
     st->st_atim = exp->atime;
