@@ -345,10 +345,8 @@ static int coroutine_fn write_l1_entry(BlockDriverState *bs, uint32_t l1i, uint6
     if (ret < 0) {
         return ret;
     }
+    qcow2_overlap_l1_changed(s, s->l1_table[l1i], value);
     s->l1_table[l1i] = value;
-    if (value) {
-        s->l1_used = MAX(s->l1_used, l1i + 1);
-    }
     return 0;
 }
 

@@ -9,11 +9,12 @@
  * first.  In-place guest writes to clusters already mapped are not checked (that is the fast
  * path; such clusters were checked when they were allocated).
  *
- * Cost: the header, the active L1 table and the refcount table are single ranges; the active L2
- * tables and the refcount blocks are found by scanning the in-memory L1 and refcount tables up
- * to their last used entry (a few entries for normal cluster sizes); the snapshot structures
- * never change while blkfuse has the image open, so they are sorted arrays built at open and
- * searched by bisection.
+ * Cost: the header, the active L1 table and the refcount table are single ranges; the L2 tables
+ * and refcount blocks are sorted sets of cluster indices, built from the in-memory tables and
+ * kept up to date as entries change (an insertion per new table); the snapshot structures
+ * never change while blkfuse has the image open, so they are sorted arrays built at open.  A
+ * check is a few comparisons and three bisections, whatever the image's size.  Memory: one
+ * index per L1 and refcount table entry in use, at most the size of those tables.
  *
  * Threads: coroutines with BDRVQcow2State.lock held; qcow2_overlap_find is pure.
  */
@@ -58,6 +59,8 @@ static bool range_hits(const BDRVQcow2State *s, uint64_t off, uint64_t len, uint
     return a <= last && first <= b;
 }
 
+/* --- sorted sets of cluster indices --- */
+
 /* First element of the sorted array a[0..n) that is >= key (n if none). */
 static size_t lower_bound(const uint64_t *a, size_t n, uint64_t key)
 {
@@ -72,6 +75,74 @@ static size_t lower_bound(const uint64_t *a, size_t n, uint64_t key)
         }
     }
     return lo;
+}
+
+static void set_insert(Qcow2ClusterSet *c, uint64_t x)
+{
+    size_t i = lower_bound(c->v, c->n, x);
+
+    if (c->n == c->cap) {
+        c->cap = MAX(c->cap * 2, 16);
+        c->v = g_renew(uint64_t, c->v, c->cap);
+    }
+    memmove(c->v + i + 1, c->v + i, (c->n - i) * sizeof(*c->v));
+    c->v[i] = x;
+    c->n++;
+}
+
+/* Remove one instance of x, if there is one. */
+static void set_remove(Qcow2ClusterSet *c, uint64_t x)
+{
+    size_t i = lower_bound(c->v, c->n, x);
+
+    if (i < c->n && c->v[i] == x) {
+        memmove(c->v + i, c->v + i + 1, (c->n - i - 1) * sizeof(*c->v));
+        c->n--;
+    }
+}
+
+/* The first element of c in [first, last] other than skip; false if none. */
+static bool set_hit(const Qcow2ClusterSet *c, uint64_t first, uint64_t last, uint64_t skip,
+                    uint64_t *hit)
+{
+    for (size_t i = lower_bound(c->v, c->n, first); i < c->n && c->v[i] <= last; i++) {
+        if (c->v[i] != skip) {
+            *hit = c->v[i];
+            return true;
+        }
+    }
+    return false;
+}
+
+static void set_free(Qcow2ClusterSet *c)
+{
+    g_free(c->v);
+    memset(c, 0, sizeof(*c));
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The clusters the entries of table[0..n) point to (masked); 0 (no table) is left out. */
+static void set_build(Qcow2ClusterSet *c, const BDRVQcow2State *s, const uint64_t *table,
+                      size_t n, uint64_t mask)
+{
+    c->n = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t ci = (table[i] & mask) >> s->cluster_bits;
+        if (!ci) {
+            continue;
+        }
+        if (c->n == c->cap) {
+            c->cap = MAX(c->cap * 2, 16);
+            c->v = g_renew(uint64_t, c->v, c->cap);
+        }
+        c->v[c->n++] = ci;
+    }
+    qsort(c->v, c->n, sizeof(*c->v), cmp_u64);
 }
 
 static const Qcow2MetaRange *find_static(const BDRVQcow2State *s, uint64_t first, uint64_t last)
@@ -96,7 +167,7 @@ static const Qcow2MetaRange *find_static(const BDRVQcow2State *s, uint64_t first
 Qcow2Meta qcow2_overlap_find(const BDRVQcow2State *s, Qcow2Meta self, uint64_t offset,
                              uint64_t bytes, uint64_t *hit_off, uint64_t *hit_len)
 {
-    uint64_t first, last, self_ci;
+    uint64_t first, last, self_ci, ci;
     const Qcow2MetaRange *r;
 
     *hit_off = *hit_len = 0;
@@ -130,29 +201,20 @@ Qcow2Meta qcow2_overlap_find(const BDRVQcow2State *s, Qcow2Meta self, uint64_t o
         *hit_len = (r->last - r->first + 1) << s->cluster_bits;
         return r->kind;
     }
-    for (uint32_t i = 0; i < MIN(s->l1_used, s->l1_size); i++) {
-        uint64_t ci = (s->l1_table[i] & L1E_OFFSET_MASK) >> s->cluster_bits;
-        if (ci && ci >= first && ci <= last && !(self == QCOW2_META_L2 && ci == self_ci)) {
-            *hit_off = s->l1_table[i] & L1E_OFFSET_MASK;
-            *hit_len = s->cluster_size;
-            return QCOW2_META_L2;
-        }
+    if (set_hit(&s->l2_set, first, last, self == QCOW2_META_L2 ? self_ci : 0, &ci)) {
+        *hit_off = ci << s->cluster_bits;
+        *hit_len = s->cluster_size;
+        return QCOW2_META_L2;
     }
-    for (uint64_t i = 0; i < MIN(s->reftable_used, s->refcount_table_size); i++) {
-        uint64_t ci = (s->refcount_table[i] & REFT_OFFSET_MASK) >> s->cluster_bits;
-        if (ci && ci >= first && ci <= last && !(self == QCOW2_META_REFBLOCK && ci == self_ci)) {
-            *hit_off = s->refcount_table[i] & REFT_OFFSET_MASK;
-            *hit_len = s->cluster_size;
-            return QCOW2_META_REFBLOCK;
-        }
+    if (set_hit(&s->rb_set, first, last, self == QCOW2_META_REFBLOCK ? self_ci : 0, &ci)) {
+        *hit_off = ci << s->cluster_bits;
+        *hit_len = s->cluster_size;
+        return QCOW2_META_REFBLOCK;
     }
-    if (s->snap_l2) {
-        size_t i = lower_bound(s->snap_l2, s->n_snap_l2, first);
-        if (i < s->n_snap_l2 && s->snap_l2[i] <= last) {
-            *hit_off = s->snap_l2[i] << s->cluster_bits;
-            *hit_len = s->cluster_size;
-            return QCOW2_META_SNAP_L2;
-        }
+    if (set_hit(&s->snap_l2, first, last, 0, &ci)) {
+        *hit_off = ci << s->cluster_bits;
+        *hit_len = s->cluster_size;
+        return QCOW2_META_SNAP_L2;
     }
     return QCOW2_META_NONE;
 }
@@ -167,6 +229,10 @@ int coroutine_fn qcow2_pre_write(BlockDriverState *bs, Qcow2Meta self, const cha
 
     if (s->corrupt_stop) {
         return -EIO;
+    }
+    if (!s->sets_built || s->sets_l1_offset != s->l1_table_offset ||
+        s->sets_rt_offset != s->refcount_table_offset) {
+        qcow2_overlap_refresh(s);
     }
     hit = qcow2_overlap_find(s, self, offset, bytes, &hit_off, &hit_len);
     if (hit == QCOW2_META_NONE) {
@@ -235,12 +301,6 @@ void coroutine_fn qcow2_signal_corruption(BlockDriverState *bs, const char *why)
 }
 
 /* --- the immutable sets, built at open --- */
-
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
 
 static int cmp_range(const void *a, const void *b)
 {
@@ -329,6 +389,7 @@ static bool coroutine_fn build_snap_l2(BlockDriverState *bs)
     uint64_t *set = NULL;
     size_t n = 0;
 
+    set_free(&s->snap_l2);
     for (uint32_t i = 0; i < s->nb_snapshots; i++) {
         total += (uint64_t)s->snapshots[i].l1_size * 8;
     }
@@ -377,25 +438,46 @@ static bool coroutine_fn build_snap_l2(BlockDriverState *bs)
             return false;
         }
     }
-    s->snap_l2 = set ? set : g_new(uint64_t, 1);
-    s->n_snap_l2 = n;
+    s->snap_l2.v = set ? set : g_new(uint64_t, 1);
+    s->snap_l2.n = s->snap_l2.cap = n;
     return true;
 }
 
 void qcow2_overlap_refresh(BDRVQcow2State *s)
 {
-    s->l1_used = 0;
-    for (uint32_t i = s->l1_size; i > 0; i--) {
-        if (s->l1_table[i - 1]) {
-            s->l1_used = i;
-            break;
+    set_build(&s->l2_set, s, s->l1_table, s->l1_size, L1E_OFFSET_MASK);
+    set_build(&s->rb_set, s, s->refcount_table, s->refcount_table_size, REFT_OFFSET_MASK);
+    s->sets_l1_offset = s->l1_table_offset;
+    s->sets_rt_offset = s->refcount_table_offset;
+    s->sets_built = true;
+}
+
+void qcow2_overlap_l1_changed(BDRVQcow2State *s, uint64_t old, uint64_t new)
+{
+    uint64_t o = (old & L1E_OFFSET_MASK) >> s->cluster_bits;
+    uint64_t n = (new & L1E_OFFSET_MASK) >> s->cluster_bits;
+
+    if (o != n) {
+        if (o) {
+            set_remove(&s->l2_set, o);
+        }
+        if (n) {
+            set_insert(&s->l2_set, n);
         }
     }
-    s->reftable_used = 0;
-    for (uint64_t i = s->refcount_table_size; i > 0; i--) {
-        if (s->refcount_table[i - 1]) {
-            s->reftable_used = i;
-            break;
+}
+
+void qcow2_overlap_reftable_changed(BDRVQcow2State *s, uint64_t old, uint64_t new)
+{
+    uint64_t o = (old & REFT_OFFSET_MASK) >> s->cluster_bits;
+    uint64_t n = (new & REFT_OFFSET_MASK) >> s->cluster_bits;
+
+    if (o != n) {
+        if (o) {
+            set_remove(&s->rb_set, o);
+        }
+        if (n) {
+            set_insert(&s->rb_set, n);
         }
     }
 }
@@ -416,7 +498,8 @@ void qcow2_overlap_free(BDRVQcow2State *s)
     g_free(s->static_meta);
     s->static_meta = NULL;
     s->n_static_meta = 0;
-    g_free(s->snap_l2);
-    s->snap_l2 = NULL;
-    s->n_snap_l2 = 0;
+    set_free(&s->snap_l2);
+    set_free(&s->l2_set);
+    set_free(&s->rb_set);
+    s->sets_built = false;
 }

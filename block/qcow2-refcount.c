@@ -458,8 +458,8 @@ static int coroutine_fn set_reftable_entry(BlockDriverState *bs, uint64_t ti, ui
     if (ret < 0) {
         return ret;
     }
+    qcow2_overlap_reftable_changed(s, s->refcount_table[ti], off);
     s->refcount_table[ti] = off;
-    s->reftable_used = MAX(s->reftable_used, ti + 1);
     s->rc_unsynced = true;
     return 0;
 }
@@ -683,7 +683,7 @@ static int coroutine_fn grow_reftable(BlockDriverState *bs, uint64_t min_entries
     memcpy(s->refcount_table, new_table, new_entries * 8);
     s->refcount_table_size = new_entries;
     s->refcount_table_offset = area_start << s->cluster_bits;
-    qcow2_overlap_refresh(s);
+    qcow2_overlap_refresh(s);       /* a new table */
     s->rc_unsynced = false;
     /* Nothing references the old table any more. */
     if (old_off && old_tc) {

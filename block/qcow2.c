@@ -392,7 +392,7 @@ static int coroutine_fn qcow2_do_open(Qcow2OpenArgs *a)
             if (ret < 0) {
                 return ret;
             }
-            qcow2_overlap_refresh(s);       /* a new refcount table */
+            qcow2_overlap_refresh(s);       /* a new refcount table and blocks */
         }
         if (s->autoclear) {
             ret = qcow2_write_header_field(bs, QCOW2_HDR_AUTOCLEAR, 8, 0);

@@ -125,6 +125,12 @@ typedef enum {
     QCOW2_META_SNAP_L2,      /* an L2 table a snapshot's L1 table points to */
 } Qcow2Meta;
 
+/* A sorted multiset of host cluster indices: where the tables of one kind are. */
+typedef struct Qcow2ClusterSet {
+    uint64_t *v;
+    size_t n, cap;
+} Qcow2ClusterSet;
+
 /* A range of host clusters [first, last] holding one kind of metadata. */
 typedef struct Qcow2MetaRange {
     uint64_t first, last;    /* cluster indices, inclusive */
@@ -192,13 +198,15 @@ typedef struct BDRVQcow2State {
     Qcow2Cache *rb_cache;
 
     /* metadata-overlap protection (qcow2-overlap.c) */
-    uint32_t l1_used;            /* scan bound: no L1 entry at or past it is set */
-    uint64_t reftable_used;      /* scan bound: no refcount table entry at or past it is set */
+    Qcow2ClusterSet l2_set;      /* the L2 tables the active L1 table points to */
+    Qcow2ClusterSet rb_set;      /* the refcount blocks the refcount table points to */
+    bool sets_built;
+    uint64_t sets_l1_offset;     /* the L1 and refcount table offsets the sets were built from: */
+    uint64_t sets_rt_offset;     /* a table replaced wholesale (it moves) is read again */
     Qcow2MetaRange *static_meta; /* snapshot table and snapshot L1 tables: sorted, merged */
     size_t n_static_meta;
-    uint64_t *snap_l2;           /* cluster indices of the snapshots' L2 tables, sorted, unique;
-                                  * NULL when not built (read-only open, or over budget) */
-    size_t n_snap_l2;
+    Qcow2ClusterSet snap_l2;     /* the snapshots' L2 tables, unique; .v NULL when not built
+                                  * (read-only open, or over budget) */
     bool corrupt_stop;           /* a write would have destroyed metadata: image marked corrupt,
                                   * nothing more is written to it */
     bool lost_writes;            /* ... and the mappings of acknowledged writes were dropped:
@@ -310,9 +318,12 @@ int coroutine_fn qcow2_mark_dirty(BlockDriverState *bs);
  * loaded.  The snapshots' L2 tables are left out (with a log line) when reading their L1
  * tables would take too much I/O or memory. */
 void coroutine_fn qcow2_overlap_init(BlockDriverState *bs);
-/* Recompute the scan bounds after replacing the L1 or refcount table wholesale (as the
- * refcount rebuild does). */
+/* Build the sets of L2 tables and refcount blocks from the in-memory L1 and refcount tables
+ * (qcow2_pre_write does it by itself when either table has moved). */
 void qcow2_overlap_refresh(BDRVQcow2State *s);
+/* An L1 or refcount table entry changed from old to new (entries as in the tables). */
+void qcow2_overlap_l1_changed(BDRVQcow2State *s, uint64_t old, uint64_t new);
+void qcow2_overlap_reftable_changed(BDRVQcow2State *s, uint64_t old, uint64_t new);
 void qcow2_overlap_free(BDRVQcow2State *s);
 /* The first metadata structure that [offset, offset + bytes) overlaps, at cluster granularity,
  * other than `self` (the structure the write updates: the header, the active L1 table, the

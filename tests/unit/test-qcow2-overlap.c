@@ -48,9 +48,16 @@ static void fake_image(FakeImage *f)
     f->s.refcount_table_offset = 0x10000;
     f->s.static_meta = f->st;
     f->s.n_static_meta = 2;
-    f->s.snap_l2 = f->sl2;
-    f->s.n_snap_l2 = 2;
+    f->s.snap_l2.v = f->sl2;
+    f->s.snap_l2.n = f->s.snap_l2.cap = 2;
     qcow2_overlap_refresh(&f->s);
+}
+
+/* Free what qcow2_overlap_refresh built (the rest is on the stack). */
+static void fake_free(FakeImage *f)
+{
+    g_free(f->s.l2_set.v);
+    g_free(f->s.rb_set.v);
 }
 
 static Qcow2Meta find(FakeImage *f, Qcow2Meta self, uint64_t off, uint64_t len)
@@ -65,8 +72,8 @@ static void test_find_kinds(void)
     uint64_t ho, hl;
 
     fake_image(&f);
-    g_assert_cmpint(f.s.l1_used, ==, 3);
-    g_assert_cmpint(f.s.reftable_used, ==, 1);
+    g_assert_cmpuint(f.s.l2_set.n, ==, 2);
+    g_assert_cmpuint(f.s.rb_set.n, ==, 1);
 
     g_assert_cmpint(find(&f, QCOW2_META_NONE, 0, 512), ==, QCOW2_META_HEADER);
     g_assert_cmpint(find(&f, QCOW2_META_NONE, 0xffff, 1), ==, QCOW2_META_HEADER);
@@ -103,6 +110,7 @@ static void test_find_kinds(void)
                     QCOW2_META_SNAP_L1);
     g_assert_cmphex(ho, ==, 0x90000);
     g_assert_cmpuint(hl, ==, 0x20000);
+    fake_free(&f);
 }
 
 static void test_find_self(void)
@@ -128,26 +136,45 @@ static void test_find_self(void)
     g_assert_cmpint(find(&f, QCOW2_META_L2, 0xc0000, 0x10000), ==, QCOW2_META_SNAP_L2);
     /* an L2 table write is its own cluster only: the next one is another table */
     g_assert_cmpint(find(&f, QCOW2_META_L2, 0x50000, 0x30000), ==, QCOW2_META_L2);
+    fake_free(&f);
 }
 
-/* Entries past the scan bound are not looked at; the bound moves with the tables. */
-static void test_find_bounds(void)
+/* The sets follow entries as they change, including two entries pointing at one table (a
+ * damaged image), and a table rebuilt from scratch sees every entry. */
+static void test_find_updates(void)
 {
     FakeImage f;
 
     fake_image(&f);
-    f.l1[3] = 0x40000;
     g_assert_cmpint(find(&f, QCOW2_META_NONE, 0x40000, 1), ==, QCOW2_META_NONE);
-    qcow2_overlap_refresh(&f.s);
-    g_assert_cmpint(f.s.l1_used, ==, 4);
+    qcow2_overlap_l1_changed(&f.s, f.l1[3], 0x40000 | QCOW_OFLAG_COPIED);
+    f.l1[3] = 0x40000 | QCOW_OFLAG_COPIED;
     g_assert_cmpint(find(&f, QCOW2_META_NONE, 0x40000, 1), ==, QCOW2_META_L2);
+    /* L1 entry 0 moves from 0x50000 to 0x40000 too: 0x50000 is free, 0x40000 still taken */
+    qcow2_overlap_l1_changed(&f.s, f.l1[0], 0x40000);
+    f.l1[0] = 0x40000;
+    g_assert_cmpint(find(&f, QCOW2_META_NONE, 0x50000, 1), ==, QCOW2_META_NONE);
+    qcow2_overlap_l1_changed(&f.s, f.l1[3], 0);
+    f.l1[3] = 0;
+    g_assert_cmpint(find(&f, QCOW2_META_NONE, 0x40000, 1), ==, QCOW2_META_L2);
+    qcow2_overlap_l1_changed(&f.s, f.l1[0], 0);
+    f.l1[0] = 0;
+    g_assert_cmpint(find(&f, QCOW2_META_NONE, 0x40000, 1), ==, QCOW2_META_NONE);
+
+    qcow2_overlap_reftable_changed(&f.s, f.rt[5], 0x60000);
     f.rt[5] = 0x60000;
-    qcow2_overlap_refresh(&f.s);
-    g_assert_cmpint(f.s.reftable_used, ==, 6);
     g_assert_cmpint(find(&f, QCOW2_META_NONE, 0x60000, 1), ==, QCOW2_META_REFBLOCK);
+    f.rt[6] = 0xe0000;                  /* behind its back: seen after a rebuild */
+    qcow2_overlap_refresh(&f.s);
+    g_assert_cmpint(find(&f, QCOW2_META_NONE, 0xe0000, 1), ==, QCOW2_META_REFBLOCK);
+    g_assert_cmpint(find(&f, QCOW2_META_NONE, 0x60000, 1), ==, QCOW2_META_REFBLOCK);
+    g_assert_cmpint(find(&f, QCOW2_META_NONE, 0x70000, 1), ==, QCOW2_META_L2);
+
     /* no snapshot L2 set (read-only open, or over budget) */
-    f.s.snap_l2 = NULL;
+    f.s.snap_l2.v = NULL;
+    f.s.snap_l2.n = 0;
     g_assert_cmpint(find(&f, QCOW2_META_NONE, 0xc0000, 1), ==, QCOW2_META_NONE);
+    fake_free(&f);
 }
 
 /* --- real images ---------------------------------------------------------------------------- */
@@ -492,7 +519,7 @@ int main(int argc, char **argv)
     tmpdir = uh_tmpdir_new();
     uh_test_add("/qcow2-overlap/find/kinds", test_find_kinds);
     uh_test_add("/qcow2-overlap/find/self", test_find_self);
-    uh_test_add("/qcow2-overlap/find/bounds", test_find_bounds);
+    uh_test_add("/qcow2-overlap/find/updates", test_find_updates);
     uh_test_add("/qcow2-overlap/image/each-structure", test_overlap_images);
     uh_test_add("/qcow2-overlap/image/lost-writes", test_overlap_lost_writes);
     uh_test_add("/qcow2-overlap/image/no-false-positives", test_no_false_positives);
