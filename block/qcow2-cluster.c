@@ -918,6 +918,9 @@ int coroutine_fn qcow2_grow_l1(BlockDriverState *bs, uint64_t min_size)
     return 0;
 }
 
+/* Order: L1 entries of whole tables cleared (written now), partial tables' entries cleared
+ * (cached); the clusters' refcounts drop only after those are written and flushed
+ * (qcow2_free_deferred). */
 int coroutine_fn qcow2_free_beyond(BlockDriverState *bs, uint64_t from)
 {
     BDRVQcow2State *s = bs->opaque;
@@ -965,6 +968,9 @@ int coroutine_fn qcow2_free_beyond(BlockDriverState *bs, uint64_t from)
     return 0;
 }
 
+/* Write order: the new clusters' refcounts (cached) -> the L2 entries (cached), written back as
+ * in write_alloc (refcount blocks -> flush -> L2 table); the caller extends the file to reach
+ * the clusters before it flushes the metadata (qcow2_grow). */
 int coroutine_fn qcow2_preallocate(BlockDriverState *bs, uint64_t offset, uint64_t bytes,
                                    uint64_t *host_end)
 {
@@ -1060,6 +1066,10 @@ static int coroutine_fn reserve_host(BlockDriverState *bs, uint64_t host, uint64
     return ret;
 }
 
+/* Write order: the new clusters' refcounts and the L2 entries (cached) -> the file space
+ * reserved (lock held throughout: no write-back in between) -> at write-back, the refcount
+ * blocks, a flush (l2_needs_flush: in every mode, so the file reaches the clusters), the L2
+ * table. */
 int coroutine_fn qcow2_reserve(BlockDriverState *bs, uint64_t offset, uint64_t bytes)
 {
     BDRVQcow2State *s = bs->opaque;

@@ -4,14 +4,20 @@
  *
  * Threads: everything here runs in coroutines with BDRVQcow2State.lock held.
  *
- * Ordering rules (crash safety):
+ * Ordering rules (crash safety): nothing on disk points at anything not on disk yet.
  *  - a cluster's refcount is written and flushed to disk before any L1/L2 entry that references
  *    it (qcow2_pre_l2_write, called before every L1/L2 write; lazy refcount mode sets the dirty
  *    bit instead);
+ *  - a new table is written and flushed before what points to it, in every mode: an L2 table
+ *    before its L1 entry, a refcount block (and its own refcount) before its refcount table
+ *    entry, an L1 or refcount table before the header;
+ *  - data an L2 entry points to that the guest did not write (copy-on-write fill, reserved
+ *    space) is flushed before the L2 table is written (l2_needs_flush, every mode);
  *  - a refcount is decremented only after the metadata that referenced the cluster has been
- *    rewritten and flushed (qcow2_free_deferred queues, qcow2_flush_metadata applies);
- *  - a new refcount block is written and flushed before the refcount table entry pointing to it,
- *    and a new refcount table before the header pointing to it.
+ *    rewritten and flushed (qcow2_free_deferred queues, qcow2_flush_metadata applies).
+ * Each allocation path states its order where it enforces it: qcow2_get_l2_for_write,
+ * write_alloc, qcow2_grow_l1, qcow2_preallocate / qcow2_reserve (qcow2-cluster.c),
+ * ensure_refblock and grow_reftable (here), the resize functions (qcow2.c).
  */
 #include <errno.h>
 #include <string.h>
