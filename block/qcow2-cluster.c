@@ -458,11 +458,14 @@ static bool cluster_needs_new(BDRVQcow2State *s, uint64_t e)
  * the copy-on-write fill (the parts of each cluster, or with extended L2 of each subcluster,
  * that this write does not cover: from the old or compressed cluster, the backing file, or
  * zeros) -> the L2 entries (cached).  When the table is written back (qcow2_pre_l2_write):
- * dirty refcount blocks -> flush (lazy refcounts: the dirty bit instead) -> if a fill was
- * written, a flush in every mode (l2_needs_flush) -> the L2 table -> at the next flush, the old
- * clusters' refcounts dropped.  So an L2 entry never points at a cluster whose refcount, or
- * whose never-written parts, are not on disk yet.  The guest's own data needs no flush before
- * the entry: until the guest flushes, it may read back old or new. */
+ * dirty refcount blocks -> flush (lazy refcounts: the dirty bit instead) -> a flush in every
+ * mode, for the data (l2_needs_flush) -> the L2 table -> at the next flush, the old clusters'
+ * refcounts dropped.  So an L2 entry never points at a cluster whose refcount or contents are
+ * not on disk yet: after a power loss the guest reads, in a range it wrote but did not flush,
+ * the old or the new data -- never what the host cluster held before (another part of the
+ * disk's freed data, or nothing at all past the end of the file).  In the default mode the
+ * refcount flush is that flush; with lazy refcounts it is one flush per L2 write-back that
+ * follows allocations. */
 static int64_t coroutine_fn write_alloc(BlockDriverState *bs, uint64_t offset, uint64_t end,
                                         const uint8_t *buf)
 {
@@ -511,9 +514,7 @@ static int64_t coroutine_fn write_alloc(BlockDriverState *bs, uint64_t offset, u
         if (ret < 0) {
             goto out;
         }
-        if (ra < a || rb > b) {
-            s->l2_needs_flush = true;       /* the fill must be durable before the entry */
-        }
+        s->l2_needs_flush = true;   /* data and fill durable before the entry changes */
         if (s->ext_l2) {
             uint64_t m = sc_mask(s, ra, rb);
             bm0 = (bm0 | m) & ~(m << 32);
@@ -576,9 +577,7 @@ static int64_t coroutine_fn write_alloc(BlockDriverState *bs, uint64_t offset, u
             if (ret < 0) {
                 goto out;
             }
-            if (total > dlen) {
-                s->l2_needs_flush = true;   /* the fill must be durable before the entries */
-            }
+            s->l2_needs_flush = true;   /* data and fill durable before the entries */
             for (uint64_t j = 0; j < k; j++) {
                 uint64_t e = qcow2_l2_entry(s, table, l2i + j);
                 uint64_t bm = qcow2_l2_bitmap(s, table, l2i + j);

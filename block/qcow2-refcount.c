@@ -11,8 +11,9 @@
  *  - a new table is written and flushed before what points to it, in every mode: an L2 table
  *    before its L1 entry, a refcount block (and its own refcount) before its refcount table
  *    entry, an L1 or refcount table before the header;
- *  - data an L2 entry points to that the guest did not write (copy-on-write fill, reserved
- *    space) is flushed before the L2 table is written (l2_needs_flush, every mode);
+ *  - the contents of a cluster an L2 entry is about to point to (the data written there, its
+ *    copy-on-write fill, reserved space) are flushed before the L2 table is written
+ *    (l2_needs_flush, every mode);
  *  - a refcount is decremented only after the metadata that referenced the cluster has been
  *    rewritten and flushed (qcow2_free_deferred queues, qcow2_flush_metadata applies).
  * Each allocation path states its order where it enforces it: qcow2_get_l2_for_write,
@@ -876,9 +877,9 @@ int coroutine_fn qcow2_pre_l2_write(BlockDriverState *bs)
             return ret;
         }
     }
-    /* Refcount blocks just written (default mode), and in every mode data that an entry will
-     * point to without the guest having written it (copy-on-write fill, reserved space), are
-     * made durable first. */
+    /* Refcount blocks just written (default mode), and in every mode the clusters that the
+     * entries will newly point to (data, copy-on-write fill, reserved space), are made
+     * durable first. */
     if ((s->rc_unsynced && !s->lazy_refcounts) || s->l2_needs_flush) {
         ret = qcow2_flush_file(bs);
         if (ret < 0) {

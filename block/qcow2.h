@@ -211,9 +211,9 @@ typedef struct BDRVQcow2State {
                                   * nothing more is written to it */
     bool lost_writes;            /* ... and the mappings of acknowledged writes were dropped:
                                   * the next flush fails */
-    bool l2_needs_flush;         /* data an L2 entry will point to (copy-on-write fill, reserved
-                                  * space) was written since the last flush: flush before the
-                                  * next L2 table write */
+    bool l2_needs_flush;         /* clusters an L2 entry will newly point to (data, copy-on-
+                                  * write fill, reserved space) were written since the last
+                                  * flush: flush before the next L2 table write */
 
     bool read_only;
     bool checking;               /* opened with BDRV_O_CHECK: damage is left to qcow2-check.c */
@@ -291,7 +291,7 @@ void qcow2_free_deferred(BlockDriverState *bs, uint64_t offset, uint64_t length)
 /* Drop the reference held by an L2 entry (normal, preallocated or compressed). */
 void qcow2_free_l2_entry(BlockDriverState *bs, uint64_t entry);
 /* Before writing L1/L2 metadata: make refcounts durable (or set the dirty bit in lazy mode),
- * and in every mode data written for an entry to point to (l2_needs_flush). */
+ * and in every mode the clusters written for an entry to point to (l2_needs_flush). */
 int coroutine_fn qcow2_pre_l2_write(BlockDriverState *bs);
 /* Flush the image file: everything written before is durable (clears rc_unsynced and
  * l2_needs_flush). */

@@ -8,8 +8,9 @@
  *   - an L1 entry, a refcount table entry or the header's L1 / refcount table offset points
  *     only at a table that is durable, whose own refcount is durable (unless the durable
  *     header has the lazy-refcounts dirty bit);
- *   - an L2 entry points only at a cluster whose refcount is durable (same exception), and, in
- *     the copy-on-write scenarios, whose contents (the fill) are durable;
+ *   - an L2 entry points only at a cluster whose refcount is durable (same exception) and whose
+ *     contents (the data, and the copy-on-write fill) are durable: after a power loss a range
+ *     written but not flushed reads old or new data, never the cluster's earlier contents;
  *   - the header's size grows only when the new area reads as zeros in the durable image, and
  *     shrinks only when the durable image maps nothing beyond it; the node's size does not
  *     change before the header is written.
@@ -256,8 +257,6 @@ typedef struct Checker {
     Img vol, dur;               /* written so far; durable so far */
     uint64_t backing_len;       /* bytes of non-zero backing data (0: none) */
     GArray *pending;            /* indices of writes since the last flush */
-    guint cow_from;             /* from this event on, every new data cluster carries a fill
-                                 * (0: none do) */
     int64_t size_before;        /* node size before the checked operation (-1: no check) */
     guint op_first, op_last;    /* events of the checked operation */
     const char *name;
@@ -429,8 +428,7 @@ static void check_write(Checker *c, guint i, const Event *e)
             if ((ne == oe && nb == ob) || !host || (ne & QCOW_OFLAG_COMPRESSED)) {
                 continue;
             }
-            need_durable(c, i, "data cluster", host, g.cs, c->cow_from && i >= c->cow_from,
-                         false);
+            need_durable(c, i, "data cluster", host, g.cs, true, false);
         }
     }
 }
@@ -627,7 +625,6 @@ static int scenario_cow(const Mode *m)
     /* first touch of each L2 table and of the refcounts out of the way, flushed */
     g_assert_cmpint(pwrite_byte(r.bs, 0, cs, 1), ==, 0);
     g_assert_cmpint(bdrv_flush(r.bs), ==, 0);
-    r.c.cow_from = events->len;
     for (int round = 0; round < 3; round++) {
         for (int i = 0; i < 4; i++) {
             uint64_t c = 16 + i * 7;
@@ -655,7 +652,6 @@ static int scenario_prealloc(const Mode *m)
     cs = r.g.cs;
     g_assert_cmpint(qt_zeroes(r.bs, 0, 2 << 20, 0), ==, 0);     /* zero flag, host kept */
     g_assert_cmpint(bdrv_flush(r.bs), ==, 0);
-    r.c.cow_from = events->len;
     for (int i = 0; i < 4; i++) {
         g_assert_cmpint(pwrite_byte(r.bs, (3 + i * 5) * cs + 100, 200, 0x30 + i), ==, 0);
     }
