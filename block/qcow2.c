@@ -696,11 +696,16 @@ static int coroutine_fn publish_size(BlockDriverState *bs, uint64_t size)
     return ret;
 }
 
-/* Shrink to offset (< s->size).  Write order: the tail of the last cluster zeroed, the clusters
- * beyond unmapped (L1 entries written, L2 tables written back) -> flush -> header size ->
- * flush -> the freed clusters' refcounts dropped.  A crash before the header leaves the old
- * size with (part of) the tail reading as zeros, never a smaller size still mapping clusters
- * beyond it. */
+/* Shrink to offset (< s->size).  Write order: the tail of the last cluster zeroed, then
+ *  - without a backing file: the clusters beyond unmapped (L1 entries written, L2 tables
+ *    written back) -> flush -> header size -> flush.  A crash in between leaves the old size
+ *    with part of the range beyond the new end reading zeros (as it will), never a smaller size
+ *    with clusters still mapped past it, whose data a later grow would bring back;
+ *  - with a backing file, unmapped clusters show the backing file's data, which a crash must
+ *    not leave inside the old size: header size -> flush -> clusters unmapped -> flush.  A
+ *    crash in between leaves the new size with clusters past it out of sight (a grow of an
+ *    image with a backing file zeroes the grown range, qcow2_zero_grown);
+ * then the freed clusters' refcounts dropped. */
 static int coroutine_fn qcow2_shrink(BlockDriverState *bs, uint64_t offset, GError **errp)
 {
     BDRVQcow2State *s = bs->opaque;
@@ -721,12 +726,19 @@ static int coroutine_fn qcow2_shrink(BlockDriverState *bs, uint64_t offset, GErr
         }
     }
     co_mutex_lock(&s->lock);
-    ret = qcow2_free_beyond(bs, ROUND_UP(offset, s->cluster_size));
-    if (ret == 0) {
+    if (bs->backing || bs->backing_file) {
         ret = publish_size(bs, offset);
+        if (ret == 0) {
+            ret = qcow2_free_beyond(bs, ROUND_UP(offset, s->cluster_size));
+        }
+    } else {
+        ret = qcow2_free_beyond(bs, ROUND_UP(offset, s->cluster_size));
+        if (ret == 0) {
+            ret = publish_size(bs, offset);
+        }
     }
     if (ret == 0) {
-        ret = qcow2_flush_metadata(bs);     /* drop the refcounts of what was freed */
+        ret = qcow2_flush_metadata(bs);     /* unmapping durable, refcounts of the freed */
     }
     co_mutex_unlock(&s->lock);
     if (ret < 0) {

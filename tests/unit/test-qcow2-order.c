@@ -11,9 +11,10 @@
  *   - an L2 entry points only at a cluster whose refcount is durable (same exception) and whose
  *     contents (the data, and the copy-on-write fill) are durable: after a power loss a range
  *     written but not flushed reads old or new data, never the cluster's earlier contents;
- *   - the header's size grows only when the new area reads as zeros in the durable image, and
- *     shrinks only when the durable image maps nothing beyond it; the node's size does not
- *     change before the header is written.
+ *   - the header's size grows only when the new area reads as zeros in the durable image;
+ *     without a backing file it shrinks only when the durable image maps nothing beyond it;
+ *     with one, no entry is unmapped (letting the backing file show through) inside the
+ *     durable size; the node's size does not grow before the header is written.
  * Each scenario runs in each mode: default, lazy refcounts, 512-byte clusters, extended L2,
  * backing file. */
 #include <sys/stat.h>
@@ -332,6 +333,18 @@ static bool dur_reads_zero(Checker *c, uint64_t p)
     return p >= c->backing_len;
 }
 
+/* The subclusters (bit 0 without extended L2) of an L2 entry that read the backing file. */
+static uint32_t backing_shows(const Geo *g, uint64_t entry, uint64_t bitmap)
+{
+    if (entry & QCOW_OFLAG_COMPRESSED) {
+        return 0;
+    }
+    if (g->extl2) {
+        return ~(uint32_t)(bitmap | (bitmap >> 32));
+    }
+    return !(entry & (L2E_OFFSET_MASK | QCOW_OFLAG_ZERO));
+}
+
 static bool overlaps(const Event *e, uint64_t off, uint64_t len)
 {
     return e->off < off + len && off < e->off + e->len;
@@ -391,7 +404,7 @@ static void check_write(Checker *c, guint i, const Event *e)
     }
     if (overlaps(e, 24, 8)) {
         uint64_t ns = after64(c, e, 24);
-        if (ns < g.size) {
+        if (ns < g.size && !c->backing_len) {
             /* shrink: nothing mapped beyond the new end, durably */
             for (uint64_t gc = DIV_ROUND_UP(ns, g.cs); gc < DIV_ROUND_UP(g.size, g.cs); gc++) {
                 uint64_t bm, en = l2_entry(&c->dur, gc, &bm);
@@ -414,17 +427,46 @@ static void check_write(Checker *c, guint i, const Event *e)
             }
         }
     }
+    /* with a backing file: no L1 entry cleared inside the durable size */
+    if (c->backing_len && g.l1_size && overlaps(e, g.l1_off, (uint64_t)g.l1_size * 8)) {
+        Geo dg;
+        uint64_t span = (g.cs / g.esz) * g.cs;
+
+        geo(&c->dur, &dg);
+        for (uint64_t p = MAX(e->off, g.l1_off) & ~7ULL;
+             p < MIN(e->off + e->len, g.l1_off + g.l1_size * 8ULL); p += 8) {
+            uint64_t start = (p - g.l1_off) / 8 * span;
+            if ((g64(&c->vol, p) & L1E_OFFSET_MASK) && !(after64(c, e, p) & L1E_OFFSET_MASK) &&
+                start < MIN(dg.size, c->backing_len)) {
+                FAIL(c, "event %u unmaps guest %#" G_GINT64_MODIFIER "x inside the durable "
+                     "size %" G_GUINT64_FORMAT ": the backing file shows through", i, start,
+                     dg.size);
+            }
+        }
+    }
     /* L2 entries: a whole-table write of a table the L1 table points to */
     if (e->len == g.cs && !(e->off & (g.cs - 1))) {
         bool active = false;
+        uint64_t ai = 0;
+        Geo dg;
+
+        geo(&c->dur, &dg);
         for (uint32_t k = 0; k < g.l1_size && !active; k++) {
             active = (g64(&c->vol, g.l1_off + k * 8ULL) & L1E_OFFSET_MASK) == e->off;
+            ai = k;
         }
         for (uint64_t k = 0; active && k < g.cs / g.esz; k++) {
             uint64_t ne = ldbe64(e->data + k * g.esz), oe = g64(&c->vol, e->off + k * g.esz);
             uint64_t nb = g.extl2 ? ldbe64(e->data + k * 16 + 8) : 0;
             uint64_t ob = g.extl2 ? g64(&c->vol, e->off + k * 16 + 8) : 0;
             uint64_t host = ne & L2E_OFFSET_MASK;
+            uint64_t guest = (ai * (g.cs / g.esz) + k) << g.cb;
+            if (c->backing_len && guest < MIN(dg.size, c->backing_len) &&
+                (backing_shows(&g, ne, nb) & ~backing_shows(&g, oe, ob))) {
+                FAIL(c, "event %u unmaps guest %#" G_GINT64_MODIFIER "x inside the durable "
+                     "size %" G_GUINT64_FORMAT ": the backing file shows through", i, guest,
+                     dg.size);
+            }
             if ((ne == oe && nb == ob) || !host || (ne & QCOW_OFLAG_COMPRESSED)) {
                 continue;
             }
