@@ -1029,6 +1029,7 @@ int coroutine_fn qcow2_preallocate(BlockDriverState *bs, uint64_t offset, uint64
             }
             qcow2_cache_mark_dirty(s->l2_cache, table);
             *host_end = MAX(*host_end, host + run * cs);
+            s->l2_needs_flush = true;   /* the caller extends the file: durable first */
             i += run;
         }
         qcow2_cache_put(s->l2_cache, table);

@@ -288,6 +288,10 @@ static void need_durable(Checker *c, guint i, const char *what, uint64_t off, ui
         FAIL(c, "event %u points at %s %#" G_GINT64_MODIFIER "x whose contents are not durable",
              i, what, off);
     }
+    if (off >= c->dur.len) {
+        FAIL(c, "event %u points at %s %#" G_GINT64_MODIFIER "x past the durable end of the "
+             "file (%#" G_GINT64_MODIFIER "x)", i, what, off, c->dur.len);
+    }
     if (self_rb) {
         Geo g;
         uint64_t rb_bits;
@@ -680,8 +684,21 @@ static int scenario_cow(const Mode *m)
     return run_finish(&r);
 }
 
+typedef struct PreallocTruncate {
+    BlockDriverState *bs;
+    int64_t size;
+    int ret;
+} PreallocTruncate;
+
+static void coroutine_fn prealloc_truncate_entry(void *opaque)
+{
+    PreallocTruncate *t = opaque;
+    t->ret = bdrv_co_truncate(t->bs, t->size, true, PREALLOC_MODE_FALLOC, NULL);
+}
+
 /* Preallocated clusters (zero flag with a host cluster): a partial write fills the rest of
- * the cluster with zeros; that must be durable before the entry loses its zero flag. */
+ * the cluster with zeros; that must be durable before the entry loses its zero flag.  Then a
+ * grow with preallocation=falloc: the file reaches the new clusters before entries do. */
 static int scenario_prealloc(const Mode *m)
 {
     Run r;
@@ -696,6 +713,12 @@ static int scenario_prealloc(const Mode *m)
     g_assert_cmpint(bdrv_flush(r.bs), ==, 0);
     for (int i = 0; i < 4; i++) {
         g_assert_cmpint(pwrite_byte(r.bs, (3 + i * 5) * cs + 100, 200, 0x30 + i), ==, 0);
+    }
+    g_assert_cmpint(bdrv_flush(r.bs), ==, 0);
+    {
+        PreallocTruncate t = { .bs = r.bs, .size = 6 << 20 };
+        aio_run_coroutine(prealloc_truncate_entry, &t);
+        g_assert_cmpint(t.ret, ==, 0);
     }
     g_assert_cmpint(bdrv_flush(r.bs), ==, 0);
     return run_finish(&r);
