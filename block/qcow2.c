@@ -385,7 +385,9 @@ static int coroutine_fn qcow2_do_open(Qcow2OpenArgs *a)
 
     if (!s->read_only) {
         s->lazy_refcounts = s->version >= 3 && (s->compat & QCOW2_COMPAT_LAZY_REFCOUNTS);
-        qcow2_overlap_init(bs);
+        if (!s->checking) {
+            qcow2_overlap_init(bs);     /* a check writes the file directly, not through it */
+        }
         if ((s->incompat & QCOW2_INCOMPAT_DIRTY) && !s->checking) {
             log_info("%s: qcow2 image was not closed cleanly; repairing refcounts", fn);
             ret = qcow2_rebuild_refcounts(bs, errp);
