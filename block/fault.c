@@ -6,7 +6,7 @@
  *
  *     error     op=OPS [offset=N] [length=N] [after=N] [count=N] [errno=NAME]
  *     delay     op=OPS [offset=N] [length=N] [after=N] [count=N] ms=N
- *     powerfail [op=OPS] after=N [mode=all|random] [seed=N]
+ *     powerfail [op=OPS] after=N [mode=all|random|lose-one] [seed=N] [index=N]
  *     trace     path=FILE
  *
  * OPS is a comma-separated list of read, write, flush, discard, zero, truncate, preallocate, any.
@@ -25,7 +25,9 @@
  * change what reads return and passes straight through.  The request after the first `after`
  * matching ones (default op=write) finds the power gone: the changes not yet written are
  * dropped (mode=all), or a random subset of them (each with probability 1/2, from the seed) is
- * written to the child in order (mode=random); that request and every later one fail with EIO.
+ * written to the child in order (mode=random), or all but the index-th (from 0) are
+ * (mode=lose-one: run for each index, it finds every "B reached the disk without A" ordering
+ * bug between two flushes); that request and every later one fail with EIO.
  * "Written to the child" counts as durable: the simulation never undoes what the child got.
  *
  * Trace: every request is appended to FILE as one line "OP OFFSET LENGTH" (flush: 0 0;
@@ -81,8 +83,9 @@ typedef struct FaultRule {
     uint64_t after, count;
     int err;                    /* error: positive errno */
     uint64_t ms;                /* delay */
-    bool random;                /* powerfail: mode=random */
-    uint64_t seed;              /* powerfail */
+    enum { PF_ALL, PF_RANDOM, PF_LOSE_ONE } mode;       /* powerfail */
+    uint64_t seed;              /* powerfail: mode=random */
+    uint64_t index;             /* powerfail: mode=lose-one */
     char *path;                 /* trace */
     uint64_t matched;           /* requests matched so far; under s->lock */
 } FaultRule;
@@ -225,7 +228,7 @@ static const struct {
 } rule_keywords[RULE__MAX] = {
     [RULE_ERROR] = { { "op", "offset", "length", "after", "count", "errno" }, 1 },
     [RULE_DELAY] = { { "ms", "op", "offset", "length", "after", "count" }, 2 },
-    [RULE_POWERFAIL] = { { "after", "op", "mode", "seed" }, 1 },
+    [RULE_POWERFAIL] = { { "after", "op", "mode", "seed", "index" }, 1 },
     [RULE_TRACE] = { { "path" }, 1 },
 };
 
@@ -308,13 +311,18 @@ static FaultRule *parse_rule(RuleParser *p, char **words)
         } else if (!strcmp(key, "ms")) {
             ok = parse_number(p, *w, value, false, FAULT_MS_MAX, &r->ms);
         } else if (!strcmp(key, "mode")) {
-            r->random = !strcmp(value, "random");
-            if (!r->random && strcmp(value, "all") != 0) {
-                parse_error(p, "unknown mode in '%s' (expected all or random)", *w);
+            if (!strcmp(value, "random")) {
+                r->mode = PF_RANDOM;
+            } else if (!strcmp(value, "lose-one")) {
+                r->mode = PF_LOSE_ONE;
+            } else if (strcmp(value, "all") != 0) {
+                parse_error(p, "unknown mode in '%s' (expected all, random or lose-one)", *w);
                 ok = false;
             }
         } else if (!strcmp(key, "seed")) {
             ok = parse_number(p, *w, value, false, G_MAXUINT64, &r->seed);
+        } else if (!strcmp(key, "index")) {
+            ok = parse_number(p, *w, value, false, G_MAXUINT64, &r->index);
         } else if (!strcmp(key, "path")) {
             r->path = g_strdup(value);
             if (!*value) {
@@ -332,6 +340,11 @@ static FaultRule *parse_rule(RuleParser *p, char **words)
                         rule_keywords[kind].keys[i]);
             return NULL;
         }
+    }
+    if (kind == RULE_POWERFAIL &&
+        (r->mode == PF_LOSE_ONE) != g_hash_table_contains(seen, "index")) {
+        parse_error(p, "mode=lose-one and index= go together");
+        return NULL;
     }
     r->offset = offset;
     r->end = length && offset + length <= INT64_MAX ? (int64_t)(offset + length) : INT64_MAX;
@@ -638,8 +651,21 @@ static int coroutine_fn fault_read_buffered(BlockDriverState *bs, int64_t offset
     return 0;
 }
 
+/* Does the i-th unflushed change survive the power failure? */
+static bool change_survives(FaultRule *pf, GRand *rand, guint i)
+{
+    switch (pf->mode) {
+    case PF_RANDOM:
+        return g_rand_boolean(rand);
+    case PF_LOSE_ONE:
+        return i != pf->index;
+    default:
+        return false;
+    }
+}
+
 /* The power fails now (s->power_gone is already set, so no change joins the list): drop the
- * changes the child has not got, or write a random subset of them, in order.  Logs one line. */
+ * changes the child has not got, or write the surviving ones, in order.  Logs one line. */
 static void coroutine_fn fault_power_fail(BlockDriverState *bs, FaultOp op, int64_t offset,
                                           int64_t bytes)
 {
@@ -654,12 +680,12 @@ static void coroutine_fn fault_power_fail(BlockDriverState *bs, FaultOp op, int6
     s->pending = g_ptr_array_new_with_free_func(change_unref);
     g_mutex_unlock(&s->lock);
 
-    if (pf->random) {
+    if (pf->mode != PF_ALL) {
         guint32 seed[2] = { (guint32)pf->seed, (guint32)(pf->seed >> 32) };
         GRand *rand = g_rand_new_with_seed_array(seed, 2);
 
         for (guint i = 0; i < lost->len; i++) {
-            if (g_rand_boolean(rand)) {
+            if (change_survives(pf, rand, i)) {
                 int ret = change_write_out(bs, lost->pdata[i]);
                 if (ret < 0) {
                     log_error("%s: fault: writing a change that survives the power failure "

@@ -844,6 +844,36 @@ static void test_powerfail_random(void)
     g_assert_false(memcmp(r1, r3, sizeof(r1)) == 0);
 }
 
+/* mode=lose-one index=J: every unflushed change survives but the J-th. */
+static void test_powerfail_lose_one(void)
+{
+    for (int j = 0; j < 5; j++) {
+        g_autofree char *name = g_strdup_printf("pf-lose%d.img", j);
+        g_autofree char *image = tmp_path(name);
+        g_autofree char *text = g_strdup_printf("powerfail after=4 mode=lose-one index=%d\n", j);
+        g_autofree uint8_t *ref = NULL;
+        g_autofree uint8_t *file = NULL;
+        BlockBackend *blk = raw_with_rules(name, text, &ref);
+        uint8_t buf[512];
+        size_t n;
+
+        for (int b = 0; b < 4; b++) {
+            memset(buf, 0x40 + b, sizeof(buf));
+            g_assert_cmpint(f_write(blk, b * 512, 512, buf), ==, 0);
+        }
+        g_assert_cmpint(f_write(blk, 8192, 512, buf), ==, -EIO);
+        blk_unref(blk);
+        file = uh_read_file(image, &n);
+        for (int b = 0; b < 4; b++) {
+            if (b == j) {
+                g_assert_true(memcmp(file + b * 512, ref + b * 512, 512) == 0);
+            } else {
+                g_assert_cmpint(file[b * 512], ==, 0x40 + b);
+            }
+        }
+    }
+}
+
 /* One log line says where the power failed. */
 static void test_powerfail_log(void)
 {
@@ -1010,7 +1040,8 @@ static void test_parse_ok(void)
                                        "delay op=flush ms=0\n"
                                        "delay ms=1 op=discard,zero,truncate,preallocate "
                                        "offset=0 length=1 after=18446744073709551614\n"
-                                       "powerfail after=1000000 op=any mode=random seed=7\n"
+                                       "powerfail after=1000000 op=any mode=lose-one "
+                                       "index=3 seed=7\n"
                                        "trace path=/dev/null\n",
                                        NULL);
     blk_unref(blk);
@@ -1044,6 +1075,9 @@ static void test_parse_errors(void)
         { "error op=read after=99999999999999999999999\n", "'after=99999999999999999999999'" },
         { "powerfail op=write\n", "after=" },
         { "powerfail after=1 mode=some\n", "'mode=some'" },
+        { "powerfail after=1 mode=lose-one\n", "index=" },
+        { "powerfail after=1 index=2\n", "index=" },
+        { "powerfail after=1 mode=lose-one index=x\n", "'index=x'" },
         { "powerfail after=1 seed=x\n", "'seed=x'" },
         { "powerfail after=1 offset=0\n", "'offset=0'" },
         { "powerfail after=1 count=2\n", "'count=2'" },
@@ -1126,6 +1160,7 @@ int main(int argc, char **argv)
     uh_test_add("/fault/powerfail/changes", test_powerfail_changes);
     uh_test_add("/fault/powerfail/length", test_powerfail_length);
     uh_test_add("/fault/powerfail/random", test_powerfail_random);
+    uh_test_add("/fault/powerfail/lose-one", test_powerfail_lose_one);
     uh_test_add("/fault/powerfail/log", test_powerfail_log);
     uh_test_add("/fault/powerfail/qcow2", test_powerfail_qcow2);
     uh_test_add("/fault/powerfail/threads", test_powerfail_threads);
