@@ -350,35 +350,60 @@ typedef struct ReadAll {
     int ret;
 } ReadAll;
 
+#define READ_MAX (1024 * 1024)
+
+/* Read [off, off + n) of the disk (n <= READ_MAX) into the content's chunks. */
+static int coroutine_fn read_piece(ReadAll *ra, int64_t off, int64_t n, uint8_t *buf)
+{
+    int ret = blk_co_pread(ra->blk, off, n, buf, 0);
+
+    for (int64_t pos = off; ret >= 0 && pos < off + n; ) {
+        int64_t len = MIN(CHUNK - pos % CHUNK, off + n - pos);
+        const uint8_t *p = buf + (pos - off);
+
+        for (int64_t i = 0; i < len; i++) {
+            if (p[i]) {
+                memcpy(content_chunk_rw(ra->c, pos / CHUNK) + pos % CHUNK, p, len);
+                break;
+            }
+        }
+        pos += len;
+    }
+    return ret;
+}
+
 static void coroutine_fn read_all_entry(void *opaque)
 {
     ReadAll *ra = opaque;
     int64_t size = ra->c->size;
-    uint8_t *buf = blk_blockalign(CHUNK);
+    uint8_t *buf = blk_blockalign(READ_MAX);
 
-    /* A chunk at a time (block status may answer in subclusters: reading those one by one
-     * would decompress a compressed cluster once for each); zero extents are skipped. */
+    /* Skip what block status says reads as zeros; read the rest in runs of up to READ_MAX
+     * (block status may answer in subclusters, too small to read one at a time). */
     ra->ret = 0;
     for (int64_t off = 0; off < size && ra->ret >= 0; ) {
-        int64_t pnum = 0, n = MIN(CHUNK, size - off);
-        int st = blk_co_block_status(ra->blk, off, size - off, &pnum);
+        int64_t start = off;
 
-        if (st < 0) {
-            ra->ret = st;
-            break;
-        }
-        if ((st & BDRV_BLOCK_ZERO) && !(st & BDRV_BLOCK_DATA) && pnum >= n) {
-            off += MAX(ROUND_DOWN(pnum, CHUNK), n);
-            continue;
-        }
-        ra->ret = blk_co_pread(ra->blk, off, n, buf, 0);
-        for (int64_t i = 0; i < n && ra->ret >= 0; i++) {
-            if (buf[i]) {
-                memcpy(content_chunk_rw(ra->c, off / CHUNK), buf, n);
+        while (off < size && off - start < READ_MAX) {
+            int64_t pnum = 0;
+            int st = blk_co_block_status(ra->blk, off, size - off, &pnum);
+
+            if (st < 0) {
+                ra->ret = st;
                 break;
             }
+            if ((st & BDRV_BLOCK_ZERO) && !(st & BDRV_BLOCK_DATA)) {
+                if (off == start) {
+                    start = off = off + pnum;       /* nothing to read yet: skip */
+                    continue;
+                }
+                break;
+            }
+            off = MIN(off + pnum, start + READ_MAX);
         }
-        off += n;
+        if (ra->ret >= 0 && off > start) {
+            ra->ret = read_piece(ra, start, off - start, buf);
+        }
     }
     blk_vfree(buf);
 }
@@ -871,10 +896,16 @@ static char *judge(Verdict *v, Run *r, bool exact)
 
 /* A crash point: a traced request that changes or flushes the file. */
 typedef struct Point {
+    char *line;                 /* the traced request: "OP OFFSET LENGTH" */
     bool flush;
     unsigned pending;           /* changes since the last flush, before this request */
     unsigned flushes;           /* flushes before this request */
 } Point;
+
+static void point_clear(gpointer p)
+{
+    g_free(((Point *)p)->line);
+}
 
 /* The crash points, in order, or NULL (errp). */
 static GArray *crash_points(GError **errp)
@@ -888,6 +919,7 @@ static GArray *crash_points(GError **errp)
         return NULL;
     }
     points = g_array_new(false, false, sizeof(Point));
+    g_array_set_clear_func(points, point_clear);
     lines = g_strsplit(text, "\n", -1);
     for (char **l = lines; *l; l++) {
         g_autofree char *op = g_strndup(*l, strcspn(*l, " "));
@@ -895,6 +927,7 @@ static GArray *crash_points(GError **errp)
         Point p = { .flush = !strcmp(op, "flush"), .pending = pending, .flushes = flushes };
 
         if (**l && strstr("," CRASH_OPS ",", key)) {
+            p.line = g_strdup(*l);
             g_array_append_val(points, p);
             pending = p.flush ? 0 : pending + 1;
             flushes += p.flush;
@@ -923,6 +956,16 @@ static void damage_refcount_table(void)
         exit(2);
     }
     close(fd);
+}
+
+/* The changes that reached the filter since the last flush before crash point p, and p. */
+static void print_pending(const Point *p)
+{
+    printf("  unflushed changes at the image file (lose-one index: line):\n");
+    for (unsigned j = 0; j < p->pending; j++) {
+        printf("    %u: %s\n", j, (p - p->pending + j)->line);
+    }
+    printf("  the power failed at: %s\n", p->line);
 }
 
 /* One crash run at point i with mode (the powerfail rule's words).  Returns true if it
@@ -974,6 +1017,7 @@ static bool crash_run(unsigned i, const Point *p, unsigned npoints, const char *
         printf("%s %s: crash point %u/%u %s%s%s\n", problem ? "FAIL" : "ok", image, i, npoints,
                mode, problem ? ": " : "", problem ? problem : "");
         print_model(stdout, r);
+        print_pending(p);
         fflush(stdout);
     }
     verdict_clear(&other);
