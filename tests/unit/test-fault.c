@@ -770,8 +770,6 @@ static void test_powerfail_length(void)
     uint8_t a[4096];
 
     uh_make_pattern_file(image, 8192, 9);
-    g_assert_true(bdrv_create(tmp_path("unused.qcow2"), "qcow2", IMG_SIZE, NULL, NULL, NULL,
-                              &err));
     blk = open_fault(image, "raw", BDRV_O_RDWR, rules, &err);
     g_assert_no_error(err);
     filter = blk_bs(blk)->file->bs;
