@@ -459,8 +459,9 @@ static void fault_sleep_done(void *opaque)
     coroutine_wake(w->co);
 }
 
-/* Wait ms milliseconds on a timerfd in this coroutine's event loop (which keeps running). */
-static void coroutine_fn fault_sleep(uint64_t ms)
+/* Wait ms milliseconds on a timerfd in this coroutine's event loop (which keeps running).
+ * Returns 0, or -errno if no timer could be had. */
+static int coroutine_fn fault_sleep(uint64_t ms)
 {
     FaultSleep w = { .co = coroutine_self() };
     struct itimerspec its = {
@@ -469,15 +470,18 @@ static void coroutine_fn fault_sleep(uint64_t ms)
 
     w.ctx = coroutine_get_context(w.co);
     w.fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
-    if (w.fd < 0) {
-        g_error("fault: timerfd_create: %s", g_strerror(errno));
-    }
-    if (timerfd_settime(w.fd, 0, &its, NULL) < 0) {
-        g_error("fault: timerfd_settime: %s", g_strerror(errno));
+    if (w.fd < 0 || timerfd_settime(w.fd, 0, &its, NULL) < 0) {
+        int ret = -errno;
+        log_error("fault: cannot set a timer for a delay: %s", g_strerror(errno));
+        if (w.fd >= 0) {
+            close(w.fd);
+        }
+        return ret;
     }
     aio_set_fd_handler(w.ctx, w.fd, fault_sleep_done, NULL, &w);
     coroutine_yield();
     close(w.fd);
+    return 0;
 }
 
 /* --- the trace --- */
@@ -741,7 +745,8 @@ static int coroutine_fn fault_enter(BlockDriverState *bs, FaultOp op, int64_t of
     }
     g_mutex_unlock(&s->lock);
     if (delay) {
-        fault_sleep(delay);
+        int err = fault_sleep(delay);
+        ret = ret ? ret : err;
     }
     return ret;
 }
