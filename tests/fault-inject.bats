@@ -50,3 +50,43 @@ setup() {
     [[ $stderr == *"$RULES:2:"*"errno=EBOGUS"* ]]
     ! is_mounted "$MP"
 }
+
+@test "fault-rules: powerfail keeps what was fsynced, drops the rest, and says where" {
+    EXPECTED_LOG_ERRORS='Input/output error'
+    printf 'powerfail op=write after=2\ntrace path=%s\n' "$T/trace" >"$RULES"
+    cp "$IMG" "$T/orig.img"
+    blkfuse_mount -f raw -o "fault-rules=$RULES" --cache=none "$IMG" "$MP"
+    # write 1, flushed; write 2, not flushed, reads back; write 3 finds the power gone.
+    # One open file throughout: closing it would flush.
+    run python3 - "$MP" <<'PY'
+import errno, mmap, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_DIRECT)
+buf = mmap.mmap(-1, 4096)           # page-aligned zeros
+os.pwrite(fd, buf, 0)
+os.fsync(fd)
+os.pwrite(fd, buf, 4096)
+back = mmap.mmap(-1, 8192)
+assert os.preadv(fd, [back], 0) == 8192 and back[:] == bytes(8192)
+try:
+    os.pwrite(fd, buf, 8192)
+    print("third write succeeded")
+except OSError as e:
+    print("third write:", errno.errorcode[e.errno])
+try:
+    os.close(fd)
+except OSError:
+    pass
+PY
+    [ "$status" -eq 0 ]
+    [ "$output" = "third write: EIO" ]
+    run --separate-stderr dd if="$MP" of=/dev/null bs=4k count=1 iflag=direct
+    [ "$status" -ne 0 ]
+    [[ $stderr == *"Input/output error"* ]]
+    blkfuse unmount "$MP"
+    grep -q "power failure at write offset 8192 length 4096" "$T/daemon.log"
+    cmp <(head -c 4096 "$IMG") <(head -c 4096 /dev/zero)
+    cmp <(tail -c +4097 "$IMG") <(tail -c +4097 "$T/orig.img")
+    grep -qx "write 0 4096" "$T/trace"
+    grep -qx "flush 0 0" "$T/trace"
+    grep -qx "write 8192 4096" "$T/trace"
+}

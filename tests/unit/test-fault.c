@@ -1,10 +1,13 @@
 /* test-fault.c - unit tests for the fault-injection filter (block/fault.c): where bdrv_open puts
- * it, every rule and keyword, every parse error, delays that leave the event loop running, and
- * counters shared by requests from several threads. */
+ * it, every rule and keyword, every parse error, delays that leave the event loop running,
+ * counters shared by requests from several threads, the trace, and power-loss mode (buffered
+ * changes, flushes, the power failure in both modes, from several threads at once). */
 #include "config.h"
 #include "unit-helpers.h"
 #include "block/backend.h"
 #include "block/io-engine.h"
+
+#include <inttypes.h>
 
 static char *test_dir;
 
@@ -562,6 +565,465 @@ static void test_threads_count(void)
     blk_unref(blk);
 }
 
+/* --- trace ------------------------------------------------------------------------------------ */
+
+static char *read_text(const char *path)
+{
+    size_t n;
+    uint8_t *data = uh_read_file(path, &n);
+
+    return (char *)data;
+}
+
+/* Every request, failed ones too, one line each, appended to what the file held. */
+static void test_trace(void)
+{
+    g_autofree char *trace = tmp_path("trace.out");
+    g_autofree char *text = g_strdup_printf("trace path=%s\nerror op=discard\n", trace);
+    g_autofree char *got = NULL;
+    BlockBackend *blk;
+    uint8_t buf[4096] = { 0 };
+
+    uh_write_file(trace, "earlier\n", 8);
+    blk = raw_with_rules("trace.img", text, NULL);
+    g_assert_cmpint(f_read(blk, 4096, 4096, buf), ==, 0);
+    g_assert_cmpint(f_write(blk, 8192, 512, buf), ==, 0);
+    g_assert_cmpint(f_zeroes(blk, 0, 1024, 0), ==, 0);
+    g_assert_cmpint(f_discard(blk, 65536, 65536), ==, -EIO);
+    g_assert_cmpint(f_prealloc(blk, 0, 4096), ==, 0);
+    g_assert_cmpint(f_truncate(blk, 2 * IMG_SIZE), ==, 0);
+    g_assert_cmpint(f_flush(blk), ==, 0);
+    blk_unref(blk);     /* the close flushes the raw node (and so the filter), then the filter */
+    got = read_text(trace);
+    g_assert_cmpstr(got, ==, "earlier\n"
+                    "read 4096 4096\n"
+                    "write 8192 512\n"
+                    "zero 0 1024\n"
+                    "discard 65536 65536\n"
+                    "preallocate 0 4096\n"
+                    "truncate 2097152 0\n"
+                    "flush 0 0\n"
+                    "flush 0 0\n"
+                    "flush 0 0\n");
+}
+
+/* Under qcow2 the trace shows the format's metadata I/O: a first write to an empty image writes
+ * more than its data. */
+static void test_trace_qcow2(void)
+{
+    g_autofree char *image = tmp_path("trace.qcow2");
+    g_autofree char *trace = tmp_path("trace-qcow2.out");
+    g_autofree char *text = g_strdup_printf("trace path=%s\n", trace);
+    g_autofree char *rules = write_rules("trace-qcow2.rules", text);
+    g_autofree char *got = NULL;
+    g_autoptr(GError) err = NULL;
+    g_auto(GStrv) lines = NULL;
+    BlockBackend *blk;
+    uint8_t buf[4096] = { 1 };
+    unsigned writes = 0;
+
+    g_assert_true(bdrv_create(image, "qcow2", IMG_SIZE, NULL, NULL, NULL, &err));
+    blk = open_fault(image, "qcow2", BDRV_O_RDWR, rules, &err);
+    g_assert_no_error(err);
+    g_assert_cmpint(f_write(blk, 0, sizeof(buf), buf), ==, 0);
+    g_assert_cmpint(f_flush(blk), ==, 0);
+    blk_unref(blk);
+    got = read_text(trace);
+    lines = g_strsplit(got, "\n", -1);
+    for (char **l = lines; *l; l++) {
+        writes += g_str_has_prefix(*l, "write ");
+    }
+    g_assert_cmpuint(writes, >=, 3);    /* data, L2 table, L1 entry (and refcounts) */
+}
+
+/* --- power-loss mode --------------------------------------------------------------------------- */
+
+static void fill(uint8_t *buf, size_t len, unsigned seed)
+{
+    uh_fill_pattern(buf, len, 0, seed);
+}
+
+/* Writes stay in memory (the file does not change) but reads see them; a flush writes them;
+ * the write after `after` fails with the power, as does everything later; what was flushed
+ * survives and what was not is gone. */
+static void test_powerfail_all(void)
+{
+    g_autofree char *image = tmp_path("pf-all.img");
+    g_autofree uint8_t *ref = NULL;
+    g_autofree uint8_t *file = NULL;
+    BlockBackend *blk = raw_with_rules("pf-all.img", "powerfail after=3\n", &ref);
+    uint8_t a[4096], b[4096], c[4096], back[4096];
+    size_t n;
+
+    fill(a, sizeof(a), 1);
+    fill(b, sizeof(b), 2);
+    fill(c, sizeof(c), 3);
+    g_assert_cmpint(f_write(blk, 0, 4096, a), ==, 0);                /* write #1 */
+    g_assert_cmpint(f_read(blk, 0, 4096, back), ==, 0);
+    g_assert_true(memcmp(back, a, 4096) == 0);
+    file = uh_read_file(image, &n);
+    g_assert_true(memcmp(file, ref, IMG_SIZE) == 0);                 /* not in the file */
+    g_clear_pointer(&file, g_free);
+    g_assert_cmpint(f_flush(blk), ==, 0);
+    file = uh_read_file(image, &n);
+    g_assert_true(memcmp(file, a, 4096) == 0);                       /* now it is */
+    g_clear_pointer(&file, g_free);
+
+    g_assert_cmpint(f_write(blk, 8192, 4096, b), ==, 0);             /* #2 */
+    g_assert_cmpint(f_write(blk, 8192 + 1000, 100, c), ==, 0);       /* #3 (read-modify) */
+    g_assert_cmpint(f_read(blk, 8192, 4096, back), ==, 0);
+    g_assert_true(memcmp(back, b, 1000) == 0);
+    g_assert_true(memcmp(back + 1000, c, 100) == 0);
+    g_assert_true(memcmp(back + 1100, b + 1100, 4096 - 1100) == 0);
+    g_assert_cmpint(f_write(blk, 16384, 4096, c), ==, -EIO);         /* #4: the power fails */
+    g_assert_cmpint(f_read(blk, 0, 4096, back), ==, -EIO);
+    g_assert_cmpint(f_write(blk, 0, 4096, c), ==, -EIO);
+    g_assert_cmpint(f_flush(blk), ==, -EIO);
+    blk_unref(blk);
+
+    file = uh_read_file(image, &n);
+    g_assert_cmpuint(n, ==, IMG_SIZE);
+    g_assert_true(memcmp(file, a, 4096) == 0);
+    g_assert_true(memcmp(file + 4096, ref + 4096, IMG_SIZE - 4096) == 0);
+}
+
+/* The power can fail at a flush (op=flush): that flush fails and writes nothing. */
+static void test_powerfail_at_flush(void)
+{
+    g_autofree char *image = tmp_path("pf-flush.img");
+    g_autofree uint8_t *ref = NULL;
+    g_autofree uint8_t *file = NULL;
+    BlockBackend *blk = raw_with_rules("pf-flush.img", "powerfail op=flush after=1\n", &ref);
+    uint8_t a[4096], b[4096];
+    size_t n;
+
+    fill(a, sizeof(a), 4);
+    fill(b, sizeof(b), 5);
+    g_assert_cmpint(f_write(blk, 0, 4096, a), ==, 0);
+    g_assert_cmpint(f_flush(blk), ==, 0);
+    g_assert_cmpint(f_write(blk, 4096, 4096, b), ==, 0);
+    g_assert_cmpint(f_write(blk, 8192, 4096, b), ==, 0);
+    g_assert_cmpint(f_flush(blk), ==, -EIO);
+    blk_unref(blk);
+    file = uh_read_file(image, &n);
+    g_assert_true(memcmp(file, a, 4096) == 0);
+    g_assert_true(memcmp(file + 4096, ref + 4096, IMG_SIZE - 4096) == 0);
+}
+
+/* Zero writes, discards and truncates are buffered too and read back in order; the length
+ * follows them; block status says data where the child does not know yet. */
+static void test_powerfail_changes(void)
+{
+    g_autofree char *image = tmp_path("pf-changes.img");
+    g_autofree uint8_t *ref = NULL;
+    g_autofree uint8_t *file = NULL;
+    BlockBackend *blk = raw_with_rules("pf-changes.img",
+                                       "powerfail op=write after=1000\n", &ref);
+    g_autofree uint8_t *model = g_malloc0(2 * IMG_SIZE);
+    uint8_t a[8192], back[8192];
+    int64_t pnum;
+    size_t n;
+
+    memcpy(model, ref, IMG_SIZE);
+    fill(a, sizeof(a), 6);
+    g_assert_cmpint(f_zeroes(blk, 4096, 4096, 0), ==, 0);
+    memset(model + 4096, 0, 4096);
+    g_assert_cmpint(f_discard(blk, 65536, 8192), ==, 0);
+    memset(model + 65536, 0, 8192);
+    g_assert_cmpint(f_write(blk, 65536 + 4096, 100, a), ==, 0);
+    memcpy(model + 65536 + 4096, a, 100);
+    g_assert_cmpint(f_truncate(blk, 32768), ==, 0);             /* shrink ... */
+    g_assert_cmpint(blk_getlength(blk), ==, 32768);
+    g_assert_cmpint(uh_file_size(image), ==, IMG_SIZE);         /* (not yet in the file) */
+    g_assert_cmpint(f_truncate(blk, 2 * IMG_SIZE), ==, 0);      /* ... and grow: zeros */
+    memset(model + 32768, 0, 2 * IMG_SIZE - 32768);
+    g_assert_cmpint(blk_getlength(blk), ==, 2 * IMG_SIZE);
+    g_assert_cmpint(f_read(blk, 0, 8192, back), ==, 0);
+    g_assert_true(memcmp(back, model, 8192) == 0);
+    g_assert_cmpint(f_read(blk, 65536, 8192, back), ==, 0);
+    g_assert_true(memcmp(back, model + 65536, 8192) == 0);
+
+    /* A write past the end of the file: the length follows before any flush. */
+    g_assert_cmpint(f_truncate(blk, IMG_SIZE), ==, 0);
+    g_assert_cmpint(f_write(blk, IMG_SIZE - 4096, 4096, a), ==, 0);
+    memcpy(model + IMG_SIZE - 4096, a, 4096);
+    g_assert_cmpint(blk_getlength(blk), ==, IMG_SIZE);
+    g_assert_cmpint(f_status(blk, IMG_SIZE - 4096, 4096, &pnum) & BDRV_BLOCK_DATA, !=, 0);
+
+    g_assert_cmpint(f_flush(blk), ==, 0);
+    g_assert_cmpint(uh_file_size(image), ==, IMG_SIZE);
+    blk_unref(blk);
+    file = uh_read_file(image, &n);
+    g_assert_cmpuint(n, ==, IMG_SIZE);
+    g_assert_true(memcmp(file, model, IMG_SIZE) == 0);
+}
+
+/* A growing image (writes past the end) under power-loss mode: getlength is the end of the
+ * buffered writes until the flush, and the file's own length afterwards. */
+static void test_powerfail_length(void)
+{
+    g_autofree char *image = tmp_path("pf-len.img");
+    g_autofree char *rules = write_rules("pf-len.rules", "powerfail after=5\n");
+    g_autoptr(GError) err = NULL;
+    BlockBackend *blk;
+    BlockDriverState *filter;
+    uint8_t a[4096];
+
+    uh_make_pattern_file(image, 8192, 9);
+    blk = open_fault(image, "raw", BDRV_O_RDWR, rules, &err);
+    g_assert_no_error(err);
+    filter = blk_bs(blk)->file->bs;
+    fill(a, sizeof(a), 7);
+    /* below the backend (which would refuse writes past the end): straight to the filter */
+    g_assert_cmpint(bdrv_pwrite(filter, 65536, 4096, a), ==, 0);
+    g_assert_cmpint(bdrv_getlength(filter), ==, 65536 + 4096);
+    g_assert_cmpint(bdrv_getlength(filter->file->bs), ==, 8192);
+    g_assert_cmpint(bdrv_flush(filter), ==, 0);
+    g_assert_cmpint(bdrv_getlength(filter->file->bs), ==, 65536 + 4096);
+    g_assert_cmpint(bdrv_getlength(filter), ==, 65536 + 4096);
+    blk_unref(blk);
+}
+
+/* mode=random: a subset of the unflushed writes survives, in order, the same for the same
+ * seed; each block holds its old contents or one of the values written to it, and a block
+ * written twice never goes back from the second value to the first. */
+static void random_run(const char *name, uint64_t seed, int which[16], unsigned kept[3])
+{
+    g_autofree char *image = tmp_path(name);
+    g_autofree char *text = g_strdup_printf("powerfail after=32 mode=random seed=%" PRIu64
+                                            "\n", seed);
+    g_autofree uint8_t *ref = NULL;
+    BlockBackend *blk = raw_with_rules(name, text, &ref);
+    g_autofree uint8_t *result = NULL;
+    uint8_t buf[512];
+    size_t n;
+
+    /* 16 blocks written twice: values (block, 1) then (block, 2) */
+    for (int round = 1; round <= 2; round++) {
+        for (int b = 0; b < 16; b++) {
+            memset(buf, b * 4 + round, sizeof(buf));
+            g_assert_cmpint(f_write(blk, b * 512, 512, buf), ==, 0);
+        }
+    }
+    g_assert_cmpint(f_write(blk, 0, 512, buf), ==, -EIO);
+    blk_unref(blk);
+    result = uh_read_file(image, &n);
+    kept[0] = kept[1] = kept[2] = 0;    /* blocks with: the old data, the first, the second */
+    for (int b = 0; b < 16; b++) {
+        uint8_t v = result[b * 512];
+        if (memcmp(result + b * 512, ref + b * 512, 512) == 0) {
+            which[b] = 0;       /* neither write survived */
+        } else {
+            g_assert_true(v == b * 4 + 1 || v == b * 4 + 2);
+            for (int i = 0; i < 512; i++) {
+                g_assert_cmpint(result[b * 512 + i], ==, v);
+            }
+            which[b] = v - b * 4;
+        }
+        kept[which[b]]++;
+    }
+    g_assert_true(memcmp(result + 16 * 512, ref + 16 * 512, IMG_SIZE - 16 * 512) == 0);
+}
+
+static void test_powerfail_random(void)
+{
+    int r1[16], r2[16], r3[16];
+    unsigned k1[3], k2[3], k3[3];
+
+    random_run("pf-rand1.img", 42, r1, k1);
+    random_run("pf-rand2.img", 42, r2, k2);
+    random_run("pf-rand3.img", 43, r3, k3);
+    g_assert_true(memcmp(r1, r2, sizeof(r1)) == 0);
+    /* 32 coin flips: with this seed, some blocks keep old data, some the first write only
+     * (a later write was lost while an earlier one survived), some the second */
+    g_assert_cmpuint(k1[0], >, 0);
+    g_assert_cmpuint(k1[1], >, 0);
+    g_assert_cmpuint(k1[2], >, 0);
+    g_assert_false(memcmp(r1, r3, sizeof(r1)) == 0);
+}
+
+/* mode=lose-one index=J: every unflushed change survives but the J-th. */
+static void test_powerfail_lose_one(void)
+{
+    for (int j = 0; j < 5; j++) {
+        g_autofree char *name = g_strdup_printf("pf-lose%d.img", j);
+        g_autofree char *image = tmp_path(name);
+        g_autofree char *text = g_strdup_printf("powerfail after=4 mode=lose-one index=%d\n", j);
+        g_autofree uint8_t *ref = NULL;
+        g_autofree uint8_t *file = NULL;
+        BlockBackend *blk = raw_with_rules(name, text, &ref);
+        uint8_t buf[512];
+        size_t n;
+
+        for (int b = 0; b < 4; b++) {
+            memset(buf, 0x40 + b, sizeof(buf));
+            g_assert_cmpint(f_write(blk, b * 512, 512, buf), ==, 0);
+        }
+        g_assert_cmpint(f_write(blk, 8192, 512, buf), ==, -EIO);
+        blk_unref(blk);
+        file = uh_read_file(image, &n);
+        for (int b = 0; b < 4; b++) {
+            if (b == j) {
+                g_assert_true(memcmp(file + b * 512, ref + b * 512, 512) == 0);
+            } else {
+                g_assert_cmpint(file[b * 512], ==, 0x40 + b);
+            }
+        }
+    }
+}
+
+/* One log line says where the power failed. */
+static void test_powerfail_log(void)
+{
+    g_autofree char *log = tmp_path("pf.log");
+    g_autofree char *text = NULL;
+    g_autoptr(GError) err = NULL;
+    BlockBackend *blk = raw_with_rules("pf-log.img", "powerfail after=0 op=zero\n", NULL);
+    g_auto(GStrv) lines = NULL;
+    unsigned hits = 0;
+
+    g_assert_true(log_open(log, &err));
+    g_assert_cmpint(f_zeroes(blk, 12288, 4096, 0), ==, -EIO);
+    g_assert_cmpint(f_zeroes(blk, 0, 4096, 0), ==, -EIO);
+    g_assert_true(log_open(NULL, &err));
+    blk_unref(blk);
+    text = read_text(log);
+    lines = g_strsplit(text, "\n", -1);
+    for (char **l = lines; *l; l++) {
+        hits += strstr(*l, "power failure") != NULL;
+    }
+    g_assert_cmpuint(hits, ==, 1);
+    g_assert_nonnull(strstr(text, "power failure at zero offset 12288 length 4096"));
+}
+
+/* qcow2 on power-loss mode, the power failing at each write in turn: data whose flush
+ * succeeded reads back afterwards, and qemu-img finds the image consistent. */
+static void test_powerfail_qcow2(void)
+{
+    g_autofree char *image = tmp_path("pf.qcow2");
+    uint8_t a[65536], b[65536], back[65536];
+    bool failed_once = false;
+
+    fill(a, sizeof(a), 11);
+    fill(b, sizeof(b), 12);
+    for (int after = 0; after < 40 && !failed_once; after++) {
+        g_autofree char *text = g_strdup_printf("powerfail after=%d\n", after);
+        g_autofree char *rules = write_rules("pf-qcow2.rules", text);
+        g_autofree char *out = NULL;
+        g_autoptr(GError) err = NULL;
+        BlockBackend *blk;
+        bool flushed;
+        int status;
+
+        g_assert_true(bdrv_create(image, "qcow2", IMG_SIZE, NULL, NULL, NULL, &err));
+        blk = open_fault(image, "qcow2", BDRV_O_RDWR, rules, &err);
+        g_assert_no_error(err);
+        flushed = f_write(blk, 0, sizeof(a), a) == 0 && f_flush(blk) == 0;
+        if (f_write(blk, 524288, sizeof(b), b) < 0 || f_write(blk, 65536, sizeof(b), b) < 0) {
+            failed_once = flushed;      /* the power failed after the flush: enough */
+        }
+        blk_unref(blk);
+
+        blk = blk_new_open(image, "qcow2", NULL, 0, &err);
+        g_assert_no_error(err);
+        g_assert_cmpint(f_read(blk, 0, sizeof(back), back), ==, 0);
+        if (flushed && memcmp(back, a, sizeof(a)) != 0) {
+            uh_fail("after=%d: data flushed before the power failure is lost", after);
+        }
+        blk_unref(blk);
+        if (uh_have_command("qemu-img")) {
+            status = uh_sh(&out, "qemu-img check '%s'", image);
+            if (status != 0 && status != 3) {
+                uh_fail("after=%d: qemu-img check exit %d: %s", after, status, out);
+            }
+        }
+    }
+    g_assert_true(failed_once);
+}
+
+/* --- power-loss mode from several threads ----------------------------------------------------- */
+
+#define PF_THREADS 4
+#define PF_ROUNDS 60
+
+/* Each thread writes its own blocks and flushes now and then; the power fails somewhere in the
+ * middle.  Every write a thread completed before it started a flush that succeeded must be in
+ * the file afterwards, whatever the other threads did. */
+typedef struct PfWorker {
+    BlockBackend *blk;
+    int id;
+    int durable;        /* rounds [0, durable) were acknowledged before a successful flush */
+    bool done;          /* atomic */
+} PfWorker;
+
+static void coroutine_fn pf_worker_entry(void *opaque)
+{
+    PfWorker *w = opaque;
+    uint8_t buf[512];
+    int written = 0;
+
+    for (int round = 0; round < PF_ROUNDS; round++) {
+        memset(buf, 1 + round, sizeof(buf));
+        if (blk_co_pwrite(w->blk, (w->id * PF_ROUNDS + round) * 512, 512, buf, 0) < 0) {
+            break;
+        }
+        written = round + 1;
+        if (round % 5 == 4) {
+            if (blk_co_flush(w->blk) < 0) {
+                break;
+            }
+            w->durable = written;
+        }
+    }
+    __atomic_store_n(&w->done, true, __ATOMIC_RELEASE);
+}
+
+static gpointer pf_thread_fn(gpointer opaque)
+{
+    PfWorker *w = opaque;
+    g_autoptr(GError) err = NULL;
+    AioContext *ctx = aio_context_new(&err);
+
+    g_assert_no_error(err);
+    coroutine_enter(coroutine_create(pf_worker_entry, w));
+    while (!__atomic_load_n(&w->done, __ATOMIC_ACQUIRE)) {
+        aio_poll(ctx, true);
+    }
+    laio_thread_cleanup();
+    aio_context_free(ctx);
+    return NULL;
+}
+
+static void test_powerfail_threads(void)
+{
+    g_autofree char *image = tmp_path("pf-threads.img");
+    g_autofree uint8_t *file = NULL;
+    BlockBackend *blk = raw_with_rules("pf-threads.img",
+                                       "powerfail op=write after=150 mode=random seed=5\n",
+                                       NULL);
+    PfWorker w[PF_THREADS];
+    GThread *threads[PF_THREADS];
+    size_t n;
+
+    for (int t = 0; t < PF_THREADS; t++) {
+        w[t] = (PfWorker){ .blk = blk, .id = t };
+        threads[t] = g_thread_new("pf", pf_thread_fn, &w[t]);
+    }
+    for (int t = 0; t < PF_THREADS; t++) {
+        g_thread_join(threads[t]);
+    }
+    blk_unref(blk);
+    file = uh_read_file(image, &n);
+    for (int t = 0; t < PF_THREADS; t++) {
+        for (int round = 0; round < w[t].durable; round++) {
+            uint8_t v = file[(t * PF_ROUNDS + round) * 512];
+            if (v != 1 + round) {
+                uh_fail("thread %d round %d: flushed write lost (0x%02x)", t, round, v);
+            }
+        }
+    }
+}
+
 /* --- parsing ------------------------------------------------------------------------------------ */
 
 static void test_parse_ok(void)
@@ -575,7 +1037,10 @@ static void test_parse_ok(void)
                                        "\terror\top=any\n"
                                        "delay op=flush ms=0\n"
                                        "delay ms=1 op=discard,zero,truncate,preallocate "
-                                       "offset=0 length=1 after=18446744073709551614\n",
+                                       "offset=0 length=1 after=18446744073709551614\n"
+                                       "powerfail after=1000000 op=any mode=lose-one "
+                                       "index=3 seed=7\n"
+                                       "trace path=/dev/null\n",
                                        NULL);
     blk_unref(blk);
 }
@@ -606,6 +1071,21 @@ static void test_parse_errors(void)
         { "error op=read oops\n", "'oops'" },
         { "error op=read =1\n", "'=1'" },
         { "error op=read after=99999999999999999999999\n", "'after=99999999999999999999999'" },
+        { "powerfail op=write\n", "after=" },
+        { "powerfail after=1 mode=some\n", "'mode=some'" },
+        { "powerfail after=1 mode=lose-one\n", "index=" },
+        { "powerfail after=1 index=2\n", "index=" },
+        { "powerfail after=1 mode=lose-one index=x\n", "'index=x'" },
+        { "powerfail after=1 seed=x\n", "'seed=x'" },
+        { "powerfail after=1 offset=0\n", "'offset=0'" },
+        { "powerfail after=1 count=2\n", "'count=2'" },
+        { "powerfail after=1 op=reed\n", "'reed'" },
+        { "powerfail after=1\npowerfail after=2\n", "line 1" },
+        { "trace\n", "path=" },
+        { "trace path=\n", "'path='" },
+        { "trace path=/nonexistent/dir/trace\n", "'path=/nonexistent/dir/trace'" },
+        { "trace path=/dev/null\ntrace path=/dev/null\n", "'path=/dev/null'" },
+        { "trace path=/dev/null op=read\n", "'op=read'" },
     };
 
     for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
@@ -614,7 +1094,13 @@ static void test_parse_errors(void)
         g_autofree char *where = NULL;
         g_autoptr(GError) err = NULL;
         BlockBackend *blk;
+        /* the line of the error: the last line that holds a rule */
         unsigned line = cases[i].text[0] == '\n' ? 2 : 1;
+
+        if (strchr(cases[i].text, '\n') != strrchr(cases[i].text, '\n') &&
+            cases[i].text[0] != '\n') {
+            line = 2;
+        }
 
         uh_make_pattern_file(image, 4096, 1);
         blk = open_fault(image, "raw", BDRV_O_RDWR, rules, &err);
@@ -665,6 +1151,17 @@ int main(int argc, char **argv)
     uh_test_add("/fault/delay/loop-runs", test_delay);
     uh_test_add("/fault/delay/then-error", test_delay_then_error);
     uh_test_add("/fault/threads/count", test_threads_count);
+    uh_test_add("/fault/trace/ops", test_trace);
+    uh_test_add("/fault/trace/qcow2", test_trace_qcow2);
+    uh_test_add("/fault/powerfail/all", test_powerfail_all);
+    uh_test_add("/fault/powerfail/at-flush", test_powerfail_at_flush);
+    uh_test_add("/fault/powerfail/changes", test_powerfail_changes);
+    uh_test_add("/fault/powerfail/length", test_powerfail_length);
+    uh_test_add("/fault/powerfail/random", test_powerfail_random);
+    uh_test_add("/fault/powerfail/lose-one", test_powerfail_lose_one);
+    uh_test_add("/fault/powerfail/log", test_powerfail_log);
+    uh_test_add("/fault/powerfail/qcow2", test_powerfail_qcow2);
+    uh_test_add("/fault/powerfail/threads", test_powerfail_threads);
     uh_test_add("/fault/parse/ok", test_parse_ok);
     uh_test_add("/fault/parse/errors", test_parse_errors);
     uh_test_add("/fault/parse/missing-file", test_parse_missing_file);
