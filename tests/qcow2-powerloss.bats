@@ -158,7 +158,7 @@ path_refcount_block() {
     case $config in
     c512) cs=512 ;;
     rc2) cs=512; rb=2; extra=cluster_size=512 ;;
-    extl2) cs=16384; rb=64; extra=cluster_size=16k,refcount_bits=64; soak_only ;;  # 32 MiB
+    extl2) cs=16384; rb=64; extra=cluster_size=16k,refcount_bits=64 ;;  # a 40 MiB file, ~15 s
     *) cs=4096; extra=cluster_size=4k ;;
     esac
     covered=$((cs * 8 / rb * cs))
