@@ -937,7 +937,6 @@ static int cmd_stats(GHashTable *o, int argc, char **argv)
 static int cmd_info(GHashTable *o, int argc, char **argv)
 {
     g_autoptr(GError) err = NULL;
-    g_autoptr(JsonValue) info = json_new_object();
     g_autoptr(JsonValue) chain = json_new_array();
     int flags = BDRV_O_NO_LOCK |
                 (opt_flag(o, "allow-remote-backing") ? BDRV_O_ALLOW_REMOTE_BACKING : 0);
