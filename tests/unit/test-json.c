@@ -711,8 +711,12 @@ static void test_parse_nesting(void)
             g_autoptr(JsonValue) o = parse_ok(objects->str);
             g_autoptr(JsonValue) m = parse_ok(mixed->str);
             g_autofree char *text = json_to_string(a);
+            g_autofree char *otext = json_to_string(o);
+            g_autofree char *mtext = json_to_string(m);
 
             g_assert_cmpstr(text, ==, arrays->str);
+            g_assert_cmpstr(otext, ==, objects->str);
+            g_assert_cmpstr(mtext, ==, mixed->str);
         } else {
             /* The 65th opening bracket is at offset 64 in the arrays, 5 * 64 in the objects. */
             check_parse_error(arrays->str, 64, "nesting deeper than 64 levels");
