@@ -485,8 +485,8 @@ static void test_no_false_positives(void)
         "qemu-img create -q -f qcow2 -o lazy_refcounts=on n.qcow2 8M",
         "qemu-img create -q -f qcow2 -o extended_l2=on,cluster_size=16k -b b.raw -F raw n.qcow2",
         "qemu-img create -q -f qcow2 -o preallocation=metadata,cluster_size=4k n.qcow2 8M",
-        "qemu-img convert -c -O qcow2 b.raw n.qcow2 && qemu-img snapshot -c S1 n.qcow2 && "
-        "qemu-io -c 'write -P 3 1M 2M' n.qcow2 >/dev/null && qemu-img snapshot -c S2 n.qcow2",
+        ("qemu-img convert -c -O qcow2 b.raw n.qcow2 && qemu-img snapshot -c S1 n.qcow2 && "
+         "qemu-io -c 'write -P 3 1M 2M' n.qcow2 >/dev/null && qemu-img snapshot -c S2 n.qcow2"),
     };
     g_autofree char *img = path("n.qcow2"), *ref = path("nref.raw"), *out = NULL;
 
