@@ -142,7 +142,9 @@ static void set_build(Qcow2ClusterSet *c, const BDRVQcow2State *s, const uint64_
         }
         c->v[c->n++] = ci;
     }
-    qsort(c->v, c->n, sizeof(*c->v), cmp_u64);
+    if (c->n > 1) {             /* (qsort must not get NULL, even for no elements) */
+        qsort(c->v, c->n, sizeof(*c->v), cmp_u64);
+    }
 }
 
 static const Qcow2MetaRange *find_static(const BDRVQcow2State *s, uint64_t first, uint64_t last)
@@ -313,7 +315,9 @@ static size_t sort_unique(uint64_t *a, size_t n)
 {
     size_t k = 0;
 
-    qsort(a, n, sizeof(*a), cmp_u64);
+    if (n > 1) {
+        qsort(a, n, sizeof(*a), cmp_u64);
+    }
     for (size_t i = 0; i < n; i++) {
         if (k == 0 || a[i] != a[k - 1]) {
             a[k++] = a[i];
@@ -351,7 +355,9 @@ static void build_static_ranges(BDRVQcow2State *s)
                   (uint64_t)s->snapshots[i].l1_size * 8, QCOW2_META_SNAP_L1);
     }
     r = (Qcow2MetaRange *)ranges->data;
-    qsort(r, ranges->len, sizeof(*r), cmp_range);
+    if (ranges->len > 1) {
+        qsort(r, ranges->len, sizeof(*r), cmp_range);
+    }
     for (guint i = 0; i < ranges->len; i++) {
         if (k && r[i].first <= r[k - 1].last) {
             r[k - 1].last = MAX(r[k - 1].last, r[i].last);
