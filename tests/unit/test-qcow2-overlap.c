@@ -444,7 +444,7 @@ static void test_overlap_images(void)
  * flush says so (once), and the image on disk stays consistent. */
 static void test_overlap_lost_writes(void)
 {
-    g_autofree char *img = path("lost.qcow2"), *out = NULL;
+    g_autofree char *img = path("lost.qcow2"), *logfile = path("lost.log"), *out = NULL;
     g_autoptr(GError) err = NULL;
     BlockDriverState *bs;
     uint8_t *buf = blk_blockalign(65536);
@@ -456,7 +456,7 @@ static void test_overlap_lost_writes(void)
     set_refcount(img, meta_offset(img, QCOW2_META_L1), 0);
     memset(buf, 0x11, 65536);
     log_set_verbose(false);
-    g_assert_true(log_open(path("lost.log"), &err));
+    g_assert_true(log_open(logfile, &err));
     bs = open_rw(img);
     /* no allocation: a write in place, and a zeroed cluster (only in the cached L2 table) */
     g_assert_cmpint(bdrv_pwrite(bs, 0, 65536, buf), ==, 0);
