@@ -414,3 +414,20 @@ void aio_run_coroutine(CoroutineEntry *entry, void *opaque)
     }
     aio_enable_external(ctx);
 }
+
+/* --- io_uring (first stage: not available yet) --- */
+
+struct io_uring *aio_get_uring(AioContext *ctx)
+{
+    return NULL;
+}
+
+struct io_uring_sqe *aio_uring_get_sqe(AioContext *ctx, AioUringOp *op)
+{
+    g_error("aio_uring_get_sqe without a ring");
+}
+
+int aio_uring_submit(AioContext *ctx)
+{
+    return 0;
+}
