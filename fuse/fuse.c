@@ -1001,6 +1001,50 @@ static void fuse_destroy_sessions(FuseExport *exp)
     }
 }
 
+#define FUSE_URING_PARAM "/sys/module/fuse/parameters/enable_uring"
+
+/* Why the kernel does not offer FUSE-over-io_uring: its fuse module lacks it, or the module
+ * parameter that enables it is off.  Returns false with errp set, or true if it is on. */
+static bool fuse_uring_kernel_check(GError **errp)
+{
+    g_autofree char *val = NULL;
+
+    if (!g_file_get_contents(FUSE_URING_PARAM, &val, NULL, NULL)) {
+        error_setg(errp, "this kernel has no FUSE-over-io_uring (%s is missing: a kernel "
+                   "built with CONFIG_FUSE_IO_URING, 6.14 or later, has it)", FUSE_URING_PARAM);
+        return false;
+    }
+    if (val[0] != 'Y' && val[0] != 'y' && val[0] != '1') {
+        error_setg(errp, "FUSE-over-io_uring is off in the kernel (%s is N; root can switch "
+                   "it on with: echo Y > %s)", FUSE_URING_PARAM, FUSE_URING_PARAM);
+        return false;
+    }
+    return true;
+}
+
+/* Pick the transport: this driver serves /dev/fuse only, so uring fails and auto says why it
+ * uses /dev/fuse. */
+static int fuse_pick_transport(FuseExport *exp, const BlockExportOptions *opts, GError **errp)
+{
+    g_autoptr(GError) why = NULL;
+    bool want_uring = opts->transport && !strcmp(opts->transport, "uring");
+    bool is_auto = !opts->transport || !strcmp(opts->transport, "auto");
+
+    exp->common.transport = "dev";
+    if (!want_uring && !is_auto) {
+        return 0;
+    }
+    if (fuse_uring_kernel_check(&why)) {
+        g_set_error(&why, BLK_ERROR, EOPNOTSUPP, "this blkfuse cannot serve it yet");
+    }
+    if (want_uring) {
+        error_setg(errp, "%s: --transport=uring: %s", exp->common.mountpoint, why->message);
+        return -EOPNOTSUPP;
+    }
+    log_info("export %s: transport dev (/dev/fuse): %s", exp->common.id, why->message);
+    return 0;
+}
+
 static int fuse_export_create(BlockExport *blk_exp, const BlockExportOptions *opts,
                               GError **errp)
 {
@@ -1028,6 +1072,10 @@ static int fuse_export_create(BlockExport *blk_exp, const BlockExportOptions *op
         exp->queues[i].fd = -1;
     }
 
+    ret = fuse_pick_transport(exp, opts, errp);
+    if (ret < 0) {
+        goto fail;
+    }
     ret = fuse_prepare_mountpoint(exp, errp);
     if (ret < 0) {
         goto fail;
