@@ -42,6 +42,7 @@ typedef struct FuseTransportOps FuseTransportOps;
  * with it (container_of back). */
 struct FuseReq {
     FuseQueue *q;
+    const FuseTransportOps *ops;    /* the transport that brought it: the reply goes back there */
     const struct fuse_in_header *in;
     /* The op's in argument (fuse_read_in, fuse_write_in, ...).  A transport that receives the
      * request as one byte stream (dev) sets arg to everything after the header and leaves
