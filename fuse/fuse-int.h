@@ -81,6 +81,7 @@ struct FuseTransportOps {
 };
 
 extern const FuseTransportOps fuse_transport_dev;
+extern const FuseTransportOps fuse_transport_uring;
 
 /* One queue: a thread with its own event loop and /dev/fuse fd. */
 struct FuseQueue {
@@ -165,5 +166,16 @@ void fuse_count_open(FuseExport *exp, int delta);
 /* Main thread, during create: read and answer requests on queue 0's fd, blocking, until INIT
  * has been answered.  Returns 0, or -errno with errp set. */
 int fuse_dev_handshake(FuseExport *exp, GError **errp);
+
+/* --- transport-uring.c: choosing the transport (main thread, during create) --- */
+
+/* Before mounting: ask for FUSE-over-io_uring at INIT (init_want) unless --transport=dev, or
+ * io_uring cannot be had.  Fails (errp) if --transport=uring cannot be met; auto logs why it
+ * will use /dev/fuse. */
+int fuse_transport_want(FuseExport *exp, const BlockExportOptions *opts, GError **errp);
+
+/* After INIT: exp->transport is uring if the kernel agreed (one queue per possible CPU: the
+ * queues are resized), else dev (failing for --transport=uring, logging for auto). */
+int fuse_transport_pick(FuseExport *exp, const BlockExportOptions *opts, GError **errp);
 
 #endif

@@ -425,6 +425,10 @@ static int fuse_export_create(BlockExport *blk_exp, const BlockExportOptions *op
     if (ret < 0) {
         goto fail;
     }
+    ret = fuse_transport_want(exp, opts, errp);
+    if (ret < 0) {
+        goto fail;
+    }
     ret = fuse_mount(exp, opts, errp);
     if (ret < 0) {
         goto fail;
@@ -433,14 +437,22 @@ static int fuse_export_create(BlockExport *blk_exp, const BlockExportOptions *op
     if (ret < 0) {
         goto fail;
     }
-    ret = fuse_clone_fds(exp, errp);
+    ret = fuse_transport_pick(exp, opts, errp);
     if (ret < 0) {
         goto fail;
+    }
+    if (exp->transport == &fuse_transport_dev) {
+        ret = fuse_clone_fds(exp, errp);
+        if (ret < 0) {
+            goto fail;
+        }
     }
 
     for (unsigned i = 0; i < exp->nr_queues; i++) {
         FuseQueue *q = &exp->queues[i];
-        fcntl(q->fd, F_SETFL, fcntl(q->fd, F_GETFL) | O_NONBLOCK);
+        if (q->fd >= 0) {
+            fcntl(q->fd, F_SETFL, fcntl(q->fd, F_GETFL) | O_NONBLOCK);
+        }
         q->ctx = aio_context_new_unbound(errp);
         if (!q->ctx) {
             ret = -ENOMEM;

@@ -44,6 +44,7 @@
 #define URING_ENTRIES       32      /* requests in flight per queue */
 #define URING_HDR_SIZE      512     /* a fuse_uring_req_header, rounded up */
 #define URING_DEV_BUF       (FUSE_MAX_REQ_SIZE + 4096)
+#define URING_PARAM         "/sys/module/fuse/parameters/enable_uring"
 
 typedef struct UringQueue UringQueue;
 
@@ -79,7 +80,6 @@ struct UringQueue {
     int start_error;            /* a REGISTER failed while the queue started */
 };
 
-extern const FuseTransportOps fuse_transport_uring;
 
 /* --- SQEs --- */
 
@@ -165,11 +165,12 @@ static void uring_ent_done(AioUringOp *op, int res, uint32_t cqe_flags)
     }
     e->commit_id = e->hdr->ring_ent_in_out.commit_id;
     req->q = uq->q;
+    req->ops = &fuse_transport_uring;
     req->in = (const struct fuse_in_header *)e->hdr->in_out;
     req->arg = e->hdr->op_in;
     req->arg_len = FUSE_URING_OP_IN_OUT_SZ;
     req->payload_len = MIN(e->hdr->ring_ent_in_out.payload_sz, uq->payload_size);
-    req->payload = req->payload_len ? e->payload : NULL;
+    req->payload = e->payload;     /* never NULL: the argument came apart from it */
     req->out_buf = e->payload;
     req->out_cap = uq->payload_size;
     if (uq->q->stopping) {
@@ -307,8 +308,8 @@ static int uring_setup_ring(UringQueue *uq, GError **errp)
     int ret;
 
     uq->ring = aio_get_uring(uq->q->ctx);
-    if (uq->ring) {
-        return 0;
+    if (uq->ring && (uq->ring->flags & IORING_SETUP_SQE128)) {
+        return 0;               /* the uring_cmd needs 128-byte SQEs */
     }
     ret = io_uring_queue_init_params(URING_ENTRIES, &uq->own, &p);
     if (ret < 0) {
@@ -436,3 +437,137 @@ const FuseTransportOps fuse_transport_uring = {
     .queue_cleanup  = uring_queue_cleanup,
     .reply          = uring_reply,
 };
+
+/* --- choosing the transport (main thread, export create) --- */
+
+/* Why the kernel does not offer FUSE-over-io_uring: its fuse module lacks it, or the module
+ * parameter that enables it is off.  Returns false with errp set, or true if it is on. */
+static bool uring_kernel_check(GError **errp)
+{
+    g_autofree char *val = NULL;
+
+    if (!g_file_get_contents(URING_PARAM, &val, NULL, NULL)) {
+        error_setg(errp, "this kernel has no FUSE-over-io_uring (%s is missing: a kernel "
+                   "built with CONFIG_FUSE_IO_URING, 6.14 or later, has it)", URING_PARAM);
+        return false;
+    }
+    if (val[0] != 'Y' && val[0] != 'y' && val[0] != '1') {
+        error_setg(errp, "FUSE-over-io_uring is off in the kernel (%s is N; root can switch "
+                   "it on with: echo Y > %s)", URING_PARAM, URING_PARAM);
+        return false;
+    }
+    return true;
+}
+
+/* Whether this process may use io_uring at all (sysctl kernel.io_uring_disabled, seccomp):
+ * a ring like the queues' is set up and dropped. */
+static bool uring_probe(GError **errp)
+{
+    struct io_uring ring;
+    struct io_uring_params p = { .flags = IORING_SETUP_SQE128 };
+    int ret = io_uring_queue_init_params(4, &ring, &p);
+
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "io_uring is not available to blkfuse");
+        return false;
+    }
+    io_uring_queue_exit(&ring);
+    return true;
+}
+
+/* The kernel's FUSE-over-io_uring queues: one per possible CPU. */
+static unsigned uring_nr_queues(void)
+{
+    g_autofree char *list = NULL;
+    unsigned n = 0;
+
+    if (g_file_get_contents("/sys/devices/system/cpu/possible", &list, NULL, NULL)) {
+        for (char *p = list; *p && *p != '\n';) {
+            char *end;
+            unsigned long a = strtoul(p, &end, 10), b = a;
+            if (end == p) {
+                break;
+            }
+            if (*end == '-') {
+                p = end + 1;
+                b = strtoul(p, &end, 10);
+            }
+            n += b >= a ? b - a + 1 : 0;
+            p = *end == ',' ? end + 1 : end;
+        }
+    }
+    if (n == 0) {
+        long c = sysconf(_SC_NPROCESSORS_CONF);
+        n = c > 0 ? c : 1;
+    }
+    return n;
+}
+
+static bool uring_wanted(const BlockExportOptions *opts, bool *forced)
+{
+    *forced = opts->transport && !strcmp(opts->transport, "uring");
+    return *forced || !opts->transport || !strcmp(opts->transport, "auto");
+}
+
+int fuse_transport_want(FuseExport *exp, const BlockExportOptions *opts, GError **errp)
+{
+    g_autoptr(GError) why = NULL;
+    bool forced;
+
+    if (!uring_wanted(opts, &forced)) {
+        return 0;
+    }
+    if (uring_kernel_check(&why) && uring_probe(&why)) {
+        exp->init_want |= FUSE_OVER_IO_URING;
+        return 0;
+    }
+    if (forced) {
+        error_setg(errp, "%s: --transport=uring: %s", exp->common.mountpoint, why->message);
+        return -EOPNOTSUPP;
+    }
+    log_info("export %s: transport dev (/dev/fuse): %s", exp->common.id, why->message);
+    return 0;
+}
+
+int fuse_transport_pick(FuseExport *exp, const BlockExportOptions *opts, GError **errp)
+{
+    bool forced;
+    unsigned n;
+
+    exp->transport = &fuse_transport_dev;
+    if (!(exp->init_flags & FUSE_OVER_IO_URING)) {
+        if (exp->init_want & FUSE_OVER_IO_URING) {
+            /* Asked for, not agreed: the parameter went off meanwhile, or an older kernel. */
+            g_autoptr(GError) why = NULL;
+            if (uring_kernel_check(&why)) {
+                g_set_error(&why, BLK_ERROR, EOPNOTSUPP, "the kernel did not offer "
+                            "FUSE-over-io_uring at INIT");
+            }
+            if (uring_wanted(opts, &forced) && forced) {
+                error_setg(errp, "%s: --transport=uring: %s", exp->common.mountpoint,
+                           why->message);
+                return -EOPNOTSUPP;
+            }
+            log_info("export %s: transport dev (/dev/fuse): %s", exp->common.id, why->message);
+        }
+        exp->common.transport = exp->transport->name;
+        return 0;
+    }
+
+    /* One queue per possible CPU; they all use queue 0's fd (the ring commands name it). */
+    exp->transport = &fuse_transport_uring;
+    exp->common.transport = exp->transport->name;
+    n = uring_nr_queues();
+    if (n != exp->nr_queues) {
+        exp->queues = g_renew(FuseQueue, exp->queues, n);
+        for (unsigned i = exp->nr_queues; i < n; i++) {
+            memset(&exp->queues[i], 0, sizeof(exp->queues[i]));
+            exp->queues[i].exp = exp;
+            exp->queues[i].index = i;
+            exp->queues[i].fd = -1;
+        }
+        exp->nr_queues = n;
+    }
+    exp->common.queues = n;
+    return 0;
+}
