@@ -65,7 +65,8 @@ static const CliOption mount_options[] = {
     { "queues", OPT_QUEUES, "N", "serve the file from N threads, each with its own /dev/fuse "
       "queue (default 1)" },
     { "options", 'o', "KEY=VALUE,...", "format and protocol options: raw offset=,size=; qcow2 "
-      "l2-cache-size=; file locking=off; fault-rules=PATH (testing)" },
+      "l2-cache-size=; file locking=off, aio=io_uring|native|threads; fault-rules=PATH "
+      "(testing)" },
     { "snapshot", OPT_SNAPSHOT, NULL, "send writes to a temporary overlay that is deleted at "
       "unmount; the image stays untouched" },
     { "snapshot-name", OPT_SNAPSHOT_NAME, "NAME", "export the internal snapshot NAME "
