@@ -69,7 +69,8 @@ static const CliOption mount_options[] = {
       "(FUSE-over-io_uring, when the fuse module's enable_uring parameter is Y), dev "
       "(/dev/fuse), auto (default: uring when the kernel offers it, else dev)" },
     { "options", 'o', "KEY=VALUE,...", "format and protocol options: raw offset=,size=; qcow2 "
-      "l2-cache-size=; file locking=off; fault-rules=PATH (testing)" },
+      "l2-cache-size=; file locking=off, aio=io_uring|native|threads; fault-rules=PATH "
+      "(testing)" },
     { "snapshot", OPT_SNAPSHOT, NULL, "send writes to a temporary overlay that is deleted at "
       "unmount; the image stays untouched" },
     { "snapshot-name", OPT_SNAPSHOT_NAME, "NAME", "export the internal snapshot NAME "

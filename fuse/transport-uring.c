@@ -30,13 +30,15 @@
 #include "block/block.h"
 #include "block/util.h"
 
-#include <liburing.h>
 #include <errno.h>
+#include <string.h>
+
+#ifdef CONFIG_LIBURING
+#include <liburing.h>
 #include <stddef.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 #include <sys/mman.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -309,6 +311,8 @@ static int uring_setup_ring(UringQueue *uq, GError **errp)
 
     uq->ring = aio_get_uring(uq->q->ctx);
     if (uq->ring && (uq->ring->flags & IORING_SETUP_SQE128)) {
+        log_debug("export %s: queue %u on its event loop's io_uring", uq->q->exp->common.id,
+                  uq->qid);
         return 0;               /* the uring_cmd needs 128-byte SQEs */
     }
     ret = io_uring_queue_init_params(URING_ENTRIES, &uq->own, &p);
@@ -319,6 +323,7 @@ static int uring_setup_ring(UringQueue *uq, GError **errp)
     }
     uq->ring = &uq->own;
     uq->own_ring = true;
+    log_debug("export %s: queue %u on an io_uring of its own", uq->q->exp->common.id, uq->qid);
     aio_set_fd_handler(uq->q->ctx, uq->own.ring_fd, uring_own_cq_ready, NULL, uq);
     return 0;
 }
@@ -571,3 +576,29 @@ int fuse_transport_pick(FuseExport *exp, const BlockExportOptions *opts, GError 
     exp->common.queues = n;
     return 0;
 }
+
+#else /* !CONFIG_LIBURING */
+
+/* Built without liburing: the dev transport only. */
+int fuse_transport_want(FuseExport *exp, const BlockExportOptions *opts, GError **errp)
+{
+    if (opts->transport && !strcmp(opts->transport, "uring")) {
+        error_setg(errp, "%s: --transport=uring: this blkfuse was built without liburing",
+                   exp->common.mountpoint);
+        return -EOPNOTSUPP;
+    }
+    if (!opts->transport || !strcmp(opts->transport, "auto")) {
+        log_info("export %s: transport dev (/dev/fuse): this blkfuse was built without "
+                 "liburing", exp->common.id);
+    }
+    return 0;
+}
+
+int fuse_transport_pick(FuseExport *exp, const BlockExportOptions *opts, GError **errp)
+{
+    exp->transport = &fuse_transport_dev;
+    exp->common.transport = exp->transport->name;
+    return 0;
+}
+
+#endif
