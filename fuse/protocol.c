@@ -24,6 +24,7 @@
 /* The protocol version we speak: what Debian 12's header describes (7.38); the newer features
  * we use (passthrough, io_uring) are flags, which need no newer minor. */
 #define FUSE_PROTO_MINOR        FUSE_KERNEL_MINOR_VERSION
+#define FUSE_MAX_BACKGROUND     64
 #define FUSE_MIN_MINOR          28          /* max_pages (7.28), lseek (7.24) */
 #define FUSE_ATTR_VALID_SEC     1           /* how long the kernel may cache attributes */
 
@@ -219,6 +220,10 @@ static void fuse_op_init(FuseReq *req)
     out.max_write = FUSE_MAX_IO;
     out.time_gran = 1;
     out.max_pages = FUSE_MAX_IO / 4096;
+    /* Asynchronous requests (readahead, async direct I/O) in flight at once: the kernel's
+     * default of 12 caps depth-32 AIO well below what the queues serve. */
+    out.max_background = FUSE_MAX_BACKGROUND;
+    out.congestion_threshold = FUSE_MAX_BACKGROUND * 3 / 4;
     if (flags & FUSE_PASSTHROUGH) {
         out.max_stack_depth = exp->max_stack_depth;
     }
