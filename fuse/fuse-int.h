@@ -42,7 +42,9 @@ typedef struct FuseTransportOps FuseTransportOps;
  * with it (container_of back). */
 struct FuseReq {
     FuseQueue *q;
-    const FuseTransportOps *ops;    /* the transport that brought it: the reply goes back there */
+    /* The transport that brought it: the reply goes back there (a uring queue also answers
+     * requests that came over /dev/fuse).  NULL: the export's transport. */
+    const FuseTransportOps *ops;
     const struct fuse_in_header *in;
     /* The op's in argument (fuse_read_in, fuse_write_in, ...).  A transport that receives the
      * request as one byte stream (dev) sets arg to everything after the header and leaves

@@ -41,7 +41,8 @@
 static int fuse_reply(FuseReq *req, int error, const void *arg, size_t arg_len, size_t out_len)
 {
     FuseQueue *q = req->q;
-    int ret = req->ops->reply(req, error, arg, arg_len, out_len);
+    const FuseTransportOps *ops = req->ops ? req->ops : q->exp->transport;
+    int ret = ops->reply(req, error, arg, arg_len, out_len);
 
     q->in_flight--;
     return ret;
@@ -202,7 +203,11 @@ static void fuse_op_init(FuseReq *req)
         fuse_reply_arg(req, &out, sizeof(out));
         return;
     }
-    if (in->major < FUSE_KERNEL_VERSION || in->minor < FUSE_MIN_MINOR || exp->got_init) {
+    if (exp->got_init) {
+        fuse_reply_err(req, EPROTO);        /* once per connection */
+        return;
+    }
+    if (in->major < FUSE_KERNEL_VERSION || in->minor < FUSE_MIN_MINOR) {
         log_error("export %s: the kernel speaks FUSE %u.%u; blkfuse needs 7.%u or later",
                   exp->common.id, in->major, in->minor, FUSE_MIN_MINOR);
         fuse_reply_err(req, EPROTO);
