@@ -14,6 +14,9 @@
 
 #include <stdlib.h>
 #include <sys/epoll.h>
+#ifdef CONFIG_LIBURING
+#include <liburing.h>
+#endif
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -50,7 +53,13 @@ struct AioContext {
     int ext_epfd;               /* epoll set of the external handlers, -1 until the first */
     bool ext_armed;             /* ext_epfd is a member of epfd */
     int external_disabled;      /* aio_disable_external count */
+#ifdef CONFIG_LIBURING
+    int ring_state;             /* RING_UNTRIED, RING_READY or RING_UNAVAILABLE */
+    struct io_uring ring;       /* its fd is a member of epfd */
+#endif
 };
+
+enum { RING_UNTRIED, RING_READY, RING_UNAVAILABLE };
 
 /* The epoll tag of ext_epfd in epfd (any unique address). */
 static char ext_tag;
@@ -58,6 +67,9 @@ static char ext_tag;
 static __thread AioContext *current_ctx;
 
 static bool run_scheduled(AioContext *ctx);
+static void ring_free(AioContext *ctx);
+static bool ring_reap(AioContext *ctx);
+static void ring_submit_pending(AioContext *ctx);
 
 static void notify_read(void *opaque)
 {
@@ -112,6 +124,7 @@ void aio_context_free(AioContext *ctx)
     /* Run what is still queued (bottom halves only: no fd of the old owner is polled). */
     while (run_scheduled(ctx)) {
     }
+    ring_free(ctx);
     g_hash_table_destroy(ctx->handlers);
     g_ptr_array_free(ctx->deleted, true);
     if (ctx->ext_epfd >= 0) {
@@ -356,6 +369,7 @@ bool aio_poll(AioContext *ctx, bool blocking)
     arm_external(ctx);
     ctx->dispatching = true;
     progress = run_scheduled(ctx);
+    progress |= ring_reap(ctx);
 
     if (blocking && !progress) {
         __atomic_store_n(&ctx->sleeping, 1, __ATOMIC_RELAXED);
@@ -363,6 +377,7 @@ bool aio_poll(AioContext *ctx, bool blocking)
         timeout = has_scheduled(ctx) ? 0 : -1;
         ctx->dispatching = false;
     }
+    ring_submit_pending(ctx);   /* what the work so far queued goes out before the wait */
     n = epoll_wait(ctx->epfd, events, G_N_ELEMENTS(events), timeout);
     __atomic_store_n(&ctx->sleeping, 0, __ATOMIC_RELAXED);
     ctx->dispatching = true;
@@ -377,6 +392,9 @@ bool aio_poll(AioContext *ctx, bool blocking)
         }
         progress |= dispatch_event(events[i].data.ptr, events[i].events);
     }
+    /* Completions that the task work run at the end of epoll_wait posted (even when it ended
+     * with EINTR), whether or not the ring fd was reported. */
+    progress |= ring_reap(ctx);
     progress |= run_scheduled(ctx);
     if (--ctx->depth == 0) {
         g_ptr_array_set_size(ctx->deleted, 0);
@@ -414,3 +432,187 @@ void aio_run_coroutine(CoroutineEntry *entry, void *opaque)
     }
     aio_enable_external(ctx);
 }
+
+
+/* --- io_uring ------------------------------------------------------------------------------
+ *
+ * The ring's fd is a member of the epoll set: the loop sleeps in epoll_wait, which the ring
+ * wakes when a CQE is posted, and the task work of a completion interrupts (EINTR).  SQEs are
+ * queued in the SQ by aio_uring_get_sqe and submitted in one io_uring_enter before the loop
+ * next waits; CQEs are reaped from the shared CQ without a system call at every aio_poll.
+ */
+
+#define RING_ENTRIES 256
+
+#ifdef CONFIG_LIBURING
+
+static void ring_fd_read(void *opaque)
+{
+    ring_reap(opaque);
+}
+
+/* Create ctx's ring; false (and the reason in *why) when the kernel or the user refuses. */
+static bool ring_init(AioContext *ctx, int *why)
+{
+    /* COOP_TASKRUN: completions wait for the next system call of the loop instead of an IPI;
+     * SUBMIT_ALL: one bad SQE does not hold back the others of the batch.  Older kernels lack
+     * them: then plain SQE128. */
+    static const unsigned flag_sets[] = {
+        IORING_SETUP_SQE128 | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG |
+            IORING_SETUP_SUBMIT_ALL,
+        IORING_SETUP_SQE128,
+    };
+    const char *env = getenv("BLKFUSE_IO_URING");
+    int r = -EINVAL;
+
+    if (env && strcmp(env, "off") == 0) {
+        *why = EPERM;
+        return false;
+    }
+    for (size_t i = 0; i < G_N_ELEMENTS(flag_sets) && r == -EINVAL; i++) {
+        r = io_uring_queue_init(RING_ENTRIES, &ctx->ring, flag_sets[i]);
+    }
+    if (r < 0) {
+        *why = -r;
+        return false;
+    }
+    aio_set_fd_handler(ctx, ctx->ring.ring_fd, ring_fd_read, NULL, ctx);
+    return true;
+}
+
+struct io_uring *aio_get_uring(AioContext *ctx)
+{
+    if (G_LIKELY(ctx->ring_state == RING_READY)) {
+        return &ctx->ring;
+    }
+    if (ctx->ring_state == RING_UNTRIED) {
+        int why = 0;
+        if (ring_init(ctx, &why)) {
+            ctx->ring_state = RING_READY;
+            return &ctx->ring;
+        }
+        ctx->ring_state = RING_UNAVAILABLE;
+        log_debug("io_uring not available (%s): falling back to libaio and worker threads",
+                  why == EPERM && getenv("BLKFUSE_IO_URING") ? "BLKFUSE_IO_URING=off"
+                                                              : g_strerror(why));
+    }
+    return NULL;
+}
+
+/* Submit the queued SQEs: the count or -errno.  EAGAIN (no memory for requests) and EBUSY
+ * (CQ overflow backlog) are retried once after flushing completions; if they persist, the SQEs
+ * stay queued for the next aio_poll, which reaps first. */
+static int ring_submit(AioContext *ctx)
+{
+    int r;
+
+    do {
+        r = io_uring_submit(&ctx->ring);
+    } while (r == -EINTR);
+    if (r == -EAGAIN || r == -EBUSY) {
+        io_uring_get_events(&ctx->ring);
+        r = io_uring_submit(&ctx->ring);
+    }
+    return r;
+}
+
+static void ring_submit_pending(AioContext *ctx)
+{
+    if (ctx->ring_state == RING_READY && io_uring_sq_ready(&ctx->ring)) {
+        int r = ring_submit(ctx);
+        if (r < 0 && r != -EAGAIN && r != -EBUSY) {
+            g_error("io_uring submit: %s", g_strerror(-r));
+        }
+    }
+}
+
+int aio_uring_submit(AioContext *ctx)
+{
+    g_assert(ctx->ring_state == RING_READY);
+    return io_uring_sq_ready(&ctx->ring) ? ring_submit(ctx) : 0;
+}
+
+struct io_uring_sqe *aio_uring_get_sqe(AioContext *ctx, AioUringOp *op)
+{
+    struct io_uring_sqe *sqe;
+
+    g_assert(ctx->ring_state == RING_READY);
+    while (!(sqe = io_uring_get_sqe(&ctx->ring))) {
+        int r = ring_submit(ctx);
+        if (r < 0 && r != -EAGAIN && r != -EBUSY) {
+            g_error("io_uring submit: %s", g_strerror(-r));
+        }
+        if (r <= 0) {
+            ring_reap(ctx);     /* make room in the CQ (callbacks may queue more: fine) */
+        }
+    }
+    memset(sqe, 0, 2 * sizeof(*sqe));   /* SQE128: two slots */
+    io_uring_sqe_set_data(sqe, op);
+    return sqe;
+}
+
+/* Run the callbacks of the posted CQEs.  Each CQE is released before its callback runs, so a
+ * callback may queue SQEs, reap, or nest an aio_poll.  Returns true if any ran. */
+static bool ring_reap(AioContext *ctx)
+{
+    struct io_uring_cqe *cqe;
+    bool progress = false;
+
+    if (ctx->ring_state != RING_READY) {
+        return false;
+    }
+    while (io_uring_peek_cqe(&ctx->ring, &cqe) == 0) {
+        AioUringOp *op = io_uring_cqe_get_data(cqe);
+        int res = cqe->res;
+        uint32_t flags = cqe->flags;
+
+        io_uring_cqe_seen(&ctx->ring, cqe);
+        if (op) {
+            op->cb(op, res, flags);
+        }
+        progress = true;
+    }
+    return progress;
+}
+
+static void ring_free(AioContext *ctx)
+{
+    if (ctx->ring_state == RING_READY) {
+        /* Ops still in flight are cancelled by the kernel; their callbacks never run. */
+        aio_set_fd_handler(ctx, ctx->ring.ring_fd, NULL, NULL, NULL);
+        io_uring_queue_exit(&ctx->ring);
+    }
+    ctx->ring_state = RING_UNTRIED;
+}
+
+#else /* !CONFIG_LIBURING */
+
+struct io_uring *aio_get_uring(AioContext *ctx)
+{
+    return NULL;
+}
+
+struct io_uring_sqe *aio_uring_get_sqe(AioContext *ctx, AioUringOp *op)
+{
+    g_error("aio_uring_get_sqe: blkfuse was built without liburing");
+}
+
+int aio_uring_submit(AioContext *ctx)
+{
+    return -ENOSYS;
+}
+
+static bool ring_reap(AioContext *ctx)
+{
+    return false;
+}
+
+static void ring_submit_pending(AioContext *ctx)
+{
+}
+
+static void ring_free(AioContext *ctx)
+{
+}
+
+#endif

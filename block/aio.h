@@ -8,6 +8,7 @@
 #define BLOCK_AIO_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <glib.h>
 #include "block/coroutine.h"
 
@@ -64,6 +65,43 @@ bool aio_poll(AioContext *ctx, bool blocking);
  * tools outside the event loop).  External handlers do not run meanwhile, even when called
  * outside any aio_poll.  Must not be called from coroutine context. */
 void aio_run_coroutine(CoroutineEntry *entry, void *opaque);
+
+/*
+ * The per-context io_uring.
+ *
+ * Each context may own one io_uring, created in its owner thread on first use with
+ * IORING_SETUP_SQE128 (128-byte SQEs: the FUSE-over-io_uring transport submits uring_cmd SQEs on
+ * the same ring as the block I/O).  The event loop waits on it: SQEs taken with
+ * aio_uring_get_sqe are submitted in one batch before aio_poll next waits, and completions run
+ * their callback from aio_poll in the owner thread.
+ */
+struct io_uring;
+struct io_uring_sqe;
+
+/* The calling context's io_uring, or NULL when io_uring is not available (kernel, seccomp,
+ * sysctl kernel.io_uring_disabled, BLKFUSE_IO_URING=off in the environment): callers fall back
+ * (libaio, worker threads, /dev/fuse).  Owner thread only. */
+struct io_uring *aio_get_uring(AioContext *ctx);
+
+/* A completion: embed it in your request struct; set cb before submitting. */
+typedef struct AioUringOp AioUringOp;
+typedef void AioUringDone(AioUringOp *op, int res, uint32_t cqe_flags);
+struct AioUringOp {
+    AioUringDone *cb;
+};
+
+/* A free SQE of ctx's ring (submitting the queued ones first when the SQ is full), cleared, with
+ * its user_data set to op; the caller preps it (io_uring_prep_*, keeping user_data) and returns.
+ * The SQEs are submitted before the event loop next waits (batched), or at once by
+ * aio_uring_submit.  op->cb(op, cqe->res, cqe->flags) runs in the owner thread from aio_poll
+ * (outside coroutine context; it may enter a coroutine), once per CQE (multishot ops: until a
+ * CQE without IORING_CQE_F_MORE).  Owner thread only; aio_get_uring(ctx) must be non-NULL.
+ * Ops still in flight when the context is freed are cancelled by the kernel without callback. */
+struct io_uring_sqe *aio_uring_get_sqe(AioContext *ctx, AioUringOp *op);
+
+/* Submit the queued SQEs now (rarely needed: aio_poll does it before it waits).  Returns the
+ * number submitted or -errno. */
+int aio_uring_submit(AioContext *ctx);
 
 /* Internal to coroutine.c: the link used by aio_co_schedule. */
 typedef struct CoScheduleLink {

@@ -1,6 +1,15 @@
-/* file.c - the file protocol driver: a host file or block device.  Buffered I/O runs in worker
- * threads; with O_DIRECT (--cache=none) reads and writes go through Linux native AIO, except the
- * unaligned end of a write that ends the file, which goes through the page cache (fd_tail).
+/* file.c - the file protocol driver: a host file or block device.
+ *
+ * I/O engines (option aio=, as QEMU names them), chosen per request in the calling thread:
+ * - io_uring (default where the event loop has a ring): reads that the page cache cannot serve
+ *   at once, all writes, fdatasync and fallocate are SQEs on the calling thread's ring;
+ * - native: O_DIRECT reads and writes through libaio, the rest in worker threads;
+ * - threads: everything in worker threads.
+ * Without aio=, io_uring is used where the loop has a ring, else native for O_DIRECT and threads.
+ * Buffered reads first try RWF_NOWAIT in the loop itself (a page cache hit needs no engine).
+ * With O_DIRECT (--cache=none), the unaligned end of a write that ends the file goes through
+ * the page cache (fd_tail).  ftruncate and lseek(SEEK_DATA/SEEK_HOLE) always run in workers
+ * (they wait for the inode lock), as do block device ioctls.
  *
  * Threads: I/O callbacks run in any I/O thread's coroutines; the fd is shared and every call on
  * it is positional (pread/pwrite/fallocate), so no lock is needed.  The cached length is atomic.
@@ -26,11 +35,22 @@
 #define PERM_WRITE          1
 #define PERM_RESIZE         3
 
+typedef enum { FILE_AIO_AUTO, FILE_AIO_IO_URING, FILE_AIO_NATIVE, FILE_AIO_THREADS } FileAio;
+
+static const char *const file_aio_names[] = {
+    [FILE_AIO_AUTO] = "auto", [FILE_AIO_IO_URING] = "io_uring", [FILE_AIO_NATIVE] = "native",
+    [FILE_AIO_THREADS] = "threads",
+};
+
+/* The engine of nodes opened without aio= (tests run everything under each engine). */
+static FileAio file_default_aio = FILE_AIO_AUTO;
+
 typedef struct BDRVFileState {
     int fd;
     int fd_tail;                /* O_DIRECT only: the same file without O_DIRECT, or -1 */
     bool is_bdev;
-    bool use_aio;               /* O_DIRECT with libaio */
+    bool direct;                /* opened with O_DIRECT */
+    FileAio aio;
     int64_t size;               /* atomic; cached length */
     int nowait_off[2];          /* atomic, [write]: the file refuses RWF_NOWAIT reads/writes */
 } BDRVFileState;
@@ -148,6 +168,65 @@ static int file_reopen_buffered(BDRVFileState *s, const char *filename)
     return fd >= 0 || errno != ENOENT ? fd : open(filename, O_RDWR | O_CLOEXEC);
 }
 
+bool bdrv_file_set_default_aio(const char *name)
+{
+    for (size_t i = 0; i < G_N_ELEMENTS(file_aio_names); i++) {
+        if (strcmp(name, file_aio_names[i]) == 0) {
+            file_default_aio = i;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Take the aio= option: the engine this node uses.  Checked against the cache mode and what
+ * this thread's event loop offers. */
+static bool file_take_aio(BlockDriverState *bs, BlockOptions *opts, int flags, FileAio *aio,
+                          GError **errp)
+{
+    g_autofree char *name = block_options_take(opts, "aio");
+    size_t i;
+
+    *aio = file_default_aio;
+    if (!name) {
+        return true;
+    }
+    for (i = 1; i < G_N_ELEMENTS(file_aio_names); i++) {
+        if (strcmp(name, file_aio_names[i]) == 0) {
+            break;
+        }
+    }
+    if (i == G_N_ELEMENTS(file_aio_names)) {
+        error_setg(errp, "%s: unknown aio engine '%s': use io_uring, native or threads",
+                   bs->filename, name);
+        return false;
+    }
+    *aio = i;
+    if (*aio == FILE_AIO_NATIVE && !(flags & BDRV_O_NOCACHE)) {
+        error_setg(errp, "%s: aio=native needs --cache=none or directsync (libaio would block "
+                   "on the page cache); use aio=io_uring or aio=threads", bs->filename);
+        return false;
+    }
+    if (*aio == FILE_AIO_IO_URING && !luring_available()) {
+        error_setg(errp, "%s: aio=io_uring: io_uring is not available here (built without "
+                   "liburing, refused by the kernel or sysctl kernel.io_uring_disabled, or "
+                   "BLKFUSE_IO_URING=off); use aio=native or aio=threads", bs->filename);
+        return false;
+    }
+    return true;
+}
+
+static bool file_use_ring(BDRVFileState *s);
+
+/* The engine requests of the calling thread use, for the log. */
+static const char *file_engine_name(BDRVFileState *s, bool direct)
+{
+    if (file_use_ring(s)) {
+        return "io_uring";
+    }
+    return direct && s->aio != FILE_AIO_THREADS ? "native (libaio)" : "threads";
+}
+
 static int file_open(BlockDriverState *bs, BlockOptions *opts, int flags, GError **errp)
 {
     BDRVFileState *s = bs->opaque;
@@ -158,7 +237,8 @@ static int file_open(BlockDriverState *bs, BlockOptions *opts, int flags, GError
     int ret;
 
     s->fd_tail = -1;
-    if (!block_options_take_bool(opts, "locking", &locking, NULL, errp)) {
+    if (!block_options_take_bool(opts, "locking", &locking, NULL, errp) ||
+        !file_take_aio(bs, opts, flags, &s->aio, errp)) {
         return -EINVAL;
     }
     if (flags & BDRV_O_NOCACHE) {
@@ -199,8 +279,9 @@ static int file_open(BlockDriverState *bs, BlockOptions *opts, int flags, GError
             goto fail;
         }
     }
-    s->use_aio = flags & BDRV_O_NOCACHE;
-    if (s->use_aio && !s->is_bdev && (flags & BDRV_O_RDWR)) {
+    s->direct = flags & BDRV_O_NOCACHE;
+    log_debug("%s: I/O engine %s", bs->filename, file_engine_name(s, s->direct));
+    if (s->direct && !s->is_bdev && (flags & BDRV_O_RDWR)) {
         s->fd_tail = file_reopen_buffered(s, bs->filename);
         if (s->fd_tail < 0) {
             ret = -errno;
@@ -234,7 +315,7 @@ static void file_refresh_limits(BlockDriverState *bs)
 {
     BDRVFileState *s = bs->opaque;
 
-    if (s->use_aio) {
+    if (s->direct) {
         bs->bl.request_alignment = probe_direct_alignment(s);
         bs->bl.mem_alignment = 4096;
     } else {
@@ -362,32 +443,86 @@ static int worker_ioctl_range(void *opaque)
     return ioctl(r->fd, r->mode, range) < 0 ? -errno : 0;
 }
 
-/* O_DIRECT transfer through libaio; buf must be aligned.  Short reads at EOF read as zeros. */
-static int coroutine_fn file_co_rw_aio(BDRVFileState *s, int64_t offset, int64_t bytes,
-                                       void *buf, LaioType type)
+/* Whether this request goes through the calling thread's io_uring. */
+static bool file_use_ring(BDRVFileState *s)
 {
+    return (s->aio == FILE_AIO_AUTO || s->aio == FILE_AIO_IO_URING) && luring_available();
+}
+
+/* Read or write all of [offset, offset + bytes) of fd (s->fd, or fd_tail): short transfers are
+ * resubmitted, reads past EOF read as zeros, a write that makes no progress fails with ENOSPC.
+ * Through the ring; or libaio for O_DIRECT (direct: buf aligned); or a worker thread, which also
+ * takes over what the ring or libaio refuse (EAGAIN, ECANCELED, ENOSYS). */
+static int coroutine_fn file_co_rw(BDRVFileState *s, int fd, int64_t offset, int64_t bytes,
+                                   void *buf, bool write, bool direct)
+{
+    bool ring = file_use_ring(s);
+    bool native = !ring && direct && s->aio != FILE_AIO_THREADS;
     int64_t done = 0;
 
-    while (done < bytes) {
-        ssize_t n = laio_co_submit(s->fd, offset + done, (char *)buf + done, bytes - done, type);
-        if (n == -ENOSYS) {     /* no libaio here: fall back to a worker thread */
-            FileReq r = { .fd = s->fd, .offset = offset + done, .bytes = bytes - done,
-                          .buf = (char *)buf + done };
-            return thread_pool_run(type == LAIO_READ ? worker_pread : worker_pwrite, &r);
+    while ((ring || native) && done < bytes) {
+        char *p = (char *)buf + done;
+        ssize_t n = ring ? luring_co_rw(fd, offset + done, p, bytes - done, write)
+                         : laio_co_submit(fd, offset + done, p, bytes - done,
+                                          write ? LAIO_WRITE : LAIO_READ);
+        if (n == -EINTR) {
+            continue;
+        }
+        if (n == -EAGAIN || n == -ECANCELED || n == -ENOSYS) {
+            break;              /* the rest in a worker thread */
         }
         if (n < 0) {
             return n;
         }
         if (n == 0) {
-            if (type == LAIO_WRITE) {
+            if (write) {
                 return -ENOSPC;
             }
-            memset((char *)buf + done, 0, bytes - done);
-            break;
+            memset(p, 0, bytes - done);
+            return 0;
         }
         done += n;
     }
+    if (done < bytes) {
+        FileReq r = { .fd = fd, .offset = offset + done, .bytes = bytes - done,
+                      .buf = (char *)buf + done };
+        return thread_pool_run(write ? worker_pwrite : worker_pread, &r);
+    }
     return 0;
+}
+
+/* fdatasync or fallocate: through the ring, or a worker thread. */
+static int coroutine_fn file_co_fdatasync(BDRVFileState *s)
+{
+    FileReq r = { .fd = s->fd };
+    int ret;
+
+    if (file_use_ring(s)) {
+        do {
+            ret = luring_co_fdatasync(s->fd);
+        } while (ret == -EINTR);
+        if (ret != -EAGAIN && ret != -ECANCELED) {
+            return ret;
+        }
+    }
+    return thread_pool_run(worker_fdatasync, &r);
+}
+
+static int coroutine_fn file_co_fallocate(BDRVFileState *s, int mode, int64_t offset,
+                                          int64_t bytes)
+{
+    FileReq r = { .fd = s->fd, .offset = offset, .bytes = bytes, .mode = mode };
+    int ret;
+
+    if (file_use_ring(s)) {
+        do {
+            ret = luring_co_fallocate(s->fd, mode, offset, bytes);
+        } while (ret == -EINTR);
+        if (ret != -EAGAIN && ret != -ECANCELED) {
+            return ret;
+        }
+    }
+    return thread_pool_run(worker_fallocate, &r);
 }
 
 /* Buffered I/O that the page cache can satisfy at once needs no worker thread: try it with
@@ -417,14 +552,14 @@ static int coroutine_fn file_co_pread(BlockDriverState *bs, int64_t offset, int6
                                       void *buf, BdrvRequestFlags flags)
 {
     BDRVFileState *s = bs->opaque;
-    FileReq r = { .fd = s->fd, .offset = offset, .bytes = bytes, .buf = buf };
+    int64_t done = 0;
 
-    if (s->use_aio) {
+    if (s->direct) {
         if (((uintptr_t)buf & (bs->bl.mem_alignment - 1)) == 0) {
-            return file_co_rw_aio(s, offset, bytes, buf, LAIO_READ);
+            return file_co_rw(s, s->fd, offset, bytes, buf, false, true);
         } else {
             void *bounce = blk_blockalign(bytes);
-            int ret = file_co_rw_aio(s, offset, bytes, bounce, LAIO_READ);
+            int ret = file_co_rw(s, s->fd, offset, bytes, bounce, false, true);
             if (ret >= 0) {
                 memcpy(buf, bounce, bytes);
             }
@@ -433,7 +568,7 @@ static int coroutine_fn file_co_pread(BlockDriverState *bs, int64_t offset, int6
         }
     }
     if (!s->is_bdev) {
-        int64_t done = file_try_nowait(s, offset, bytes, buf, false);
+        done = file_try_nowait(s, offset, bytes, buf, false);
         if (done == bytes) {
             return 0;
         }
@@ -441,11 +576,8 @@ static int coroutine_fn file_co_pread(BlockDriverState *bs, int64_t offset, int6
             memset(buf, 0, bytes);      /* entirely past EOF */
             return 0;
         }
-        r.offset += done;
-        r.bytes -= done;
-        r.buf = (char *)buf + done;
     }
-    return thread_pool_run(worker_pread, &r);
+    return file_co_rw(s, s->fd, offset + done, bytes - done, (char *)buf + done, false, false);
 }
 
 static void file_update_size(BDRVFileState *s, int64_t end)
@@ -472,19 +604,18 @@ static int coroutine_fn file_co_pwrite_direct(BlockDriverState *bs, int64_t offs
 
     if (aligned > 0) {
         if (((uintptr_t)buf & (bs->bl.mem_alignment - 1)) == 0) {
-            ret = file_co_rw_aio(s, offset, aligned, (void *)buf, LAIO_WRITE);
+            ret = file_co_rw(s, s->fd, offset, aligned, (void *)buf, true, true);
         } else {
             void *bounce = blk_blockalign(aligned);
             memcpy(bounce, buf, aligned);
-            ret = file_co_rw_aio(s, offset, aligned, bounce, LAIO_WRITE);
+            ret = file_co_rw(s, s->fd, offset, aligned, bounce, true, true);
             blk_vfree(bounce);
         }
     }
     if (ret >= 0 && aligned < bytes) {
-        FileReq r = { .fd = s->fd_tail, .offset = offset + aligned, .bytes = bytes - aligned,
-                      .buf = (char *)buf + aligned };
         g_assert(s->fd_tail >= 0);
-        ret = thread_pool_run(worker_pwrite, &r);
+        ret = file_co_rw(s, s->fd_tail, offset + aligned, bytes - aligned,
+                         (char *)buf + aligned, true, false);
     }
     return ret;
 }
@@ -493,20 +624,17 @@ static int coroutine_fn file_co_pwrite(BlockDriverState *bs, int64_t offset, int
                                        const void *buf, BdrvRequestFlags flags)
 {
     BDRVFileState *s = bs->opaque;
-    FileReq r = { .fd = s->fd, .offset = offset, .bytes = bytes, .buf = (void *)buf };
     int ret;
 
-    if (s->use_aio) {
+    if (s->direct) {
         ret = file_co_pwrite_direct(bs, offset, bytes, buf);
     } else {
-        int64_t done = s->is_bdev ? 0 : file_try_nowait(s, offset, bytes, (void *)buf, true);
-        ret = 0;
-        if (done < bytes) {
-            r.offset += done;
-            r.bytes -= done;
-            r.buf = (char *)buf + done;
-            ret = thread_pool_run(worker_pwrite, &r);
-        }
+        /* The ring tries the write without blocking itself, and batches it with the others;
+         * threads are helped by an inline RWF_NOWAIT attempt. */
+        int64_t done = s->is_bdev || file_use_ring(s)
+                       ? 0 : file_try_nowait(s, offset, bytes, (void *)buf, true);
+        ret = file_co_rw(s, s->fd, offset + done, bytes - done, (char *)buf + done, true,
+                         false);
     }
     if (ret >= 0 && !s->is_bdev) {
         file_update_size(s, offset + bytes);    /* formats (qcow2) grow their file by writing */
@@ -516,10 +644,7 @@ static int coroutine_fn file_co_pwrite(BlockDriverState *bs, int64_t offset, int
 
 static int coroutine_fn file_co_flush(BlockDriverState *bs)
 {
-    BDRVFileState *s = bs->opaque;
-    FileReq r = { .fd = s->fd };
-
-    return thread_pool_run(worker_fdatasync, &r);
+    return file_co_fdatasync(bs->opaque);
 }
 
 static int coroutine_fn file_co_pwrite_zeroes(BlockDriverState *bs, int64_t offset,
@@ -535,14 +660,12 @@ static int coroutine_fn file_co_pwrite_zeroes(BlockDriverState *bs, int64_t offs
         return ret == -EINVAL || ret == -EOPNOTSUPP || ret == -ENOTTY ? -ENOTSUP : ret;
     }
     if (flags & BDRV_REQ_MAY_UNMAP) {
-        r.mode = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
-        ret = thread_pool_run(worker_fallocate, &r);
+        ret = file_co_fallocate(s, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, bytes);
         if (ret != -EOPNOTSUPP && ret != -ENOSYS) {
             return ret;
         }
     }
-    r.mode = FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE;
-    ret = thread_pool_run(worker_fallocate, &r);
+    ret = file_co_fallocate(s, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, offset, bytes);
     if (ret == -EOPNOTSUPP || ret == -ENOSYS || ret == -EINVAL) {
         return -ENOTSUP;
     }
@@ -559,8 +682,7 @@ static int coroutine_fn file_co_pdiscard(BlockDriverState *bs, int64_t offset, i
         r.mode = BLKDISCARD;
         ret = thread_pool_run(worker_ioctl_range, &r);
     } else {
-        r.mode = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
-        ret = thread_pool_run(worker_fallocate, &r);
+        ret = file_co_fallocate(s, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, bytes);
     }
     /* Discard is advisory: a file system that cannot punch holes just keeps the data. */
     return ret == -EOPNOTSUPP || ret == -ENOSYS || ret == -ENOTTY ? 0 : ret;
@@ -570,13 +692,12 @@ static int coroutine_fn file_co_preallocate(BlockDriverState *bs, int64_t offset
                                             int64_t bytes)
 {
     BDRVFileState *s = bs->opaque;
-    FileReq r = { .fd = s->fd, .offset = offset, .bytes = bytes, .mode = FALLOC_FL_KEEP_SIZE };
     int ret;
 
     if (s->is_bdev) {
         return 0;       /* a device's blocks are all there */
     }
-    ret = thread_pool_run(worker_fallocate, &r);
+    ret = file_co_fallocate(s, FALLOC_FL_KEEP_SIZE, offset, bytes);
     return ret == -EOPNOTSUPP || ret == -ENOSYS ? 0 : ret;
 }
 
@@ -605,8 +726,7 @@ static int coroutine_fn file_co_truncate(BlockDriverState *bs, int64_t offset, b
     }
     __atomic_store_n(&s->size, offset, __ATOMIC_RELAXED);
     if (offset > old && prealloc != PREALLOC_MODE_OFF) {
-        FileReq r = { .fd = s->fd, .offset = old, .bytes = offset - old, .mode = 0 };
-        ret = thread_pool_run(worker_fallocate, &r);
+        ret = file_co_fallocate(s, 0, old, offset - old);
         if (ret >= 0 && prealloc == PREALLOC_MODE_FULL) {
             ret = bdrv_co_pwrite_zeroes(bs, old, offset - old, BDRV_REQ_NO_FALLBACK);
             if (ret == -ENOTSUP) {

@@ -1,10 +1,13 @@
-/* io-engine.h - the two ways a protocol driver waits for I/O without blocking its event loop:
- * a pool of worker threads (buffered I/O, fsync, fallocate) and Linux native AIO (O_DIRECT). */
+/* io-engine.h - the ways a protocol driver waits for I/O without blocking its event loop: the
+ * event loop's io_uring (any read, write, fdatasync, fallocate), and where io_uring is not
+ * allowed, Linux native AIO (O_DIRECT) and a pool of worker threads (the rest). */
 #ifndef BLOCK_IO_ENGINE_H
 #define BLOCK_IO_ENGINE_H
 
 #include <stdint.h>
 #include <stddef.h>
+#include <stdbool.h>
+#include <sys/types.h>
 #include "block/coroutine.h"
 
 typedef int ThreadPoolFunc(void *opaque);
@@ -21,5 +24,24 @@ ssize_t coroutine_fn laio_co_submit(int fd, int64_t offset, void *buf, size_t le
 
 /* Release the calling thread's libaio context (before the thread exits). */
 void laio_thread_cleanup(void);
+
+/* Whether the calling thread's event loop has an io_uring (aio_get_uring): if not, the luring_
+ * functions must not be called. */
+bool luring_available(void);
+
+/* Largest transfer of one luring_co_rw (Linux's MAX_RW_COUNT). */
+#define LURING_MAX_RW 0x7ffff000
+
+/* One read or write through the calling thread's ring; yields until it completes.  Returns
+ * bytes transferred (may be short: at most LURING_MAX_RW, or what the file gave) or -errno. */
+ssize_t coroutine_fn luring_co_rw(int fd, int64_t offset, void *buf, size_t len, bool write);
+
+/* fdatasync(fd) and fallocate(fd, mode, offset, len) through the ring: 0 or -errno. */
+int coroutine_fn luring_co_fdatasync(int fd);
+int coroutine_fn luring_co_fallocate(int fd, int mode, int64_t offset, int64_t len);
+
+/* The engine of file nodes opened without aio=: "auto" (the default), "io_uring", "native" or
+ * "threads" (tests run the block I/O suite under each).  False for an unknown name. */
+bool bdrv_file_set_default_aio(const char *name);
 
 #endif

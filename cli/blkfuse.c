@@ -51,6 +51,7 @@ enum {
     OPT_GROWABLE = 256, OPT_CACHE, OPT_QUEUES, OPT_FOREGROUND, OPT_LOG_FILE, OPT_FORCE,
     OPT_JSON, OPT_ALLOW_OTHER, OPT_DAEMON, OPT_ID, OPT_SOCKET, OPT_SNAPSHOT,
     OPT_SNAPSHOT_NAME, OPT_ALLOW_USER, OPT_ALLOW_REMOTE_BACKING, OPT_HELP, OPT_OUTPUT,
+    OPT_TRANSPORT,
 };
 
 static const CliOption help_option = { "help", OPT_HELP, NULL, "show this help and exit" };
@@ -63,9 +64,13 @@ static const CliOption mount_options[] = {
     { "cache", OPT_CACHE, "MODE", "writeback (default: host page cache), writethrough (flush "
       "after every write), none (O_DIRECT), directsync (O_DIRECT + flush after every write)" },
     { "queues", OPT_QUEUES, "N", "serve the file from N threads, each with its own /dev/fuse "
-      "queue (default 1)" },
+      "queue (default 1; the uring transport has one queue per CPU instead)" },
+    { "transport", OPT_TRANSPORT, "auto|uring|dev", "how requests reach the export: uring "
+      "(FUSE-over-io_uring, when the fuse module's enable_uring parameter is Y), dev "
+      "(/dev/fuse), auto (default: uring when the kernel offers it, else dev)" },
     { "options", 'o', "KEY=VALUE,...", "format and protocol options: raw offset=,size=; qcow2 "
-      "l2-cache-size=; file locking=off; fault-rules=PATH (testing)" },
+      "l2-cache-size=; file locking=off, aio=io_uring|native|threads; fault-rules=PATH "
+      "(testing)" },
     { "snapshot", OPT_SNAPSHOT, NULL, "send writes to a temporary overlay that is deleted at "
       "unmount; the image stays untouched" },
     { "snapshot-name", OPT_SNAPSHOT_NAME, "NAME", "export the internal snapshot NAME "
@@ -573,6 +578,7 @@ static int cmd_mount(GHashTable *o, int argc, char **argv)
         .allow_other = opt_flag(o, "allow-other"),
         .snapshot = opt_flag(o, "snapshot"),
         .cache = cache,
+        .transport = opt_str(o, "transport"),
         .allow_remote_backing = opt_flag(o, "allow-remote-backing"),
     };
     DaemonConfig cfg = {
@@ -586,6 +592,9 @@ static int cmd_mount(GHashTable *o, int argc, char **argv)
     if (!parse_queues(opt_str(o, "queues"), &eo.queues)) {
         return usage_error(c, "--queues needs a number from 1 to 64, not '%s'",
                            opt_str(o, "queues"));
+    }
+    if (eo.transport && !blk_exp_transport_valid(eo.transport)) {
+        return usage_error(c, "--transport must be auto, uring or dev, not '%s'", eo.transport);
     }
     if (cache && strcmp(cache, "writeback") && strcmp(cache, "writethrough") &&
         strcmp(cache, "none") && strcmp(cache, "directsync")) {
@@ -647,6 +656,9 @@ static int cmd_mount(GHashTable *o, int argc, char **argv)
             json_object_set_string(req, "cache", cache);
         }
         json_object_set_int(req, "queues", eo.queues);
+        if (eo.transport) {
+            json_object_set_string(req, "transport", eo.transport);
+        }
         reply = control_call(opt_str(o, "daemon"), req, 60000, &err);
         if (!reply) {
             return fail("%s", err->message);
@@ -839,7 +851,8 @@ static int cmd_list(GHashTable *o, int argc, char **argv)
     g_autoptr(GPtrArray) found = collect_exports(&replies);
     g_autoptr(GPtrArray) rows = g_ptr_array_new_with_free_func((GDestroyNotify)g_strfreev);
     static const char *const heads[] = { "ID", "PID", "IMAGE", "FORMAT", "MOUNTPOINT", "MODE",
-                                         "CLIENTS", "READ", "WRITTEN", "OWNER", "SINCE" };
+                                         "TRANSPORT", "CLIENTS", "READ", "WRITTEN", "OWNER",
+                                         "SINCE" };
     enum { NCOL = G_N_ELEMENTS(heads) };
     int width[NCOL] = { 0 };
 
@@ -862,7 +875,13 @@ static int cmd_list(GHashTable *o, int argc, char **argv)
         printf("no exports\n");
         return 0;
     }
-    g_ptr_array_add(rows, g_strdupv((char **)heads));
+    {
+        char **h = g_new0(char *, NCOL + 1);       /* heads has no NULL at its end */
+        for (int i = 0; i < NCOL; i++) {
+            h[i] = g_strdup(heads[i]);
+        }
+        g_ptr_array_add(rows, h);
+    }
     for (guint i = 0; i < found->len; i++) {
         JsonValue *e = ((FoundExport *)found->pdata[i])->exp;
         char **row = g_new0(char *, NCOL + 1);
@@ -875,13 +894,14 @@ static int cmd_list(GHashTable *o, int argc, char **argv)
         row[5] = g_strdup_printf("%s%s%s", json_object_get_bool(e, "read_only", false) ? "ro" :
                                  "rw", json_object_get_bool(e, "growable", false) ? ",grow" : "",
                                  json_object_get_bool(e, "snapshot", false) ? ",snap" : "");
-        row[6] = g_strdup_printf("%" G_GINT64_FORMAT, json_object_get_int(e, "clients", 0));
-        row[7] = human_bytes(json_object_get_int(e, "bytes_read", 0));
-        row[8] = human_bytes(json_object_get_int(e, "bytes_written", 0));
-        row[9] = g_strdup(json_object_get_string(e, "owner"));
-        row[10] = g_strndup(since ? since : "", 19);
-        if (row[10][0]) {
-            row[10][10] = ' ';
+        row[6] = g_strdup(json_object_get_string(e, "transport"));
+        row[7] = g_strdup_printf("%" G_GINT64_FORMAT, json_object_get_int(e, "clients", 0));
+        row[8] = human_bytes(json_object_get_int(e, "bytes_read", 0));
+        row[9] = human_bytes(json_object_get_int(e, "bytes_written", 0));
+        row[10] = g_strdup(json_object_get_string(e, "owner"));
+        row[11] = g_strndup(since ? since : "", 19);
+        if (row[11][0]) {
+            row[11][10] = ' ';
         }
         g_ptr_array_add(rows, row);
     }
@@ -917,10 +937,12 @@ static int cmd_stats(GHashTable *o, int argc, char **argv)
         printf("%s\n", text);
         return 0;
     }
-    printf("export %s: %s on %s, %" G_GINT64_FORMAT " clients, %" G_GINT64_FORMAT
+    printf("export %s: %s on %s, transport %s, %" G_GINT64_FORMAT " clients, %" G_GINT64_FORMAT
            " in flight\n", json_object_get_string(exp, "id"),
            json_object_get_string(exp, "image"), json_object_get_string(exp, "mountpoint"),
-           json_object_get_int(exp, "clients", 0), json_object_get_int(stats, "in_flight", 0));
+           json_object_get_string(exp, "transport") ? json_object_get_string(exp, "transport") :
+           "?", json_object_get_int(exp, "clients", 0),
+           json_object_get_int(stats, "in_flight", 0));
     printf("%-14s %12s %12s %8s %14s %14s\n", "kind", "ops", "bytes", "failed",
            "avg latency us", "max latency us");
     for (int i = 0; i < BLK_STAT__MAX; i++) {

@@ -269,6 +269,7 @@ static JsonValue *describe_export(BlockExport *exp)
     json_object_set_bool(o, "snapshot", exp->snapshot);
     json_object_set_string(o, "cache", exp->cache);
     json_object_set_int(o, "queues", exp->queues);
+    json_object_set_string(o, "transport", exp->transport ? exp->transport : "");
     json_object_set_int(o, "size", blk_getlength(exp->blk));
     json_object_set_int(o, "clients", blk_exp_clients(exp));
     json_object_set_int(o, "owner_uid", exp->owner);
@@ -379,6 +380,15 @@ static bool check_cache(const char *s, GError **errp)
     return true;
 }
 
+static bool check_transport(const char *s, GError **errp)
+{
+    if (!blk_exp_transport_valid(s)) {
+        error_setg(errp, "must be auto, uring or dev");
+        return false;
+    }
+    return true;
+}
+
 static bool check_options(const char *s, GError **errp)
 {
     g_autoptr(GHashTable) opts = block_options_new();
@@ -413,6 +423,7 @@ static const FieldSpec mount_fields[] = {
     { "snapshot_name", FIELD_STRING, .check = check_not_empty },
     { "cache", FIELD_STRING, .max_len = 64, .check = check_cache },
     { "queues", FIELD_INT, .min = 1, .max = 64 },
+    { "transport", FIELD_STRING, .max_len = 16, .check = check_transport },
     { "allow_remote_backing", FIELD_BOOL },
     { NULL },
 };
@@ -578,6 +589,7 @@ static void cmd_mount(ControlConn *c, JsonValue *req)
         .snapshot = json_object_get_bool(req, "snapshot", false),
         .cache = json_object_get_string(req, "cache"),
         .queues = json_object_get_int(req, "queues", 1),
+        .transport = json_object_get_string(req, "transport"),
         .allow_remote_backing = json_object_get_bool(req, "allow_remote_backing", false),
     };
     BlockExport *exp;

@@ -197,14 +197,20 @@ BlockExport *blk_exp_add(const BlockExportOptions *opts, GError **errp)
     }
     next_id++;
     exports = g_list_append(exports, exp);
-    log_info("export %s: %s (%s%s) on %s", exp->id, exp->image, exp->format,
-             exp->read_only ? ", read-only" : "", exp->mountpoint);
+    log_info("export %s: %s (%s%s) on %s, transport %s", exp->id, exp->image, exp->format,
+             exp->read_only ? ", read-only" : "", exp->mountpoint,
+             exp->transport ? exp->transport : "?");
     return exp;
 
 fail:
     blk_unref(exp->blk);
     export_free(exp);
     return NULL;
+}
+
+bool blk_exp_transport_valid(const char *name)
+{
+    return !strcmp(name, "auto") || !strcmp(name, "uring") || !strcmp(name, "dev");
 }
 
 BlockExport *blk_exp_find(const char *id)

@@ -29,6 +29,10 @@ typedef struct BlockExportOptions {
     bool snapshot;              /* writes go to a temporary overlay */
     const char *cache;          /* writeback (default), writethrough, none, directsync */
     unsigned queues;            /* 0 = 1 */
+    /* How requests reach the export: "uring" (FUSE-over-io_uring: fails if the kernel does not
+     * offer it), "dev" (reads and writes on /dev/fuse), or "auto"/NULL (uring when the kernel
+     * offers it, else dev, saying so once in the log). */
+    const char *transport;
     bool allow_remote_backing;  /* open backing files named by protocol (BDRV_O_ALLOW_...) */
 } BlockExportOptions;
 
@@ -67,6 +71,7 @@ struct BlockExport {
     bool growable;
     bool snapshot;
     unsigned queues;
+    const char *transport;      /* in use, set by the driver's create: "dev", "uring" */
     uid_t owner;
     time_t since;
     bool shutting_down;
@@ -82,6 +87,9 @@ void blk_exp_set_removed_notifier(BlockExportRemovedFunc *fn, void *opaque);
  * (err->code EBUSY: its file was still open when the grace period ended). */
 typedef void BlockExportRemoveFailedFunc(BlockExport *exp, const GError *err, void *opaque);
 void blk_exp_set_remove_failed_notifier(BlockExportRemoveFailedFunc *fn, void *opaque);
+
+/* Whether name is a transport that BlockExportOptions.transport accepts. */
+bool blk_exp_transport_valid(const char *name);
 
 /* Open the image and start an export.  Returns it (owned by the registry) or NULL (errp). */
 BlockExport *blk_exp_add(const BlockExportOptions *opts, GError **errp);

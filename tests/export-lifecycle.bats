@@ -145,6 +145,20 @@ wait_for_log() {
     done
 }
 
+# Wait until process $1 holds $MP open on its stdin: its open has been answered (and counted)
+# by the daemon, so an unmount started now finds the file open.
+wait_for_open() {
+    local pid=$1 deadline
+    deadline=$(($(_now_ms) + 10000))
+    until [ "$(readlink "/proc/$pid/fd/0" 2>/dev/null)" = "$MP" ]; do
+        if (($(_now_ms) >= deadline)); then
+            echo "wait_for_open: process $pid did not open $MP within 10s" >&2
+            return 1
+        fi
+        sleep 0.05
+    done
+}
+
 # An unmount of an open file waits for it to close with the main loop running: the daemon
 # answers `list` meanwhile, and the unmount ends as soon as the file is closed.
 @test "while an unmount waits for the file to close, list answers; closing it ends the unmount" {
@@ -154,6 +168,7 @@ wait_for_log() {
     sleep 600 <"$MP" 3>&- &
     holder=$!
     PIDS+=("$holder")
+    wait_for_open "$holder"
     blkfuse unmount "$MP" >"$T/unmount.out" 2>&1 3>&- &
     upid=$!
     PIDS+=("$upid")
@@ -192,6 +207,7 @@ wait_for_log() {
     sleep 600 <"$MP" 3>&- &
     holder=$!
     PIDS+=("$holder")
+    wait_for_open "$holder"
     blkfuse unmount "$MP" >"$T/unmount.out" 2>&1 3>&- &
     upid=$!
     PIDS+=("$upid")

@@ -5,6 +5,9 @@
 
 load helpers
 
+# --queues N is the dev transport's: FUSE-over-io_uring has one queue per CPU instead.
+BLKFUSE_TEST_TRANSPORT=dev
+
 setup() {
     blkfuse_setup
     require_fuse

@@ -10,6 +10,11 @@
 #                        there, unlike /dev/shm), removed by teardown.
 #   XDG_RUNTIME_DIR      $T/run, so daemons of one test never see another's.
 #   BLKFUSE_LOG          $T/daemon.log, the daemon log that teardown checks.
+#   BLKFUSE_TEST_TRANSPORT
+#                        if set (uring, dev), blkfuse_mount and
+#                        blkfuse_mount_foreground pass --transport=IT, so a
+#                        whole file can be run over one transport
+#                        (tests/export-uring.bats does, for the export tests).
 #   EXPECTED_LOG_ERRORS  extended regex of daemon log lines a test expects to
 #                        match the error pattern; set it before the test ends.
 #   MOUNTS, LOOPS, PIDS, UMOUNTS
@@ -244,6 +249,13 @@ is_mounted() {
     [[ $target == "$path" && $fstype == fuse* ]]
 }
 
+# _test_transport ARGS...: print --transport=$BLKFUSE_TEST_TRANSPORT when it is
+# set and ARGS choose no transport themselves.
+_test_transport() {
+    [[ -n ${BLKFUSE_TEST_TRANSPORT:-} && " $* " != *" --transport"* ]] || return 0
+    echo "--transport=$BLKFUSE_TEST_TRANSPORT"
+}
+
 # blkfuse_mount ARGS... IMAGE MOUNTPOINT: run `blkfuse mount` with the daemon
 # log in $T and record the mountpoint for teardown.  blkfuse returns once the
 # mount is live; anything else is a failure, reported with the daemon log.
@@ -255,9 +267,10 @@ blkfuse_mount() {
     # 3>&-: the daemon must not inherit bats' output pipe, or bats waits for it.
     # With --daemon the export joins a serve daemon, which has its own log.
     if [[ " $* " == *" --daemon "* || " $* " == *" --daemon="* ]]; then
-        blkfuse mount "$@" 3>&- || status=$?
+        blkfuse mount $(_test_transport "$@") "$@" 3>&- || status=$?
     else
-        blkfuse mount --log-file "$T/daemon.log" "$@" 3>&- || status=$?
+        blkfuse mount --log-file "$T/daemon.log" $(_test_transport "$@") "$@" 3>&- ||
+            status=$?
     fi
     if ((status != 0)); then
         echo "blkfuse_mount: 'blkfuse mount $*' failed with status $status" >&2
@@ -278,7 +291,8 @@ blkfuse_mount_foreground() {
     local mp
     mp=$(_abspath "${!#}")
     MOUNTS+=("$mp")
-    blkfuse mount --foreground --log-file "$T/daemon.log" "$@" >>"$T/foreground.out" 2>&1 3>&- &
+    blkfuse mount --foreground --log-file "$T/daemon.log" $(_test_transport "$@") "$@" \
+        >>"$T/foreground.out" 2>&1 3>&- &
     BLKFUSE_PID=$!
     PIDS+=("$BLKFUSE_PID")
     if ! wait_for_mount "$mp"; then

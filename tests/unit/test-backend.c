@@ -16,7 +16,9 @@ static char *tmp_path(const char *name)
 
 /* --- counting (and slowing down) flushes ------------------------------------------------------
  * The file driver makes data durable with fdatasync(); this definition takes the place of libc's
- * in the test binary, so the tests see every flush that reaches the disk. */
+ * in the test binary, so the tests see every flush that reaches the disk.  The io_uring engine
+ * flushes without libc, so these tests use the threads engine (test-block-io runs the file
+ * driver under every engine). */
 
 static unsigned fdatasync_calls;        /* atomic */
 static unsigned fdatasync_delay_us;     /* atomic */
@@ -964,6 +966,7 @@ int main(int argc, char **argv)
     int ret;
 
     uh_test_init(&argc, &argv);
+    g_assert(bdrv_file_set_default_aio("threads"));
     test_dir = uh_tmpdir_new();
     uh_test_add("/backend/validate/read-past-end", test_read_past_end);
     uh_test_add("/backend/validate/write-past-end", test_write_past_end);

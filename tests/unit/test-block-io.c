@@ -1,10 +1,12 @@
 /* test-block-io.c - unit tests for the generic I/O path (block/io.c) over the file, raw and null
  * drivers: unaligned and O_DIRECT I/O against a plain-file reference, read-modify-write
  * serialisation, write-zeroes, discard, block status, truncate, probing, backing-chain loops,
- * raw slices and options, and the probed-raw first-sector guard. */
+ * raw slices and options, and the probed-raw first-sector guard.  Every test runs under each I/O
+ * engine of the file driver (/block-io/ENGINE/...: io_uring, native, threads). */
 #include "config.h"
 #include "unit-helpers.h"
 #include "block/block.h"
+#include "block/io-engine.h"
 
 #include <sys/syscall.h>
 
@@ -36,6 +38,18 @@ off_t lseek(int fd, off_t offset, int whence)
         count_blocking_call();
     }
     return syscall(SYS_lseek, fd, offset, whence);
+}
+
+/* Which threads call pwrite: the threads engine writes with it in workers; the io_uring engine
+ * never does (its writes are SQEs). */
+static unsigned worker_pwrite_calls;        /* atomic */
+
+ssize_t pwrite(int fd, const void *buf, size_t n, off_t offset)
+{
+    if (!aio_peek_current()) {
+        __atomic_add_fetch(&worker_pwrite_calls, 1, __ATOMIC_ACQ_REL);
+    }
+    return syscall(SYS_pwrite64, fd, buf, n, offset);
 }
 
 static char *tmp_path(const char *name)
@@ -1320,40 +1334,152 @@ static void test_flush(void)
     g_unlink(path);
 }
 
+/* --- the engines -------------------------------------------------------------------------- */
+
+/* The engine a test runs under, selected before it runs. */
+static const char *cur_engine;
+
+/* Buffered and O_DIRECT writes and reads go where the engine says: no worker thread writes
+ * under io_uring; workers do under threads (the pwrite counter sees them). */
+static void test_engine_used(void)
+{
+    g_autofree char *path = tmp_path("engine.img");
+    g_autofree uint8_t *ref = uh_create_pattern_file(path, 256 * 1024, 21);
+    g_autofree uint8_t *data = g_malloc(64 * 1024);
+    uint8_t *back = blk_blockalign(64 * 1024);
+
+    for (int direct = 0; direct < 2; direct++) {
+        BlockDriverState *bs = direct ? open_direct(path, "raw", NULL)
+                                      : open_ok(path, "raw", NULL, BDRV_O_RDWR);
+        unsigned before = __atomic_load_n(&worker_pwrite_calls, __ATOMIC_ACQUIRE);
+        unsigned calls;
+
+        if (!bs) {
+            break;
+        }
+        uh_fill_pattern(data, 64 * 1024, 0, 22 + direct);
+        g_assert_cmpint(bdrv_pwrite(bs, 64 * 1024, 64 * 1024, data), ==, 0);
+        g_assert_cmpint(bdrv_flush(bs), ==, 0);
+        g_assert_cmpint(bdrv_pread(bs, 64 * 1024, 64 * 1024, back), ==, 0);
+        g_assert_cmpmem(back, 64 * 1024, data, 64 * 1024);
+        memcpy(ref + 64 * 1024, data, 64 * 1024);
+        calls = __atomic_load_n(&worker_pwrite_calls, __ATOMIC_ACQUIRE) - before;
+        if (strcmp(cur_engine, "io_uring") == 0 ||
+            (direct && strcmp(cur_engine, "native") == 0)) {
+            g_assert_cmpuint(calls, ==, 0);
+        } else {
+            g_assert_cmpuint(calls, >, 0);
+        }
+        bdrv_unref(bs);
+    }
+    check_file_contents(path, ref, 256 * 1024);
+    blk_vfree(back);
+    g_unlink(path);
+}
+
+/* aio= is checked at open: known names only, native only with O_DIRECT. */
+static void test_engine_option(void)
+{
+    g_autofree char *path = tmp_path("engine-opt.img");
+    BlockDriverState *bs;
+
+    uh_make_pattern_file(path, 4096, 23);
+    {
+        g_autofree char *msg = open_fails(path, "raw", "aio=fast", BDRV_O_RDWR);
+        g_assert_nonnull(strstr(msg, "unknown aio engine 'fast'"));
+    }
+    {
+        g_autofree char *msg = open_fails(path, "raw", "aio=native", BDRV_O_RDWR);
+        g_assert_nonnull(strstr(msg, "aio=native needs --cache=none"));
+    }
+    bs = open_ok(path, "raw", "aio=threads", BDRV_O_RDWR);
+    bdrv_unref(bs);
+    if (luring_available()) {
+        bs = open_ok(path, "raw", "aio=io_uring", BDRV_O_RDWR);
+        bdrv_unref(bs);
+    } else {
+        g_autofree char *msg = open_fails(path, "raw", "aio=io_uring", BDRV_O_RDWR);
+        g_assert_nonnull(strstr(msg, "io_uring is not available"));
+    }
+    g_unlink(path);
+}
+
+typedef struct EngineTest {
+    UhTest uh;                  /* first: what uh_run_test runs */
+    const char *engine;
+} EngineTest;
+
+static void run_engine_test(gconstpointer data)
+{
+    const EngineTest *t = data;
+
+    if (strcmp(t->engine, "io_uring") == 0 && !luring_available()) {
+        g_test_skip("io_uring is not available here");
+        return;
+    }
+    g_assert(bdrv_file_set_default_aio(t->engine));
+    cur_engine = t->engine;
+    uh_run_test(&t->uh);
+    bdrv_file_set_default_aio("auto");
+}
+
+/* GTest's teardown of the test's data, after it ran. */
+static void free_engine_test(gpointer data)
+{
+    EngineTest *t = data;
+
+    g_free((char *)t->uh.path);
+    g_free(t);
+}
+
 int main(int argc, char **argv)
 {
+    static const char *const engines[] = { "io_uring", "native", "threads" };
+    static const UhTest tests[] = {
+        { "/buffered/unaligned-rw", test_buffered_unaligned_rw },
+        { "/direct/unaligned-rw", test_direct_unaligned_rw },
+        { "/direct/unaligned-eof", test_direct_unaligned_eof },
+        { "/direct/concurrent-rmw", test_direct_concurrent_rmw },
+        { "/direct/write-eof", test_direct_write_eof },
+        { "/direct/concurrent-eof", test_direct_concurrent_eof },
+        { "/write-zeroes/buffered", test_write_zeroes },
+        { "/write-zeroes/direct", test_direct_write_zeroes },
+        { "/write-zeroes/no-fallback", test_write_zeroes_no_fallback },
+        { "/discard", test_discard },
+        { "/block-status/sparse", test_block_status_sparse },
+        { "/block-status/slice", test_block_status_slice },
+        { "/off-loop/truncate-and-seek", test_off_loop },
+        { "/truncate/grow-shrink", test_truncate },
+        { "/truncate/prealloc", test_truncate_prealloc },
+        { "/probe/raw", test_probe_raw },
+        { "/probe/qcow2", test_probe_qcow2 },
+        { "/backing/loop", test_backing_loop },
+        { "/raw/slice", test_raw_slice },
+        { "/raw/slice-bad", test_raw_slice_bad },
+        { "/options/unknown", test_unknown_option },
+        { "/raw-guard/probed", test_raw_guard_probed },
+        { "/raw-guard/explicit-raw", test_raw_guard_explicit },
+        { "/raw-guard/direct", test_raw_guard_direct },
+        { "/raw-guard/concurrent", test_raw_guard_concurrent },
+        { "/raw-guard/concurrent-zeroes", test_raw_guard_concurrent_zeroes },
+        { "/null", test_null },
+        { "/flush", test_flush },
+        { "/engine/used", test_engine_used },
+        { "/engine/option", test_engine_option },
+    };
     int ret;
 
     uh_test_init(&argc, &argv);
     test_dir = uh_tmpdir_new();
-    uh_test_add("/block-io/buffered/unaligned-rw", test_buffered_unaligned_rw);
-    uh_test_add("/block-io/direct/unaligned-rw", test_direct_unaligned_rw);
-    uh_test_add("/block-io/direct/unaligned-eof", test_direct_unaligned_eof);
-    uh_test_add("/block-io/direct/concurrent-rmw", test_direct_concurrent_rmw);
-    uh_test_add("/block-io/direct/write-eof", test_direct_write_eof);
-    uh_test_add("/block-io/direct/concurrent-eof", test_direct_concurrent_eof);
-    uh_test_add("/block-io/write-zeroes/buffered", test_write_zeroes);
-    uh_test_add("/block-io/write-zeroes/direct", test_direct_write_zeroes);
-    uh_test_add("/block-io/write-zeroes/no-fallback", test_write_zeroes_no_fallback);
-    uh_test_add("/block-io/discard", test_discard);
-    uh_test_add("/block-io/block-status/sparse", test_block_status_sparse);
-    uh_test_add("/block-io/block-status/slice", test_block_status_slice);
-    uh_test_add("/block-io/off-loop/truncate-and-seek", test_off_loop);
-    uh_test_add("/block-io/truncate/grow-shrink", test_truncate);
-    uh_test_add("/block-io/truncate/prealloc", test_truncate_prealloc);
-    uh_test_add("/block-io/probe/raw", test_probe_raw);
-    uh_test_add("/block-io/probe/qcow2", test_probe_qcow2);
-    uh_test_add("/block-io/backing/loop", test_backing_loop);
-    uh_test_add("/block-io/raw/slice", test_raw_slice);
-    uh_test_add("/block-io/raw/slice-bad", test_raw_slice_bad);
-    uh_test_add("/block-io/options/unknown", test_unknown_option);
-    uh_test_add("/block-io/raw-guard/probed", test_raw_guard_probed);
-    uh_test_add("/block-io/raw-guard/explicit-raw", test_raw_guard_explicit);
-    uh_test_add("/block-io/raw-guard/direct", test_raw_guard_direct);
-    uh_test_add("/block-io/raw-guard/concurrent", test_raw_guard_concurrent);
-    uh_test_add("/block-io/raw-guard/concurrent-zeroes", test_raw_guard_concurrent_zeroes);
-    uh_test_add("/block-io/null", test_null);
-    uh_test_add("/block-io/flush", test_flush);
+    for (size_t e = 0; e < G_N_ELEMENTS(engines); e++) {
+        for (size_t i = 0; i < G_N_ELEMENTS(tests); i++) {
+            EngineTest *t = g_new0(EngineTest, 1);
+            t->uh.path = g_strdup_printf("/block-io/%s%s", engines[e], tests[i].path);
+            t->uh.fn = tests[i].fn;
+            t->engine = engines[e];
+            g_test_add_data_func_full(t->uh.path, t, run_engine_test, free_engine_test);
+        }
+    }
     ret = uh_test_run();
     uh_tmpdir_remove(test_dir);
     g_free(test_dir);

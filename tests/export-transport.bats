@@ -1,0 +1,101 @@
+#!/usr/bin/env bats
+# export-transport.bats - how requests reach the export: --transport=auto|uring|dev, what the
+# daemon logs when auto cannot use FUSE-over-io_uring, what list and stats show, and the
+# refusal of uring when the kernel does not offer it.
+#
+# Tests that need the kernel's FUSE-over-io_uring switch the fuse module's enable_uring
+# parameter (root only) with uring_param; teardown puts the old value back.
+
+load helpers
+load control-helpers
+
+URING_PARAM=/sys/module/fuse/parameters/enable_uring
+
+setup() {
+    blkfuse_setup
+    require_fuse
+    IMG="$T/disk.img"
+    MP="$T/disk"
+    make_pattern "$IMG" 4M
+}
+
+teardown() {
+    if [[ -n ${URING_OLD:-} ]]; then
+        echo "$URING_OLD" >"$URING_PARAM"
+    fi
+    blkfuse_teardown
+}
+
+# uring_param Y|N: set enable_uring (skips without root or without the parameter); the first
+# call keeps the old value for teardown.
+uring_param() {
+    require_root
+    [[ -w $URING_PARAM ]] || skip "needs $URING_PARAM (a kernel with CONFIG_FUSE_IO_URING)"
+    [[ -n ${URING_OLD:-} ]] || URING_OLD=$(cat "$URING_PARAM")
+    echo "$1" >"$URING_PARAM"
+}
+
+# json_field MOUNTPOINT FIELD: FIELD of the export on MOUNTPOINT in `blkfuse list --json`.
+json_field() {
+    blkfuse list --json | python3 -c '
+import json, sys
+mine = [e for e in json.load(sys.stdin) if e["mountpoint"] == sys.argv[1]]
+assert len(mine) == 1, mine
+print(mine[0][sys.argv[2]])
+' "$1" "$2"
+}
+
+@test "--transport takes auto, uring or dev only" {
+    run --separate-stderr blkfuse mount --transport=fast "$IMG" "$MP"
+    [ "$status" -eq 2 ]
+    [[ $stderr == *"--transport must be auto, uring or dev, not 'fast'"* ]]
+    [ ! -e "$MP" ]
+}
+
+@test "--transport=dev serves /dev/fuse; list and stats say so" {
+    blkfuse_mount --transport=dev "$IMG" "$MP"
+    cmp "$IMG" "$MP"
+    [ "$(json_field "$MP" transport)" = dev ]
+    run -0 --separate-stderr blkfuse list
+    [[ ${lines[0]} == *TRANSPORT* ]]
+    [[ $output == *"$MP"*" dev "* ]]
+    run -0 --separate-stderr blkfuse stats "$MP"
+    [[ ${lines[0]} == *"transport dev"* ]]
+    run -0 --separate-stderr blkfuse stats --json "$MP"
+    python3 -c 'import json, sys; assert json.loads(sys.argv[1])["transport"] == "dev"' "$output"
+}
+
+@test "--transport=uring fails and says why when the kernel's enable_uring is off" {
+    uring_param N
+    EXPECTED_LOG_ERRORS='enable_uring'
+    run --separate-stderr blkfuse mount --log-file "$BLKFUSE_LOG" --transport=uring "$IMG" "$MP"
+    [ "$status" -eq 1 ]
+    [[ $stderr == *"--transport=uring"* ]]
+    [[ $stderr == *"enable_uring is N"* ]]
+    ! is_mounted "$MP"
+    [ ! -e "$MP" ]
+}
+
+@test "auto falls back to /dev/fuse when enable_uring is off and logs it once" {
+    uring_param N
+    blkfuse_mount "$IMG" "$MP"
+    cmp "$IMG" "$MP"
+    [ "$(json_field "$MP" transport)" = dev ]
+    [ "$(grep -c 'transport dev (/dev/fuse): FUSE-over-io_uring is off' "$BLKFUSE_LOG")" -eq 1 ]
+}
+
+@test "mount --daemon passes the transport to the serve daemon" {
+    uring_param N
+    EXPECTED_LOG_ERRORS='enable_uring'
+    SOCK="$T/ctl.sock"
+    start_serve
+    run --separate-stderr blkfuse mount --daemon "$SOCK" --transport=uring "$IMG" "$MP"
+    [ "$status" -eq 1 ]
+    [[ $stderr == *"enable_uring is N"* ]]
+    run -0 ctl '{"cmd": "mount", "image": "'"$IMG"'", "mountpoint": "'"$MP"'", "transport": "x"}'
+    echo "$output"
+    [[ $(json_get ok <<<"$output") == False && $output == *"must be auto, uring or dev"* ]]
+    blkfuse_mount --daemon "$SOCK" --transport=dev "$IMG" "$MP"
+    [ "$(json_field "$MP" transport)" = dev ]
+    blkfuse unmount "$MP"
+}

@@ -1,0 +1,124 @@
+#!/usr/bin/env bats
+# export-uring.bats - the export over FUSE-over-io_uring: chosen by auto and by
+# --transport=uring when the kernel offers it, one queue per CPU pinned to its CPU, the
+# export's I/O tests passing over it, and the daemon leaving cleanly when the mount goes.
+#
+# The kernel offers FUSE-over-io_uring only while the fuse module's enable_uring parameter
+# is Y: setup_file switches it on (root only; otherwise every test skips) and teardown_file
+# puts the old value back.
+
+load helpers
+
+URING_PARAM=/sys/module/fuse/parameters/enable_uring
+
+setup_file() {
+    if [[ $(id -u) -eq 0 && -w $URING_PARAM ]]; then
+        cat "$URING_PARAM" >"$BATS_FILE_TMPDIR/uring-old"
+        echo Y >"$URING_PARAM"
+    fi
+}
+
+teardown_file() {
+    if [[ -f $BATS_FILE_TMPDIR/uring-old ]]; then
+        cat "$BATS_FILE_TMPDIR/uring-old" >"$URING_PARAM"
+    fi
+}
+
+setup() {
+    blkfuse_setup
+    require_fuse
+    [[ -f $BATS_FILE_TMPDIR/uring-old ]] ||
+        skip "needs root and $URING_PARAM (a kernel with CONFIG_FUSE_IO_URING)"
+    IMG="$T/disk.img"
+    MP="$T/disk"
+    make_pattern "$IMG" 8M
+}
+
+# export_field FIELD: FIELD of the export on $MP in `blkfuse list --json`.
+export_field() {
+    blkfuse list --json | python3 -c '
+import json, sys
+mine = [e for e in json.load(sys.stdin) if e["mountpoint"] == sys.argv[1]]
+assert len(mine) == 1, mine
+print(mine[0][sys.argv[2]])
+' "$MP" "$1"
+}
+
+# possible_cpus: how many CPUs the kernel may ever run (its FUSE-over-io_uring queues).
+possible_cpus() {
+    python3 -c '
+n = 0
+for part in open("/sys/devices/system/cpu/possible").read().strip().split(","):
+    a, _, b = part.partition("-")
+    n += int(b or a) - int(a) + 1
+print(n)'
+}
+
+@test "--transport=uring serves the file; list and stats say uring, with a queue per CPU" {
+    blkfuse_mount --transport=uring "$IMG" "$MP"
+    cmp "$IMG" "$MP"
+    [ "$(export_field transport)" = uring ]
+    [ "$(export_field queues)" = "$(possible_cpus)" ]
+    run -0 --separate-stderr blkfuse stats "$MP"
+    [[ ${lines[0]} == *"transport uring"* ]]
+
+    # Writes, buffered and O_DIRECT, land in the image.
+    make_pattern "$T/new" 1M
+    dd if="$T/new" of="$MP" bs=64k seek=16 conv=notrunc,fsync status=none
+    dd if="$T/new" of="$MP" bs=4k seek=1024 oflag=direct conv=notrunc status=none
+    blkfuse unmount "$MP"
+    cmp -n 1048576 --ignore-initial=0:1048576 "$T/new" "$IMG"
+    cmp -n 1048576 --ignore-initial=0:4194304 "$T/new" "$IMG"
+    grep -q 'exiting' "$BLKFUSE_LOG"
+}
+
+@test "auto uses FUSE-over-io_uring when the kernel offers it, and logs no fallback" {
+    blkfuse_mount "$IMG" "$MP"
+    cmp "$IMG" "$MP"
+    [ "$(export_field transport)" = uring ]
+    ! grep -q 'transport dev' "$BLKFUSE_LOG"
+}
+
+@test "each queue thread runs on its own CPU, where the kernel queues that CPU's requests" {
+    blkfuse_mount --transport=uring "$IMG" "$MP"
+    local pid task name cpus n=0
+    pid=$(daemon_pid "$MP")
+    for task in /proc/"$pid"/task/*; do
+        name=$(cat "$task/comm")
+        [[ $name == fuse-q* ]] || continue
+        cpus=$(awk '/^Cpus_allowed_list/ { print $2 }' "$task/status")
+        echo "$name: $cpus"
+        [ "$cpus" = "${name#fuse-q}" ]
+        n=$((n + 1))
+    done
+    [ "$n" -eq "$(possible_cpus)" ]
+}
+
+@test "umount from outside ends the daemon cleanly; the ring entries come back" {
+    blkfuse_mount_foreground --transport=uring "$IMG" "$MP"
+    cmp "$IMG" "$MP"
+    umount "$MP"
+    wait_for_pid_exit "$BLKFUSE_PID"
+    grep -q 'unmounted' "$BLKFUSE_LOG"
+}
+
+@test "a forced unmount while the file is open: its I/O fails, the daemon exits" {
+    blkfuse_mount --transport=uring "$IMG" "$MP"
+    local pid
+    pid=$(daemon_pid "$MP")
+    exec 5<"$MP"
+    run -0 blkfuse unmount --force "$MP"
+    wait_for_pid_exit "$pid"
+    run dd if=/dev/fd/5 of=/dev/null bs=4k count=1 iflag=direct
+    [ "$status" -ne 0 ]
+    exec 5<&-
+}
+
+@test "the export I/O tests pass over FUSE-over-io_uring" {
+    need_tool rwstress
+    BLKFUSE_TEST_TRANSPORT=uring run bats --tap "$BATS_TEST_DIRNAME/export-io.bats"
+    echo "$output" | grep -v '^ok ' || true
+    [ "$status" -eq 0 ]
+    [[ $output != *"not ok"* ]]
+    [[ $output == *"ok 1 "* ]]
+}
