@@ -1423,64 +1423,64 @@ static void run_engine_test(gconstpointer data)
     bdrv_file_set_default_aio("auto");
 }
 
-/* GTest's teardown of the test's data, after it ran. */
-static void free_engine_test(gpointer data)
-{
-    EngineTest *t = data;
 
-    g_free((char *)t->uh.path);
-    g_free(t);
-}
+static const char *const engines[] = { "io_uring", "native", "threads" };
+static const UhTest tests[] = {
+    { "/buffered/unaligned-rw", test_buffered_unaligned_rw },
+    { "/direct/unaligned-rw", test_direct_unaligned_rw },
+    { "/direct/unaligned-eof", test_direct_unaligned_eof },
+    { "/direct/concurrent-rmw", test_direct_concurrent_rmw },
+    { "/direct/write-eof", test_direct_write_eof },
+    { "/direct/concurrent-eof", test_direct_concurrent_eof },
+    { "/write-zeroes/buffered", test_write_zeroes },
+    { "/write-zeroes/direct", test_direct_write_zeroes },
+    { "/write-zeroes/no-fallback", test_write_zeroes_no_fallback },
+    { "/discard", test_discard },
+    { "/block-status/sparse", test_block_status_sparse },
+    { "/block-status/slice", test_block_status_slice },
+    { "/off-loop/truncate-and-seek", test_off_loop },
+    { "/truncate/grow-shrink", test_truncate },
+    { "/truncate/prealloc", test_truncate_prealloc },
+    { "/probe/raw", test_probe_raw },
+    { "/probe/qcow2", test_probe_qcow2 },
+    { "/backing/loop", test_backing_loop },
+    { "/raw/slice", test_raw_slice },
+    { "/raw/slice-bad", test_raw_slice_bad },
+    { "/options/unknown", test_unknown_option },
+    { "/raw-guard/probed", test_raw_guard_probed },
+    { "/raw-guard/explicit-raw", test_raw_guard_explicit },
+    { "/raw-guard/direct", test_raw_guard_direct },
+    { "/raw-guard/concurrent", test_raw_guard_concurrent },
+    { "/raw-guard/concurrent-zeroes", test_raw_guard_concurrent_zeroes },
+    { "/null", test_null },
+    { "/flush", test_flush },
+    { "/engine/used", test_engine_used },
+    { "/engine/option", test_engine_option },
+};
+
+static EngineTest engine_tests[G_N_ELEMENTS(engines)][G_N_ELEMENTS(tests)];
 
 int main(int argc, char **argv)
 {
-    static const char *const engines[] = { "io_uring", "native", "threads" };
-    static const UhTest tests[] = {
-        { "/buffered/unaligned-rw", test_buffered_unaligned_rw },
-        { "/direct/unaligned-rw", test_direct_unaligned_rw },
-        { "/direct/unaligned-eof", test_direct_unaligned_eof },
-        { "/direct/concurrent-rmw", test_direct_concurrent_rmw },
-        { "/direct/write-eof", test_direct_write_eof },
-        { "/direct/concurrent-eof", test_direct_concurrent_eof },
-        { "/write-zeroes/buffered", test_write_zeroes },
-        { "/write-zeroes/direct", test_direct_write_zeroes },
-        { "/write-zeroes/no-fallback", test_write_zeroes_no_fallback },
-        { "/discard", test_discard },
-        { "/block-status/sparse", test_block_status_sparse },
-        { "/block-status/slice", test_block_status_slice },
-        { "/off-loop/truncate-and-seek", test_off_loop },
-        { "/truncate/grow-shrink", test_truncate },
-        { "/truncate/prealloc", test_truncate_prealloc },
-        { "/probe/raw", test_probe_raw },
-        { "/probe/qcow2", test_probe_qcow2 },
-        { "/backing/loop", test_backing_loop },
-        { "/raw/slice", test_raw_slice },
-        { "/raw/slice-bad", test_raw_slice_bad },
-        { "/options/unknown", test_unknown_option },
-        { "/raw-guard/probed", test_raw_guard_probed },
-        { "/raw-guard/explicit-raw", test_raw_guard_explicit },
-        { "/raw-guard/direct", test_raw_guard_direct },
-        { "/raw-guard/concurrent", test_raw_guard_concurrent },
-        { "/raw-guard/concurrent-zeroes", test_raw_guard_concurrent_zeroes },
-        { "/null", test_null },
-        { "/flush", test_flush },
-        { "/engine/used", test_engine_used },
-        { "/engine/option", test_engine_option },
-    };
     int ret;
 
     uh_test_init(&argc, &argv);
     test_dir = uh_tmpdir_new();
     for (size_t e = 0; e < G_N_ELEMENTS(engines); e++) {
         for (size_t i = 0; i < G_N_ELEMENTS(tests); i++) {
-            EngineTest *t = g_new0(EngineTest, 1);
+            EngineTest *t = &engine_tests[e][i];
             t->uh.path = g_strdup_printf("/block-io/%s%s", engines[e], tests[i].path);
             t->uh.fn = tests[i].fn;
             t->engine = engines[e];
-            g_test_add_data_func_full(t->uh.path, t, run_engine_test, free_engine_test);
+            g_test_add_data_func(t->uh.path, t, run_engine_test);
         }
     }
     ret = uh_test_run();
+    for (size_t e = 0; e < G_N_ELEMENTS(engines); e++) {
+        for (size_t i = 0; i < G_N_ELEMENTS(tests); i++) {
+            g_free((char *)engine_tests[e][i].uh.path);
+        }
+    }
     uh_tmpdir_remove(test_dir);
     g_free(test_dir);
     return ret;
