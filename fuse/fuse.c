@@ -14,6 +14,7 @@
  */
 #include "config.h"
 #include "fuse/export.h"
+#include "fuse/passthrough.h"
 #include "block/aio.h"
 #include "block/io-engine.h"
 #include "block/util.h"
@@ -72,6 +73,9 @@ typedef struct FuseQueue {
     FuseBuf *pool;
     unsigned pool_size;
     bool drop_reply;            /* swallow the reply to our replayed INIT */
+    bool patch_init;            /* passthrough: add FUSE_PASSTHROUGH to the INIT reply */
+    bool init_patched;          /* ...and it went to the kernel */
+    int patch_open;             /* passthrough: backing id for the OPEN reply being sent */
     struct FuseReq *free_reqs;
 } FuseQueue;
 
@@ -102,6 +106,9 @@ struct FuseExport {
     int wake_on_last_release;
 
     CoMutex grow_lock;          /* serialises growing the image */
+
+    int backing_id;             /* passthrough: the image registered with the kernel, or 0 */
+    int host_fd;                /* passthrough: the image's descriptor (the file node's) */
 
     GMutex attr_lock;
     mode_t mode;                /* permission bits of the file */
@@ -247,11 +254,33 @@ static void now(struct timespec *ts)
     clock_gettime(CLOCK_REALTIME_COARSE, ts);
 }
 
+/* Passthrough: the kernel writes the image itself, growing it past its end and changing its
+ * times; take the length from the file again before using it. */
+static void fuse_pt_refresh(FuseExport *exp)
+{
+    if (exp->common.passthrough) {
+        blk_refresh_length(exp->common.blk);
+    }
+}
+
+static void timespec_max(struct timespec *a, const struct timespec *b)
+{
+    if (b->tv_sec > a->tv_sec || (b->tv_sec == a->tv_sec && b->tv_nsec > a->tv_nsec)) {
+        *a = *b;
+    }
+}
+
 static void fuse_fill_attr(FuseExport *exp, struct stat *st)
 {
     BlockBackend *blk = exp->common.blk;
-    int64_t len = blk_getlength(blk);
-    int64_t alloc = blk_get_allocated_file_size(blk);
+    int64_t len, alloc;
+    struct stat host;
+    bool have_host;
+
+    fuse_pt_refresh(exp);
+    len = blk_getlength(blk);
+    alloc = blk_get_allocated_file_size(blk);
+    have_host = exp->common.passthrough && fstat(exp->host_fd, &host) == 0;
 
     memset(st, 0, sizeof(*st));
     st->st_ino = FUSE_ROOT_ID;
@@ -268,6 +297,11 @@ static void fuse_fill_attr(FuseExport *exp, struct stat *st)
     st->st_mtim = exp->mtime;
     st->st_ctim = exp->ctime;
     g_mutex_unlock(&exp->attr_lock);
+    if (have_host) {
+        /* Writes through the kernel change the image's times, not ours. */
+        timespec_max(&st->st_mtim, &host.st_mtim);
+        timespec_max(&st->st_ctim, &host.st_ctim);
+    }
 }
 
 static void fuse_touch_mtime(FuseExport *exp)
@@ -373,9 +407,12 @@ static void coroutine_fn fuse_co_fallocate(void *opaque)
     FuseExport *exp = r->q->exp;
     BlockBackend *blk = exp->common.blk;
     int64_t end = r->offset + r->size;
-    int64_t len = blk_getlength(blk);
+    int64_t len;
     int mode = r->mode;
     int ret = 0;
+
+    fuse_pt_refresh(exp);
+    len = blk_getlength(blk);
 
     if (mode & FALLOC_FL_PUNCH_HOLE) {
         /* Reads as zeros afterwards; whole clusters are deallocated where the format can. */
@@ -422,10 +459,13 @@ static void coroutine_fn fuse_co_lseek(void *opaque)
 {
     FuseReq *r = opaque;
     BlockBackend *blk = r->q->exp->common.blk;
-    int64_t len = blk_getlength(blk);
+    int64_t len;
     int64_t off = r->offset;
     bool want_data = r->mode == SEEK_DATA;
     int ret = 0;
+
+    fuse_pt_refresh(r->q->exp);
+    len = blk_getlength(blk);
 
     if (off < 0) {
         ret = -EINVAL;
@@ -470,6 +510,8 @@ static void coroutine_fn fuse_co_setattr(void *opaque)
     FuseExport *exp = r->q->exp;
     int to_set = r->mode;
     int ret = 0;
+
+    fuse_pt_refresh(exp);
 
     if ((to_set & FUSE_SET_ATTR_MODE) && exp->common.read_only &&
         (r->attr.st_mode & 0222)) {
@@ -604,14 +646,21 @@ static void fuse_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *
     if (fuse_refuse(req, exp, (fi->flags & O_ACCMODE) != O_RDONLY)) {
         return;
     }
-    fi->keep_cache = 1;                 /* nobody else writes the image: keep cached pages */
-    if (fi->flags & O_DIRECT) {
-        fi->direct_io = 1;
+    if (exp->common.passthrough) {
+        /* The kernel opens the image with the user's flags (O_DIRECT included) and serves
+         * reads, writes and mmap from it; no page cache of ours to keep. */
+        current_queue->patch_open = exp->backing_id;
+    } else {
+        fi->keep_cache = 1;             /* nobody else writes the image: keep cached pages */
+        if (fi->flags & O_DIRECT) {
+            fi->direct_io = 1;
+        }
     }
     fuse_count_open(exp, 1);
     if (fuse_reply_open(req, fi) != 0) {
         fuse_count_open(exp, -1);       /* open was interrupted */
     }
+    current_queue->patch_open = 0;
 }
 
 static void fuse_op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -762,10 +811,34 @@ static ssize_t clone_read(int fd, void *buf, size_t len, void *userdata)
     return read(fd, buf, len);
 }
 
+/* Passthrough with libfuse 3.14, which knows neither FUSE_PASSTHROUGH nor backing ids: add them
+ * to the INIT and OPEN replies it built (header in iov[0], out argument in iov[1]). */
+static void fuse_pt_patch_reply(FuseQueue *q, struct iovec *iov, int count)
+{
+    if (q->patch_init && count == 2 && iov[1].iov_len >= offsetof(struct fuse_pt_init_out,
+                                                                  unused)) {
+        struct fuse_pt_init_out *out = iov[1].iov_base;
+        uint64_t flags = FUSE_PT_INIT_FLAG | FUSE_PT_INIT_EXT;
+        out->flags |= (uint32_t)flags;
+        out->flags2 |= flags >> 32;
+        out->max_stack_depth = FUSE_PT_MAX_STACK_DEPTH;
+        q->patch_init = false;
+        q->init_patched = true;
+    } else if (q->patch_open && count == 2 &&
+               iov[1].iov_len == sizeof(struct fuse_pt_open_out)) {
+        struct fuse_pt_open_out *out = iov[1].iov_base;
+        out->open_flags |= FUSE_PT_FOPEN;
+        out->backing_id = q->patch_open;
+    }
+}
+
 static ssize_t clone_writev(int fd, struct iovec *iov, int count, void *userdata)
 {
     FuseQueue *q = current_queue;
 
+    if (q && (q->patch_init || q->patch_open)) {
+        fuse_pt_patch_reply(q, iov, count);
+    }
     if (q && q->drop_reply) {           /* the reply to the INIT we replayed: not for the kernel */
         ssize_t n = 0;
         for (int i = 0; i < count; i++) {
@@ -826,6 +899,7 @@ static void fuse_queue_stop_bh(void *opaque)
 }
 
 static void fuse_queue_exited_bh(void *opaque);
+static void fuse_pt_stop(FuseExport *exp);
 static void fuse_unmount_wait_end(FuseExport *exp);
 
 static gpointer fuse_queue_thread(gpointer opaque)
@@ -880,6 +954,7 @@ static void fuse_queue_exited_bh(void *opaque)
     fuse_unmount_wait_end(exp);        /* unmounted from outside while a removal waited */
     if (exp->mounted) {
         /* Lazy unmount (libfuse detaches); closing the fds later disconnects any user left. */
+        fuse_pt_stop(exp);
         fuse_session_unmount(exp->queues[0].se);
         exp->mounted = false;
     }
@@ -926,6 +1001,61 @@ static int fuse_prepare_mountpoint(FuseExport *exp, GError **errp)
     return 0;
 }
 
+/* Does the kernel's INIT request (len bytes at msg) offer FUSE_PASSTHROUGH? */
+static bool fuse_pt_kernel_offers(const uint8_t *msg, size_t len)
+{
+    const struct fuse_init_in *in = (const void *)(msg + sizeof(struct fuse_in_header));
+
+    if (len < sizeof(struct fuse_in_header) + sizeof(*in) || !(in->flags & FUSE_PT_INIT_EXT)) {
+        return false;
+    }
+    return ((uint64_t)in->flags2 << 32) & FUSE_PT_INIT_FLAG;
+}
+
+/* INIT is done: if it asked for passthrough, register the image with the kernel.  The
+ * descriptor is the file node's own, which holds the image locks: the kernel keeps it (and
+ * them) as long as anyone can still write through it.  Returns 0, or -errno with errp set when
+ * --passthrough=on cannot hold. */
+static int fuse_pt_start(FuseExport *exp, GError **errp)
+{
+    FuseQueue *q = &exp->queues[0];
+    const char *why = NULL;
+    int id;
+
+    if (!q->init_patched) {
+        why = "the kernel does not offer FUSE passthrough (Linux 6.9 or later, "
+              "CONFIG_FUSE_PASSTHROUGH)";
+    } else {
+        exp->host_fd = bdrv_host_fd(blk_bs(exp->common.blk));
+        id = fuse_passthrough_backing_open(q->fd, exp->host_fd);
+        if (id > 0) {
+            exp->backing_id = id;
+            exp->common.passthrough = true;
+            return 0;
+        }
+        why = fuse_passthrough_open_error(id);
+    }
+    if (exp->common.passthrough_mode == BLK_EXP_PASSTHROUGH_ON) {
+        g_set_error(errp, BLK_ERROR, EINVAL, "%s: --passthrough=on: %s", exp->common.image,
+                    why);
+        return -EINVAL;
+    }
+    log_debug("export %s: no passthrough: %s", exp->common.id, why);
+    g_free(exp->common.passthrough_reason);
+    exp->common.passthrough_reason = g_strdup(why);
+    return 0;
+}
+
+/* Before unmounting (which closes queue 0's fd): unregister the image.  Files still open keep
+ * it, and the image locks on its open file description, until they are closed. */
+static void fuse_pt_stop(FuseExport *exp)
+{
+    if (exp->backing_id > 0) {
+        fuse_passthrough_backing_close(exp->queues[0].fd, exp->backing_id);
+        exp->backing_id = 0;
+    }
+}
+
 /* Read and process requests on queue 0's fd, blocking, until INIT has been handled; keep a
  * copy of the INIT request to replay into the clone sessions. */
 static int fuse_handshake(FuseExport *exp, GError **errp)
@@ -951,9 +1081,15 @@ static int fuse_handshake(FuseExport *exp, GError **errp)
             ((struct fuse_in_header *)b->data)->opcode == FUSE_INIT) {
             exp->init_msg = g_memdup2(b->data, ret);
             exp->init_len = ret;
+            if (exp->common.passthrough_wanted) {
+                q->patch_init = fuse_pt_kernel_offers(exp->init_msg, exp->init_len);
+            }
         }
         fuse_session_process_buf(q->se, &fbuf);
         ret = 0;
+    }
+    if (ret == 0 && exp->common.passthrough_wanted) {
+        ret = fuse_pt_start(exp, errp);
     }
     current_queue = NULL;
     fuse_buf_put(q, b);
@@ -988,6 +1124,7 @@ static struct fuse_session *fuse_new_session(FuseExport *exp, const BlockExportO
 
 static void fuse_destroy_sessions(FuseExport *exp)
 {
+    fuse_pt_stop(exp);
     for (unsigned i = 0; i < exp->nr_queues; i++) {
         FuseQueue *q = &exp->queues[i];
         if (q->se) {
@@ -1013,6 +1150,7 @@ static int fuse_export_create(BlockExport *blk_exp, const BlockExportOptions *op
     g_mutex_init(&exp->attr_lock);
     co_mutex_init(&exp->grow_lock);
     exp->unmount_timer = -1;
+    exp->host_fd = -1;
     exp->allow_other = opts->allow_other;
     exp->main_ctx = aio_get_current();
     exp->mode = exp->common.read_only ? 0400 : 0600;
@@ -1048,6 +1186,12 @@ static int fuse_export_create(BlockExport *blk_exp, const BlockExportOptions *op
     }
     exp->mounted = true;
     exp->queues[0].fd = fuse_session_fd(exp->queues[0].se);
+    if (exp->common.passthrough_wanted &&
+        fuse_session_custom_io(exp->queues[0].se, &clone_io, exp->queues[0].fd) != 0) {
+        error_setg(errp, "%s: cannot set up the FUSE session", exp->common.mountpoint);
+        ret = -EIO;
+        goto fail;
+    }
 
     ret = fuse_handshake(exp, errp);
     if (ret < 0) {

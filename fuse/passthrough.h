@@ -1,0 +1,105 @@
+/* passthrough.h - FUSE passthrough: when an export may let the kernel read and write the image
+ * file itself, and the kernel interface for it (Linux 6.9+, CONFIG_FUSE_PASSTHROUGH).
+ *
+ * What the kernel does (verified on 6.18, tests/export-passthrough.bats): once blkfuse has
+ * registered the image's descriptor (FUSE_DEV_IOC_BACKING_OPEN) and answered OPEN with
+ * FOPEN_PASSTHROUGH and its backing id, read(2), write(2) (O_DIRECT too), splice, mmap and
+ * copy_file_range on that open file go to the image file without reaching blkfuse.  GETATTR,
+ * SETATTR (truncate), FALLOCATE, LSEEK (SEEK_DATA/SEEK_HOLE), FLUSH, FSYNC, OPEN and RELEASE
+ * still do.  A write past the end grows the image in the kernel; the backing file is opened
+ * with the flags of the user's open, so a read-only open stays read-only.  The kernel keeps a
+ * reference on the registered descriptor's open file description (and so on the image locks
+ * held on it) until the connection ends, even if the daemon dies.
+ *
+ * Threads: the checks run in the main thread at export creation.
+ */
+#ifndef FUSE_PASSTHROUGH_H
+#define FUSE_PASSTHROUGH_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/ioctl.h>
+#include <glib.h>
+#include "fuse/export.h"
+
+/* --- kernel definitions newer than Debian 12's <linux/fuse.h> (protocol 7.40) --- */
+
+#define FUSE_PT_INIT_FLAG       (1ULL << 37)    /* FUSE_PASSTHROUGH, in flags2 */
+#define FUSE_PT_INIT_EXT        (1U << 30)      /* FUSE_INIT_EXT: flags2 is valid */
+#define FUSE_PT_FOPEN           (1U << 7)       /* FOPEN_PASSTHROUGH */
+#define FUSE_PT_MAX_STACK_DEPTH 2               /* FILESYSTEM_MAX_STACK_DEPTH */
+
+/* fuse_init_out from protocol 7.40 on: max_stack_depth follows flags2. */
+struct fuse_pt_init_out {
+    uint32_t major;
+    uint32_t minor;
+    uint32_t max_readahead;
+    uint32_t flags;
+    uint16_t max_background;
+    uint16_t congestion_threshold;
+    uint32_t max_write;
+    uint32_t time_gran;
+    uint16_t max_pages;
+    uint16_t map_alignment;
+    uint32_t flags2;
+    uint32_t max_stack_depth;
+    uint32_t unused[6];
+};
+
+/* fuse_open_out from 7.40 on: the padding became backing_id. */
+struct fuse_pt_open_out {
+    uint64_t fh;
+    uint32_t open_flags;
+    int32_t backing_id;
+};
+
+struct fuse_pt_backing_map {
+    int32_t fd;
+    uint32_t flags;
+    uint64_t padding;
+};
+
+#define FUSE_PT_IOC_BACKING_OPEN  _IOW(229, 1, struct fuse_pt_backing_map)
+#define FUSE_PT_IOC_BACKING_CLOSE _IOW(229, 2, uint32_t)
+
+/* --- when passthrough keeps every promise of an export --- */
+
+/* What the rules look at, gathered from the options before the image is opened and from the
+ * opened graph (fuse_passthrough_facts). */
+typedef struct FusePassthroughFacts {
+    bool format_raw_given;      /* -f raw (a probed raw image keeps its first-sector guard) */
+    bool raw_over_file;         /* the graph is a raw node right over a file node */
+    bool regular_file;          /* the image is a regular file (not a device, not null:) */
+    bool sliced;                /* -o offset= or size= */
+    bool faults;                /* -o fault-rules= */
+    bool snapshot;              /* --snapshot (writes go to an overlay) */
+    bool cache_writeback;       /* --cache=writeback (the kernel does neither O_DIRECT nor
+                                 * write-through for us) */
+    bool growable;
+    bool read_only;
+    bool coarse_stats;          /* --stats=coarse: reads and writes may go uncounted */
+    bool privileged;            /* CAP_SYS_ADMIN, which FUSE_DEV_IOC_BACKING_OPEN needs */
+} FusePassthroughFacts;
+
+/* The rules that fail for f, as one line ("a; b; c"), or NULL when every one holds. */
+char *fuse_passthrough_refusals(const FusePassthroughFacts *f);
+
+/* Facts from the export's options (before open: opening consumes opts->opts). */
+void fuse_passthrough_option_facts(FusePassthroughFacts *f, const BlockExportOptions *opts);
+/* Facts from the opened graph. */
+void fuse_passthrough_graph_facts(FusePassthroughFacts *f, BlockBackend *blk);
+
+/* Whether this process has CAP_SYS_ADMIN in its effective set. */
+bool fuse_passthrough_privileged(void);
+
+const char *fuse_passthrough_mode_name(BlockExportPassthrough mode);
+/* "auto", "on", "off"; false if s is none of them. */
+bool fuse_passthrough_mode_parse(const char *s, BlockExportPassthrough *out);
+
+/* Register fd with the FUSE connection of devfd.  Returns the backing id (> 0) or -errno. */
+int fuse_passthrough_backing_open(int devfd, int fd);
+void fuse_passthrough_backing_close(int devfd, int backing_id);
+/* Why FUSE_DEV_IOC_BACKING_OPEN failed with err (-errno), as a reason for the user. */
+const char *fuse_passthrough_open_error(int err);
+
+#endif
