@@ -1,0 +1,168 @@
+/* fuse-int.h - internals of the FUSE export shared by its parts: the protocol (protocol.c: INIT
+ * and the ops), the transports that bring requests and take replies (transport-dev.c: read and
+ * writev on /dev/fuse; transport-uring.c: FUSE-over-io_uring), and the queue threads and export
+ * lifecycle (queue.c).
+ *
+ * The transport interface:
+ * - A transport fills a FuseReq (embedded first in its own request struct) for each request it
+ *   receives and calls fuse_dispatch() in the queue thread.
+ * - The protocol answers each request exactly once through fuse_reply_*() (which call the
+ *   transport's reply op), at once or later from a coroutine; never FORGET, BATCH_FORGET or
+ *   INTERRUPT, for which fuse_dispatch returns false: the transport frees those itself.
+ * - The transport keeps the request's buffers (in, arg, payload, out_buf) alive until its reply.
+ *
+ * Threads: fuse_dispatch and every reply run in the queue thread that received the request
+ * (q->ctx is that thread's AioContext); INIT may also be handled in the main thread during
+ * create, before any queue thread runs.
+ */
+#ifndef FUSE_FUSE_INT_H
+#define FUSE_FUSE_INT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <glib.h>
+#include "fuse/export.h"
+#include "fuse/fuse-kernel.h"
+#include "block/aio.h"
+#include "block/coroutine.h"
+
+#define FUSE_MAX_IO         (1024 * 1024)       /* max_read and max_write */
+/* The largest request: a WRITE header and argument, then max_write bytes of data. */
+#define FUSE_WRITE_HDR      (sizeof(struct fuse_in_header) + sizeof(struct fuse_write_in))
+#define FUSE_MAX_REQ_SIZE   (FUSE_WRITE_HDR + FUSE_MAX_IO)
+
+typedef struct FuseExport FuseExport;
+typedef struct FuseQueue FuseQueue;
+typedef struct FuseReq FuseReq;
+typedef struct FuseTransportOps FuseTransportOps;
+
+/* One request, whatever transport brought it.  The transport's own request struct starts
+ * with it (container_of back). */
+struct FuseReq {
+    FuseQueue *q;
+    const struct fuse_in_header *in;
+    /* The op's in argument (fuse_read_in, fuse_write_in, ...).  A transport that receives the
+     * request as one byte stream (dev) sets arg to everything after the header and leaves
+     * payload NULL: fuse_dispatch splits it at the op's argument size. */
+    const void *arg;
+    size_t arg_len;
+    const void *payload;        /* WRITE data, LOOKUP name...; NULL if none */
+    size_t payload_len;
+    /* Where READ data is to land: the transport's buffer, 4 KiB aligned (O_DIRECT), at least
+     * FUSE_MAX_IO bytes; out_cap is its size. */
+    void *out_buf;
+    size_t out_cap;
+};
+
+struct FuseTransportOps {
+    const char *name;           /* "dev", "uring": shown by list and stats */
+
+    /* Required.  Queue thread, once, q->ctx current: start receiving requests (register fd
+     * handlers or ring entries).  Returns 0, or -errno with errp set. */
+    int (*queue_start)(FuseQueue *q, GError **errp);
+
+    /* Required.  Queue thread, q->stopping set: receive no more requests.  Requests in flight
+     * still reply through the transport afterwards. */
+    void (*queue_stop)(FuseQueue *q);
+
+    /* Required.  Queue thread, after the last reply of the queue: free the queue's resources. */
+    void (*queue_cleanup)(FuseQueue *q);
+
+    /* Required.  Answer req (then the transport frees it: req must not be used again).
+     * error: 0 or -errno.  Then either out_arg_len bytes of out_arg, or out_len bytes of
+     * req->out_buf (READ), never both.  Returns 0, or -ENOENT when the kernel no longer waits
+     * for the answer (the request was interrupted or the connection aborted; a transport that
+     * learns this only later returns 0), or another -errno. */
+    int (*reply)(FuseReq *req, int error, const void *out_arg, size_t out_arg_len,
+                 size_t out_len);
+};
+
+extern const FuseTransportOps fuse_transport_dev;
+
+/* One queue: a thread with its own event loop and /dev/fuse fd. */
+struct FuseQueue {
+    FuseExport *exp;
+    unsigned index;
+    int fd;                     /* /dev/fuse: queue 0 the mount's, others FUSE_DEV_IOC_CLONE */
+    GThread *thread;
+    AioContext *ctx;
+    bool ready;                 /* thread started (under exp->start_lock) */
+    bool stopping;              /* queue thread: stop receiving, finish in-flight, exit */
+    bool disconnected;          /* the kernel ended the connection (unmounted) */
+    unsigned in_flight;         /* requests dispatched, not yet replied (queue thread only) */
+    void *transport_state;      /* the transport's, from queue_start to queue_cleanup */
+};
+
+struct FuseExport {
+    BlockExport common;
+    FuseQueue *queues;
+    unsigned nr_queues;
+    const FuseTransportOps *transport;
+    struct fuse_session *se;    /* libfuse: mount and unmount only */
+    bool created_mountpoint;
+    bool mounted;
+    bool allow_other;
+
+    /* INIT negotiation (protocol.c).  Before mounting, parts that need a kernel feature ask for
+     * it; it is agreed if the kernel offers it: */
+    uint64_t init_want;         /* FUSE_OVER_IO_URING, FUSE_PASSTHROUGH, ... */
+    uint32_t max_stack_depth;   /* the INIT reply's, for FUSE_PASSTHROUGH */
+    /* ...and after INIT: */
+    bool got_init;
+    uint32_t proto_minor;       /* the protocol minor version in use */
+    uint64_t kernel_flags;      /* what the kernel offered */
+    uint64_t init_flags;        /* what was agreed (our INIT reply) */
+
+    GMutex start_lock;
+    GCond start_cond;
+
+    unsigned open_count;        /* atomic: open file handles */
+    int halted;                 /* atomic: forced removal, every request fails with EIO */
+    unsigned queues_running;    /* main thread */
+    AioContext *main_ctx;
+    const char *stop_reason;
+
+    /* A safe removal waiting for the open files to close (main thread)... */
+    bool unmount_waiting;
+    int unmount_timer;          /* timerfd: the end of the grace period, or -1 */
+    /* ...and whether the RELEASE that closes the last one must tell the main thread (atomic). */
+    int wake_on_last_release;
+
+    CoMutex grow_lock;          /* serialises growing the image */
+
+    GMutex attr_lock;
+    mode_t mode;                /* permission bits of the file */
+    uid_t uid;
+    gid_t gid;
+    struct timespec atime, mtime, ctime;
+};
+
+/* --- protocol.c --- */
+
+/* Handle one request (queue thread; or the main thread for INIT during create).  Returns true
+ * if it is or will be answered through the transport's reply, false if it takes no answer
+ * (FORGET, BATCH_FORGET, INTERRUPT): the transport then frees it at once. */
+bool fuse_dispatch(FuseReq *req);
+
+/* Set up the export's attributes and locks (before mounting) and free them (delete). */
+void fuse_protocol_init(FuseExport *exp);
+void fuse_protocol_cleanup(FuseExport *exp);
+
+/* --- queue.c --- */
+
+/* Queue thread: the kernel ended the connection (ENODEV: unmounted, or aborted). */
+void fuse_queue_disconnected(FuseQueue *q);
+
+/* Any thread: count an open (delta 1) or a release (-1); the release of the last open file
+ * wakes a safe removal waiting for it. */
+void fuse_count_open(FuseExport *exp, int delta);
+
+/* --- transport-dev.c --- */
+
+/* Main thread, during create: read and answer requests on queue 0's fd, blocking, until INIT
+ * has been answered.  Returns 0, or -errno with errp set. */
+int fuse_dev_handshake(FuseExport *exp, GError **errp);
+
+#endif
