@@ -815,19 +815,19 @@ static ssize_t clone_read(int fd, void *buf, size_t len, void *userdata)
  * to the INIT and OPEN replies it built (header in iov[0], out argument in iov[1]). */
 static void fuse_pt_patch_reply(FuseQueue *q, struct iovec *iov, int count)
 {
-    if (q->patch_init && count == 2 && iov[1].iov_len >= offsetof(struct fuse_pt_init_out,
-                                                                  unused)) {
-        struct fuse_pt_init_out *out = iov[1].iov_base;
-        uint64_t flags = FUSE_PT_INIT_FLAG | FUSE_PT_INIT_EXT;
+    if (q->patch_init && count == 2 && iov[1].iov_len >= offsetof(struct blkfuse_init_out,
+                                                                  request_timeout)) {
+        struct blkfuse_init_out *out = iov[1].iov_base;
+        uint64_t flags = FUSE_PASSTHROUGH | FUSE_INIT_EXT;
         out->flags |= (uint32_t)flags;
         out->flags2 |= flags >> 32;
         out->max_stack_depth = FUSE_PT_MAX_STACK_DEPTH;
         q->patch_init = false;
         q->init_patched = true;
     } else if (q->patch_open && count == 2 &&
-               iov[1].iov_len == sizeof(struct fuse_pt_open_out)) {
-        struct fuse_pt_open_out *out = iov[1].iov_base;
-        out->open_flags |= FUSE_PT_FOPEN;
+               iov[1].iov_len == sizeof(struct blkfuse_open_out)) {
+        struct blkfuse_open_out *out = iov[1].iov_base;
+        out->open_flags |= FOPEN_PASSTHROUGH;
         out->backing_id = q->patch_open;
     }
 }
@@ -1006,10 +1006,10 @@ static bool fuse_pt_kernel_offers(const uint8_t *msg, size_t len)
 {
     const struct fuse_init_in *in = (const void *)(msg + sizeof(struct fuse_in_header));
 
-    if (len < sizeof(struct fuse_in_header) + sizeof(*in) || !(in->flags & FUSE_PT_INIT_EXT)) {
+    if (len < sizeof(struct fuse_in_header) + sizeof(*in) || !(in->flags & FUSE_INIT_EXT)) {
         return false;
     }
-    return ((uint64_t)in->flags2 << 32) & FUSE_PT_INIT_FLAG;
+    return ((uint64_t)in->flags2 << 32) & FUSE_PASSTHROUGH;
 }
 
 /* INIT is done: if it asked for passthrough, register the image with the kernel.  The

@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <linux/capability.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -138,8 +139,8 @@ bool fuse_passthrough_mode_parse(const char *s, BlockExportPassthrough *out)
 
 int fuse_passthrough_backing_open(int devfd, int fd)
 {
-    struct fuse_pt_backing_map map = { .fd = fd };
-    int id = ioctl(devfd, FUSE_PT_IOC_BACKING_OPEN, &map);
+    struct fuse_backing_map map = { .fd = fd };
+    int id = ioctl(devfd, FUSE_DEV_IOC_BACKING_OPEN, &map);
 
     return id < 0 ? -errno : id;
 }
@@ -148,7 +149,7 @@ void fuse_passthrough_backing_close(int devfd, int backing_id)
 {
     uint32_t id = backing_id;
 
-    if (ioctl(devfd, FUSE_PT_IOC_BACKING_CLOSE, &id) < 0) {
+    if (ioctl(devfd, FUSE_DEV_IOC_BACKING_CLOSE, &id) < 0) {
         log_debug("FUSE_DEV_IOC_BACKING_CLOSE %d: %s", backing_id, g_strerror(errno));
     }
 }

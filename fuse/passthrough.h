@@ -18,49 +18,17 @@
 
 #include <stdbool.h>
 #include <stdint.h>
-#include <sys/ioctl.h>
 #include <glib.h>
 #include "fuse/export.h"
+#include "fuse/fuse-kernel.h"
 
-/* --- kernel definitions newer than Debian 12's <linux/fuse.h> (protocol 7.40) --- */
+/* The kernel's definitions are in fuse/fuse-kernel.h (FUSE_PASSTHROUGH, FOPEN_PASSTHROUGH,
+ * blkfuse_init_out.max_stack_depth, blkfuse_open_out.backing_id, FUSE_DEV_IOC_BACKING_OPEN). */
 
-#define FUSE_PT_INIT_FLAG       (1ULL << 37)    /* FUSE_PASSTHROUGH, in flags2 */
-#define FUSE_PT_INIT_EXT        (1U << 30)      /* FUSE_INIT_EXT: flags2 is valid */
-#define FUSE_PT_FOPEN           (1U << 7)       /* FOPEN_PASSTHROUGH */
-#define FUSE_PT_MAX_STACK_DEPTH 2               /* FILESYSTEM_MAX_STACK_DEPTH */
-
-/* fuse_init_out from protocol 7.40 on: max_stack_depth follows flags2. */
-struct fuse_pt_init_out {
-    uint32_t major;
-    uint32_t minor;
-    uint32_t max_readahead;
-    uint32_t flags;
-    uint16_t max_background;
-    uint16_t congestion_threshold;
-    uint32_t max_write;
-    uint32_t time_gran;
-    uint16_t max_pages;
-    uint16_t map_alignment;
-    uint32_t flags2;
-    uint32_t max_stack_depth;
-    uint32_t unused[6];
-};
-
-/* fuse_open_out from 7.40 on: the padding became backing_id. */
-struct fuse_pt_open_out {
-    uint64_t fh;
-    uint32_t open_flags;
-    int32_t backing_id;
-};
-
-struct fuse_pt_backing_map {
-    int32_t fd;
-    uint32_t flags;
-    uint64_t padding;
-};
-
-#define FUSE_PT_IOC_BACKING_OPEN  _IOW(229, 1, struct fuse_pt_backing_map)
-#define FUSE_PT_IOC_BACKING_CLOSE _IOW(229, 2, uint32_t)
+/* max_stack_depth of our INIT reply: the kernel's FILESYSTEM_MAX_STACK_DEPTH, so that an image
+ * on overlayfs can pass through; the mount itself then counts as that deep, so no other
+ * passthrough mount can stack on it. */
+#define FUSE_PT_MAX_STACK_DEPTH 2
 
 /* --- when passthrough keeps every promise of an export --- */
 
