@@ -6,6 +6,7 @@
  */
 #include "config.h"
 #include "fuse/passthrough.h"
+#include "fuse/fuse-int.h"
 #include "block/block.h"
 #include "block/util.h"
 
@@ -168,5 +169,87 @@ const char *fuse_passthrough_open_error(int err)
         return "the kernel does not know FUSE_DEV_IOC_BACKING_OPEN";
     default:
         return "the kernel refused the image";
+    }
+}
+
+/* --- the export's side (fuse-int.h) --- */
+
+void fuse_passthrough_want(FuseExport *exp)
+{
+    exp->backing_id = 0;
+    exp->host_fd = -1;
+    if (exp->common.passthrough_wanted) {
+        exp->init_want |= FUSE_PASSTHROUGH;
+        exp->max_stack_depth = FUSE_PT_MAX_STACK_DEPTH;
+    }
+}
+
+/* The descriptor registered is the file node's own, which holds the image locks: the kernel
+ * keeps its open file description (and so the locks) as long as anyone can still write the
+ * image through it, even after the daemon is gone. */
+int fuse_passthrough_start(FuseExport *exp, GError **errp)
+{
+    const char *why;
+    int id;
+
+    if (!exp->common.passthrough_wanted) {
+        return 0;
+    }
+    if (!(exp->init_flags & FUSE_PASSTHROUGH)) {
+        why = "the kernel does not offer FUSE passthrough (Linux 6.9 or later, "
+              "CONFIG_FUSE_PASSTHROUGH)";
+    } else {
+        exp->host_fd = bdrv_host_fd(blk_bs(exp->common.blk));
+        id = fuse_passthrough_backing_open(exp->queues[0].fd, exp->host_fd);
+        if (id > 0) {
+            exp->backing_id = id;
+            exp->common.passthrough = true;
+            return 0;
+        }
+        why = fuse_passthrough_open_error(id);
+    }
+    if (exp->common.passthrough_mode == BLK_EXP_PASSTHROUGH_ON) {
+        g_set_error(errp, BLK_ERROR, EINVAL, "%s: --passthrough=on: %s", exp->common.image,
+                    why);
+        return -EINVAL;
+    }
+    log_debug("export %s: no passthrough: %s", exp->common.id, why);
+    g_free(exp->common.passthrough_reason);
+    exp->common.passthrough_reason = g_strdup(why);
+    return 0;
+}
+
+/* Files still open keep the image, and the image locks on its open file description, until
+ * they are closed. */
+void fuse_passthrough_stop(FuseExport *exp)
+{
+    if (exp->backing_id > 0) {
+        fuse_passthrough_backing_close(exp->queues[0].fd, exp->backing_id);
+        exp->backing_id = 0;
+    }
+}
+
+void fuse_passthrough_refresh(FuseExport *exp)
+{
+    if (exp->common.passthrough) {
+        blk_refresh_length(exp->common.blk);
+    }
+}
+
+static void raise_time(uint64_t *sec, uint32_t *nsec, const struct timespec *ts)
+{
+    if ((uint64_t)ts->tv_sec > *sec || ((uint64_t)ts->tv_sec == *sec && ts->tv_nsec > *nsec)) {
+        *sec = ts->tv_sec;
+        *nsec = ts->tv_nsec;
+    }
+}
+
+void fuse_passthrough_times(FuseExport *exp, struct fuse_attr *a)
+{
+    struct stat st;
+
+    if (exp->common.passthrough && fstat(exp->host_fd, &st) == 0) {
+        raise_time(&a->mtime, &a->mtimensec, &st.st_mtim);
+        raise_time(&a->ctime, &a->ctimensec, &st.st_ctim);
     }
 }

@@ -1,0 +1,243 @@
+/* transport-dev.c - the classic FUSE transport: requests are read from the queue's /dev/fuse fd,
+ * replies written back to it with writev.
+ *
+ * Each request owns one buffer, 4 KiB + FUSE_MAX_IO bytes, 4 KiB aligned.  A request is read to
+ * FUSE_WRITE_HDR bytes before the 4 KiB mark, so that a WRITE's data (after fuse_in_header and
+ * fuse_write_in) lands at the mark, aligned for O_DIRECT without a copy; a READ's data is read
+ * into the buffer from the mark (out_buf) and written to the kernel from there.
+ *
+ * Threads: the queue thread (its fd handler reads requests and dispatches them; replies come
+ * from handlers and coroutines of that thread); the handshake in the main thread during create,
+ * before the queue threads start.
+ */
+#include "config.h"
+#include "fuse/fuse-int.h"
+#include "block/util.h"
+
+#include <fcntl.h>
+#include <inttypes.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#define FUSE_DEV_DATA_OFF   4096                        /* out_buf, and WRITE data */
+#define FUSE_DEV_IN_OFF     (FUSE_DEV_DATA_OFF - FUSE_WRITE_HDR)
+#define FUSE_DEV_BUF_SIZE   (FUSE_DEV_DATA_OFF + FUSE_MAX_IO)
+#define FUSE_DEV_REQS_PER_WAKE 32   /* requests read per readable event before yielding */
+#define FUSE_DEV_POOL_MAX   64      /* idle requests (and their buffers) kept per queue */
+
+typedef struct FuseDevReq {
+    FuseReq req;                    /* first: the protocol sees this */
+    struct FuseDevReq *next_free;
+    uint8_t *buf;                   /* FUSE_DEV_BUF_SIZE, aligned */
+    struct fuse_out_header out;
+} FuseDevReq;
+
+typedef struct FuseDevQueue {
+    FuseDevReq *free;
+    unsigned nr_free;
+} FuseDevQueue;
+
+/* --- requests and their buffers --- */
+
+static FuseDevQueue *fuse_dev_queue(FuseQueue *q)
+{
+    if (!q->transport_state) {
+        q->transport_state = g_new0(FuseDevQueue, 1);
+    }
+    return q->transport_state;
+}
+
+static FuseDevReq *fuse_dev_req_get(FuseQueue *q)
+{
+    FuseDevQueue *dq = q->transport_state;
+    FuseDevReq *r = dq->free;
+
+    if (r) {
+        dq->free = r->next_free;
+        dq->nr_free--;
+    } else {
+        r = g_new0(FuseDevReq, 1);
+        r->buf = blk_blockalign(FUSE_DEV_BUF_SIZE);
+    }
+    r->req.q = q;
+    r->req.ops = &fuse_transport_dev;
+    return r;
+}
+
+static void fuse_dev_req_free(FuseDevReq *r)
+{
+    blk_vfree(r->buf);
+    g_free(r);
+}
+
+static void fuse_dev_req_put(FuseQueue *q, FuseDevReq *r)
+{
+    FuseDevQueue *dq = q->transport_state;
+
+    if (dq->nr_free >= FUSE_DEV_POOL_MAX) {
+        fuse_dev_req_free(r);
+        return;
+    }
+    r->next_free = dq->free;
+    dq->free = r;
+    dq->nr_free++;
+}
+
+/* --- receiving --- */
+
+/* Read one request into r.  Returns its length, or -errno (-EAGAIN: none waiting; -ENODEV: the
+ * connection is gone). */
+static ssize_t fuse_dev_read_one(FuseQueue *q, FuseDevReq *r)
+{
+    for (;;) {
+        ssize_t n = read(q->fd, r->buf + FUSE_DEV_IN_OFF, FUSE_MAX_REQ_SIZE);
+        if (n >= 0) {
+            return n;
+        }
+        /* EINTR: a signal; ENOENT: the request went away (interrupted) while being read. */
+        if (errno != EINTR && errno != ENOENT) {
+            return -errno;
+        }
+    }
+}
+
+/* Hand a request of n bytes in r to the protocol. */
+static void fuse_dev_dispatch(FuseQueue *q, FuseDevReq *r, size_t n)
+{
+    const struct fuse_in_header *in = (const void *)(r->buf + FUSE_DEV_IN_OFF);
+    FuseReq *req = &r->req;
+
+    if (n < sizeof(*in) || in->len != n) {
+        log_warning("export %s: dropped a malformed FUSE request (%zu bytes)",
+                    q->exp->common.id, n);
+        fuse_dev_req_put(q, r);
+        return;
+    }
+    req->in = in;
+    req->arg = in + 1;
+    req->arg_len = n - sizeof(*in);
+    req->payload = NULL;
+    req->payload_len = 0;
+    req->out_buf = r->buf + FUSE_DEV_DATA_OFF;
+    req->out_cap = FUSE_MAX_IO;
+    if (!fuse_dispatch(req)) {
+        fuse_dev_req_put(q, r);
+    }
+}
+
+/* The fd is readable: read and dispatch what is waiting, a batch at a time. */
+static void fuse_dev_readable(void *opaque)
+{
+    FuseQueue *q = opaque;
+
+    for (int i = 0; i < FUSE_DEV_REQS_PER_WAKE && !q->stopping; i++) {
+        FuseDevReq *r = fuse_dev_req_get(q);
+        ssize_t n = fuse_dev_read_one(q, r);
+
+        if (n < 0) {
+            fuse_dev_req_put(q, r);
+            if (n != -EAGAIN) {
+                /* ENODEV: unmounted or aborted; anything else ends the connection too. */
+                if (n != -ENODEV) {
+                    log_warning("export %s: reading /dev/fuse failed: %s", q->exp->common.id,
+                                g_strerror(-n));
+                }
+                fuse_queue_disconnected(q);
+            }
+            return;
+        }
+        fuse_dev_dispatch(q, r, n);
+    }
+}
+
+int fuse_dev_handshake(FuseExport *exp, GError **errp)
+{
+    FuseQueue *q = &exp->queues[0];
+
+    fuse_dev_queue(q);
+    while (!exp->got_init) {
+        FuseDevReq *r = fuse_dev_req_get(q);
+        ssize_t n = fuse_dev_read_one(q, r);
+
+        if (n < 0) {
+            fuse_dev_req_put(q, r);
+            error_setg_errno(errp, -n, "%s: FUSE handshake failed", exp->common.mountpoint);
+            return n;
+        }
+        fuse_dev_dispatch(q, r, n);
+    }
+    return 0;
+}
+
+/* --- the transport ops --- */
+
+static int fuse_dev_queue_start(FuseQueue *q, GError **errp)
+{
+    fuse_dev_queue(q);
+    aio_set_fd_handler(q->ctx, q->fd, fuse_dev_readable, NULL, q);
+    return 0;
+}
+
+static void fuse_dev_queue_stop(FuseQueue *q)
+{
+    aio_set_fd_handler(q->ctx, q->fd, NULL, NULL, NULL);
+}
+
+static void fuse_dev_queue_cleanup(FuseQueue *q)
+{
+    FuseDevQueue *dq = q->transport_state;
+
+    if (!dq) {
+        return;
+    }
+    while (dq->free) {
+        FuseDevReq *r = dq->free;
+        dq->free = r->next_free;
+        fuse_dev_req_free(r);
+    }
+    g_free(dq);
+    q->transport_state = NULL;
+}
+
+static int fuse_dev_reply(FuseReq *req, int error, const void *out_arg, size_t out_arg_len,
+                          size_t out_len)
+{
+    FuseDevReq *r = (FuseDevReq *)req;
+    FuseQueue *q = req->q;
+    struct iovec iov[2] = { { &r->out, sizeof(r->out) } };
+    int cnt = 1;
+    int ret = 0;
+
+    r->out.error = error;
+    r->out.unique = req->in->unique;
+    if (error == 0 && out_arg_len) {
+        iov[cnt++] = (struct iovec){ (void *)out_arg, out_arg_len };
+    } else if (error == 0 && out_len) {
+        iov[cnt++] = (struct iovec){ req->out_buf, out_len };
+    }
+    r->out.len = sizeof(r->out) + (cnt > 1 ? iov[1].iov_len : 0);
+    while (writev(q->fd, iov, cnt) < 0) {
+        if (errno == EINTR) {
+            continue;
+        }
+        ret = -errno;
+        /* ENOENT: the request was interrupted; ENODEV: the connection is gone (the reader
+         * sees that too).  Anything else means a reply we built wrong. */
+        if (ret != -ENOENT && ret != -ENODEV) {
+            log_warning("export %s: FUSE reply to request %" PRIu64 " (op %u) failed: %s",
+                        q->exp->common.id, (uint64_t)req->in->unique, req->in->opcode,
+                        g_strerror(-ret));
+        }
+        break;
+    }
+    fuse_dev_req_put(q, r);
+    return ret;
+}
+
+const FuseTransportOps fuse_transport_dev = {
+    .name           = "dev",
+    .queue_start    = fuse_dev_queue_start,
+    .queue_stop     = fuse_dev_queue_stop,
+    .queue_cleanup  = fuse_dev_queue_cleanup,
+    .reply          = fuse_dev_reply,
+};
