@@ -7,7 +7,8 @@
  * copy_file_range on that open file go to the image file without reaching blkfuse.  GETATTR,
  * SETATTR (truncate), FALLOCATE, LSEEK (SEEK_DATA/SEEK_HOLE), FLUSH, FSYNC, OPEN and RELEASE
  * still do.  A write past the end grows the image in the kernel; the backing file is opened
- * with the flags of the user's open, so a read-only open stays read-only.  The kernel keeps a
+ * with the flags of the user's open, so a read-only open stays read-only and an O_DIRECT open
+ * is O_DIRECT on the image (bypassing the host page cache, unlike blkfuse's writeback mode).  The kernel keeps a
  * reference on the registered descriptor's open file description (and so on the image locks
  * held on it) until the connection ends, even if the daemon dies.
  *
