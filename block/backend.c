@@ -109,6 +109,11 @@ int64_t blk_get_allocated_file_size(BlockBackend *blk)
     return bdrv_get_allocated_file_size(blk->bs);
 }
 
+int64_t blk_refresh_length(BlockBackend *blk)
+{
+    return bdrv_refresh_length(blk->bs);
+}
+
 /* --- request accounting --- */
 
 /* The increment and the loads of resizing are sequentially consistent with the truncate's

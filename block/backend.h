@@ -44,6 +44,9 @@ bool blk_get_write_through(BlockBackend *blk);
 
 int64_t blk_getlength(BlockBackend *blk);
 int64_t blk_get_allocated_file_size(BlockBackend *blk);
+/* Re-read the length from the host file (FUSE passthrough: the kernel writes it directly and
+ * may have grown it).  Returns the new length or -errno. */
+int64_t blk_refresh_length(BlockBackend *blk);
 
 /* I/O: return 0 or -errno.  Out-of-range reads fail with -EINVAL, writes with -ENOSPC, writes
  * to a read-only backend with -EROFS. */

@@ -582,6 +582,28 @@ int64_t bdrv_get_allocated_file_size(BlockDriverState *bs)
     return bs->file ? bdrv_get_allocated_file_size(bs->file->bs) : 0;
 }
 
+int bdrv_host_fd(BlockDriverState *bs)
+{
+    if (bs->drv->bdrv_host_fd) {
+        return bs->drv->bdrv_host_fd(bs);
+    }
+    return bs->file ? bdrv_host_fd(bs->file->bs) : -1;
+}
+
+int64_t bdrv_refresh_length(BlockDriverState *bs)
+{
+    if (bs->drv->bdrv_refresh_length) {
+        return bs->drv->bdrv_refresh_length(bs);
+    }
+    if (bs->file) {
+        int64_t ret = bdrv_refresh_length(bs->file->bs);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    return bdrv_getlength(bs);
+}
+
 /* --- synchronous wrappers --- */
 
 typedef struct SyncReq {

@@ -208,6 +208,17 @@ struct BlockDriver {
      * the children's. */
     int64_t (*bdrv_get_allocated_file_size)(BlockDriverState *bs);
 
+    /* Optional (protocols on a host file).  The descriptor the node reads and writes, which also
+     * holds its image locks, or -1.  Any thread.  NULL: bs->file's (-1 without a file
+     * child).  FUSE passthrough hands it to the kernel, which then does reads and writes. */
+    int (*bdrv_host_fd)(BlockDriverState *bs);
+
+    /* Optional.  Re-read the length from the host, where something other than this node may
+     * have changed it (FUSE passthrough writes past the end grow the file in the kernel).
+     * Returns the new length or -errno.  Any thread, must not yield.  NULL: the cached length
+     * cannot go stale; bs->file is refreshed (if any). */
+    int64_t (*bdrv_refresh_length)(BlockDriverState *bs);
+
     /* Optional.  Fill info (main thread). */
     int (*bdrv_get_info)(BlockDriverState *bs, BlockDriverInfo *info);
 
@@ -323,6 +334,11 @@ int coroutine_fn bdrv_co_block_status_above(BlockDriverState *bs, int64_t offset
 
 int64_t bdrv_getlength(BlockDriverState *bs);
 int64_t bdrv_get_allocated_file_size(BlockDriverState *bs);
+/* The host descriptor under bs (see the driver callback), or -1. */
+int bdrv_host_fd(BlockDriverState *bs);
+/* Re-read the length from the host down the file children (see the driver callback); returns
+ * bs's length afterwards, or -errno. */
+int64_t bdrv_refresh_length(BlockDriverState *bs);
 
 /* Synchronous wrappers for the main thread outside coroutines (open paths, tools, tests). */
 int bdrv_pread(BlockDriverState *bs, int64_t offset, int64_t bytes, void *buf);

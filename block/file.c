@@ -332,6 +332,25 @@ static int64_t file_getlength(BlockDriverState *bs)
     return __atomic_load_n(&s->size, __ATOMIC_RELAXED);
 }
 
+static int file_host_fd(BlockDriverState *bs)
+{
+    BDRVFileState *s = bs->opaque;
+
+    return s->fd;
+}
+
+/* The kernel may have grown the file behind our back (FUSE passthrough writes). */
+static int64_t file_refresh_length(BlockDriverState *bs)
+{
+    BDRVFileState *s = bs->opaque;
+    int64_t len = file_query_length(s);
+
+    if (len >= 0) {
+        __atomic_store_n(&s->size, len, __ATOMIC_RELAXED);
+    }
+    return len;
+}
+
 static int64_t file_get_allocated_file_size(BlockDriverState *bs)
 {
     BDRVFileState *s = bs->opaque;
@@ -796,5 +815,7 @@ const BlockDriver bdrv_file = {
     .bdrv_co_truncate               = file_co_truncate,
     .bdrv_co_block_status           = file_co_block_status,
     .bdrv_getlength                 = file_getlength,
+    .bdrv_host_fd                   = file_host_fd,
+    .bdrv_refresh_length            = file_refresh_length,
     .bdrv_get_allocated_file_size   = file_get_allocated_file_size,
 };

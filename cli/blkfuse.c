@@ -11,6 +11,7 @@
 #include "cli/control.h"
 #include "cli/json.h"
 #include "fuse/export.h"
+#include "fuse/passthrough.h"
 
 #include <fcntl.h>
 #include <getopt.h>
@@ -51,7 +52,7 @@ enum {
     OPT_GROWABLE = 256, OPT_CACHE, OPT_QUEUES, OPT_FOREGROUND, OPT_LOG_FILE, OPT_FORCE,
     OPT_JSON, OPT_ALLOW_OTHER, OPT_DAEMON, OPT_ID, OPT_SOCKET, OPT_SNAPSHOT,
     OPT_SNAPSHOT_NAME, OPT_ALLOW_USER, OPT_ALLOW_REMOTE_BACKING, OPT_HELP, OPT_OUTPUT,
-    OPT_TRANSPORT,
+    OPT_TRANSPORT, OPT_PASSTHROUGH, OPT_STATS,
 };
 
 static const CliOption help_option = { "help", OPT_HELP, NULL, "show this help and exit" };
@@ -79,6 +80,11 @@ static const CliOption mount_options[] = {
       "mode (needs user_allow_other in /etc/fuse.conf when not root)" },
     { "allow-remote-backing", OPT_ALLOW_REMOTE_BACKING, NULL, "open backing files the image "
       "names by protocol (null:, nbd:, ...), not only local paths: only for trusted images" },
+    { "passthrough", OPT_PASSTHROUGH, "auto|on|off", "let the kernel read and write the image "
+      "file itself (root, -f raw, --growable or --read-only, --stats=coarse); auto (default) "
+      "when every promise of the export holds with it, on: refuse to mount when one does not" },
+    { "stats", OPT_STATS, "full|coarse", "full (default): count every read and write; coarse: "
+      "reads and writes the kernel serves itself (passthrough) go uncounted" },
     { "id", OPT_ID, "ID", "export id (default: exportN)" },
     { "daemon", OPT_DAEMON, "SOCKET", "add the export to the running 'blkfuse serve' daemon "
       "listening on SOCKET" },
@@ -596,6 +602,16 @@ static int cmd_mount(GHashTable *o, int argc, char **argv)
     if (eo.transport && !blk_exp_transport_valid(eo.transport)) {
         return usage_error(c, "--transport must be auto, uring or dev, not '%s'", eo.transport);
     }
+    if (opt_str(o, "passthrough") &&
+        !fuse_passthrough_mode_parse(opt_str(o, "passthrough"), &eo.passthrough)) {
+        return usage_error(c, "--passthrough must be auto, on or off, not '%s'",
+                           opt_str(o, "passthrough"));
+    }
+    if (opt_str(o, "stats") && strcmp(opt_str(o, "stats"), "full") &&
+        strcmp(opt_str(o, "stats"), "coarse")) {
+        return usage_error(c, "--stats must be full or coarse, not '%s'", opt_str(o, "stats"));
+    }
+    eo.coarse_stats = opt_str(o, "stats") && !strcmp(opt_str(o, "stats"), "coarse");
     if (cache && strcmp(cache, "writeback") && strcmp(cache, "writethrough") &&
         strcmp(cache, "none") && strcmp(cache, "directsync")) {
         return usage_error(c, "--cache must be writeback, writethrough, none or directsync, "
@@ -658,6 +674,12 @@ static int cmd_mount(GHashTable *o, int argc, char **argv)
         json_object_set_int(req, "queues", eo.queues);
         if (eo.transport) {
             json_object_set_string(req, "transport", eo.transport);
+        }
+        if (opt_str(o, "passthrough")) {
+            json_object_set_string(req, "passthrough", opt_str(o, "passthrough"));
+        }
+        if (opt_str(o, "stats")) {
+            json_object_set_string(req, "stats", opt_str(o, "stats"));
         }
         reply = control_call(opt_str(o, "daemon"), req, 60000, &err);
         if (!reply) {
@@ -891,9 +913,11 @@ static int cmd_list(GHashTable *o, int argc, char **argv)
         row[2] = g_strdup(json_object_get_string(e, "image"));
         row[3] = g_strdup(json_object_get_string(e, "format"));
         row[4] = g_strdup(json_object_get_string(e, "mountpoint"));
-        row[5] = g_strdup_printf("%s%s%s", json_object_get_bool(e, "read_only", false) ? "ro" :
-                                 "rw", json_object_get_bool(e, "growable", false) ? ",grow" : "",
-                                 json_object_get_bool(e, "snapshot", false) ? ",snap" : "");
+        row[5] = g_strdup_printf("%s%s%s%s", json_object_get_bool(e, "read_only", false) ?
+                                 "ro" : "rw",
+                                 json_object_get_bool(e, "growable", false) ? ",grow" : "",
+                                 json_object_get_bool(e, "snapshot", false) ? ",snap" : "",
+                                 json_object_get_bool(e, "passthrough", false) ? ",pt" : "");
         row[6] = g_strdup(json_object_get_string(e, "transport"));
         row[7] = g_strdup_printf("%" G_GINT64_FORMAT, json_object_get_int(e, "clients", 0));
         row[8] = human_bytes(json_object_get_int(e, "bytes_read", 0));
@@ -943,6 +967,14 @@ static int cmd_stats(GHashTable *o, int argc, char **argv)
            json_object_get_string(exp, "transport") ? json_object_get_string(exp, "transport") :
            "?", json_object_get_int(exp, "clients", 0),
            json_object_get_int(stats, "in_flight", 0));
+    if (json_object_get_bool(exp, "passthrough", false)) {
+        printf("passthrough: on (%s); reads and writes go from the kernel to the image and are "
+               "not counted below\n", json_object_get_string(exp, "passthrough_mode"));
+    } else {
+        const char *why = json_object_get_string(exp, "passthrough_reason");
+        printf("passthrough: off (%s%s%s)\n", json_object_get_string(exp, "passthrough_mode"),
+               why ? ": " : "", why ? why : "");
+    }
     printf("%-14s %12s %12s %8s %14s %14s\n", "kind", "ops", "bytes", "failed",
            "avg latency us", "max latency us");
     for (int i = 0; i < BLK_STAT__MAX; i++) {

@@ -5,6 +5,7 @@
 #include "block/aio.h"
 #include "block/util.h"
 #include "fuse/export.h"
+#include "fuse/passthrough.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -270,6 +271,12 @@ static JsonValue *describe_export(BlockExport *exp)
     json_object_set_string(o, "cache", exp->cache);
     json_object_set_int(o, "queues", exp->queues);
     json_object_set_string(o, "transport", exp->transport ? exp->transport : "");
+    json_object_set_string(o, "passthrough_mode", fuse_passthrough_mode_name(exp->passthrough_mode));
+    json_object_set_bool(o, "passthrough", exp->passthrough);
+    if (!exp->passthrough && exp->passthrough_reason) {
+        json_object_set_string(o, "passthrough_reason", exp->passthrough_reason);
+    }
+    json_object_set_string(o, "stats_mode", exp->coarse_stats ? "coarse" : "full");
     json_object_set_int(o, "size", blk_getlength(exp->blk));
     json_object_set_int(o, "clients", blk_exp_clients(exp));
     json_object_set_int(o, "owner_uid", exp->owner);
@@ -389,6 +396,26 @@ static bool check_transport(const char *s, GError **errp)
     return true;
 }
 
+static bool check_passthrough(const char *s, GError **errp)
+{
+    BlockExportPassthrough mode;
+
+    if (!fuse_passthrough_mode_parse(s, &mode)) {
+        error_setg(errp, "must be auto, on or off");
+        return false;
+    }
+    return true;
+}
+
+static bool check_stats(const char *s, GError **errp)
+{
+    if (strcmp(s, "full") && strcmp(s, "coarse")) {
+        error_setg(errp, "must be full or coarse");
+        return false;
+    }
+    return true;
+}
+
 static bool check_options(const char *s, GError **errp)
 {
     g_autoptr(GHashTable) opts = block_options_new();
@@ -425,6 +452,8 @@ static const FieldSpec mount_fields[] = {
     { "queues", FIELD_INT, .min = 1, .max = 64 },
     { "transport", FIELD_STRING, .max_len = 16, .check = check_transport },
     { "allow_remote_backing", FIELD_BOOL },
+    { "passthrough", FIELD_STRING, .max_len = 8, .check = check_passthrough },
+    { "stats", FIELD_STRING, .max_len = 8, .check = check_stats },
     { NULL },
 };
 
@@ -591,6 +620,8 @@ static void cmd_mount(ControlConn *c, JsonValue *req)
         .queues = json_object_get_int(req, "queues", 1),
         .transport = json_object_get_string(req, "transport"),
         .allow_remote_backing = json_object_get_bool(req, "allow_remote_backing", false),
+        .coarse_stats = json_object_get_string(req, "stats") &&
+                        !strcmp(json_object_get_string(req, "stats"), "coarse"),
     };
     BlockExport *exp;
     g_autoptr(JsonValue) r = NULL;
@@ -604,6 +635,9 @@ static void cmd_mount(ControlConn *c, JsonValue *req)
     if (o && !block_options_parse(opts, o, &err)) {
         conn_send_error(c, EINVAL, "options", err->message);
         return;
+    }
+    if (json_object_get_string(req, "passthrough")) {
+        fuse_passthrough_mode_parse(json_object_get_string(req, "passthrough"), &eo.passthrough);
     }
     if (snapshot_name) {
         g_hash_table_replace(opts, g_strdup("snapshot-name"), g_strdup(snapshot_name));

@@ -6,6 +6,7 @@
  */
 #include "config.h"
 #include "fuse/export.h"
+#include "fuse/passthrough.h"
 #include "block/aio.h"
 #include "block/util.h"
 
@@ -126,6 +127,33 @@ static BlockBackend *open_with_overlay(BlockExport *exp, const BlockExportOption
     return blk;
 }
 
+/* Decide whether the driver may try passthrough: every rule of fuse/passthrough.c must hold
+ * (facts holds those of the options, gathered before open).  Returns false with errp set when
+ * --passthrough=on cannot hold. */
+static bool decide_passthrough(BlockExport *exp, FusePassthroughFacts *facts, GError **errp)
+{
+    g_autofree char *why = NULL;
+
+    if (exp->passthrough_mode == BLK_EXP_PASSTHROUGH_OFF) {
+        exp->passthrough_reason = g_strdup("--passthrough=off");
+        return true;
+    }
+    fuse_passthrough_graph_facts(facts, exp->blk);
+    why = fuse_passthrough_refusals(facts);
+    if (!why) {
+        exp->passthrough_wanted = true;
+        return true;
+    }
+    if (exp->passthrough_mode == BLK_EXP_PASSTHROUGH_ON) {
+        g_set_error(errp, BLK_ERROR, EINVAL, "%s: --passthrough=on cannot keep the export's "
+                    "promises: %s", exp->image, why);
+        return false;
+    }
+    log_debug("export %s: no passthrough: %s", exp->id, why);
+    exp->passthrough_reason = g_steal_pointer(&why);
+    return true;
+}
+
 /* Free what the registry allocated for exp, and exp itself (the backend is released first). */
 static void export_free(BlockExport *exp)
 {
@@ -134,6 +162,7 @@ static void export_free(BlockExport *exp)
     g_free(exp->mountpoint);
     g_free(exp->cache);
     g_free(exp->format);
+    g_free(exp->passthrough_reason);
     g_free(exp);
 }
 
@@ -142,6 +171,7 @@ BlockExport *blk_exp_add(const BlockExportOptions *opts, GError **errp)
     const BlockExportDriver *drv = find_driver(opts->type ? opts->type : "fuse");
     g_autofree char *id = NULL;
     BlockExport *exp;
+    FusePassthroughFacts pt_facts;
     bool write_through;
     int flags;
 
@@ -179,6 +209,9 @@ BlockExport *blk_exp_add(const BlockExportOptions *opts, GError **errp)
     exp->queues = MAX(opts->queues, 1);
     exp->owner = getuid();
     exp->since = time(NULL);
+    exp->coarse_stats = opts->coarse_stats;
+    exp->passthrough_mode = opts->passthrough;
+    fuse_passthrough_option_facts(&pt_facts, opts);
 
     if (opts->snapshot) {
         exp->blk = open_with_overlay(exp, opts, flags, errp);
@@ -191,15 +224,18 @@ BlockExport *blk_exp_add(const BlockExportOptions *opts, GError **errp)
     blk_set_write_through(exp->blk, write_through);
     exp->format = g_strdup(opts->snapshot ? blk_bs(exp->blk)->backing->bs->drv->format_name :
                            blk_bs(exp->blk)->drv->format_name);
+    if (!decide_passthrough(exp, &pt_facts, errp)) {
+        goto fail;
+    }
 
     if (drv->create(exp, opts, errp) < 0) {
         goto fail;
     }
     next_id++;
     exports = g_list_append(exports, exp);
-    log_info("export %s: %s (%s%s) on %s, transport %s", exp->id, exp->image, exp->format,
-             exp->read_only ? ", read-only" : "", exp->mountpoint,
-             exp->transport ? exp->transport : "?");
+    log_info("export %s: %s (%s%s%s) on %s, transport %s", exp->id, exp->image, exp->format,
+             exp->read_only ? ", read-only" : "", exp->passthrough ? ", passthrough" : "",
+             exp->mountpoint, exp->transport ? exp->transport : "?");
     return exp;
 
 fail:

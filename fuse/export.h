@@ -16,6 +16,13 @@
 
 typedef struct BlockExport BlockExport;
 
+/* --passthrough: let the kernel read and write the image itself (fuse/passthrough.h). */
+typedef enum {
+    BLK_EXP_PASSTHROUGH_AUTO,   /* when every promise of the export holds with it */
+    BLK_EXP_PASSTHROUGH_ON,     /* the same, but refuse to mount when one does not */
+    BLK_EXP_PASSTHROUGH_OFF,
+} BlockExportPassthrough;
+
 typedef struct BlockExportOptions {
     const char *type;           /* "fuse" */
     const char *id;             /* NULL: "export<N>" */
@@ -34,6 +41,8 @@ typedef struct BlockExportOptions {
      * offers it, else dev, saying so once in the log). */
     const char *transport;
     bool allow_remote_backing;  /* open backing files named by protocol (BDRV_O_ALLOW_...) */
+    BlockExportPassthrough passthrough;
+    bool coarse_stats;          /* --stats=coarse: reads and writes may go uncounted */
 } BlockExportOptions;
 
 typedef struct BlockExportDriver {
@@ -76,6 +85,12 @@ struct BlockExport {
     time_t since;
     bool shutting_down;
     bool forced;
+    bool coarse_stats;
+    BlockExportPassthrough passthrough_mode;    /* as asked */
+    bool passthrough_wanted;    /* every rule of the options and the graph holds: the driver
+                                 * tries the kernel's part (set before create) */
+    bool passthrough;           /* in use (set by the driver) */
+    char *passthrough_reason;   /* why not in use, or NULL */
 };
 
 /* Called in the main thread whenever an export has been removed (by request or because its

@@ -119,6 +119,10 @@ struct FuseExport {
     uint64_t kernel_flags;      /* what the kernel offered */
     uint64_t init_flags;        /* what was agreed (our INIT reply) */
 
+    /* Passthrough (passthrough.c), after INIT: */
+    int backing_id;             /* the image registered with the kernel, or 0 */
+    int host_fd;                /* the image's descriptor (the file node's), or -1 */
+
     GMutex start_lock;
     GCond start_cond;
 
@@ -153,6 +157,21 @@ bool fuse_dispatch(FuseReq *req);
 /* Set up the export's attributes and locks (before mounting) and free them (delete). */
 void fuse_protocol_init(FuseExport *exp);
 void fuse_protocol_cleanup(FuseExport *exp);
+
+/* --- passthrough.c --- */
+
+/* Before mounting: ask for FUSE_PASSTHROUGH in INIT if the export's rules all hold. */
+void fuse_passthrough_want(FuseExport *exp);
+/* After INIT: register the image with the kernel, or say why not (exp->common).  Returns 0, or
+ * -errno with errp set when --passthrough=on cannot hold. */
+int fuse_passthrough_start(FuseExport *exp, GError **errp);
+/* Before unmounting (which closes queue 0's fd): unregister the image. */
+void fuse_passthrough_stop(FuseExport *exp);
+/* The kernel writes the image itself, growing it and changing its times: before using the
+ * length, take it from the file again (no-op without passthrough). */
+void fuse_passthrough_refresh(FuseExport *exp);
+/* With passthrough, raise a's times to the image file's. */
+void fuse_passthrough_times(FuseExport *exp, struct fuse_attr *a);
 
 /* --- queue.c --- */
 

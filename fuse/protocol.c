@@ -104,8 +104,11 @@ static void now(struct timespec *ts)
 static void fuse_fill_attr(FuseExport *exp, struct fuse_attr *a)
 {
     BlockBackend *blk = exp->common.blk;
-    int64_t len = blk_getlength(blk);
-    int64_t alloc = blk_get_allocated_file_size(blk);
+    int64_t len, alloc;
+
+    fuse_passthrough_refresh(exp);
+    len = blk_getlength(blk);
+    alloc = blk_get_allocated_file_size(blk);
 
     memset(a, 0, sizeof(*a));
     a->ino = FUSE_ROOT_ID;
@@ -125,6 +128,7 @@ static void fuse_fill_attr(FuseExport *exp, struct fuse_attr *a)
     a->ctime = exp->ctime.tv_sec;
     a->ctimensec = exp->ctime.tv_nsec;
     g_mutex_unlock(&exp->attr_lock);
+    fuse_passthrough_times(exp, a);     /* writes through the kernel change the image's */
 }
 
 static void fuse_touch_mtime(FuseExport *exp)
@@ -258,6 +262,8 @@ static void coroutine_fn fuse_co_setattr(void *opaque)
     struct timespec ts;
     int ret = 0;
 
+    fuse_passthrough_refresh(exp);
+
     if ((valid & FATTR_MODE) && exp->common.read_only && (in->mode & 0222)) {
         ret = -EROFS;
     }
@@ -338,9 +344,16 @@ static void fuse_op_open(FuseReq *req)
     if (fuse_refuse(req, (in->flags & O_ACCMODE) != O_RDONLY)) {
         return;
     }
-    out.open_flags = FOPEN_KEEP_CACHE;  /* nobody else writes the image: keep cached pages */
-    if (in->flags & O_DIRECT) {
-        out.open_flags |= FOPEN_DIRECT_IO;
+    if (exp->common.passthrough) {
+        /* The kernel opens the image with the user's flags (O_DIRECT included) and serves
+         * read, write, splice and mmap from it (passthrough.h); no page cache of ours. */
+        out.open_flags = FOPEN_PASSTHROUGH;
+        out.backing_id = exp->backing_id;
+    } else {
+        out.open_flags = FOPEN_KEEP_CACHE;  /* nobody else writes the image: keep its pages */
+        if (in->flags & O_DIRECT) {
+            out.open_flags |= FOPEN_DIRECT_IO;
+        }
     }
     fuse_count_open(exp, 1);
     if (fuse_reply_arg(req, &out, sizeof(out)) == -ENOENT) {
@@ -465,9 +478,12 @@ static void coroutine_fn fuse_co_fallocate(void *opaque)
     BlockBackend *blk = exp->common.blk;
     int64_t offset = in->offset;
     int64_t end = offset + (int64_t)in->length;
-    int64_t len = blk_getlength(blk);
+    int64_t len;
     uint32_t mode = in->mode;
     int ret = 0;
+
+    fuse_passthrough_refresh(exp);
+    len = blk_getlength(blk);
 
     if (mode & FALLOC_FL_PUNCH_HOLE) {
         /* Reads as zeros afterwards; whole clusters are deallocated where the format can. */
@@ -529,10 +545,13 @@ static void coroutine_fn fuse_co_lseek(void *opaque)
     const struct fuse_lseek_in *in = req->arg;
     FuseExport *exp = req->q->exp;
     BlockBackend *blk = exp->common.blk;
-    int64_t len = blk_getlength(blk);
+    int64_t len;
     int64_t off = in->offset;
     bool want_data = in->whence == SEEK_DATA;
     int ret = 0;
+
+    fuse_passthrough_refresh(exp);
+    len = blk_getlength(blk);
 
     if (off < 0) {
         ret = -EINVAL;

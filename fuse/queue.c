@@ -117,6 +117,7 @@ static void fuse_queue_exited_bh(void *opaque)
     fuse_unmount_wait_end(exp);        /* unmounted from outside while a removal waited */
     if (exp->mounted) {
         /* Lazy unmount (libfuse detaches); closing the fds later disconnects any user left. */
+        fuse_passthrough_stop(exp);
         fuse_session_unmount(exp->se);
         exp->mounted = false;
     }
@@ -351,6 +352,7 @@ static void fuse_close_fds(FuseExport *exp)
             exp->queues[i].fd = -1;
         }
     }
+    fuse_passthrough_stop(exp);
     if (exp->se) {
         if (exp->mounted) {
             fuse_session_unmount(exp->se);
@@ -429,11 +431,16 @@ static int fuse_export_create(BlockExport *blk_exp, const BlockExportOptions *op
     if (ret < 0) {
         goto fail;
     }
+    fuse_passthrough_want(exp);
     ret = fuse_mount(exp, opts, errp);
     if (ret < 0) {
         goto fail;
     }
     ret = fuse_dev_handshake(exp, errp);
+    if (ret < 0) {
+        goto fail;
+    }
+    ret = fuse_passthrough_start(exp, errp);
     if (ret < 0) {
         goto fail;
     }
