@@ -744,6 +744,87 @@ static void test_alloc_run_contiguous(void)
     assert_check_clean(img);
 }
 
+/* qemu-img check's image end offset of file. */
+static int64_t image_end(const char *file)
+{
+    g_autofree char *out = NULL;
+
+    g_assert_cmpint(qt_sh(&out, "qemu-img check --output=json '%s' | "
+                          "sed -n 's/.*\"image-end-offset\": *\\([0-9]*\\).*/\\1/p'", file),
+                    ==, 0);
+    return g_ascii_strtoll(out, NULL, 10);
+}
+
+static int64_t file_size(const char *file, int64_t *allocated)
+{
+    struct stat st;
+
+    g_assert_cmpint(stat(file, &st), ==, 0);
+    if (allocated) {
+        *allocated = (int64_t)st.st_blocks * 512;
+    }
+    return st.st_size;
+}
+
+typedef struct FallocGrow {
+    BlockDriverState *bs;
+    int64_t size;
+    int ret;
+} FallocGrow;
+
+static void coroutine_fn falloc_grow_entry(void *opaque)
+{
+    FallocGrow *g = opaque;
+    g->ret = bdrv_co_truncate(g->bs, g->size, true, PREALLOC_MODE_FALLOC, NULL);
+}
+
+/* Allocating writes grow the file ahead of them (qcow2_grow_file_ahead); what they did not
+ * use is cut off at close, so the file ends where qemu-img check says the image ends.  A copy
+ * taken while it is grown (a crash) checks clean, trailing space and all.  A grow with
+ * preallocation=falloc afterwards still allocates its clusters in the file. */
+static void test_alloc_grow_ahead(void)
+{
+    g_autofree char *img = path("g.qcow2"), *copy = path("gcopy.qcow2");
+    g_autoptr(GError) err = NULL;
+    uint8_t *buf = blk_blockalign(1 << 20);
+    int64_t grown, allocated;
+    BlockDriverState *bs;
+
+    QEMU_OR_SKIP();
+    create_img(img, 64 << 20, "cluster_size=64k", NULL, NULL);
+    bs = open_img(img, NULL, BDRV_O_RDWR, &err);
+    g_assert_nonnull(bs);
+    for (int i = 0; i < 6; i++) {
+        memset(buf, 0x61 + i, 1 << 20);
+        g_assert_cmpint(bdrv_pwrite(bs, (int64_t)i << 20, 1 << 20, buf), ==, 0);
+    }
+    g_assert_cmpint(bdrv_flush(bs), ==, 0);
+    grown = file_size(img, NULL);
+    g_assert_cmpint(grown, >, image_end(img));
+    g_assert_cmpint(qt_sh(NULL, "cp --sparse=always '%s' '%s'", img, copy), ==, 0);
+    assert_check_clean(copy);
+    bdrv_unref(bs);
+    g_assert_cmpint(file_size(img, NULL), ==, image_end(img));
+    g_assert_cmpint(file_size(img, NULL), <, grown);
+    assert_check_clean(img);
+
+    /* grown ahead again, then a preallocating grow of the image: its clusters are allocated
+     * in the file, not left in the hole that the growth made */
+    bs = open_img(img, NULL, BDRV_O_RDWR, &err);
+    g_assert_nonnull(bs);
+    g_assert_cmpint(bdrv_pwrite(bs, 8 << 20, 1 << 20, buf), ==, 0);
+    {
+        FallocGrow g = { .bs = bs, .size = 96 << 20 };
+        aio_run_coroutine(falloc_grow_entry, &g);
+        g_assert_cmpint(g.ret, ==, 0);
+    }
+    bdrv_unref(bs);
+    g_assert_cmpint(file_size(img, &allocated), ==, image_end(img));
+    g_assert_cmpint(allocated, >=, (32 << 20) + (7 << 20));
+    assert_check_clean(img);
+    blk_vfree(buf);
+}
+
 static void test_l2_cache_default(void)
 {
     check_l2_cache_8g("64k", NULL, true);
@@ -776,6 +857,7 @@ int main(int argc, char **argv)
     g_test_add_func("/qcow2/write/truncate", test_truncate);
     g_test_add_func("/qcow2/alloc/runs", test_alloc_runs);
     g_test_add_func("/qcow2/alloc/run-contiguous", test_alloc_run_contiguous);
+    g_test_add_func("/qcow2/alloc/grow-ahead", test_alloc_grow_ahead);
     g_test_add_func("/qcow2/open/corrupt-bit", test_corrupt_bit);
     g_test_add_func("/qcow2/open/unknown-features", test_unknown_features);
     g_test_add_func("/qcow2/open/dirty-rebuild", test_dirty_rebuild);
