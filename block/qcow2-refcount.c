@@ -848,6 +848,56 @@ void qcow2_free_l2_entry(BlockDriverState *bs, uint64_t entry)
     }
 }
 
+int64_t coroutine_fn qcow2_refcount_end(BlockDriverState *bs)
+{
+    BDRVQcow2State *s = bs->opaque;
+
+    for (uint64_t ti = s->refcount_table_size; ti-- > 0;) {
+        uint64_t off = s->refcount_table[ti] & REFT_OFFSET_MASK;
+        void *tbl;
+        int ret;
+
+        if (!off) {
+            continue;
+        }
+        ret = qcow2_cache_get(bs, s->rb_cache, off, false, &tbl);
+        if (ret < 0) {
+            return ret;
+        }
+        for (uint64_t i = 1ULL << s->rb_bits; i-- > 0;) {
+            if (qcow2_refblock_get(tbl, s->refcount_order, i)) {
+                qcow2_cache_put(s->rb_cache, tbl);
+                return (int64_t)(((ti << s->rb_bits) + i + 1) << s->cluster_bits);
+            }
+        }
+        qcow2_cache_put(s->rb_cache, tbl);
+    }
+    return 0;
+}
+
+void coroutine_fn qcow2_trim_file(BlockDriverState *bs)
+{
+    BDRVQcow2State *s = bs->opaque;
+    int64_t end, flen;
+    GError *err = NULL;
+
+    if (s->grow_base < 0 || s->corrupt_stop) {
+        return;
+    }
+    end = qcow2_refcount_end(bs);
+    flen = bdrv_getlength(bs->file->bs);
+    if (end < 0 || flen < 0) {
+        return;
+    }
+    end = MAX(end, s->grow_base);
+    if (end < flen && bdrv_co_truncate(bs->file->bs, end, false, PREALLOC_MODE_OFF, &err) < 0) {
+        log_warning("%s: qcow2: %s", bs->filename, err->message);
+        g_clear_error(&err);
+        return;
+    }
+    s->grow_base = -1;
+}
+
 int coroutine_fn qcow2_flush_file(BlockDriverState *bs)
 {
     BDRVQcow2State *s = bs->opaque;

@@ -114,6 +114,7 @@ static int coroutine_fn qcow2_do_open(Qcow2OpenArgs *a)
     int ret;
 
     co_mutex_init(&s->lock);
+    s->grow_base = -1;
     s->checking = a->flags & BDRV_O_CHECK;
     s->pending_frees = g_array_new(FALSE, FALSE, sizeof(Qcow2PendingFree));
 
@@ -478,6 +479,9 @@ static int coroutine_fn qcow2_do_close(BlockDriverState *bs)
     if (ret == 0) {
         ret = qcow2_flush_file(bs);
     }
+    if (ret == 0) {
+        qcow2_trim_file(bs);    /* the space grown ahead of allocation and not used */
+    }
     co_mutex_unlock(&s->lock);
     if (ret < 0 && !s->corrupt_stop) {
         log_error("%s: qcow2: cannot write metadata on close: %s", bs->filename,
@@ -825,6 +829,7 @@ static int coroutine_fn qcow2_grow(BlockDriverState *bs, uint64_t offset, Preall
         uint64_t host_end = 0;
 
         co_mutex_lock(&s->lock);
+        qcow2_trim_file(bs);    /* extend_file preallocates from the file's end */
         ret = s->corrupt_stop ? -EROFS : qcow2_preallocate(bs, old, offset - old, &host_end);
         co_mutex_unlock(&s->lock);
         if (ret < 0) {

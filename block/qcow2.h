@@ -220,6 +220,8 @@ typedef struct BDRVQcow2State {
     bool lazy_refcounts;         /* lazy refcount mode in effect */
     bool dirty_set;              /* we set the dirty bit in the header */
     int inflight_writes;         /* guest writes in flight with the lock dropped */
+    int64_t grow_base;           /* the file's length before write_alloc first grew it ahead of
+                                  * allocation (qcow2_grow_file_ahead), or -1: not grown */
 } BDRVQcow2State;
 
 /* --- pure helpers (no I/O; unit-tested) --- */
@@ -293,6 +295,12 @@ void qcow2_free_l2_entry(BlockDriverState *bs, uint64_t entry);
 /* Before writing L1/L2 metadata: make refcounts durable (or set the dirty bit in lazy mode),
  * and in every mode the clusters written for an entry to point to (l2_needs_flush). */
 int coroutine_fn qcow2_pre_l2_write(BlockDriverState *bs);
+/* The end of the last cluster with a nonzero refcount (0 if none), or -errno: what qemu-img
+ * check calls the image end offset. */
+int64_t coroutine_fn qcow2_refcount_end(BlockDriverState *bs);
+/* Cut the space that qcow2_grow_file_ahead added past the last cluster in use, never below
+ * the file's length before it first grew (no-op when it did not).  Failure only logs. */
+void coroutine_fn qcow2_trim_file(BlockDriverState *bs);
 /* Flush the image file: everything written before is durable (clears rc_unsynced and
  * l2_needs_flush). */
 int coroutine_fn qcow2_flush_file(BlockDriverState *bs);
@@ -381,6 +389,10 @@ int coroutine_fn qcow2_free_beyond(BlockDriverState *bs, uint64_t from);
 /* Allocate host clusters for [offset, offset + bytes) (metadata preallocation). */
 int coroutine_fn qcow2_preallocate(BlockDriverState *bs, uint64_t offset, uint64_t bytes,
                                    uint64_t *host_end);
+
+/* Before data is written to new clusters ending at host_end: grow the file in a step ahead
+ * of it when host_end is past its end. */
+void coroutine_fn qcow2_grow_file_ahead(BlockDriverState *bs, uint64_t host_end);
 
 /* Reserve host clusters for [offset, offset + bytes) without changing what it reads (fallocate
  * mode 0).  Takes the lock itself. */

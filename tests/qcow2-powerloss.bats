@@ -201,6 +201,22 @@ path_cow_backing() {
         "write $((3145728 + 1000)) 100" "flush"
 }
 
+# Allocating writes of multi-cluster runs (one allocation, one data write, one L2 update per
+# run): one that starts and ends inside a cluster (copy-on-write fill at both ends) and crosses
+# the end of an L2 table, and a longer one whose run also gets a new L2 table first.
+path_runs() {
+    local config=$1 cs=4096 es=8 extra=cluster_size=4k l2
+    case $config in
+    c512) cs=512 extra= ;;
+    extl2) cs=16384 es=16 extra=cluster_size=16k ;;
+    esac
+    l2=$((cs / es * cs))
+    new_base "$config" $((2 * l2 + 1048576)) "$extra"
+    fill 0 $((4 * cs))
+    script "write $((l2 - 3 * cs - 100)) $((6 * cs + 300))" "flush" \
+        "write $((l2 + 8 * cs + 1000)) $((64 * cs))" "flush"
+}
+
 # unit CONFIG: the size unit of the paths below: 1 MiB, or 64 KiB with 512-byte clusters
 # (where every MiB zeroed, freed or preallocated costs dozens of metadata writes).
 unit() {
@@ -333,6 +349,13 @@ run_path() {
 @test "powerloss: write past the L1 table after growing (extended_l2)" { run_path l1_grow extl2; }
 @test "powerloss: write past the L1 table after growing (backing file)" { run_path l1_grow backing; }
 @test "powerloss: write past the L1 table after growing (refcount_bits=2)" { run_path l1_grow rc2; }
+
+@test "powerloss: multi-cluster runs across an L2 table's end (default)" { run_path runs default; }
+@test "powerloss: multi-cluster runs across an L2 table's end (lazy_refcounts)" { run_path runs lazy; }
+@test "powerloss: multi-cluster runs across an L2 table's end (512-byte clusters)" { run_path runs c512; }
+@test "powerloss: multi-cluster runs across an L2 table's end (extended_l2)" { run_path runs extl2; }
+@test "powerloss: multi-cluster runs across an L2 table's end (backing file)" { run_path runs backing; }
+@test "powerloss: multi-cluster runs across an L2 table's end (refcount_bits=2)" { run_path runs rc2; }
 
 @test "powerloss: partial-cluster copy-on-write from the backing file (default)" { run_path cow_backing default; }
 @test "powerloss: partial-cluster copy-on-write from the backing file (lazy_refcounts)" { run_path cow_backing lazy; }

@@ -631,6 +631,200 @@ static void check_l2_cache_8g(const char *cluster_size, const char *open_opts,
     unlink(img);
 }
 
+/* --- allocating writes of multi-cluster runs --- */
+
+typedef struct RunWrite {
+    int64_t offset, bytes;
+} RunWrite;
+
+typedef struct RunCase {
+    const char *name;
+    const char *setup;       /* shell, in tmpdir, makes w.qcow2 */
+    RunWrite writes[12];     /* ends at bytes == 0 */
+    int seq_mib;             /* then this many MiB of 1 MiB + 777 B writes, in sequence */
+} RunCase;
+
+/* Each write of a case allocates a run of clusters in one go (qcow2-cluster.c, write_alloc):
+ * the run crosses an L2 table's end, a refcount block's range, starts or ends inside a
+ * cluster (copy-on-write fill from zeros, the backing file or a compressed cluster) or a
+ * subcluster.  qemu-img reads the result as the reference says and checks it clean. */
+static void test_alloc_runs(void)
+{
+    static const RunCase cases[] = {
+        { "4k clusters: L2 table and refcount block boundaries",
+          "qemu-img create -q -f qcow2 -o cluster_size=4k w.qcow2 40M",
+          { { 1536 << 10, 3 << 20 }, { 100, 5000 }, { 4095, 8194 }, { 30 << 20, 1 << 20 } },
+          20 },
+        { "512-byte clusters: a run over several L2 tables and refcount blocks",
+          "qemu-img create -q -f qcow2 -o cluster_size=512 w.qcow2 8M",
+          { { 1000, 300000 }, { 1 << 20, 1 << 20 }, { (3 << 20) + 17, (1 << 20) + 5 } }, 0 },
+        { "extended L2: partial subclusters at both ends",
+          "qemu-img create -q -f qcow2 -o extended_l2=on,cluster_size=16k w.qcow2 16M",
+          { { 1000, 100000 }, { 5 * 16384 + 512, 3 * 16384 }, { 200000, 1 }, { 199999, 70000 },
+            { 1 << 20, 1 << 20 } }, 0 },
+        { "extended L2 over a backing file",
+          "seq 2000000 | head -c 8M >wb.raw && qemu-img create -q -f qcow2 "
+          "-o extended_l2=on,cluster_size=32k -b wb.raw -F raw w.qcow2",
+          { { 33000, 100000 }, { 1 << 20, 3 << 19 }, { (4 << 20) - 700, 1400 } }, 0 },
+        { "backing file: fill at both ends from it",
+          "seq 2000000 | head -c 8M >wb.raw && qemu-img create -q -f qcow2 -b wb.raw -F raw "
+          "w.qcow2",
+          { { 70000, 200000 }, { 1 << 20, 1 << 20 }, { (3 << 20) + 1, (2 << 20) - 2 } }, 0 },
+        { "compressed neighbours",
+          "seq 1000000 | head -c 4M >ws.raw && qemu-img convert -c -f raw -O qcow2 ws.raw "
+          "w.qcow2",
+          { { 100000, 300000 }, { (1 << 20) + 1, (2 << 20) - 2 }, { 65536, 65536 } }, 0 },
+    };
+
+    QEMU_OR_SKIP();
+    for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+        const RunCase *c = &cases[i];
+        g_autofree char *img = path("w.qcow2"), *ref = path("wref.raw");
+        g_autofree char *msg = NULL;
+        g_autoptr(GError) err = NULL;
+        uint8_t *buf = blk_blockalign(4 << 20);
+        BlockDriverState *bs;
+        int fd, nw = 0;
+
+        if (qt_sh(&msg, "cd '%s' && rm -f w.qcow2 && %s", tmpdir, c->setup) != 0) {
+            g_error("%s: setup failed: %s", c->name, msg);
+        }
+        g_assert_cmpint(qt_sh(NULL, "qemu-img convert -O raw '%s' '%s'", img, ref), ==, 0);
+        fd = open(ref, O_RDWR);
+        g_assert_cmpint(fd, >=, 0);
+        bs = open_img(img, NULL, BDRV_O_RDWR, &err);
+        if (!bs) {
+            g_error("%s: %s", c->name, err->message);
+        }
+        while (c->writes[nw].bytes) {
+            nw++;
+        }
+        for (int j = 0; j < nw + c->seq_mib; j++) {
+            RunWrite w = c->writes[j];
+            if (j >= nw) {
+                w.offset = (2 << 20) + (int64_t)(j - nw) * ((1 << 20) + 777);
+                w.bytes = (1 << 20) + 777;
+            }
+            for (int64_t b = 0; b < w.bytes; b++) {
+                buf[b] = j * 31 + b * 7 + (b >> 9);
+            }
+            g_assert_cmpint(bdrv_pwrite(bs, w.offset, w.bytes, buf), ==, 0);
+            g_assert_cmpint(pwrite(fd, buf, w.bytes, w.offset), ==, w.bytes);
+        }
+        g_assert_cmpint(bdrv_flush(bs), ==, 0);
+        bdrv_unref(bs);
+        close(fd);
+        blk_vfree(buf);
+        assert_check_clean(img);
+        if (qt_sh(&msg, "qemu-img compare -f raw -F qcow2 '%s' '%s'", ref, img) != 0) {
+            g_error("%s: image differs from the reference: %s", c->name, msg);
+        }
+    }
+}
+
+/* One allocating write of 1 MiB into an empty image gets one contiguous run of host clusters. */
+static void test_alloc_run_contiguous(void)
+{
+    g_autofree char *img = path("c.qcow2"), *out = NULL;
+    g_autoptr(GError) err = NULL;
+    uint8_t *buf = blk_blockalign(1 << 20);
+    BlockDriverState *bs;
+
+    QEMU_OR_SKIP();
+    create_img(img, 64 << 20, "cluster_size=64k", NULL, NULL);
+    bs = open_img(img, NULL, BDRV_O_RDWR, &err);
+    g_assert_nonnull(bs);
+    memset(buf, 0x5e, 1 << 20);
+    g_assert_cmpint(bdrv_pwrite(bs, 3 << 20, 1 << 20, buf), ==, 0);
+    bdrv_unref(bs);
+    blk_vfree(buf);
+    g_assert_cmpint(qt_sh(&out, "qemu-img map -f qcow2 --output=json '%s' | grep -c '\"data\": true'",
+                          img), ==, 0);
+    g_assert_cmpstr(g_strstrip(out), ==, "1");
+    assert_check_clean(img);
+}
+
+/* qemu-img check's image end offset of file. */
+static int64_t image_end(const char *file)
+{
+    g_autofree char *out = NULL;
+
+    g_assert_cmpint(qt_sh(&out, "qemu-img check --output=json '%s' | "
+                          "sed -n 's/.*\"image-end-offset\": *\\([0-9]*\\).*/\\1/p'", file),
+                    ==, 0);
+    return g_ascii_strtoll(out, NULL, 10);
+}
+
+static int64_t file_size(const char *file, int64_t *allocated)
+{
+    struct stat st;
+
+    g_assert_cmpint(stat(file, &st), ==, 0);
+    if (allocated) {
+        *allocated = (int64_t)st.st_blocks * 512;
+    }
+    return st.st_size;
+}
+
+typedef struct FallocGrow {
+    BlockDriverState *bs;
+    int64_t size;
+    int ret;
+} FallocGrow;
+
+static void coroutine_fn falloc_grow_entry(void *opaque)
+{
+    FallocGrow *g = opaque;
+    g->ret = bdrv_co_truncate(g->bs, g->size, true, PREALLOC_MODE_FALLOC, NULL);
+}
+
+/* Allocating writes grow the file ahead of them (qcow2_grow_file_ahead); what they did not
+ * use is cut off at close, so the file ends where qemu-img check says the image ends.  A copy
+ * taken while it is grown (a crash) checks clean, trailing space and all.  A grow with
+ * preallocation=falloc afterwards still allocates its clusters in the file. */
+static void test_alloc_grow_ahead(void)
+{
+    g_autofree char *img = path("g.qcow2"), *copy = path("gcopy.qcow2");
+    g_autoptr(GError) err = NULL;
+    uint8_t *buf = blk_blockalign(1 << 20);
+    int64_t grown, allocated;
+    BlockDriverState *bs;
+
+    QEMU_OR_SKIP();
+    create_img(img, 64 << 20, "cluster_size=64k", NULL, NULL);
+    bs = open_img(img, NULL, BDRV_O_RDWR, &err);
+    g_assert_nonnull(bs);
+    for (int i = 0; i < 6; i++) {
+        memset(buf, 0x61 + i, 1 << 20);
+        g_assert_cmpint(bdrv_pwrite(bs, (int64_t)i << 20, 1 << 20, buf), ==, 0);
+    }
+    g_assert_cmpint(bdrv_flush(bs), ==, 0);
+    grown = file_size(img, NULL);
+    g_assert_cmpint(grown, >, image_end(img));
+    g_assert_cmpint(qt_sh(NULL, "cp --sparse=always '%s' '%s'", img, copy), ==, 0);
+    assert_check_clean(copy);
+    bdrv_unref(bs);
+    g_assert_cmpint(file_size(img, NULL), ==, image_end(img));
+    g_assert_cmpint(file_size(img, NULL), <, grown);
+    assert_check_clean(img);
+
+    /* grown ahead again, then a preallocating grow of the image: its clusters are allocated
+     * in the file, not left in the hole that the growth made */
+    bs = open_img(img, NULL, BDRV_O_RDWR, &err);
+    g_assert_nonnull(bs);
+    g_assert_cmpint(bdrv_pwrite(bs, 8 << 20, 1 << 20, buf), ==, 0);
+    {
+        FallocGrow g = { .bs = bs, .size = 96 << 20 };
+        aio_run_coroutine(falloc_grow_entry, &g);
+        g_assert_cmpint(g.ret, ==, 0);
+    }
+    bdrv_unref(bs);
+    g_assert_cmpint(file_size(img, &allocated), ==, image_end(img));
+    g_assert_cmpint(allocated, >=, (32 << 20) + (7 << 20));
+    assert_check_clean(img);
+    blk_vfree(buf);
+}
+
 static void test_l2_cache_default(void)
 {
     check_l2_cache_8g("64k", NULL, true);
@@ -661,6 +855,9 @@ int main(int argc, char **argv)
     g_test_add_func("/qcow2/read/snapshot", test_read_snapshot);
     g_test_add_func("/qcow2/write/random", test_write_random);
     g_test_add_func("/qcow2/write/truncate", test_truncate);
+    g_test_add_func("/qcow2/alloc/runs", test_alloc_runs);
+    g_test_add_func("/qcow2/alloc/run-contiguous", test_alloc_run_contiguous);
+    g_test_add_func("/qcow2/alloc/grow-ahead", test_alloc_grow_ahead);
     g_test_add_func("/qcow2/open/corrupt-bit", test_corrupt_bit);
     g_test_add_func("/qcow2/open/unknown-features", test_unknown_features);
     g_test_add_func("/qcow2/open/dirty-rebuild", test_dirty_rebuild);

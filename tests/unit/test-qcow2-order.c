@@ -684,6 +684,28 @@ static int scenario_cow(const Mode *m)
     return run_finish(&r);
 }
 
+/* Multi-cluster runs (one allocation, one data write, one L2 update each): runs that start
+ * and end inside a cluster (fill at both ends, from the backing file or zeros), one across the
+ * end of an L2 table, long ones whose host clusters cross refcount blocks (64-bit refcounts:
+ * a block covers only cs / 8 clusters). */
+static int scenario_runs(const Mode *m)
+{
+    Run r;
+    uint64_t cs, span;
+
+    run_start(&r, m, "multi-cluster runs", MAX(8 << 20, 2 * mode_span(m)), "-o refcount_bits=64",
+              NULL);
+    cs = r.g.cs;
+    span = r.span;
+    g_assert_cmpint(bdrv_getlength(r.bs), >, span + 2 * cs);
+    g_assert_cmpint(pwrite_byte(r.bs, span - cs - 300, 3 * cs + 600, 0x50), ==, 0);
+    g_assert_cmpint(pwrite_byte(r.bs, (2 << 20) + 333, (1 << 20) + 1000, 0x51), ==, 0);
+    g_assert_cmpint(bdrv_flush(r.bs), ==, 0);
+    g_assert_cmpint(pwrite_byte(r.bs, (4 << 20) - 5 * cs, 10 * cs, 0x52), ==, 0);
+    g_assert_cmpint(bdrv_flush(r.bs), ==, 0);
+    return run_finish(&r);
+}
+
 typedef struct PreallocTruncate {
     BlockDriverState *bs;
     int64_t size;
@@ -796,6 +818,7 @@ static void run_all_modes(Scenario fn)
 
 static void test_new_l2(void)     { run_all_modes(scenario_new_l2); }
 static void test_cow(void)        { run_all_modes(scenario_cow); }
+static void test_runs(void)       { run_all_modes(scenario_runs); }
 static void test_prealloc(void)   { run_all_modes(scenario_prealloc); }
 static void test_refblocks(void)  { run_all_modes(scenario_refblocks); }
 static void test_grow(void)       { run_all_modes(scenario_grow); }
@@ -811,6 +834,7 @@ int main(int argc, char **argv)
     events_clear();
     uh_test_add("/qcow2-order/new-l2-table", test_new_l2);
     uh_test_add("/qcow2-order/copy-on-write", test_cow);
+    uh_test_add("/qcow2-order/multi-cluster-runs", test_runs);
     uh_test_add("/qcow2-order/preallocated", test_prealloc);
     uh_test_add("/qcow2-order/refcount-blocks", test_refblocks);
     uh_test_add("/qcow2-order/grow", test_grow);
