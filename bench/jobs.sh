@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # jobs.sh - sourced by bench/run: the fio jobs.  For one image format, the same fio job runs through
 # four exports in turn, round after round (the order rotating each round, so drift over the run
 # falls on every export alike):
@@ -20,8 +21,8 @@ job_args() {
     IFS=- read -r kind bs depth rest <<<"$1"
     [[ -z $rest && $bs =~ ^[0-9]+[kKmM]?$ ]] || return 1
     case $kind in
-    seqread) rw=read ;;
-    seqwrite) rw=write ;;
+    seqread) rw="read" ;;
+    seqwrite) rw="write" ;;
     randread | randwrite) rw=$kind ;;
     *) return 1 ;;
     esac

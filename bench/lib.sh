@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # lib.sh - sourced by bench/run, never run: the scratch file system the images live on, the exports
 # under test (blkfuse, qemu-storage-daemon's FUSE export, the null server), their clean-up, and the
 # arithmetic of the tables (medians, ratios, geometric means).
@@ -107,8 +108,9 @@ scratch_setup() {
     case $kind in
     ext4)
         [[ $(id -u) -eq 0 ]] || die "-d ext4 needs root (a loop device and a mount); use -d tmpfs"
-        command -v losetup >/dev/null && command -v mkfs.ext4 >/dev/null ||
+        if ! command -v losetup >/dev/null || ! command -v mkfs.ext4 >/dev/null; then
             die "-d ext4 needs losetup and mkfs.ext4 (Debian: util-linux, e2fsprogs); or use -d tmpfs"
+        fi
         SCRATCH_DIR=$(mktemp -d "${BENCH_WORK:-/var/tmp}/blkfuse-bench.XXXXXX")
         SCRATCH_IMG=$(mktemp /dev/shm/blkfuse-bench.XXXXXX.ext4)
         truncate -s "$size" "$SCRATCH_IMG"

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # resources.sh - sourced by bench/run: what an export costs besides time.
 #
 #   mount time   `blkfuse mount` (it returns once the file is live) of a sparse 1 TiB qcow2 against

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # workloads.sh - sourced by bench/run: what users do with an exported image, timed end to end,
 # blkfuse against qemu-storage-daemon's FUSE export on the same image (rounds interleaved, medians).
 # Each run starts from a fresh image and its result is checked afterwards (untimed); a wrong result
@@ -92,7 +93,7 @@ check_loopfs() {
     if [[ $fmt == qcow2 ]]; then
         qemu-img check -q "$img" || return 1
     fi
-    BF_OPTS= bf_mount -r -f "$fmt" "$img" "$W/wl/check.mnt"
+    BF_OPTS='' bf_mount -r -f "$fmt" "$img" "$W/wl/check.mnt"
     loop_attach "$W/wl/check.mnt" -r || rc=1
     dev=${LOOPDEV:-}
     if ((rc == 0)); then
