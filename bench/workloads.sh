@@ -153,7 +153,7 @@ workloads_run() {
 
     for wl in $WORKLOADS; do
         if [[ $wl == loopfs && $(id -u) -ne 0 ]]; then
-            say "bench: loopfs skipped: it needs root (losetup, mount)"
+            note "loopfs skipped: it needs root (losetup, mount)"
             continue
         fi
         list+="$wl "
