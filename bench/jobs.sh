@@ -84,7 +84,7 @@ jobs_format() {
     fi
     null_mount "$SIZE" "$W/c.mnt"
     file[nullserve]=$W/c.mnt
-    bf_mount "null:$SIZE" "$W/d.mnt"
+    BF_OPTS=$NULL_OPTS bf_mount "null:$SIZE" "$W/d.mnt"
     file[null]=$W/d.mnt
     bfnull_pid=${BF_PID[$W/d.mnt]}
     exps+=(nullserve null)
