@@ -27,12 +27,13 @@ kumount() {
     unset 'KMOUNTS[-1]'
 }
 loop_attach() { # FILE [-r]: sets LOOPDEV (not a $(...): the record must stay in this shell)
+    LOOPDEV=
     LOOPDEV=$(losetup -f --show ${2:+"$2"} "$1") || return 1
     LOOPDEVS+=("$LOOPDEV")
 }
-loop_detach() {
-    losetup -d "$1" || return 1
+loop_detach() { # DEV: detached once, whatever happens (its number may be someone else's after)
     unset 'LOOPDEVS[-1]'
+    losetup -d "$1"
 }
 
 # wl_inputs "WORKLOAD ...": made once, what those workloads need: 1 GiB of random data (restore);
