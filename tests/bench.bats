@@ -1,0 +1,58 @@
+#!/usr/bin/env bats
+# bench.bats - bench/run (make bench) works end to end: a quick run (one fio job of 1 s through
+# blkfuse, qemu-storage-daemon if installed, nullserve and null:) writes its results and leaves
+# nothing behind; bad options are refused before anything starts.  The figures are not checked:
+# timing belongs to `make bench`, never to a test.
+
+load helpers
+
+BENCH_RUN="$BATS_TEST_DIRNAME/../bench/run"
+
+@test "bench/run --help describes the options" {
+    run --separate-stderr "$BENCH_RUN" --help
+    [ "$status" -eq 0 ]
+    [[ $output == *--rounds* && $output == *--quick* && $output == *--mount-opts* ]]
+}
+
+@test "bench/run refuses bad options and job names before starting anything" {
+    run --separate-stderr "$BENCH_RUN" --rounds 0
+    [ "$status" -eq 2 ]
+    [[ $stderr == *--rounds* ]]
+    run --separate-stderr "$BENCH_RUN" --jobs randread-4k-qdX
+    [ "$status" -eq 2 ]
+    [[ $stderr == *"bad job name 'randread-4k-qdX'"* ]]
+    run --separate-stderr "$BENCH_RUN" --parts nosuchpart
+    [ "$status" -eq 2 ]
+    [[ $stderr == *nosuchpart* ]]
+    run --separate-stderr "$BENCH_RUN" --bogus
+    [ "$status" -eq 2 ]
+}
+
+@test "bench/run --quick writes a results table and cleans up after itself" {
+    require fio
+    require_fuse
+    local scratch
+    run --separate-stderr "$BENCH_RUN" --quick --output "$T/RESULTS.md"
+    echo "$stderr"
+    [ "$status" -eq 0 ]
+    grep -q '^- kernel: ' "$T/RESULTS.md"
+    grep -q '^- CPUs: [0-9]' "$T/RESULTS.md"
+    grep -q '^- blkfuse: .*commit ' "$T/RESULTS.md"
+    # the row of the one job: blkfuse IOPS, then qsd's (or "-"), ratio, nullserve, null:, share
+    grep -Eq '^\| randread-4k-qd1 \| [0-9]+ \| ([0-9.]+|-) \| ([0-9.]+|-) \| [0-9.]+ \| [0-9.]+ \| [0-9]+% \| [0-9.]+ \|$' \
+        "$T/RESULTS.md"
+    grep -q '^- peak RSS over these jobs: blkfuse [0-9.]* MiB' "$T/RESULTS.md"
+    if command -v qemu-storage-daemon >/dev/null; then
+        grep -q '^- geomean ratio blkfuse / qsd: ' "$T/RESULTS.md"
+    else
+        grep -q 'qemu-storage-daemon not found' "$T/RESULTS.md"
+    fi
+    # the scratch directory, its mounts and its daemons are gone
+    scratch=$(sed -n 's/^bench: images on .*(\(.*blkfuse-bench\.[A-Za-z0-9]*\)).*/\1/p' <<<"$stderr")
+    [ -n "$scratch" ]
+    [ ! -e "$scratch" ]
+    run findmnt -rn -o TARGET
+    [[ $output != *"$scratch"* ]]
+    run pgrep -f "$scratch"
+    [ "$status" -eq 1 ]
+}
