@@ -54,6 +54,7 @@ typedef struct BDRVFileState {
     FileAio aio;
     int64_t size;               /* atomic; cached length */
     int nowait_off[2];          /* atomic, [write]: the file refuses RWF_NOWAIT reads/writes */
+    bool fd_lent;               /* fd handed out (FUSE passthrough): its locks outlive us */
 } BDRVFileState;
 
 typedef struct FileReq {
@@ -303,6 +304,14 @@ static void file_close(BlockDriverState *bs)
     BDRVFileState *s = bs->opaque;
 
     if (s->fd >= 0) {
+        /* Drop the image locks before close: an io_uring request the kernel has completed
+         * may still hold the open file description for a moment, and with it the locks, so
+         * that the image would still look in use to an open that follows at once.  Not for an
+         * fd lent to the kernel, whose locks must last as long as the kernel can write. */
+        if (!s->fd_lent) {
+            struct flock fl = { .l_type = F_UNLCK, .l_whence = SEEK_SET };
+            fcntl(s->fd, F_OFD_SETLK, &fl);
+        }
         close(s->fd);
         s->fd = -1;
     }
@@ -336,6 +345,7 @@ static int file_host_fd(BlockDriverState *bs)
 {
     BDRVFileState *s = bs->opaque;
 
+    s->fd_lent = true;
     return s->fd;
 }
 
