@@ -164,7 +164,7 @@ bf_mount() {
     "$BLKFUSE" mount --log-file "$LOGDIR/blkfuse.log" $BF_OPTS "$@" </dev/null ||
         die "blkfuse mount $* failed (log: $LOGDIR/blkfuse.log)"
     BF_MOUNTS+=("$mnt")
-    pid=$("$BLKFUSE" stats --json "$mnt" | sed -n 's/^ *"pid": *\([0-9]*\).*/\1/p' | head -n 1)
+    pid=$(stats_field "$mnt" pid)
     [[ -n $pid ]] || die "blkfuse stats --json $mnt shows no pid"
     BF_PID[$mnt]=$pid
 }
@@ -196,6 +196,12 @@ null_mount() {
     SRV_PIDS+=("$NULL_PID")
     SRV_MNT[$NULL_PID]=$mnt
     wait_mounted "$mnt" "$NULL_PID" || die "nullserve did not mount $mnt (log: $LOGDIR/nullserve.log)"
+}
+
+# stats_field MNT NAME: a plain (string, number or boolean) field of `blkfuse stats --json MNT`,
+# "" if the export has none (older blkfuse).
+stats_field() {
+    "$BLKFUSE" stats --json "$1" | sed -n "s/^ *\"$2\": *\"\{0,1\}\([^\",]*\)\"\{0,1\},\{0,1\}\$/\1/p" | head -n 1
 }
 
 # --- measurements ------------------------------------------------------------------------------
