@@ -69,7 +69,7 @@ jobs_format() {
     local fmt=$1 out=$2 job r i n exp iops
     local -a exps=(blkfuse)
     local -A file=() res=()
-    local bf_pid bfnull_pid qsd_pid=
+    local bf_pid bfnull_pid qsd_pid= how
 
     say "== fio jobs, $fmt image of $SIZE, $ROUNDS round(s) of $RUNTIME s"
     jobs_images "$fmt"
@@ -88,7 +88,8 @@ jobs_format() {
     file[null]=$W/d.mnt
     bfnull_pid=${BF_PID[$W/d.mnt]}
     exps+=(nullserve null)
-    TRANSPORT=$("$BLKFUSE" stats --json "$W/b.mnt" | sed -n 's/^ *"transport": *"\([^"]*\)".*/\1/p' | head -n 1)
+    TRANSPORT=$(stats_field "$W/b.mnt" transport)
+    how=$(stats_field "$W/b.mnt" transport),$(stats_field "$W/b.mnt" passthrough)
 
     n=${#exps[@]}
     for job in $JOBS; do
@@ -143,6 +144,9 @@ jobs_format() {
         echo "- geomean share of the ceiling: **$(calc 'g == "-" ? "-" : sprintf("%.0f%%", 100 * g)' \
             g="$(tr ' ' '\n' <<<"$shares" | geomean)")**"
         echo "- geomean null: / nullserve: $(tr ' ' '\n' <<<"$nulls" | geomean)"
+        if [[ $how != , ]]; then
+            echo "- blkfuse's export: transport ${how%,*}, passthrough ${how#*,}"
+        fi
         echo -n "- peak RSS over these jobs: blkfuse $(mib "$(rss_kib "$bf_pid" VmHWM)") MiB"
         echo -n " (its null: export $(mib "$(rss_kib "$bfnull_pid" VmHWM)") MiB)"
         if ((HAVE_QSD)); then

@@ -20,6 +20,7 @@ SCRATCH_FS=             # the ext4-in-RAM mount (directory), SCRATCH_LOOP its lo
 SCRATCH_LOOP=           # SCRATCH_IMG the file in /dev/shm that holds its blocks
 SCRATCH_IMG=
 SCRATCH_DIR=            # the directory the bench created for its files (removed at exit)
+URING_RESTORE=          # the fuse module's enable_uring before --enable-uring changed it
 
 say() { printf '%s\n' "$*" >&2; }
 die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
@@ -94,6 +95,7 @@ bench_cleanup() {
     [[ -n $SCRATCH_LOOP ]] && losetup -d "$SCRATCH_LOOP" 2>/dev/null
     [[ -n $SCRATCH_IMG ]] && rm -f "$SCRATCH_IMG"
     [[ -n $SCRATCH_DIR ]] && rm -rf "$SCRATCH_DIR"
+    [[ -n $URING_RESTORE ]] && echo "$URING_RESTORE" >/sys/module/fuse/parameters/enable_uring
     exit "$rc"
 }
 
@@ -162,7 +164,7 @@ bf_mount() {
     "$BLKFUSE" mount --log-file "$LOGDIR/blkfuse.log" $BF_OPTS "$@" </dev/null ||
         die "blkfuse mount $* failed (log: $LOGDIR/blkfuse.log)"
     BF_MOUNTS+=("$mnt")
-    pid=$("$BLKFUSE" stats --json "$mnt" | sed -n 's/^ *"pid": *\([0-9]*\).*/\1/p' | head -n 1)
+    pid=$(stats_field "$mnt" pid)
     [[ -n $pid ]] || die "blkfuse stats --json $mnt shows no pid"
     BF_PID[$mnt]=$pid
 }
@@ -194,6 +196,12 @@ null_mount() {
     SRV_PIDS+=("$NULL_PID")
     SRV_MNT[$NULL_PID]=$mnt
     wait_mounted "$mnt" "$NULL_PID" || die "nullserve did not mount $mnt (log: $LOGDIR/nullserve.log)"
+}
+
+# stats_field MNT NAME: a plain (string, number or boolean) field of `blkfuse stats --json MNT`,
+# "" if the export has none (older blkfuse).
+stats_field() {
+    "$BLKFUSE" stats --json "$1" | sed -n "s/^ *\"$2\": *\"\{0,1\}\([^\",]*\)\"\{0,1\},\{0,1\}\$/\1/p" | head -n 1
 }
 
 # --- measurements ------------------------------------------------------------------------------
