@@ -201,8 +201,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
 
     while (nreqs < MAX_REQS && size - pos >= sizeof(struct fuse_in_header)) {
-        const struct fuse_in_header *h = (const void *)(data + pos);
-        size_t len = MIN(MAX(h->len, sizeof(*h)), MIN(size - pos, FUSE_MAX_REQ_SIZE));
+        struct fuse_in_header h;        /* copied: the input is not aligned */
+        size_t len;
+
+        memcpy(&h, data + pos, sizeof(h));
+        len = MIN(MAX(h.len, sizeof(h)), MIN(size - pos, FUSE_MAX_REQ_SIZE));
         FuzzReq *r = req_new(fe, data + pos, len);
 
         pos += len;
@@ -213,7 +216,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (fuse_dispatch(&r->req)) {
             expected++;
         } else if (r->replies) {
-            fprintf(stderr, "fuzz-fuse: op %u takes no answer but got one\n", h->opcode);
+            fprintf(stderr, "fuzz-fuse: op %u takes no answer but got one\n", h.opcode);
             abort();
         }
     }
