@@ -154,7 +154,6 @@ EOF
     wait_for_unmount "$MP2"
     blkfuse unmount "$MP1"
     run ! is_mounted "$MP1"
-    sleep 0.2
     _pid_alive "$SERVE_PID"
     [[ -S $SOCK ]]
     run ctl '{"cmd": "list"}'

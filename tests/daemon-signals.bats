@@ -66,11 +66,14 @@ signal_during_writes() {
     pid=$(daemon_pid "$MP")
     [ -n "$pid" ]
     start_writer "$MP"
-    sleep 0.3
+    # Signal only once the writer has had writes acknowledged, or the test
+    # proves nothing about them.
+    wait_for_writes "$MP" 8
     n=$(wc -l <"$T/acked")
     echo "$n chunks acknowledged when SIG$sig was sent"
     # The workload must still be running, or this tests nothing.
     _pid_alive "$WRITER"
+    [ "$n" -gt 0 ]
     [ "$n" -lt 1024 ]
     kill "-$sig" "$pid"
     wait_for_pid_exit "$pid"
@@ -120,7 +123,7 @@ signal_during_writes() {
     pid=$(daemon_pid "$MP")
     mv "$T/daemon.log" "$T/daemon.log.1"
     kill -HUP "$pid"
-    sleep 0.2
+    wait_for_log "$T/daemon.log" "log reopened"
     _pid_alive "$pid"
     is_mounted "$MP"
     blkfuse unmount "$MP"
@@ -148,7 +151,7 @@ signal_during_writes() {
     blkfuse_mount --daemon "$sock" --id first "$T/a.img" "$T/a.mnt"
     mv "$T/daemon.log" "$T/daemon.log.1"
     kill -HUP "$pid"
-    sleep 0.2
+    wait_for_log "$T/daemon.log" "log reopened"
     blkfuse_mount --daemon "$sock" --id second "$T/b.img" "$T/b.mnt"
     cat "$T/daemon.log"
     grep -q "export second" "$T/daemon.log"
@@ -223,10 +226,13 @@ signal_during_writes() {
     MOUNTS+=("$MP")
     blkfuse mount "$T/disk.img" "$MP"
     blkfuse unmount "$MP"
-    sleep 1
     if [[ -n $log ]]; then
-        grep -q "blkfuse.*$MP" "$log"
+        wait_for_log "$log" "blkfuse.*$MP"
     else
-        journalctl -q --since "-1min" | grep -q "blkfuse.*$MP"
+        local deadline=$(($(_now_ms) + 10000))
+        until journalctl -q --since "-1min" | grep -q "blkfuse.*$MP"; do
+            (($(_now_ms) < deadline)) || return 1
+            sleep 0.05
+        done
     fi
 }

@@ -364,6 +364,37 @@ wait_for_pid_exit() {
     done
 }
 
+# wait_for_writes MOUNTPOINT N [SECONDS]: wait until the export on MOUNTPOINT
+# has completed at least N write requests (its `blkfuse stats` counter), so a
+# test that interrupts a workload knows the workload really wrote (10 s).
+wait_for_writes() {
+    local mp=$1 n=$2 secs=${3:-10} deadline ops
+    deadline=$(($(_now_ms) + secs * 1000))
+    while :; do
+        ops=$(blkfuse stats --json "$mp" 2>/dev/null | sed -n 's/^ *"ops_written": \([0-9]*\).*/\1/p')
+        ((${ops:-0} >= n)) && return 0
+        if (($(_now_ms) >= deadline)); then
+            echo "wait_for_writes: $mp completed ${ops:-no} writes after ${secs}s, expected $n" >&2
+            return 1
+        fi
+        sleep 0.05
+    done
+}
+
+# wait_for_log FILE REGEX [SECONDS]: wait until a line of FILE matches the
+# extended REGEX (10 s), instead of sleeping for a daemon to get there.
+wait_for_log() {
+    local file=$1 re=$2 secs=${3:-10} deadline
+    deadline=$(($(_now_ms) + secs * 1000))
+    until grep -Eq -- "$re" "$file" 2>/dev/null; do
+        if (($(_now_ms) >= deadline)); then
+            echo "wait_for_log: no line matching '$re' in $file after ${secs}s" >&2
+            return 1
+        fi
+        sleep 0.05
+    done
+}
+
 # daemon_pid MOUNTPOINT: print the pid of the blkfuse daemon serving
 # MOUNTPOINT, found by its command line (a fallback until blkfuse list says).
 daemon_pid() {

@@ -193,7 +193,10 @@ exercise() {
         blkfuse_mount_foreground --cache=writethrough "$T/c.qcow2" "$T/mp"
         ( random_io "$T/mp" "$T/cref.raw" 100000 3 ) 2>/dev/null &
         pid=$!
-        sleep 1.5
+        # Kill only once allocating writes have happened and while they go on,
+        # or the test proves nothing.
+        wait_for_writes "$T/mp" 50 30
+        _pid_alive "$pid"
         kill -9 "$BLKFUSE_PID"
         wait "$pid" || true
         wait "$BLKFUSE_PID" || true

@@ -207,32 +207,43 @@ static void test_poll_nonblocking_idle(void)
 
 typedef struct Notifier {
     AioContext *ctx;
+    int sent;                   /* atomic: notifications the thread has started to send */
     bool woken;                 /* atomic: set by the polling thread */
 } Notifier;
 
+/* Let the polling thread go to sleep first, then notify it every millisecond until it says it
+ * woke.  The counter is raised before each aio_notify, so a poll that returns because of one
+ * always sees it non-zero. */
 static gpointer notify_thread(gpointer opaque)
 {
     Notifier *n = opaque;
 
+    g_usleep(20 * 1000);
     while (!__atomic_load_n(&n->woken, __ATOMIC_ACQUIRE)) {
-        g_usleep(1000);
+        __atomic_add_fetch(&n->sent, 1, __ATOMIC_RELEASE);
         aio_notify(n->ctx);
+        g_usleep(1000);
     }
     return NULL;
 }
 
-/* aio_notify wakes a thread blocked in aio_poll. */
+/* aio_notify wakes a thread blocked in aio_poll, and a blocking aio_poll with nothing to do
+ * does not return before it is notified. */
 static void test_poll_notify(void)
 {
     AioContext *ctx = aio_get_current();
     Notifier n = { .ctx = ctx };
     GThread *t;
+    int sent;
 
     poll_idle(ctx);
     t = g_thread_new("notify", notify_thread, &n);
     aio_poll(ctx, true);
+    sent = __atomic_load_n(&n.sent, __ATOMIC_ACQUIRE);
     __atomic_store_n(&n.woken, true, __ATOMIC_RELEASE);
     g_thread_join(t);
+    /* 0 would mean aio_poll returned with nothing to wake it: it did not block. */
+    g_assert_cmpint(sent, >=, 1);
 }
 
 /* --- fd handlers ---------------------------------------------------------------------------- */
