@@ -18,9 +18,11 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <poll.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -784,17 +786,26 @@ static JsonValue *find_export_by_mountpoint(GPtrArray *found, const char *mp)
     return NULL;
 }
 
-static bool pid_alive(int pid)
+/* Wait until process PID has exited, up to TIMEOUT_MS: 0 once it has (or never existed),
+ * -ETIMEDOUT, or another -errno when it cannot be waited for.  The process is not our child (a
+ * daemon detaches), so wait on a pidfd: it becomes readable when the process exits. */
+static int wait_pid_exit(int pid, int timeout_ms)
 {
-    g_autofree char *path = g_strdup_printf("/proc/%d/stat", pid);
-    g_autofree char *stat = NULL;
-    char *p;
+    struct pollfd pfd = { .events = POLLIN };
+    int64_t deadline = g_get_monotonic_time() + (int64_t)timeout_ms * 1000;
+    int ret;
 
-    if (!g_file_get_contents(path, &stat, NULL, NULL)) {
-        return false;
+    pfd.fd = syscall(SYS_pidfd_open, pid, 0);
+    if (pfd.fd < 0) {
+        return errno == ESRCH ? 0 : -errno;
     }
-    p = strrchr(stat, ')');
-    return p && p[1] == ' ' && p[2] != 'Z' && p[2] != 'X';
+    do {
+        int64_t left = (deadline - g_get_monotonic_time()) / 1000;
+        ret = poll(&pfd, 1, left > 0 ? (int)left : 0);
+    } while (ret < 0 && errno == EINTR);
+    ret = ret > 0 ? 0 : ret == 0 ? -ETIMEDOUT : -errno;
+    close(pfd.fd);
+    return ret;
 }
 
 static bool is_fuse_mount(const char *path)
@@ -813,7 +824,7 @@ static int cmd_unmount(GHashTable *o, int argc, char **argv)
     g_autoptr(JsonValue) reply = NULL;
     g_autoptr(GError) err = NULL;
     g_autofree char *canon = g_canonicalize_filename(argv[0], NULL);
-    int64_t deadline;
+    int ret;
     int pid;
 
     if (!exp) {
@@ -852,12 +863,13 @@ static int cmd_unmount(GHashTable *o, int argc, char **argv)
     }
     /* The daemon flushed and closed the image; wait until it has exited too. */
     pid = json_object_get_int(reply, "pid", 0);
-    deadline = g_get_monotonic_time() + 60 * G_TIME_SPAN_SECOND;
-    while (pid > 0 && pid_alive(pid)) {
-        if (g_get_monotonic_time() > deadline) {
-            return fail("%s: unmounted, but daemon %d has not exited after 60 s", argv[0], pid);
-        }
-        g_usleep(10 * 1000);
+    ret = pid > 0 ? wait_pid_exit(pid, 60 * 1000) : 0;
+    if (ret == -ETIMEDOUT) {
+        return fail("%s: unmounted, but daemon %d has not exited after 60 s; see its log",
+                    argv[0], pid);
+    } else if (ret < 0) {
+        return fail("%s: unmounted, but cannot wait for daemon %d to exit: %s", argv[0], pid,
+                    g_strerror(-ret));
     }
     return 0;
 }
