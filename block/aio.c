@@ -10,6 +10,7 @@
  */
 #include "config.h"
 #include "block/aio.h"
+#include "block/coroutine-int.h"
 #include "block/util.h"
 
 #include <stdlib.h>
@@ -19,11 +20,6 @@
 #endif
 #include <sys/eventfd.h>
 #include <unistd.h>
-
-CoScheduleLink *coroutine_sched_link(Coroutine *co);
-Coroutine *coroutine_from_sched_link(CoScheduleLink *l);
-bool coroutine_mark_scheduled(Coroutine *co);
-void coroutine_clear_scheduled(Coroutine *co);
 
 typedef struct AioHandler {
     int fd;

@@ -103,9 +103,4 @@ struct io_uring_sqe *aio_uring_get_sqe(AioContext *ctx, AioUringOp *op);
  * number submitted or -errno. */
 int aio_uring_submit(AioContext *ctx);
 
-/* Internal to coroutine.c: the link used by aio_co_schedule. */
-typedef struct CoScheduleLink {
-    struct CoScheduleLink *next;
-} CoScheduleLink;
-
 #endif

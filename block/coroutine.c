@@ -8,6 +8,7 @@
 #include "config.h"
 #include "block/coroutine.h"
 #include "block/aio.h"
+#include "block/coroutine-int.h"
 #include "block/util.h"
 
 #include <setjmp.h>
@@ -306,11 +307,7 @@ unsigned coroutine_count(void)
     return __atomic_load_n(&co_alive, __ATOMIC_RELAXED);
 }
 
-/* Accessors for aio.c's allocation-free schedule list. */
-CoScheduleLink *coroutine_sched_link(Coroutine *co);
-Coroutine *coroutine_from_sched_link(CoScheduleLink *l);
-bool coroutine_mark_scheduled(Coroutine *co);
-void coroutine_clear_scheduled(Coroutine *co);
+/* Accessors for aio.c's allocation-free schedule list (coroutine-int.h). */
 
 CoScheduleLink *coroutine_sched_link(Coroutine *co)
 {
