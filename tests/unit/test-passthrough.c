@@ -124,13 +124,13 @@ static void test_modes(void)
 
 int main(int argc, char **argv)
 {
-    g_test_init(&argc, &argv, NULL);
-    g_test_add_func("/passthrough/all-hold", test_all_hold);
-    g_test_add_func("/passthrough/read-only-needs-no-growable", test_read_only_needs_no_growable);
-    g_test_add_func("/passthrough/each-rule", test_each_rule);
-    g_test_add_func("/passthrough/all-reasons-at-once", test_all_reasons_at_once);
-    g_test_add_func("/passthrough/snapshot", test_snapshot);
-    g_test_add_func("/passthrough/option-facts", test_option_facts);
-    g_test_add_func("/passthrough/modes", test_modes);
-    return g_test_run();
+    uh_test_init(&argc, &argv);
+    uh_test_add("/passthrough/all-hold", test_all_hold);
+    uh_test_add("/passthrough/read-only-needs-no-growable", test_read_only_needs_no_growable);
+    uh_test_add("/passthrough/each-rule", test_each_rule);
+    uh_test_add("/passthrough/all-reasons-at-once", test_all_reasons_at_once);
+    uh_test_add("/passthrough/snapshot", test_snapshot);
+    uh_test_add("/passthrough/option-facts", test_option_facts);
+    uh_test_add("/passthrough/modes", test_modes);
+    return uh_test_run();
 }

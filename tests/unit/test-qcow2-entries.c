@@ -4,6 +4,7 @@
 #include <string.h>
 #include <glib.h>
 #include "block/qcow2.h"
+#include "unit-helpers.h"
 
 static void test_l2_standard(void)
 {
@@ -155,11 +156,11 @@ static void test_geometry(void)
 
 int main(int argc, char **argv)
 {
-    g_test_init(&argc, &argv, NULL);
-    g_test_add_func("/qcow2/entries/l2-standard", test_l2_standard);
-    g_test_add_func("/qcow2/entries/l2-extended", test_l2_extended);
-    g_test_add_func("/qcow2/entries/compressed-descriptor", test_compressed_descriptor);
-    g_test_add_func("/qcow2/entries/refcount-widths", test_refblock_widths);
-    g_test_add_func("/qcow2/entries/geometry", test_geometry);
-    return g_test_run();
+    uh_test_init(&argc, &argv);
+    uh_test_add("/qcow2/entries/l2-standard", test_l2_standard);
+    uh_test_add("/qcow2/entries/l2-extended", test_l2_extended);
+    uh_test_add("/qcow2/entries/compressed-descriptor", test_compressed_descriptor);
+    uh_test_add("/qcow2/entries/refcount-widths", test_refblock_widths);
+    uh_test_add("/qcow2/entries/geometry", test_geometry);
+    return uh_test_run();
 }

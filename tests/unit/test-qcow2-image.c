@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include "block/qcow2.h"
 #include "test-qcow2-util.h"
+#include "unit-helpers.h"
 
 static char *tmpdir;
 
@@ -841,30 +842,30 @@ int main(int argc, char **argv)
 {
     int ret;
 
-    g_test_init(&argc, &argv, NULL);
+    uh_test_init(&argc, &argv);
     log_set_verbose(false);
     tmpdir = g_dir_make_tmp("test-qcow2-XXXXXX", NULL);
     g_assert_nonnull(tmpdir);
 
-    g_test_add_func("/qcow2/create/options", test_create_options);
-    g_test_add_func("/qcow2/create/bad-options", test_create_bad_options);
-    g_test_add_func("/qcow2/alloc/fresh", test_alloc_fresh);
-    g_test_add_func("/qcow2/read/layouts", test_read_layouts);
-    g_test_add_func("/qcow2/read/prealloc", test_read_prealloc);
-    g_test_add_func("/qcow2/read/backing", test_read_backing);
-    g_test_add_func("/qcow2/read/snapshot", test_read_snapshot);
-    g_test_add_func("/qcow2/write/random", test_write_random);
-    g_test_add_func("/qcow2/write/truncate", test_truncate);
-    g_test_add_func("/qcow2/alloc/runs", test_alloc_runs);
-    g_test_add_func("/qcow2/alloc/run-contiguous", test_alloc_run_contiguous);
-    g_test_add_func("/qcow2/alloc/grow-ahead", test_alloc_grow_ahead);
-    g_test_add_func("/qcow2/open/corrupt-bit", test_corrupt_bit);
-    g_test_add_func("/qcow2/open/unknown-features", test_unknown_features);
-    g_test_add_func("/qcow2/open/dirty-rebuild", test_dirty_rebuild);
-    g_test_add_func("/qcow2/open/damaged", test_damaged);
-    g_test_add_func("/qcow2/l2-cache/default-covers-8g", test_l2_cache_default);
-    g_test_add_func("/qcow2/l2-cache/size-option", test_l2_cache_size_option);
-    ret = g_test_run();
+    uh_test_add("/qcow2/create/options", test_create_options);
+    uh_test_add("/qcow2/create/bad-options", test_create_bad_options);
+    uh_test_add("/qcow2/alloc/fresh", test_alloc_fresh);
+    uh_test_add("/qcow2/read/layouts", test_read_layouts);
+    uh_test_add("/qcow2/read/prealloc", test_read_prealloc);
+    uh_test_add("/qcow2/read/backing", test_read_backing);
+    uh_test_add("/qcow2/read/snapshot", test_read_snapshot);
+    uh_test_add("/qcow2/write/random", test_write_random);
+    uh_test_add("/qcow2/write/truncate", test_truncate);
+    uh_test_add("/qcow2/alloc/runs", test_alloc_runs);
+    uh_test_add("/qcow2/alloc/run-contiguous", test_alloc_run_contiguous);
+    uh_test_add("/qcow2/alloc/grow-ahead", test_alloc_grow_ahead);
+    uh_test_add("/qcow2/open/corrupt-bit", test_corrupt_bit);
+    uh_test_add("/qcow2/open/unknown-features", test_unknown_features);
+    uh_test_add("/qcow2/open/dirty-rebuild", test_dirty_rebuild);
+    uh_test_add("/qcow2/open/damaged", test_damaged);
+    uh_test_add("/qcow2/l2-cache/default-covers-8g", test_l2_cache_default);
+    uh_test_add("/qcow2/l2-cache/size-option", test_l2_cache_size_option);
+    ret = uh_test_run();
 
     qt_sh(NULL, "rm -rf '%s'", tmpdir);
     g_free(tmpdir);
