@@ -368,6 +368,114 @@ int coroutine_fn blk_co_block_status(BlockBackend *blk, int64_t offset, int64_t 
     return ret;
 }
 
+/* --- synchronous wrappers --- */
+
+typedef enum {
+    BLK_SYNC_READ, BLK_SYNC_WRITE, BLK_SYNC_ZEROES, BLK_SYNC_DISCARD, BLK_SYNC_PREALLOCATE,
+    BLK_SYNC_FLUSH, BLK_SYNC_TRUNCATE, BLK_SYNC_STATUS,
+} BlkSyncKind;
+
+typedef struct BlkSyncReq {
+    BlockBackend *blk;
+    BlkSyncKind kind;
+    int64_t offset, bytes;
+    void *buf;
+    BdrvRequestFlags flags;
+    bool exact;
+    PreallocMode prealloc;
+    GError **errp;
+    int64_t *pnum;
+    int ret;
+} BlkSyncReq;
+
+static void coroutine_fn blk_sync_entry(void *opaque)
+{
+    BlkSyncReq *r = opaque;
+
+    switch (r->kind) {
+    case BLK_SYNC_READ:
+        r->ret = blk_co_pread(r->blk, r->offset, r->bytes, r->buf, r->flags);
+        break;
+    case BLK_SYNC_WRITE:
+        r->ret = blk_co_pwrite(r->blk, r->offset, r->bytes, r->buf, r->flags);
+        break;
+    case BLK_SYNC_ZEROES:
+        r->ret = blk_co_pwrite_zeroes(r->blk, r->offset, r->bytes, r->flags);
+        break;
+    case BLK_SYNC_DISCARD:
+        r->ret = blk_co_pdiscard(r->blk, r->offset, r->bytes);
+        break;
+    case BLK_SYNC_PREALLOCATE:
+        r->ret = blk_co_preallocate(r->blk, r->offset, r->bytes);
+        break;
+    case BLK_SYNC_FLUSH:
+        r->ret = blk_co_flush(r->blk);
+        break;
+    case BLK_SYNC_TRUNCATE:
+        r->ret = blk_co_truncate(r->blk, r->offset, r->exact, r->prealloc, r->errp);
+        break;
+    case BLK_SYNC_STATUS:
+        r->ret = blk_co_block_status(r->blk, r->offset, r->bytes, r->pnum);
+        break;
+    }
+}
+
+static int blk_sync_run(BlkSyncReq r)
+{
+    aio_run_coroutine(blk_sync_entry, &r);
+    return r.ret;
+}
+
+int blk_pread(BlockBackend *blk, int64_t offset, int64_t bytes, void *buf,
+              BdrvRequestFlags flags)
+{
+    return blk_sync_run((BlkSyncReq){ .blk = blk, .kind = BLK_SYNC_READ, .offset = offset,
+                                      .bytes = bytes, .buf = buf, .flags = flags });
+}
+
+int blk_pwrite(BlockBackend *blk, int64_t offset, int64_t bytes, const void *buf,
+               BdrvRequestFlags flags)
+{
+    return blk_sync_run((BlkSyncReq){ .blk = blk, .kind = BLK_SYNC_WRITE, .offset = offset,
+                                      .bytes = bytes, .buf = (void *)buf, .flags = flags });
+}
+
+int blk_pwrite_zeroes(BlockBackend *blk, int64_t offset, int64_t bytes, BdrvRequestFlags flags)
+{
+    return blk_sync_run((BlkSyncReq){ .blk = blk, .kind = BLK_SYNC_ZEROES, .offset = offset,
+                                      .bytes = bytes, .flags = flags });
+}
+
+int blk_pdiscard(BlockBackend *blk, int64_t offset, int64_t bytes)
+{
+    return blk_sync_run((BlkSyncReq){ .blk = blk, .kind = BLK_SYNC_DISCARD, .offset = offset,
+                                      .bytes = bytes });
+}
+
+int blk_preallocate(BlockBackend *blk, int64_t offset, int64_t bytes)
+{
+    return blk_sync_run((BlkSyncReq){ .blk = blk, .kind = BLK_SYNC_PREALLOCATE,
+                                      .offset = offset, .bytes = bytes });
+}
+
+int blk_flush(BlockBackend *blk)
+{
+    return blk_sync_run((BlkSyncReq){ .blk = blk, .kind = BLK_SYNC_FLUSH });
+}
+
+int blk_truncate(BlockBackend *blk, int64_t offset, bool exact, PreallocMode prealloc,
+                 GError **errp)
+{
+    return blk_sync_run((BlkSyncReq){ .blk = blk, .kind = BLK_SYNC_TRUNCATE, .offset = offset,
+                                      .exact = exact, .prealloc = prealloc, .errp = errp });
+}
+
+int blk_block_status(BlockBackend *blk, int64_t offset, int64_t bytes, int64_t *pnum)
+{
+    return blk_sync_run((BlkSyncReq){ .blk = blk, .kind = BLK_SYNC_STATUS, .offset = offset,
+                                      .bytes = bytes, .pnum = pnum });
+}
+
 void blk_drain(BlockBackend *blk)
 {
     AioContext *ctx = aio_get_current();

@@ -606,12 +606,23 @@ int64_t bdrv_refresh_length(BlockDriverState *bs)
 
 /* --- synchronous wrappers --- */
 
+typedef enum {
+    SYNC_READ, SYNC_WRITE, SYNC_ZEROES, SYNC_DISCARD, SYNC_PREALLOCATE, SYNC_FLUSH,
+    SYNC_TRUNCATE, SYNC_STATUS,
+} SyncKind;
+
+/* One request of any kind, its arguments and its result. */
 typedef struct SyncReq {
     BlockDriverState *bs;
+    SyncKind kind;
     int64_t offset, bytes;
     void *buf;
-    bool write;
-    bool flush;
+    BdrvRequestFlags flags;
+    bool exact;
+    PreallocMode prealloc;
+    GError **errp;
+    int64_t *pnum, *map;
+    BlockDriverState **file;
     int ret;
 } SyncReq;
 
@@ -619,38 +630,88 @@ static void coroutine_fn sync_req_entry(void *opaque)
 {
     SyncReq *r = opaque;
 
-    if (r->flush) {
+    switch (r->kind) {
+    case SYNC_READ:
+        r->ret = bdrv_co_pread(r->bs, r->offset, r->bytes, r->buf, r->flags);
+        break;
+    case SYNC_WRITE:
+        r->ret = bdrv_co_pwrite(r->bs, r->offset, r->bytes, r->buf, r->flags);
+        break;
+    case SYNC_ZEROES:
+        r->ret = bdrv_co_pwrite_zeroes(r->bs, r->offset, r->bytes, r->flags);
+        break;
+    case SYNC_DISCARD:
+        r->ret = bdrv_co_pdiscard(r->bs, r->offset, r->bytes);
+        break;
+    case SYNC_PREALLOCATE:
+        r->ret = bdrv_co_preallocate(r->bs, r->offset, r->bytes);
+        break;
+    case SYNC_FLUSH:
         r->ret = bdrv_co_flush(r->bs);
-    } else if (r->write) {
-        r->ret = bdrv_co_pwrite(r->bs, r->offset, r->bytes, r->buf, 0);
-    } else {
-        r->ret = bdrv_co_pread(r->bs, r->offset, r->bytes, r->buf, 0);
+        break;
+    case SYNC_TRUNCATE:
+        r->ret = bdrv_co_truncate(r->bs, r->offset, r->exact, r->prealloc, r->errp);
+        break;
+    case SYNC_STATUS:
+        r->ret = bdrv_co_block_status(r->bs, r->offset, r->bytes, r->pnum, r->map, r->file);
+        break;
     }
+}
+
+static int sync_req_run(SyncReq r)
+{
+    aio_run_coroutine(sync_req_entry, &r);
+    return r.ret;
 }
 
 int bdrv_pread(BlockDriverState *bs, int64_t offset, int64_t bytes, void *buf)
 {
-    SyncReq r = { .bs = bs, .offset = offset, .bytes = bytes, .buf = buf };
-
-    aio_run_coroutine(sync_req_entry, &r);
-    return r.ret;
+    return sync_req_run((SyncReq){ .bs = bs, .kind = SYNC_READ, .offset = offset,
+                                   .bytes = bytes, .buf = buf });
 }
 
 int bdrv_pwrite(BlockDriverState *bs, int64_t offset, int64_t bytes, const void *buf)
 {
-    SyncReq r = { .bs = bs, .offset = offset, .bytes = bytes, .buf = (void *)buf,
-                  .write = true };
+    return sync_req_run((SyncReq){ .bs = bs, .kind = SYNC_WRITE, .offset = offset,
+                                   .bytes = bytes, .buf = (void *)buf });
+}
 
-    aio_run_coroutine(sync_req_entry, &r);
-    return r.ret;
+int bdrv_pwrite_zeroes(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                       BdrvRequestFlags flags)
+{
+    return sync_req_run((SyncReq){ .bs = bs, .kind = SYNC_ZEROES, .offset = offset,
+                                   .bytes = bytes, .flags = flags });
+}
+
+int bdrv_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes)
+{
+    return sync_req_run((SyncReq){ .bs = bs, .kind = SYNC_DISCARD, .offset = offset,
+                                   .bytes = bytes });
+}
+
+int bdrv_preallocate(BlockDriverState *bs, int64_t offset, int64_t bytes)
+{
+    return sync_req_run((SyncReq){ .bs = bs, .kind = SYNC_PREALLOCATE, .offset = offset,
+                                   .bytes = bytes });
 }
 
 int bdrv_flush(BlockDriverState *bs)
 {
-    SyncReq r = { .bs = bs, .flush = true };
+    return sync_req_run((SyncReq){ .bs = bs, .kind = SYNC_FLUSH });
+}
 
-    aio_run_coroutine(sync_req_entry, &r);
-    return r.ret;
+int bdrv_truncate(BlockDriverState *bs, int64_t offset, bool exact, PreallocMode prealloc,
+                  GError **errp)
+{
+    return sync_req_run((SyncReq){ .bs = bs, .kind = SYNC_TRUNCATE, .offset = offset,
+                                   .exact = exact, .prealloc = prealloc, .errp = errp });
+}
+
+int bdrv_block_status(BlockDriverState *bs, int64_t offset, int64_t bytes, int64_t *pnum,
+                      int64_t *map, BlockDriverState **file)
+{
+    return sync_req_run((SyncReq){ .bs = bs, .kind = SYNC_STATUS, .offset = offset,
+                                   .bytes = bytes, .pnum = pnum, .map = map, .file = file });
 }
 
 /* --- checking --- */
@@ -724,21 +785,6 @@ static bool backing_size(const char *image, const char *backing_file, const char
     return true;
 }
 
-typedef struct TruncCo {
-    BlockDriverState *bs;
-    int64_t size;
-    PreallocMode mode;
-    GError **errp;
-    int ret;
-} TruncCo;
-
-static void coroutine_fn trunc_entry(void *opaque)
-{
-    TruncCo *t = opaque;
-
-    t->ret = bdrv_co_truncate(t->bs, t->size, true, t->mode, t->errp);
-}
-
 bool bdrv_create(const char *filename, const char *format, uint64_t size,
                  const char *backing_file, const char *backing_fmt, BlockOptions *opts,
                  GError **errp)
@@ -792,9 +838,7 @@ bool bdrv_create(const char *filename, const char *format, uint64_t size,
             ok = false;
         }
         if (ok) {
-            TruncCo t = { .bs = file, .size = size, .mode = mode, .errp = errp };
-            aio_run_coroutine(trunc_entry, &t);
-            ok = t.ret >= 0;
+            ok = bdrv_truncate(file, size, true, mode, errp) >= 0;
         }
     }
     what = g_strdup_printf("creating a %s image", drv->format_name);

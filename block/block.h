@@ -340,10 +340,22 @@ int bdrv_host_fd(BlockDriverState *bs);
  * bs's length afterwards, or -errno. */
 int64_t bdrv_refresh_length(BlockDriverState *bs);
 
-/* Synchronous wrappers for the main thread outside coroutines (open paths, tools, tests). */
+/* --- the same requests from outside a coroutine ---
+ * The one set of synchronous wrappers, for open paths, tools and tests: each runs the
+ * coroutine_fn of the same name in a new coroutine on the calling thread's event loop
+ * (aio_run_coroutine) and returns its result once it has finished.  Never call them from a
+ * coroutine; code that is in one calls the bdrv_co_ functions. */
 int bdrv_pread(BlockDriverState *bs, int64_t offset, int64_t bytes, void *buf);
 int bdrv_pwrite(BlockDriverState *bs, int64_t offset, int64_t bytes, const void *buf);
+int bdrv_pwrite_zeroes(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                       BdrvRequestFlags flags);
+int bdrv_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes);
+int bdrv_preallocate(BlockDriverState *bs, int64_t offset, int64_t bytes);
 int bdrv_flush(BlockDriverState *bs);
+int bdrv_truncate(BlockDriverState *bs, int64_t offset, bool exact, PreallocMode prealloc,
+                  GError **errp);
+int bdrv_block_status(BlockDriverState *bs, int64_t offset, int64_t bytes, int64_t *pnum,
+                      int64_t *map, BlockDriverState **file);
 
 /* --- checking (main thread) --- */
 

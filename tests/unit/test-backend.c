@@ -85,73 +85,6 @@ static void coroutine_fn bop_entry(void *opaque)
     __atomic_store_n(&o->done, true, __ATOMIC_RELEASE);
 }
 
-static int run_bop(BOp *o)
-{
-    aio_run_coroutine(bop_entry, o);
-    g_assert_true(o->done);
-    return o->ret;
-}
-
-static int b_read(BlockBackend *blk, int64_t offset, int64_t bytes, void *buf)
-{
-    BOp o = { .blk = blk, .kind = B_READ, .offset = offset, .bytes = bytes, .buf = buf };
-    return run_bop(&o);
-}
-
-static int b_write_flags(BlockBackend *blk, int64_t offset, int64_t bytes, const void *buf,
-                         int flags)
-{
-    BOp o = { .blk = blk, .kind = B_WRITE, .offset = offset, .bytes = bytes,
-              .buf = (void *)buf, .flags = flags };
-    return run_bop(&o);
-}
-
-static int b_write(BlockBackend *blk, int64_t offset, int64_t bytes, const void *buf)
-{
-    return b_write_flags(blk, offset, bytes, buf, 0);
-}
-
-static int b_zeroes(BlockBackend *blk, int64_t offset, int64_t bytes, int flags)
-{
-    BOp o = { .blk = blk, .kind = B_ZEROES, .offset = offset, .bytes = bytes, .flags = flags };
-    return run_bop(&o);
-}
-
-static int b_discard(BlockBackend *blk, int64_t offset, int64_t bytes)
-{
-    BOp o = { .blk = blk, .kind = B_DISCARD, .offset = offset, .bytes = bytes };
-    return run_bop(&o);
-}
-
-static int b_flush(BlockBackend *blk)
-{
-    BOp o = { .blk = blk, .kind = B_FLUSH };
-    return run_bop(&o);
-}
-
-/* Truncate; *errp gets the error if any (may be NULL). */
-static int b_truncate(BlockBackend *blk, int64_t size, GError **errp)
-{
-    BOp o = { .blk = blk, .kind = B_TRUNCATE, .offset = size };
-    int ret = run_bop(&o);
-
-    if (errp) {
-        *errp = o.err;
-    } else {
-        g_clear_error(&o.err);
-    }
-    return ret;
-}
-
-static int b_status(BlockBackend *blk, int64_t offset, int64_t bytes, int64_t *pnum)
-{
-    BOp o = { .blk = blk, .kind = B_STATUS, .offset = offset, .bytes = bytes, .pnum = -1 };
-    int ret = run_bop(&o);
-
-    *pnum = o.pnum;
-    return ret;
-}
-
 #define IMG_SIZE (1024 * 1024)
 #define MiB (INT64_C(1024) * 1024)
 
@@ -197,17 +130,17 @@ static void test_read_past_end(void)
     uint8_t buf[4096];
 
     g_assert_cmpint(blk_getlength(blk), ==, IMG_SIZE);
-    g_assert_cmpint(b_read(blk, IMG_SIZE - 10, 20, buf), ==, -EINVAL);
-    g_assert_cmpint(b_read(blk, IMG_SIZE, 1, buf), ==, -EINVAL);
-    g_assert_cmpint(b_read(blk, IMG_SIZE + 4096, 4096, buf), ==, -EINVAL);
-    g_assert_cmpint(b_read(blk, IMG_SIZE, 0, buf), ==, 0);
-    g_assert_cmpint(b_read(blk, IMG_SIZE - 4096, 4096, buf), ==, 0);
+    g_assert_cmpint(blk_pread(blk, IMG_SIZE - 10, 20, buf, 0), ==, -EINVAL);
+    g_assert_cmpint(blk_pread(blk, IMG_SIZE, 1, buf, 0), ==, -EINVAL);
+    g_assert_cmpint(blk_pread(blk, IMG_SIZE + 4096, 4096, buf, 0), ==, -EINVAL);
+    g_assert_cmpint(blk_pread(blk, IMG_SIZE, 0, buf, 0), ==, 0);
+    g_assert_cmpint(blk_pread(blk, IMG_SIZE - 4096, 4096, buf, 0), ==, 0);
     g_assert_cmpmem(buf, 4096, ref + IMG_SIZE - 4096, 4096);
     blk_unref(blk);
 
     blk = open_blk("null:64k", NULL, 0);
-    g_assert_cmpint(b_read(blk, 65536 - 1, 2, buf), ==, -EINVAL);
-    g_assert_cmpint(b_read(blk, 65536 - 2, 2, buf), ==, 0);
+    g_assert_cmpint(blk_pread(blk, 65536 - 1, 2, buf, 0), ==, -EINVAL);
+    g_assert_cmpint(blk_pread(blk, 65536 - 2, 2, buf, 0), ==, 0);
     blk_unref(blk);
     g_unlink(path);
 }
@@ -220,15 +153,15 @@ static void test_write_past_end(void)
     uint8_t buf[4096];
 
     memset(buf, 0x77, sizeof(buf));
-    g_assert_cmpint(b_write(blk, IMG_SIZE - 10, 20, buf), ==, -ENOSPC);
-    g_assert_cmpint(b_write(blk, IMG_SIZE, 1, buf), ==, -ENOSPC);
-    g_assert_cmpint(b_write(blk, IMG_SIZE * 2, 4096, buf), ==, -ENOSPC);
-    g_assert_cmpint(b_zeroes(blk, IMG_SIZE - 4096, 8192, 0), ==, -ENOSPC);
-    g_assert_cmpint(b_zeroes(blk, IMG_SIZE - 4096, 8192, BDRV_REQ_MAY_UNMAP), ==, -ENOSPC);
-    g_assert_cmpint(b_discard(blk, IMG_SIZE - 4096, 8192), <, 0);
-    g_assert_cmpint(b_write(blk, IMG_SIZE, 0, buf), ==, 0);
+    g_assert_cmpint(blk_pwrite(blk, IMG_SIZE - 10, 20, buf, 0), ==, -ENOSPC);
+    g_assert_cmpint(blk_pwrite(blk, IMG_SIZE, 1, buf, 0), ==, -ENOSPC);
+    g_assert_cmpint(blk_pwrite(blk, IMG_SIZE * 2, 4096, buf, 0), ==, -ENOSPC);
+    g_assert_cmpint(blk_pwrite_zeroes(blk, IMG_SIZE - 4096, 8192, 0), ==, -ENOSPC);
+    g_assert_cmpint(blk_pwrite_zeroes(blk, IMG_SIZE - 4096, 8192, BDRV_REQ_MAY_UNMAP), ==, -ENOSPC);
+    g_assert_cmpint(blk_pdiscard(blk, IMG_SIZE - 4096, 8192), <, 0);
+    g_assert_cmpint(blk_pwrite(blk, IMG_SIZE, 0, buf, 0), ==, 0);
     /* Up to the very end is fine. */
-    g_assert_cmpint(b_write(blk, IMG_SIZE - 20, 20, buf), ==, 0);
+    g_assert_cmpint(blk_pwrite(blk, IMG_SIZE - 20, 20, buf, 0), ==, 0);
     memcpy(ref + IMG_SIZE - 20, buf, 20);
     g_assert_cmpint(blk_getlength(blk), ==, IMG_SIZE);
     blk_unref(blk);
@@ -246,15 +179,15 @@ static void test_read_only(void)
 
     g_assert_true(blk_is_read_only(blk));
     memset(buf, 0x11, sizeof(buf));
-    g_assert_cmpint(b_write(blk, 0, 4096, buf), ==, -EROFS);
-    g_assert_cmpint(b_write(blk, 1, 1, buf), ==, -EROFS);
-    g_assert_cmpint(b_zeroes(blk, 0, 4096, 0), ==, -EROFS);
-    g_assert_cmpint(b_zeroes(blk, 0, 4096, BDRV_REQ_MAY_UNMAP), ==, -EROFS);
-    g_assert_cmpint(b_discard(blk, 0, 4096), ==, -EROFS);
-    g_assert_cmpint(b_truncate(blk, IMG_SIZE * 2, &err), ==, -EROFS);
+    g_assert_cmpint(blk_pwrite(blk, 0, 4096, buf, 0), ==, -EROFS);
+    g_assert_cmpint(blk_pwrite(blk, 1, 1, buf, 0), ==, -EROFS);
+    g_assert_cmpint(blk_pwrite_zeroes(blk, 0, 4096, 0), ==, -EROFS);
+    g_assert_cmpint(blk_pwrite_zeroes(blk, 0, 4096, BDRV_REQ_MAY_UNMAP), ==, -EROFS);
+    g_assert_cmpint(blk_pdiscard(blk, 0, 4096), ==, -EROFS);
+    g_assert_cmpint(blk_truncate(blk, IMG_SIZE * 2, true, PREALLOC_MODE_OFF, &err), ==, -EROFS);
     g_assert_nonnull(err);
-    g_assert_cmpint(b_flush(blk), ==, 0);
-    g_assert_cmpint(b_read(blk, 100, 4096, buf), ==, 0);
+    g_assert_cmpint(blk_flush(blk), ==, 0);
+    g_assert_cmpint(blk_pread(blk, 100, 4096, buf, 0), ==, 0);
     g_assert_cmpmem(buf, 4096, ref + 100, 4096);
     g_assert_cmpint(blk_getlength(blk), ==, IMG_SIZE);
     blk_unref(blk);
@@ -274,21 +207,21 @@ static void test_negative(void)
     uint8_t buf[4096] = { 0 };
     int64_t pnum;
 
-    g_assert_cmpint(b_read(blk, -1, 10, buf), ==, -EINVAL);
-    g_assert_cmpint(b_read(blk, -4096, 4096, buf), ==, -EINVAL);
-    g_assert_cmpint(b_read(blk, INT64_MIN, 1, buf), ==, -EINVAL);
-    g_assert_cmpint(b_read(blk, 0, -1, buf), ==, -EINVAL);
-    g_assert_cmpint(b_write(blk, -1, 10, buf), ==, -EINVAL);
-    g_assert_cmpint(b_write(blk, 0, -4096, buf), ==, -EINVAL);
-    g_assert_cmpint(b_zeroes(blk, -512, 512, 0), ==, -EINVAL);
-    g_assert_cmpint(b_discard(blk, -512, 512), ==, -EINVAL);
-    g_assert_cmpint(b_status(blk, -1, 512, &pnum), ==, -EINVAL);
+    g_assert_cmpint(blk_pread(blk, -1, 10, buf, 0), ==, -EINVAL);
+    g_assert_cmpint(blk_pread(blk, -4096, 4096, buf, 0), ==, -EINVAL);
+    g_assert_cmpint(blk_pread(blk, INT64_MIN, 1, buf, 0), ==, -EINVAL);
+    g_assert_cmpint(blk_pread(blk, 0, -1, buf, 0), ==, -EINVAL);
+    g_assert_cmpint(blk_pwrite(blk, -1, 10, buf, 0), ==, -EINVAL);
+    g_assert_cmpint(blk_pwrite(blk, 0, -4096, buf, 0), ==, -EINVAL);
+    g_assert_cmpint(blk_pwrite_zeroes(blk, -512, 512, 0), ==, -EINVAL);
+    g_assert_cmpint(blk_pdiscard(blk, -512, 512), ==, -EINVAL);
+    g_assert_cmpint(blk_block_status(blk, -1, 512, &pnum), ==, -EINVAL);
     /* offset + bytes overflowing is not "past the end" but invalid */
-    g_assert_cmpint(b_read(blk, INT64_MAX, INT64_MAX, buf), ==, -EINVAL);
-    g_assert_cmpint(b_write(blk, INT64_MAX - 10, 100, buf), ==, -EINVAL);
+    g_assert_cmpint(blk_pread(blk, INT64_MAX, INT64_MAX, buf, 0), ==, -EINVAL);
+    g_assert_cmpint(blk_pwrite(blk, INT64_MAX - 10, 100, buf, 0), ==, -EINVAL);
     {
         g_autoptr(GError) err = NULL;
-        g_assert_cmpint(b_truncate(blk, -1, &err), ==, -EINVAL);
+        g_assert_cmpint(blk_truncate(blk, -1, true, PREALLOC_MODE_OFF, &err), ==, -EINVAL);
         g_assert_nonnull(err);
     }
     g_assert_cmpint(blk_getlength(blk), ==, IMG_SIZE);
@@ -307,10 +240,10 @@ static void test_zero_length(void)
     BlockBackendStats st;
 
     for (int64_t off = 0; off <= IMG_SIZE; off += IMG_SIZE / 2) {
-        g_assert_cmpint(b_read(blk, off, 0, buf), ==, 0);
-        g_assert_cmpint(b_write(blk, off, 0, buf), ==, 0);
-        g_assert_cmpint(b_zeroes(blk, off, 0, 0), ==, 0);
-        g_assert_cmpint(b_discard(blk, off, 0), ==, 0);
+        g_assert_cmpint(blk_pread(blk, off, 0, buf, 0), ==, 0);
+        g_assert_cmpint(blk_pwrite(blk, off, 0, buf, 0), ==, 0);
+        g_assert_cmpint(blk_pwrite_zeroes(blk, off, 0, 0), ==, 0);
+        g_assert_cmpint(blk_pdiscard(blk, off, 0), ==, 0);
     }
     g_assert_cmpint(buf[0], ==, 0x55);
     blk_get_stats(blk, &st);
@@ -325,7 +258,7 @@ static void zero_length_status_child(void)
 {
     BlockBackend *blk = open_blk("null:1M", NULL, 0);
     int64_t pnum = -1;
-    int ret = b_status(blk, 4096, 0, &pnum);
+    int ret = blk_block_status(blk, 4096, 0, &pnum);
 
     g_assert_true(ret < 0 || pnum == 0);
     blk_unref(blk);
@@ -377,17 +310,17 @@ static void test_stats(void)
         g_assert_cmpuint(st.failed[i], ==, 0);
     }
 
-    g_assert_cmpint(b_read(blk, 0, 512, buf), ==, 0);
-    g_assert_cmpint(b_read(blk, 4097, 512, buf), ==, 0);
-    g_assert_cmpint(b_read(blk, 9000, 512, buf), ==, 0);
-    g_assert_cmpint(b_write(blk, 100, 1000, buf), ==, 0);
-    g_assert_cmpint(b_write(blk, 50000, 1000, buf), ==, 0);
-    g_assert_cmpint(b_flush(blk), ==, 0);
-    g_assert_cmpint(b_discard(blk, 65536, 4096), ==, 0);
-    g_assert_cmpint(b_zeroes(blk, 131072, 8192, 0), ==, 0);
-    g_assert_cmpint(b_read(blk, IMG_SIZE, 512, buf), ==, -EINVAL);         /* failed */
-    g_assert_cmpint(b_write(blk, IMG_SIZE, 512, buf), ==, -ENOSPC);        /* failed */
-    g_assert_cmpint(b_write(blk, -5, 512, buf), ==, -EINVAL);              /* failed */
+    g_assert_cmpint(blk_pread(blk, 0, 512, buf, 0), ==, 0);
+    g_assert_cmpint(blk_pread(blk, 4097, 512, buf, 0), ==, 0);
+    g_assert_cmpint(blk_pread(blk, 9000, 512, buf, 0), ==, 0);
+    g_assert_cmpint(blk_pwrite(blk, 100, 1000, buf, 0), ==, 0);
+    g_assert_cmpint(blk_pwrite(blk, 50000, 1000, buf, 0), ==, 0);
+    g_assert_cmpint(blk_flush(blk), ==, 0);
+    g_assert_cmpint(blk_pdiscard(blk, 65536, 4096), ==, 0);
+    g_assert_cmpint(blk_pwrite_zeroes(blk, 131072, 8192, 0), ==, 0);
+    g_assert_cmpint(blk_pread(blk, IMG_SIZE, 512, buf, 0), ==, -EINVAL);         /* failed */
+    g_assert_cmpint(blk_pwrite(blk, IMG_SIZE, 512, buf, 0), ==, -ENOSPC);        /* failed */
+    g_assert_cmpint(blk_pwrite(blk, -5, 512, buf, 0), ==, -EINVAL);              /* failed */
 
     blk_get_stats(blk, &st);
     g_assert_cmpuint(st.ops[BLK_STAT_READ], ==, 3);
@@ -434,17 +367,17 @@ static void test_write_through(void)
 
     /* The counter sees flushes at all. */
     n = flushes();
-    g_assert_cmpint(b_flush(blk), ==, 0);
+    g_assert_cmpint(blk_flush(blk), ==, 0);
     g_assert_cmpuint(flushes(), >, n);
 
     /* Write-back: a write does not flush... */
     g_assert_false(blk_get_write_through(blk));
     n = flushes();
-    g_assert_cmpint(b_write(blk, 0, 4096, buf), ==, 0);
-    g_assert_cmpint(b_zeroes(blk, 8192, 4096, 0), ==, 0);
+    g_assert_cmpint(blk_pwrite(blk, 0, 4096, buf, 0), ==, 0);
+    g_assert_cmpint(blk_pwrite_zeroes(blk, 8192, 4096, 0), ==, 0);
     g_assert_cmpuint(flushes(), ==, n);
     /* ...unless it asks for FUA. */
-    g_assert_cmpint(b_write_flags(blk, 4096, 100, buf, BDRV_REQ_FUA), ==, 0);
+    g_assert_cmpint(blk_pwrite(blk, 4096, 100, buf, BDRV_REQ_FUA), ==, 0);
     g_assert_cmpuint(flushes(), >, n);
 
     /* Write-through: every write flushes. */
@@ -452,17 +385,17 @@ static void test_write_through(void)
     g_assert_true(blk_get_write_through(blk));
     for (int i = 0; i < 3; i++) {
         n = flushes();
-        g_assert_cmpint(b_write(blk, 12345 + i * 1000, 100, buf), ==, 0);
+        g_assert_cmpint(blk_pwrite(blk, 12345 + i * 1000, 100, buf, 0), ==, 0);
         g_assert_cmpuint(flushes(), >, n);
     }
     n = flushes();
-    g_assert_cmpint(b_zeroes(blk, 65536, 4096, 0), ==, 0);
+    g_assert_cmpint(blk_pwrite_zeroes(blk, 65536, 4096, 0), ==, 0);
     g_assert_cmpuint(flushes(), >, n);
 
     /* And back. */
     blk_set_write_through(blk, false);
     n = flushes();
-    g_assert_cmpint(b_write(blk, 0, 4096, buf), ==, 0);
+    g_assert_cmpint(blk_pwrite(blk, 0, 4096, buf, 0), ==, 0);
     g_assert_cmpuint(flushes(), ==, n);
 
     blk_get_stats(blk, &st);
@@ -581,13 +514,13 @@ static void test_truncate(void)
     new_image_file("truncate.img", &path, IMG_SIZE);
     blk = open_blk(path, "raw", BDRV_O_RDWR);
     memset(buf, 0x42, sizeof(buf));
-    g_assert_cmpint(b_write(blk, IMG_SIZE, 100, buf), ==, -ENOSPC);
-    g_assert_cmpint(b_truncate(blk, IMG_SIZE + 100, NULL), ==, 0);
+    g_assert_cmpint(blk_pwrite(blk, IMG_SIZE, 100, buf, 0), ==, -ENOSPC);
+    g_assert_cmpint(blk_truncate(blk, IMG_SIZE + 100, true, PREALLOC_MODE_OFF, NULL), ==, 0);
     g_assert_cmpint(blk_getlength(blk), ==, IMG_SIZE + 100);
-    g_assert_cmpint(b_write(blk, IMG_SIZE, 100, buf), ==, 0);
-    g_assert_cmpint(b_truncate(blk, 4096, NULL), ==, 0);
+    g_assert_cmpint(blk_pwrite(blk, IMG_SIZE, 100, buf, 0), ==, 0);
+    g_assert_cmpint(blk_truncate(blk, 4096, true, PREALLOC_MODE_OFF, NULL), ==, 0);
     g_assert_cmpint(blk_getlength(blk), ==, 4096);
-    g_assert_cmpint(b_read(blk, 4000, 100, buf), ==, -EINVAL);
+    g_assert_cmpint(blk_pread(blk, 4000, 100, buf, 0), ==, -EINVAL);
     blk_unref(blk);
     g_assert_cmpint(uh_file_size(path), ==, 4096);
     g_unlink(path);
@@ -610,16 +543,16 @@ static void test_block_status(void)
     close(fd);
 
     blk = open_blk(path, "raw", 0);
-    ret = b_status(blk, 0, 2 * IMG_SIZE, &pnum);
+    ret = blk_block_status(blk, 0, 2 * IMG_SIZE, &pnum);
     g_assert_cmpint(ret, >=, 0);
     g_assert_true(ret & BDRV_BLOCK_ZERO);
     g_assert_false(ret & BDRV_BLOCK_DATA);
     g_assert_cmpint(pnum, ==, IMG_SIZE);
-    ret = b_status(blk, IMG_SIZE, IMG_SIZE, &pnum);
+    ret = blk_block_status(blk, IMG_SIZE, IMG_SIZE, &pnum);
     g_assert_cmpint(ret, >=, 0);
     g_assert_true(ret & BDRV_BLOCK_DATA);
     g_assert_cmpint(pnum, ==, 65536);
-    g_assert_cmpint(b_status(blk, 2 * IMG_SIZE - 10, 20, &pnum), ==, -EINVAL);
+    g_assert_cmpint(blk_block_status(blk, 2 * IMG_SIZE - 10, 20, &pnum), ==, -EINVAL);
     blk_unref(blk);
     g_unlink(path);
 }
@@ -633,7 +566,7 @@ static void test_refcount(void)
 
     blk_ref(blk);
     blk_unref(blk);
-    g_assert_cmpint(b_read(blk, 0, 16, buf), ==, 0);     /* still open */
+    g_assert_cmpint(blk_pread(blk, 0, 16, buf, 0), ==, 0);     /* still open */
     g_assert_cmpmem(buf, 16, ref, 16);
     g_assert_true(blk_bs(blk) != NULL);
     g_assert_cmpstr(blk_bs(blk)->drv->format_name, ==, "raw");
@@ -809,8 +742,8 @@ static void check_shrink_waits_for_write(const char *path, const char *format,
     g_assert_cmpint(t.ret, ==, 0);
     g_assert_cmpint(blk_getlength(blk), ==, MiB);
     /* Grown again, the range that was cut off reads as zeros. */
-    g_assert_cmpint(b_truncate(blk, 4 * MiB, NULL), ==, 0);
-    g_assert_cmpint(b_read(blk, MiB, 3 * MiB, buf), ==, 0);
+    g_assert_cmpint(blk_truncate(blk, 4 * MiB, true, PREALLOC_MODE_OFF, NULL), ==, 0);
+    g_assert_cmpint(blk_pread(blk, MiB, 3 * MiB, buf, 0), ==, 0);
     for (int64_t i = 0; i < 3 * MiB; i++) {
         if (buf[i]) {
             uh_fail("%s: byte %" G_GINT64_FORMAT " is 0x%02x after shrink and grow", format,
@@ -945,7 +878,8 @@ static void test_resize_threads(void)
         threads[i] = g_thread_new("resize-io", resize_worker_fn, &w[i]);
     }
     for (int i = 0; i < 200; i++) {
-        g_assert_cmpint(b_truncate(blk, i % 2 ? 2 * MiB : MiB, NULL), ==, 0);
+        g_assert_cmpint(blk_truncate(blk, i % 2 ? 2 * MiB : MiB, true, PREALLOC_MODE_OFF, NULL),
+                        ==, 0);
     }
     for (unsigned i = 0; i < 2; i++) {
         __atomic_store_n(&w[i].stop, 1, __ATOMIC_RELEASE);

@@ -57,102 +57,6 @@ static char *tmp_path(const char *name)
     return g_build_filename(test_dir, name, NULL);
 }
 
-/* --- running I/O in a coroutine ------------------------------------------------------------ */
-
-typedef enum {
-    OP_READ, OP_WRITE, OP_ZEROES, OP_DISCARD, OP_FLUSH, OP_TRUNCATE, OP_STATUS,
-} OpKind;
-
-typedef struct Op {
-    BlockDriverState *bs;
-    OpKind kind;
-    int64_t offset, bytes;
-    void *buf;
-    int flags;
-    PreallocMode prealloc;
-    int64_t pnum, map;
-    BlockDriverState *file;
-    GError *err;
-    int ret;
-    bool done;
-} Op;
-
-static void coroutine_fn op_entry(void *opaque)
-{
-    Op *o = opaque;
-
-    switch (o->kind) {
-    case OP_READ:
-        o->ret = bdrv_co_pread(o->bs, o->offset, o->bytes, o->buf, 0);
-        break;
-    case OP_WRITE:
-        o->ret = bdrv_co_pwrite(o->bs, o->offset, o->bytes, o->buf, o->flags);
-        break;
-    case OP_ZEROES:
-        o->ret = bdrv_co_pwrite_zeroes(o->bs, o->offset, o->bytes, o->flags);
-        break;
-    case OP_DISCARD:
-        o->ret = bdrv_co_pdiscard(o->bs, o->offset, o->bytes);
-        break;
-    case OP_FLUSH:
-        o->ret = bdrv_co_flush(o->bs);
-        break;
-    case OP_TRUNCATE:
-        o->ret = bdrv_co_truncate(o->bs, o->offset, true, o->prealloc, &o->err);
-        break;
-    case OP_STATUS:
-        o->ret = bdrv_co_block_status(o->bs, o->offset, o->bytes, &o->pnum, &o->map, &o->file);
-        break;
-    }
-    o->done = true;
-}
-
-static int run_op(Op *o)
-{
-    aio_run_coroutine(op_entry, o);
-    g_assert_true(o->done);
-    if (o->err) {
-        g_test_message("op %d: %s", o->kind, o->err->message);
-        g_clear_error(&o->err);
-    }
-    return o->ret;
-}
-
-static int do_zeroes(BlockDriverState *bs, int64_t offset, int64_t bytes, int flags)
-{
-    Op o = { .bs = bs, .kind = OP_ZEROES, .offset = offset, .bytes = bytes, .flags = flags };
-    return run_op(&o);
-}
-
-static int do_discard(BlockDriverState *bs, int64_t offset, int64_t bytes)
-{
-    Op o = { .bs = bs, .kind = OP_DISCARD, .offset = offset, .bytes = bytes };
-    return run_op(&o);
-}
-
-static int do_truncate(BlockDriverState *bs, int64_t size, PreallocMode prealloc)
-{
-    Op o = { .bs = bs, .kind = OP_TRUNCATE, .offset = size, .prealloc = prealloc };
-    return run_op(&o);
-}
-
-/* Block status of [offset, offset + bytes); returns the flags, *pnum and *map. */
-static int do_status(BlockDriverState *bs, int64_t offset, int64_t bytes, int64_t *pnum,
-                     int64_t *map, BlockDriverState **file)
-{
-    Op o = { .bs = bs, .kind = OP_STATUS, .offset = offset, .bytes = bytes, .pnum = -1 };
-    int ret = run_op(&o);
-
-    *pnum = o.pnum;
-    if (map) {
-        *map = o.map;
-    }
-    if (file) {
-        *file = o.file;
-    }
-    return ret;
-}
-
 /* --- opening ------------------------------------------------------------------------------ */
 
 /* bdrv_open with options given as "k=v,..." (or NULL). */
@@ -395,11 +299,11 @@ static void test_direct_write_eof(void)
     check_file_contents(path, ref, size);
 
     /* Grow by 3 bytes, write them: the file ends with the write. */
-    g_assert_cmpint(do_truncate(bs, 1003, PREALLOC_MODE_OFF), ==, 0);
+    g_assert_cmpint(bdrv_truncate(bs, 1003, true, PREALLOC_MODE_OFF, NULL), ==, 0);
     check_direct_write(bs, ref, 1000, 3, 200);
     g_assert_cmpint(uh_file_size(path), ==, 1003);
     /* Grow past the next block and write the last bytes: the gap reads as zeros. */
-    g_assert_cmpint(do_truncate(bs, 5003, PREALLOC_MODE_OFF), ==, 0);
+    g_assert_cmpint(bdrv_truncate(bs, 5003, true, PREALLOC_MODE_OFF, NULL), ==, 0);
     check_direct_write(bs, ref, 4999, 4, 201);
     g_assert_cmpint(uh_file_size(path), ==, 5003);
     g_assert_cmpint(bdrv_getlength(bs), ==, 5003);
@@ -583,8 +487,8 @@ static void zeroes_on(BlockDriverState *bs, const char *path, uint8_t *ref)
     g_autofree uint8_t *buf = g_malloc(ZERO_FILE_SIZE);
 
     for (size_t i = 0; i < G_N_ELEMENTS(ranges); i++) {
-        g_assert_cmpint(do_zeroes(bs, ranges[i].offset, ranges[i].bytes, ranges[i].flags), ==,
-                        0);
+        g_assert_cmpint(bdrv_pwrite_zeroes(bs, ranges[i].offset, ranges[i].bytes,
+                                           ranges[i].flags), ==, 0);
         memset(ref + ranges[i].offset, 0, ranges[i].bytes);
         g_assert_cmpint(bdrv_pread(bs, 0, ZERO_FILE_SIZE, buf), ==, 0);
         if (memcmp(buf, ref, ZERO_FILE_SIZE) != 0) {
@@ -624,7 +528,7 @@ static void test_write_zeroes_no_fallback(void)
     g_autofree uint8_t *ref = uh_create_pattern_file(path, 65536, 6);
     BlockDriverState *bs = open_ok(path, "raw", NULL, BDRV_O_RDWR);
     uint8_t buf[8192];
-    int ret = do_zeroes(bs, 4096, 8192, BDRV_REQ_NO_FALLBACK);
+    int ret = bdrv_pwrite_zeroes(bs, 4096, 8192, BDRV_REQ_NO_FALLBACK);
 
     g_assert_true(ret == 0 || ret == -ENOTSUP);
     if (ret == 0) {
@@ -646,9 +550,9 @@ static void test_discard(void)
     const int64_t start = 65536, len = 262144;
 
     g_assert_cmpint(bdrv_flush(bs), ==, 0);
-    g_assert_cmpint(do_discard(bs, start, len), ==, 0);
-    g_assert_cmpint(do_discard(bs, 700001, 5000), ==, 0);      /* unaligned */
-    g_assert_cmpint(do_discard(bs, 0, 0), ==, 0);
+    g_assert_cmpint(bdrv_pdiscard(bs, start, len), ==, 0);
+    g_assert_cmpint(bdrv_pdiscard(bs, 700001, 5000), ==, 0);      /* unaligned */
+    g_assert_cmpint(bdrv_pdiscard(bs, 0, 0), ==, 0);
     g_assert_cmpint(bdrv_getlength(bs), ==, size);
     g_assert_cmpint(bdrv_pread(bs, 0, size, buf), ==, 0);
 
@@ -692,7 +596,7 @@ static void check_status(BlockDriverState *bs, int64_t offset, int64_t bytes, in
 {
     int64_t pnum = -1, map = -1;
     BlockDriverState *file = NULL;
-    int ret = do_status(bs, offset, bytes, &pnum, &map, &file);
+    int ret = bdrv_block_status(bs, offset, bytes, &pnum, &map, &file);
 
     if (g_test_verbose()) {
         g_test_message("status %" G_GINT64_FORMAT "+%" G_GINT64_FORMAT " = 0x%x, pnum %"
@@ -724,7 +628,7 @@ static void test_block_status_sparse(void)
                  MiB - 4096);                                           /* clamped to the end */
 
     /* The raw layer passes through to its file: allocated, at the same offset. */
-    ret = do_status(bs, MiB, 65536, &pnum, &map, &file);
+    ret = bdrv_block_status(bs, MiB, 65536, &pnum, &map, &file);
     g_assert_cmpint(ret, >=, 0);
     g_assert_true(ret & BDRV_BLOCK_ALLOCATED);
     g_assert_true(ret & BDRV_BLOCK_OFFSET_VALID);
@@ -732,7 +636,7 @@ static void test_block_status_sparse(void)
     g_assert_true(file == bs->file->bs);
 
     /* At the end: nothing left, EOF. */
-    ret = do_status(bs, 4 * MiB, 4096, &pnum, NULL, NULL);
+    ret = bdrv_block_status(bs, 4 * MiB, 4096, &pnum, NULL, NULL);
     g_assert_cmpint(ret, >=, 0);
     g_assert_true(ret & BDRV_BLOCK_EOF);
     g_assert_cmpint(pnum, ==, 0);
@@ -758,10 +662,10 @@ static void test_off_loop(void)
         }
         on_loop = __atomic_load_n(&blocking_calls_on_loop, __ATOMIC_ACQUIRE);
         off_loop = __atomic_load_n(&blocking_calls_off_loop, __ATOMIC_ACQUIRE);
-        g_assert_cmpint(do_status(bs, 0, 4 * MiB, &pnum, NULL, NULL), &, BDRV_BLOCK_ZERO);
-        g_assert_cmpint(do_status(bs, MiB, 4 * MiB, &pnum, NULL, NULL), &, BDRV_BLOCK_DATA);
-        g_assert_cmpint(do_truncate(bs, 8 * MiB, PREALLOC_MODE_OFF), ==, 0);
-        g_assert_cmpint(do_truncate(bs, 2 * MiB, PREALLOC_MODE_OFF), ==, 0);
+        g_assert_cmpint(bdrv_block_status(bs, 0, 4 * MiB, &pnum, NULL, NULL), &, BDRV_BLOCK_ZERO);
+        g_assert_cmpint(bdrv_block_status(bs, MiB, 4 * MiB, &pnum, NULL, NULL), &, BDRV_BLOCK_DATA);
+        g_assert_cmpint(bdrv_truncate(bs, 8 * MiB, true, PREALLOC_MODE_OFF, NULL), ==, 0);
+        g_assert_cmpint(bdrv_truncate(bs, 2 * MiB, true, PREALLOC_MODE_OFF, NULL), ==, 0);
         g_assert_cmpint(bdrv_getlength(bs), ==, 2 * MiB);
         /* It happened (two truncates, at least two seeks)... */
         g_assert_cmpuint(__atomic_load_n(&blocking_calls_on_loop, __ATOMIC_ACQUIRE) +
@@ -786,7 +690,7 @@ static void test_block_status_slice(void)
     create_sparse(path);
     bs = open_ok(path, "raw", "offset=1M,size=128k", 0);
     g_assert_cmpint(bdrv_getlength(bs), ==, 131072);
-    ret = do_status(bs, 0, 131072, &pnum, &map, NULL);
+    ret = bdrv_block_status(bs, 0, 131072, &pnum, &map, NULL);
     g_assert_cmpint(ret, >=, 0);
     g_assert_true(ret & BDRV_BLOCK_DATA);
     g_assert_cmpint(pnum, ==, 65536);
@@ -806,7 +710,7 @@ static void test_truncate(void)
     g_autofree uint8_t *buf = g_malloc(grown);
     BlockDriverState *bs = open_ok(path, "raw", NULL, BDRV_O_RDWR);
 
-    g_assert_cmpint(do_truncate(bs, grown, PREALLOC_MODE_OFF), ==, 0);
+    g_assert_cmpint(bdrv_truncate(bs, grown, true, PREALLOC_MODE_OFF, NULL), ==, 0);
     g_assert_cmpint(bdrv_getlength(bs), ==, grown);
     g_assert_cmpint(uh_file_size(path), ==, grown);
     g_assert_cmpint(bdrv_pread(bs, 0, grown, buf), ==, 0);
@@ -818,14 +722,14 @@ static void test_truncate(void)
     g_assert_cmpint(bdrv_pread(bs, grown - 10, 10, buf), ==, 0);
     g_assert_cmpmem(buf, 10, "0123456789", 10);
 
-    g_assert_cmpint(do_truncate(bs, shrunk, PREALLOC_MODE_OFF), ==, 0);
+    g_assert_cmpint(bdrv_truncate(bs, shrunk, true, PREALLOC_MODE_OFF, NULL), ==, 0);
     g_assert_cmpint(bdrv_getlength(bs), ==, shrunk);
     g_assert_cmpint(uh_file_size(path), ==, shrunk);
     g_assert_cmpint(bdrv_pread(bs, 0, shrunk, buf), ==, 0);
     g_assert_cmpmem(buf, shrunk, ref, shrunk);
 
     /* Grow again: what was cut off is gone, it reads as zeros. */
-    g_assert_cmpint(do_truncate(bs, old, PREALLOC_MODE_OFF), ==, 0);
+    g_assert_cmpint(bdrv_truncate(bs, old, true, PREALLOC_MODE_OFF, NULL), ==, 0);
     g_assert_cmpint(bdrv_pread(bs, 0, old, buf), ==, 0);
     g_assert_cmpmem(buf, shrunk, ref, shrunk);
     g_assert_true(all_zero(buf + shrunk, old - shrunk));
@@ -841,10 +745,10 @@ static void test_truncate_prealloc(void)
 
     uh_write_file(path, NULL, 0);
     bs = open_ok(path, "raw", NULL, BDRV_O_RDWR);
-    g_assert_cmpint(do_truncate(bs, 2 * MiB, PREALLOC_MODE_FALLOC), ==, 0);
+    g_assert_cmpint(bdrv_truncate(bs, 2 * MiB, true, PREALLOC_MODE_FALLOC, NULL), ==, 0);
     g_assert_cmpint(bdrv_getlength(bs), ==, 2 * MiB);
     g_assert_cmpint(bdrv_get_allocated_file_size(bs), >=, 2 * MiB);
-    g_assert_cmpint(do_truncate(bs, 4 * MiB, PREALLOC_MODE_FULL), ==, 0);
+    g_assert_cmpint(bdrv_truncate(bs, 4 * MiB, true, PREALLOC_MODE_FULL, NULL), ==, 0);
     g_assert_cmpint(bdrv_getlength(bs), ==, 4 * MiB);
     g_assert_cmpint(bdrv_get_allocated_file_size(bs), >=, 4 * MiB);
     g_assert_cmpint(bdrv_pread(bs, 0, 4 * MiB, buf), ==, 0);
@@ -1392,7 +1296,7 @@ static void test_engine_reopen(void)
         if (i % 2) {
             g_assert_cmpint(bdrv_flush(bs), ==, 0);
         } else {
-            g_assert_cmpint(do_zeroes(bs, 60 * 1024, 4096, 0), ==, 0);
+            g_assert_cmpint(bdrv_pwrite_zeroes(bs, 60 * 1024, 4096, 0), ==, 0);
         }
         bdrv_unref(bs);
     }

@@ -16,116 +16,6 @@ static char *tmp_path(const char *name)
     return g_build_filename(test_dir, name, NULL);
 }
 
-/* --- running backend requests ---------------------------------------------------------------- */
-
-typedef enum { F_READ, F_WRITE, F_ZEROES, F_DISCARD, F_FLUSH, F_TRUNCATE, F_PREALLOC,
-               F_STATUS } FKind;
-
-typedef struct FOp {
-    BlockBackend *blk;
-    FKind kind;
-    int64_t offset, bytes;
-    void *buf;
-    int flags;
-    int64_t pnum;
-    int ret;
-    bool done;                  /* atomic */
-} FOp;
-
-static void coroutine_fn fop_entry(void *opaque)
-{
-    FOp *o = opaque;
-    g_autoptr(GError) err = NULL;
-
-    switch (o->kind) {
-    case F_READ:
-        o->ret = blk_co_pread(o->blk, o->offset, o->bytes, o->buf, 0);
-        break;
-    case F_WRITE:
-        o->ret = blk_co_pwrite(o->blk, o->offset, o->bytes, o->buf, o->flags);
-        break;
-    case F_ZEROES:
-        o->ret = blk_co_pwrite_zeroes(o->blk, o->offset, o->bytes, o->flags);
-        break;
-    case F_DISCARD:
-        o->ret = blk_co_pdiscard(o->blk, o->offset, o->bytes);
-        break;
-    case F_FLUSH:
-        o->ret = blk_co_flush(o->blk);
-        break;
-    case F_TRUNCATE:
-        o->ret = blk_co_truncate(o->blk, o->offset, true, PREALLOC_MODE_OFF, &err);
-        g_assert_true((o->ret < 0) == (err != NULL));
-        break;
-    case F_PREALLOC:
-        o->ret = blk_co_preallocate(o->blk, o->offset, o->bytes);
-        break;
-    case F_STATUS:
-        o->ret = blk_co_block_status(o->blk, o->offset, o->bytes, &o->pnum);
-        break;
-    }
-    __atomic_store_n(&o->done, true, __ATOMIC_RELEASE);
-}
-
-static int run_fop(FOp *o)
-{
-    aio_run_coroutine(fop_entry, o);
-    g_assert_true(o->done);
-    return o->ret;
-}
-
-static int f_read(BlockBackend *blk, int64_t offset, int64_t bytes, void *buf)
-{
-    FOp o = { .blk = blk, .kind = F_READ, .offset = offset, .bytes = bytes, .buf = buf };
-    return run_fop(&o);
-}
-
-static int f_write(BlockBackend *blk, int64_t offset, int64_t bytes, const void *buf)
-{
-    FOp o = { .blk = blk, .kind = F_WRITE, .offset = offset, .bytes = bytes,
-              .buf = (void *)buf };
-    return run_fop(&o);
-}
-
-static int f_zeroes(BlockBackend *blk, int64_t offset, int64_t bytes, int flags)
-{
-    FOp o = { .blk = blk, .kind = F_ZEROES, .offset = offset, .bytes = bytes, .flags = flags };
-    return run_fop(&o);
-}
-
-static int f_discard(BlockBackend *blk, int64_t offset, int64_t bytes)
-{
-    FOp o = { .blk = blk, .kind = F_DISCARD, .offset = offset, .bytes = bytes };
-    return run_fop(&o);
-}
-
-static int f_flush(BlockBackend *blk)
-{
-    FOp o = { .blk = blk, .kind = F_FLUSH };
-    return run_fop(&o);
-}
-
-static int f_truncate(BlockBackend *blk, int64_t size)
-{
-    FOp o = { .blk = blk, .kind = F_TRUNCATE, .offset = size };
-    return run_fop(&o);
-}
-
-static int f_prealloc(BlockBackend *blk, int64_t offset, int64_t bytes)
-{
-    FOp o = { .blk = blk, .kind = F_PREALLOC, .offset = offset, .bytes = bytes };
-    return run_fop(&o);
-}
-
-static int f_status(BlockBackend *blk, int64_t offset, int64_t bytes, int64_t *pnum)
-{
-    FOp o = { .blk = blk, .kind = F_STATUS, .offset = offset, .bytes = bytes };
-    int ret = run_fop(&o);
-
-    *pnum = o.pnum;
-    return ret;
-}
-
 /* --- images and rules ---------------------------------------------------------------------- */
 
 #define IMG_SIZE (1024 * 1024)
@@ -188,7 +78,7 @@ static void test_graph_raw(void)
     g_assert_cmpstr(bs->file->bs->file->bs->drv->format_name, ==, "file");
     g_assert_cmpstr(bs->file->bs->filename, ==, bs->file->bs->file->bs->filename);
     g_assert_cmpint(blk_getlength(blk), ==, IMG_SIZE);
-    g_assert_cmpint(f_read(blk, 8192, sizeof(buf), buf), ==, 0);
+    g_assert_cmpint(blk_pread(blk, 8192, sizeof(buf), buf, 0), ==, 0);
     g_assert_true(memcmp(buf, ref + 8192, sizeof(buf)) == 0);
     blk_unref(blk);
 }
@@ -208,8 +98,8 @@ static void test_graph_qcow2(void)
     g_assert_cmpstr(blk_bs(blk)->drv->format_name, ==, "qcow2");
     g_assert_cmpstr(blk_bs(blk)->file->bs->drv->format_name, ==, "fault");
     uh_fill_pattern(buf, sizeof(buf), 0, 7);
-    g_assert_cmpint(f_write(blk, 65536, sizeof(buf), buf), ==, 0);
-    g_assert_cmpint(f_read(blk, 65536, sizeof(back), back), ==, 0);
+    g_assert_cmpint(blk_pwrite(blk, 65536, sizeof(buf), buf, 0), ==, 0);
+    g_assert_cmpint(blk_pread(blk, 65536, sizeof(back), back, 0), ==, 0);
     g_assert_true(memcmp(buf, back, sizeof(buf)) == 0);
     blk_unref(blk);
 }
@@ -230,7 +120,7 @@ static void test_passthrough_limits(void)
     g_assert_cmpuint(filter->bl.request_alignment, ==,
                      filter->file->bs->bl.request_alignment);
     g_assert_cmpuint(filter->bl.request_alignment, >=, 512);
-    g_assert_cmpint(f_read(blk, 1001, sizeof(buf), buf), ==, 0);
+    g_assert_cmpint(blk_pread(blk, 1001, sizeof(buf), buf, 0), ==, 0);
     g_assert_true(memcmp(buf, ref + 1001, sizeof(buf)) == 0);
     blk_unref(blk);
 }
@@ -249,16 +139,16 @@ static void test_passthrough_status_length(void)
                           "conv=notrunc status=none", IMG_SIZE, image, image), ==, 0);
     blk = open_fault(image, "raw", BDRV_O_RDWR, rules, &err);
     g_assert_no_error(err);
-    ret = f_status(blk, 0, IMG_SIZE, &pnum);
+    ret = blk_block_status(blk, 0, IMG_SIZE, &pnum);
     g_assert_cmpint(ret, >=, 0);
     g_assert_true(ret & BDRV_BLOCK_ZERO);
     g_assert_cmpint(pnum, ==, 65536);
-    ret = f_status(blk, 65536, IMG_SIZE - 65536, &pnum);
+    ret = blk_block_status(blk, 65536, IMG_SIZE - 65536, &pnum);
     g_assert_true(ret & BDRV_BLOCK_DATA);
-    g_assert_cmpint(f_truncate(blk, 2 * IMG_SIZE), ==, 0);
+    g_assert_cmpint(blk_truncate(blk, 2 * IMG_SIZE, true, PREALLOC_MODE_OFF, NULL), ==, 0);
     g_assert_cmpint(blk_getlength(blk), ==, 2 * IMG_SIZE);
     g_assert_cmpint(uh_file_size(image), ==, 2 * IMG_SIZE);
-    g_assert_cmpint(f_prealloc(blk, 0, IMG_SIZE), ==, 0);
+    g_assert_cmpint(blk_preallocate(blk, 0, IMG_SIZE), ==, 0);
     blk_unref(blk);
 }
 
@@ -293,14 +183,14 @@ static void test_error_read_range(void)
                                        "error op=read offset=64k length=4k count=0\n", &ref);
     uint8_t buf[4096];
 
-    g_assert_cmpint(f_read(blk, 0, 4096, buf), ==, 0);
-    g_assert_cmpint(f_read(blk, 65536, 4096, buf), ==, -EIO);
-    g_assert_cmpint(f_read(blk, 65536 + 4095, 1, buf), ==, -EIO);
-    g_assert_cmpint(f_read(blk, 65536 - 4096, 4097, buf), ==, -EIO);
-    g_assert_cmpint(f_read(blk, 65536 + 4096, 4096, buf), ==, 0);
-    g_assert_cmpint(f_read(blk, 65536 - 4096, 4096, buf), ==, 0);
-    g_assert_cmpint(f_read(blk, 65536, 4096, buf), ==, -EIO);      /* count=0: always */
-    g_assert_cmpint(f_write(blk, 65536, 4096, ref), ==, 0);
+    g_assert_cmpint(blk_pread(blk, 0, 4096, buf, 0), ==, 0);
+    g_assert_cmpint(blk_pread(blk, 65536, 4096, buf, 0), ==, -EIO);
+    g_assert_cmpint(blk_pread(blk, 65536 + 4095, 1, buf, 0), ==, -EIO);
+    g_assert_cmpint(blk_pread(blk, 65536 - 4096, 4097, buf, 0), ==, -EIO);
+    g_assert_cmpint(blk_pread(blk, 65536 + 4096, 4096, buf, 0), ==, 0);
+    g_assert_cmpint(blk_pread(blk, 65536 - 4096, 4096, buf, 0), ==, 0);
+    g_assert_cmpint(blk_pread(blk, 65536, 4096, buf, 0), ==, -EIO);      /* count=0: always */
+    g_assert_cmpint(blk_pwrite(blk, 65536, 4096, ref, 0), ==, 0);
     blk_unref(blk);
 }
 
@@ -316,7 +206,7 @@ static void test_error_after_count(void)
 
     for (int i = 0; i < 5; i++) {
         memset(buf, 'a' + i, sizeof(buf));
-        g_assert_cmpint(f_write(blk, i * 512, 512, buf), ==, i == 2 ? -ENOSPC : 0);
+        g_assert_cmpint(blk_pwrite(blk, i * 512, 512, buf, 0), ==, i == 2 ? -ENOSPC : 0);
     }
     blk_unref(blk);
     data = uh_read_file(image, &len);
@@ -338,10 +228,10 @@ static void test_error_count(void)
     uint8_t buf[512] = { 0 };
 
     for (int i = 0; i < 8; i++) {
-        g_assert_cmpint(f_read(blk, 0, 512, buf), ==, i >= 1 && i <= 3 ? -EPERM : 0);
+        g_assert_cmpint(blk_pread(blk, 0, 512, buf, 0), ==, i >= 1 && i <= 3 ? -EPERM : 0);
     }
     for (int i = 0; i < 10; i++) {
-        g_assert_cmpint(f_write(blk, 0, 512, buf), ==, i >= 4 ? -EIO : 0);
+        g_assert_cmpint(blk_pwrite(blk, 0, 512, buf, 0), ==, i >= 4 ? -EIO : 0);
     }
     blk_unref(blk);
 }
@@ -366,30 +256,30 @@ static void test_error_each_op(void)
         bool ranged = strcmp(cases[i].op, "flush") && strcmp(cases[i].op, "truncate");
 
         /* every other op passes */
-        g_assert_cmpint(f_read(blk, 524288, 4096, buf), ==, !strcmp(cases[i].op, "read") ?
+        g_assert_cmpint(blk_pread(blk, 524288, 4096, buf, 0), ==, !strcmp(cases[i].op, "read") ?
                         expect : 0);
         if (ranged) {   /* outside the range: passes (the rule fires only once anyway) */
-            g_assert_cmpint(f_read(blk, 0, 4096, buf), ==, 0);
-            g_assert_cmpint(f_write(blk, 0, 4096, buf), ==, 0);
-            g_assert_cmpint(f_zeroes(blk, 0, 4096, 0), ==, 0);
-            g_assert_cmpint(f_discard(blk, 0, 4096), ==, 0);
-            g_assert_cmpint(f_prealloc(blk, 0, 4096), ==, 0);
+            g_assert_cmpint(blk_pread(blk, 0, 4096, buf, 0), ==, 0);
+            g_assert_cmpint(blk_pwrite(blk, 0, 4096, buf, 0), ==, 0);
+            g_assert_cmpint(blk_pwrite_zeroes(blk, 0, 4096, 0), ==, 0);
+            g_assert_cmpint(blk_pdiscard(blk, 0, 4096), ==, 0);
+            g_assert_cmpint(blk_preallocate(blk, 0, 4096), ==, 0);
         }
         if (!strcmp(cases[i].op, "write")) {
-            g_assert_cmpint(f_write(blk, 524288, 4096, buf), ==, expect);
+            g_assert_cmpint(blk_pwrite(blk, 524288, 4096, buf, 0), ==, expect);
         } else if (!strcmp(cases[i].op, "zero")) {
-            g_assert_cmpint(f_zeroes(blk, 524288, 4096, 0), ==, expect);
+            g_assert_cmpint(blk_pwrite_zeroes(blk, 524288, 4096, 0), ==, expect);
         } else if (!strcmp(cases[i].op, "discard")) {
-            g_assert_cmpint(f_discard(blk, 524288, 4096), ==, expect);
+            g_assert_cmpint(blk_pdiscard(blk, 524288, 4096), ==, expect);
         } else if (!strcmp(cases[i].op, "preallocate")) {
-            g_assert_cmpint(f_prealloc(blk, 524288, 4096), ==, expect);
+            g_assert_cmpint(blk_preallocate(blk, 524288, 4096), ==, expect);
         } else if (!strcmp(cases[i].op, "flush")) {
-            g_assert_cmpint(f_flush(blk), ==, expect);
-            g_assert_cmpint(f_flush(blk), ==, 0);
+            g_assert_cmpint(blk_flush(blk), ==, expect);
+            g_assert_cmpint(blk_flush(blk), ==, 0);
         } else if (!strcmp(cases[i].op, "truncate")) {
-            g_assert_cmpint(f_truncate(blk, 4096), ==, expect);
+            g_assert_cmpint(blk_truncate(blk, 4096, true, PREALLOC_MODE_OFF, NULL), ==, expect);
             g_assert_cmpint(blk_getlength(blk), ==, IMG_SIZE);
-            g_assert_cmpint(f_truncate(blk, 4096), ==, 0);
+            g_assert_cmpint(blk_truncate(blk, 4096, true, PREALLOC_MODE_OFF, NULL), ==, 0);
             g_assert_cmpint(blk_getlength(blk), ==, 4096);
         }
         blk_unref(blk);
@@ -405,13 +295,13 @@ static void test_error_any_and_lists(void)
                                        NULL);
     uint8_t buf[512] = { 0 };
 
-    g_assert_cmpint(f_write(blk, 0, 512, buf), ==, 0);   /* any #1 */
-    g_assert_cmpint(f_read(blk, 0, 512, buf), ==, 0);    /* any #2, read/flush #1 */
-    g_assert_cmpint(f_flush(blk), ==, 0);                /* any #3, #2 */
-    g_assert_cmpint(f_read(blk, 0, 512, buf), ==, -EIO); /* any #4 fires first; #3 */
-    g_assert_cmpint(f_read(blk, 0, 512, buf), ==, -ENOSPC);    /* #4 */
-    g_assert_cmpint(f_write(blk, 0, 512, buf), ==, 0);
-    g_assert_cmpint(f_flush(blk), ==, -ENOSPC);
+    g_assert_cmpint(blk_pwrite(blk, 0, 512, buf, 0), ==, 0);   /* any #1 */
+    g_assert_cmpint(blk_pread(blk, 0, 512, buf, 0), ==, 0);    /* any #2, read/flush #1 */
+    g_assert_cmpint(blk_flush(blk), ==, 0);                /* any #3, #2 */
+    g_assert_cmpint(blk_pread(blk, 0, 512, buf, 0), ==, -EIO); /* any #4 fires first; #3 */
+    g_assert_cmpint(blk_pread(blk, 0, 512, buf, 0), ==, -ENOSPC);    /* #4 */
+    g_assert_cmpint(blk_pwrite(blk, 0, 512, buf, 0), ==, 0);
+    g_assert_cmpint(blk_flush(blk), ==, -ENOSPC);
     blk_unref(blk);
 }
 
@@ -427,8 +317,8 @@ static void test_error_under_qcow2(void)
     g_assert_true(bdrv_create(image, "qcow2", IMG_SIZE, NULL, NULL, NULL, &err));
     blk = open_fault(image, "qcow2", BDRV_O_RDWR, rules, &err);
     g_assert_no_error(err);
-    g_assert_cmpint(f_write(blk, 0, sizeof(buf), buf), ==, -EIO);
-    g_assert_cmpint(f_read(blk, 0, sizeof(buf), buf), ==, 0);
+    g_assert_cmpint(blk_pwrite(blk, 0, sizeof(buf), buf, 0), ==, -EIO);
+    g_assert_cmpint(blk_pread(blk, 0, sizeof(buf), buf, 0), ==, 0);
     g_assert_cmpint(buf[0], ==, 0);
     blk_unref(blk);
 }
@@ -489,9 +379,9 @@ static void test_delay_then_error(void)
                                        NULL);
     int64_t start = get_clock_ns();
 
-    g_assert_cmpint(f_flush(blk), ==, -EIO);
+    g_assert_cmpint(blk_flush(blk), ==, -EIO);
     g_assert_cmpint(get_clock_ns() - start, >=, 100 * 1000000ll);
-    g_assert_cmpint(f_flush(blk), ==, 0);
+    g_assert_cmpint(blk_flush(blk), ==, 0);
     blk_unref(blk);
 }
 
@@ -586,13 +476,13 @@ static void test_trace(void)
 
     uh_write_file(trace, "earlier\n", 8);
     blk = raw_with_rules("trace.img", text, NULL);
-    g_assert_cmpint(f_read(blk, 4096, 4096, buf), ==, 0);
-    g_assert_cmpint(f_write(blk, 8192, 512, buf), ==, 0);
-    g_assert_cmpint(f_zeroes(blk, 0, 1024, 0), ==, 0);
-    g_assert_cmpint(f_discard(blk, 65536, 65536), ==, -EIO);
-    g_assert_cmpint(f_prealloc(blk, 0, 4096), ==, 0);
-    g_assert_cmpint(f_truncate(blk, 2 * IMG_SIZE), ==, 0);
-    g_assert_cmpint(f_flush(blk), ==, 0);
+    g_assert_cmpint(blk_pread(blk, 4096, 4096, buf, 0), ==, 0);
+    g_assert_cmpint(blk_pwrite(blk, 8192, 512, buf, 0), ==, 0);
+    g_assert_cmpint(blk_pwrite_zeroes(blk, 0, 1024, 0), ==, 0);
+    g_assert_cmpint(blk_pdiscard(blk, 65536, 65536), ==, -EIO);
+    g_assert_cmpint(blk_preallocate(blk, 0, 4096), ==, 0);
+    g_assert_cmpint(blk_truncate(blk, 2 * IMG_SIZE, true, PREALLOC_MODE_OFF, NULL), ==, 0);
+    g_assert_cmpint(blk_flush(blk), ==, 0);
     blk_unref(blk);     /* the close flushes the raw node (and so the filter), then the filter */
     got = read_text(trace);
     g_assert_cmpstr(got, ==, "earlier\n"
@@ -625,8 +515,8 @@ static void test_trace_qcow2(void)
     g_assert_true(bdrv_create(image, "qcow2", IMG_SIZE, NULL, NULL, NULL, &err));
     blk = open_fault(image, "qcow2", BDRV_O_RDWR, rules, &err);
     g_assert_no_error(err);
-    g_assert_cmpint(f_write(blk, 0, sizeof(buf), buf), ==, 0);
-    g_assert_cmpint(f_flush(blk), ==, 0);
+    g_assert_cmpint(blk_pwrite(blk, 0, sizeof(buf), buf, 0), ==, 0);
+    g_assert_cmpint(blk_flush(blk), ==, 0);
     blk_unref(blk);
     got = read_text(trace);
     lines = g_strsplit(got, "\n", -1);
@@ -658,27 +548,27 @@ static void test_powerfail_all(void)
     fill(a, sizeof(a), 1);
     fill(b, sizeof(b), 2);
     fill(c, sizeof(c), 3);
-    g_assert_cmpint(f_write(blk, 0, 4096, a), ==, 0);                /* write #1 */
-    g_assert_cmpint(f_read(blk, 0, 4096, back), ==, 0);
+    g_assert_cmpint(blk_pwrite(blk, 0, 4096, a, 0), ==, 0);                /* write #1 */
+    g_assert_cmpint(blk_pread(blk, 0, 4096, back, 0), ==, 0);
     g_assert_true(memcmp(back, a, 4096) == 0);
     file = uh_read_file(image, &n);
     g_assert_true(memcmp(file, ref, IMG_SIZE) == 0);                 /* not in the file */
     g_clear_pointer(&file, g_free);
-    g_assert_cmpint(f_flush(blk), ==, 0);
+    g_assert_cmpint(blk_flush(blk), ==, 0);
     file = uh_read_file(image, &n);
     g_assert_true(memcmp(file, a, 4096) == 0);                       /* now it is */
     g_clear_pointer(&file, g_free);
 
-    g_assert_cmpint(f_write(blk, 8192, 4096, b), ==, 0);             /* #2 */
-    g_assert_cmpint(f_write(blk, 8192 + 1000, 100, c), ==, 0);       /* #3 (read-modify) */
-    g_assert_cmpint(f_read(blk, 8192, 4096, back), ==, 0);
+    g_assert_cmpint(blk_pwrite(blk, 8192, 4096, b, 0), ==, 0);             /* #2 */
+    g_assert_cmpint(blk_pwrite(blk, 8192 + 1000, 100, c, 0), ==, 0);       /* #3 (read-modify) */
+    g_assert_cmpint(blk_pread(blk, 8192, 4096, back, 0), ==, 0);
     g_assert_true(memcmp(back, b, 1000) == 0);
     g_assert_true(memcmp(back + 1000, c, 100) == 0);
     g_assert_true(memcmp(back + 1100, b + 1100, 4096 - 1100) == 0);
-    g_assert_cmpint(f_write(blk, 16384, 4096, c), ==, -EIO);         /* #4: the power fails */
-    g_assert_cmpint(f_read(blk, 0, 4096, back), ==, -EIO);
-    g_assert_cmpint(f_write(blk, 0, 4096, c), ==, -EIO);
-    g_assert_cmpint(f_flush(blk), ==, -EIO);
+    g_assert_cmpint(blk_pwrite(blk, 16384, 4096, c, 0), ==, -EIO);         /* #4: the power fails */
+    g_assert_cmpint(blk_pread(blk, 0, 4096, back, 0), ==, -EIO);
+    g_assert_cmpint(blk_pwrite(blk, 0, 4096, c, 0), ==, -EIO);
+    g_assert_cmpint(blk_flush(blk), ==, -EIO);
     blk_unref(blk);
 
     file = uh_read_file(image, &n);
@@ -699,11 +589,11 @@ static void test_powerfail_at_flush(void)
 
     fill(a, sizeof(a), 4);
     fill(b, sizeof(b), 5);
-    g_assert_cmpint(f_write(blk, 0, 4096, a), ==, 0);
-    g_assert_cmpint(f_flush(blk), ==, 0);
-    g_assert_cmpint(f_write(blk, 4096, 4096, b), ==, 0);
-    g_assert_cmpint(f_write(blk, 8192, 4096, b), ==, 0);
-    g_assert_cmpint(f_flush(blk), ==, -EIO);
+    g_assert_cmpint(blk_pwrite(blk, 0, 4096, a, 0), ==, 0);
+    g_assert_cmpint(blk_flush(blk), ==, 0);
+    g_assert_cmpint(blk_pwrite(blk, 4096, 4096, b, 0), ==, 0);
+    g_assert_cmpint(blk_pwrite(blk, 8192, 4096, b, 0), ==, 0);
+    g_assert_cmpint(blk_flush(blk), ==, -EIO);
     blk_unref(blk);
     file = uh_read_file(image, &n);
     g_assert_true(memcmp(file, a, 4096) == 0);
@@ -726,31 +616,33 @@ static void test_powerfail_changes(void)
 
     memcpy(model, ref, IMG_SIZE);
     fill(a, sizeof(a), 6);
-    g_assert_cmpint(f_zeroes(blk, 4096, 4096, 0), ==, 0);
+    g_assert_cmpint(blk_pwrite_zeroes(blk, 4096, 4096, 0), ==, 0);
     memset(model + 4096, 0, 4096);
-    g_assert_cmpint(f_discard(blk, 65536, 8192), ==, 0);
+    g_assert_cmpint(blk_pdiscard(blk, 65536, 8192), ==, 0);
     memset(model + 65536, 0, 8192);
-    g_assert_cmpint(f_write(blk, 65536 + 4096, 100, a), ==, 0);
+    g_assert_cmpint(blk_pwrite(blk, 65536 + 4096, 100, a, 0), ==, 0);
     memcpy(model + 65536 + 4096, a, 100);
-    g_assert_cmpint(f_truncate(blk, 32768), ==, 0);             /* shrink ... */
+    /* shrink ... */
+    g_assert_cmpint(blk_truncate(blk, 32768, true, PREALLOC_MODE_OFF, NULL), ==, 0);
     g_assert_cmpint(blk_getlength(blk), ==, 32768);
     g_assert_cmpint(uh_file_size(image), ==, IMG_SIZE);         /* (not yet in the file) */
-    g_assert_cmpint(f_truncate(blk, 2 * IMG_SIZE), ==, 0);      /* ... and grow: zeros */
+    /* ... and grow: zeros */
+    g_assert_cmpint(blk_truncate(blk, 2 * IMG_SIZE, true, PREALLOC_MODE_OFF, NULL), ==, 0);
     memset(model + 32768, 0, 2 * IMG_SIZE - 32768);
     g_assert_cmpint(blk_getlength(blk), ==, 2 * IMG_SIZE);
-    g_assert_cmpint(f_read(blk, 0, 8192, back), ==, 0);
+    g_assert_cmpint(blk_pread(blk, 0, 8192, back, 0), ==, 0);
     g_assert_true(memcmp(back, model, 8192) == 0);
-    g_assert_cmpint(f_read(blk, 65536, 8192, back), ==, 0);
+    g_assert_cmpint(blk_pread(blk, 65536, 8192, back, 0), ==, 0);
     g_assert_true(memcmp(back, model + 65536, 8192) == 0);
 
     /* A write past the end of the file: the length follows before any flush. */
-    g_assert_cmpint(f_truncate(blk, IMG_SIZE), ==, 0);
-    g_assert_cmpint(f_write(blk, IMG_SIZE - 4096, 4096, a), ==, 0);
+    g_assert_cmpint(blk_truncate(blk, IMG_SIZE, true, PREALLOC_MODE_OFF, NULL), ==, 0);
+    g_assert_cmpint(blk_pwrite(blk, IMG_SIZE - 4096, 4096, a, 0), ==, 0);
     memcpy(model + IMG_SIZE - 4096, a, 4096);
     g_assert_cmpint(blk_getlength(blk), ==, IMG_SIZE);
-    g_assert_cmpint(f_status(blk, IMG_SIZE - 4096, 4096, &pnum) & BDRV_BLOCK_DATA, !=, 0);
+    g_assert_cmpint(blk_block_status(blk, IMG_SIZE - 4096, 4096, &pnum) & BDRV_BLOCK_DATA, !=, 0);
 
-    g_assert_cmpint(f_flush(blk), ==, 0);
+    g_assert_cmpint(blk_flush(blk), ==, 0);
     g_assert_cmpint(uh_file_size(image), ==, IMG_SIZE);
     blk_unref(blk);
     file = uh_read_file(image, &n);
@@ -802,10 +694,10 @@ static void random_run(const char *name, uint64_t seed, int which[16], unsigned 
     for (int round = 1; round <= 2; round++) {
         for (int b = 0; b < 16; b++) {
             memset(buf, b * 4 + round, sizeof(buf));
-            g_assert_cmpint(f_write(blk, b * 512, 512, buf), ==, 0);
+            g_assert_cmpint(blk_pwrite(blk, b * 512, 512, buf, 0), ==, 0);
         }
     }
-    g_assert_cmpint(f_write(blk, 0, 512, buf), ==, -EIO);
+    g_assert_cmpint(blk_pwrite(blk, 0, 512, buf, 0), ==, -EIO);
     blk_unref(blk);
     result = uh_read_file(image, &n);
     kept[0] = kept[1] = kept[2] = 0;    /* blocks with: the old data, the first, the second */
@@ -857,9 +749,9 @@ static void test_powerfail_lose_one(void)
 
         for (int b = 0; b < 4; b++) {
             memset(buf, 0x40 + b, sizeof(buf));
-            g_assert_cmpint(f_write(blk, b * 512, 512, buf), ==, 0);
+            g_assert_cmpint(blk_pwrite(blk, b * 512, 512, buf, 0), ==, 0);
         }
-        g_assert_cmpint(f_write(blk, 8192, 512, buf), ==, -EIO);
+        g_assert_cmpint(blk_pwrite(blk, 8192, 512, buf, 0), ==, -EIO);
         blk_unref(blk);
         file = uh_read_file(image, &n);
         for (int b = 0; b < 4; b++) {
@@ -883,8 +775,8 @@ static void test_powerfail_log(void)
     unsigned hits = 0;
 
     g_assert_true(log_open(log, &err));
-    g_assert_cmpint(f_zeroes(blk, 12288, 4096, 0), ==, -EIO);
-    g_assert_cmpint(f_zeroes(blk, 0, 4096, 0), ==, -EIO);
+    g_assert_cmpint(blk_pwrite_zeroes(blk, 12288, 4096, 0), ==, -EIO);
+    g_assert_cmpint(blk_pwrite_zeroes(blk, 0, 4096, 0), ==, -EIO);
     g_assert_true(log_open(NULL, &err));
     blk_unref(blk);
     text = read_text(log);
@@ -918,15 +810,16 @@ static void test_powerfail_qcow2(void)
         g_assert_true(bdrv_create(image, "qcow2", IMG_SIZE, NULL, NULL, NULL, &err));
         blk = open_fault(image, "qcow2", BDRV_O_RDWR, rules, &err);
         g_assert_no_error(err);
-        flushed = f_write(blk, 0, sizeof(a), a) == 0 && f_flush(blk) == 0;
-        if (f_write(blk, 524288, sizeof(b), b) < 0 || f_write(blk, 65536, sizeof(b), b) < 0) {
+        flushed = blk_pwrite(blk, 0, sizeof(a), a, 0) == 0 && blk_flush(blk) == 0;
+        if (blk_pwrite(blk, 524288, sizeof(b), b, 0) < 0 ||
+            blk_pwrite(blk, 65536, sizeof(b), b, 0) < 0) {
             failed_once = flushed;      /* the power failed after the flush: enough */
         }
         blk_unref(blk);
 
         blk = blk_new_open(image, "qcow2", NULL, 0, &err);
         g_assert_no_error(err);
-        g_assert_cmpint(f_read(blk, 0, sizeof(back), back), ==, 0);
+        g_assert_cmpint(blk_pread(blk, 0, sizeof(back), back, 0), ==, 0);
         if (flushed && memcmp(back, a, sizeof(a)) != 0) {
             uh_fail("after=%d: data flushed before the power failure is lost", after);
         }

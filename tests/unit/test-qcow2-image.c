@@ -392,10 +392,13 @@ static void test_truncate(void)
     memset(buf, 0xab, 1 << 20);
     g_assert_cmpint(bdrv_pwrite(bs, 3 << 20, 1 << 20, buf), ==, 0);
     /* QEMU reads sizes in whole sectors: an exact size that is not one is refused. */
-    g_assert_cmpint(qt_truncate(bs, (3 << 20) + 1000), ==, -EINVAL);
+    g_assert_cmpint(bdrv_truncate(bs, (3 << 20) + 1000, true, PREALLOC_MODE_OFF, NULL),
+                    ==, -EINVAL);
     g_assert_cmpint(bdrv_getlength(bs), ==, 4 << 20);
-    g_assert_cmpint(qt_truncate(bs, (3 << 20) + 1024), ==, 0);      /* shrink mid-cluster */
-    g_assert_cmpint(qt_truncate(bs, 3ULL << 30), ==, 0);            /* grow: L1 grows */
+    /* shrink mid-cluster */
+    g_assert_cmpint(bdrv_truncate(bs, (3 << 20) + 1024, true, PREALLOC_MODE_OFF, NULL), ==, 0);
+    /* grow: L1 grows */
+    g_assert_cmpint(bdrv_truncate(bs, 3ULL << 30, true, PREALLOC_MODE_OFF, NULL), ==, 0);
     g_assert_cmpint(bdrv_getlength(bs), ==, 3LL << 30);
     g_assert_cmpint(bdrv_pwrite(bs, (3LL << 30) - (1 << 20), 1 << 20, buf), ==, 0);
     bdrv_unref(bs);
@@ -767,18 +770,6 @@ static int64_t file_size(const char *file, int64_t *allocated)
     return st.st_size;
 }
 
-typedef struct FallocGrow {
-    BlockDriverState *bs;
-    int64_t size;
-    int ret;
-} FallocGrow;
-
-static void coroutine_fn falloc_grow_entry(void *opaque)
-{
-    FallocGrow *g = opaque;
-    g->ret = bdrv_co_truncate(g->bs, g->size, true, PREALLOC_MODE_FALLOC, NULL);
-}
-
 /* Allocating writes grow the file ahead of them (qcow2_grow_file_ahead); what they did not
  * use is cut off at close, so the file ends where qemu-img check says the image ends.  A copy
  * taken while it is grown (a crash) checks clean, trailing space and all.  A grow with
@@ -814,11 +805,7 @@ static void test_alloc_grow_ahead(void)
     bs = open_img(img, NULL, BDRV_O_RDWR, &err);
     g_assert_nonnull(bs);
     g_assert_cmpint(bdrv_pwrite(bs, 8 << 20, 1 << 20, buf), ==, 0);
-    {
-        FallocGrow g = { .bs = bs, .size = 96 << 20 };
-        aio_run_coroutine(falloc_grow_entry, &g);
-        g_assert_cmpint(g.ret, ==, 0);
-    }
+    g_assert_cmpint(bdrv_truncate(bs, 96 << 20, true, PREALLOC_MODE_FALLOC, NULL), ==, 0);
     bdrv_unref(bs);
     g_assert_cmpint(file_size(img, &allocated), ==, image_end(img));
     g_assert_cmpint(allocated, >=, (32 << 20) + (7 << 20));

@@ -706,18 +706,6 @@ static int scenario_runs(const Mode *m)
     return run_finish(&r);
 }
 
-typedef struct PreallocTruncate {
-    BlockDriverState *bs;
-    int64_t size;
-    int ret;
-} PreallocTruncate;
-
-static void coroutine_fn prealloc_truncate_entry(void *opaque)
-{
-    PreallocTruncate *t = opaque;
-    t->ret = bdrv_co_truncate(t->bs, t->size, true, PREALLOC_MODE_FALLOC, NULL);
-}
-
 /* Preallocated clusters (zero flag with a host cluster): a partial write fills the rest of
  * the cluster with zeros; that must be durable before the entry loses its zero flag.  Then a
  * grow with preallocation=falloc: the file reaches the new clusters before entries do. */
@@ -731,17 +719,13 @@ static int scenario_prealloc(const Mode *m)
     }
     run_start(&r, m, "preallocated clusters", 4 << 20, "-o preallocation=metadata", NULL);
     cs = r.g.cs;
-    g_assert_cmpint(qt_zeroes(r.bs, 0, 2 << 20, 0), ==, 0);     /* zero flag, host kept */
+    g_assert_cmpint(bdrv_pwrite_zeroes(r.bs, 0, 2 << 20, 0), ==, 0);     /* zero flag, host kept */
     g_assert_cmpint(bdrv_flush(r.bs), ==, 0);
     for (int i = 0; i < 4; i++) {
         g_assert_cmpint(pwrite_byte(r.bs, (3 + i * 5) * cs + 100, 200, 0x30 + i), ==, 0);
     }
     g_assert_cmpint(bdrv_flush(r.bs), ==, 0);
-    {
-        PreallocTruncate t = { .bs = r.bs, .size = 6 << 20 };
-        aio_run_coroutine(prealloc_truncate_entry, &t);
-        g_assert_cmpint(t.ret, ==, 0);
-    }
+    g_assert_cmpint(bdrv_truncate(r.bs, 6 << 20, true, PREALLOC_MODE_FALLOC, NULL), ==, 0);
     g_assert_cmpint(bdrv_flush(r.bs), ==, 0);
     return run_finish(&r);
 }
@@ -773,7 +757,7 @@ static int scenario_grow(const Mode *m)
     g_assert_cmpint(bdrv_getlength(r.bs), ==, old);
     r.c.size_before = old;
     r.c.op_first = events->len;
-    g_assert_cmpint(qt_truncate(r.bs, 64 << 20), ==, 0);
+    g_assert_cmpint(bdrv_truncate(r.bs, 64 << 20, true, PREALLOC_MODE_OFF, NULL), ==, 0);
     r.c.op_last = events->len;
     g_assert_cmpint(bdrv_getlength(r.bs), ==, 64 << 20);
     g_assert_cmpint(bdrv_pread(r.bs, old, (8 << 20) - old, buf), ==, 0);
@@ -794,7 +778,7 @@ static int scenario_shrink(const Mode *m)
     run_start(&r, m, "shrink", 8 << 20, "", NULL);
     g_assert_cmpint(pwrite_byte(r.bs, 0, 8 << 20, 0x66), ==, 0);
     g_assert_cmpint(bdrv_flush(r.bs), ==, 0);
-    g_assert_cmpint(qt_truncate(r.bs, (3 << 20) + 512), ==, 0);
+    g_assert_cmpint(bdrv_truncate(r.bs, (3 << 20) + 512, true, PREALLOC_MODE_OFF, NULL), ==, 0);
     return run_finish(&r);
 }
 

@@ -313,25 +313,6 @@ static void drop_first_refblock(const char *file)
     close(fd);
 }
 
-typedef struct PreallocOp {
-    BlockDriverState *bs;
-    int64_t offset, bytes;
-    int ret;
-} PreallocOp;
-
-static void coroutine_fn preallocate_entry(void *opaque)
-{
-    PreallocOp *o = opaque;
-    o->ret = bdrv_co_preallocate(o->bs, o->offset, o->bytes);
-}
-
-static int preallocate(BlockDriverState *bs, int64_t offset, int64_t bytes)
-{
-    PreallocOp o = { .bs = bs, .offset = offset, .bytes = bytes };
-    aio_run_coroutine(preallocate_entry, &o);
-    return o.ret;
-}
-
 /* Run the case's operation until it fails (a damaged refcount is found by the allocator only
  * when the clusters below it are used).  Returns the error. */
 static int run_op(BlockDriverState *bs, OverlapOp op)
@@ -351,11 +332,11 @@ static int run_op(BlockDriverState *bs, OverlapOp op)
         ret = bdrv_pwrite(bs, 600 << 20, 65536, buf);
         break;
     case OP_GROW_L1:
-        ret = qt_truncate(bs, 2LL << 30);
+        ret = bdrv_truncate(bs, 2LL << 30, true, PREALLOC_MODE_OFF, NULL);
         break;
     case OP_RESERVE:
         for (int i = 0; i < 64 && ret == 0; i++) {
-            ret = preallocate(bs, (8 << 20) + i * 65536, 65536);
+            ret = bdrv_preallocate(bs, (8 << 20) + i * 65536, 65536);
         }
         break;
     }
@@ -404,8 +385,8 @@ static void run_case(const OverlapCase *c)
     /* read-only now: writes of any kind fail, reads see what the image holds */
     g_assert_true(bs->read_only);
     g_assert_cmpint(bdrv_pwrite(bs, 0, 4096, buf), ==, -EROFS);
-    g_assert_cmpint(qt_zeroes(bs, 0, 65536, 0), ==, -EROFS);
-    g_assert_cmpint(qt_discard(bs, 0, 65536), ==, -EROFS);
+    g_assert_cmpint(bdrv_pwrite_zeroes(bs, 0, 65536, 0), ==, -EROFS);
+    g_assert_cmpint(bdrv_pdiscard(bs, 0, 65536), ==, -EROFS);
     g_assert_cmpint(bdrv_pread(bs, 0, 1 << 20, buf), ==, 0);
     for (int i = 0; i < 1 << 20; i++) {
         if (buf[i] != 0x5a) {
@@ -460,7 +441,7 @@ static void test_overlap_lost_writes(void)
     bs = open_rw(img);
     /* no allocation: a write in place, and a zeroed cluster (only in the cached L2 table) */
     g_assert_cmpint(bdrv_pwrite(bs, 0, 65536, buf), ==, 0);
-    g_assert_cmpint(qt_zeroes(bs, 65536, 65536, 0), ==, 0);
+    g_assert_cmpint(bdrv_pwrite_zeroes(bs, 65536, 65536, 0), ==, 0);
     g_assert_cmpint(bdrv_pwrite(bs, 8 << 20, 65536, buf), ==, -EIO);
     g_assert_true(log_open(NULL, &err));
     g_assert_cmpint(bdrv_flush(bs), ==, -EIO);
@@ -500,7 +481,7 @@ static void test_no_false_positives(void)
                               "n.qcow2 nref.raw", tmpdir, setups[i]), ==, 0);
         bs = open_rw(img);
         g_assert_cmpint(qt_random_io(bs, ref, 7 + i, 150, 256 << 10), ==, 0);
-        g_assert_cmpint(qt_truncate(bs, 12 << 20), ==, 0);
+        g_assert_cmpint(bdrv_truncate(bs, 12 << 20, true, PREALLOC_MODE_OFF, NULL), ==, 0);
         g_assert_cmpint(qt_sh(NULL, "truncate -s 12M '%s'", ref), ==, 0);
         g_assert_cmpint(qt_random_io(bs, ref, 99 + i, 50, 256 << 10), ==, 0);
         g_assert_false(bs->read_only);

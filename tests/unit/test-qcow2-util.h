@@ -14,51 +14,6 @@
 #include "block/block.h"
 #include "block/util.h"
 
-typedef struct QtOp {
-    BlockDriverState *bs;
-    int kind;               /* 0 zeroes, 1 discard, 2 truncate */
-    int64_t offset, bytes;
-    int flags;
-    int ret;
-} QtOp;
-
-static void coroutine_fn qt_op_entry(void *opaque)
-{
-    QtOp *o = opaque;
-    switch (o->kind) {
-    case 0:
-        o->ret = bdrv_co_pwrite_zeroes(o->bs, o->offset, o->bytes, o->flags);
-        break;
-    case 1:
-        o->ret = bdrv_co_pdiscard(o->bs, o->offset, o->bytes);
-        break;
-    default:
-        o->ret = bdrv_co_truncate(o->bs, o->offset, true, PREALLOC_MODE_OFF, NULL);
-        break;
-    }
-}
-
-static inline int qt_zeroes(BlockDriverState *bs, int64_t off, int64_t bytes, int flags)
-{
-    QtOp o = { .bs = bs, .kind = 0, .offset = off, .bytes = bytes, .flags = flags };
-    aio_run_coroutine(qt_op_entry, &o);
-    return o.ret;
-}
-
-static inline int qt_discard(BlockDriverState *bs, int64_t off, int64_t bytes)
-{
-    QtOp o = { .bs = bs, .kind = 1, .offset = off, .bytes = bytes };
-    aio_run_coroutine(qt_op_entry, &o);
-    return o.ret;
-}
-
-static inline int qt_truncate(BlockDriverState *bs, int64_t size)
-{
-    QtOp o = { .bs = bs, .kind = 2, .offset = size };
-    aio_run_coroutine(qt_op_entry, &o);
-    return o.ret;
-}
-
 /* Run a shell command; returns its exit status, output in *out if given. */
 static inline int qt_sh(char **out, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
 static inline int qt_sh(char **out, const char *fmt, ...)
@@ -170,12 +125,12 @@ static inline int qt_random_io(BlockDriverState *bs, const char *ref, guint32 se
                 ret = -EIO;
             }
         } else if (kind < 9) {
-            ret = qt_zeroes(bs, off, len, kind == 8 ? BDRV_REQ_MAY_UNMAP : 0);
+            ret = bdrv_pwrite_zeroes(bs, off, len, kind == 8 ? BDRV_REQ_MAY_UNMAP : 0);
             if (pwrite(fd, zero, len, off) != len) {
                 ret = -EIO;
             }
         } else {
-            ret = qt_discard(bs, off, len);
+            ret = bdrv_pdiscard(bs, off, len);
             if (pwrite(fd, zero, len, off) != len) {
                 ret = -EIO;
             }
