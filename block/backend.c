@@ -21,7 +21,7 @@ struct BlockBackend {
     unsigned in_flight;         /* atomic */
     int draining;               /* atomic */
     GMutex drain_lock;
-    GCond drain_cond;
+    AioContext *drain_ctx;      /* the loop blk_drain polls, woken by the last request */
 
     CoMutex resize_mutex;       /* one truncate at a time */
     int resizing;               /* atomic: a truncate is pending; new requests wait */
@@ -52,7 +52,6 @@ BlockBackend *blk_new_open(const char *filename, const char *format, BlockOption
     blk->bs = bs;
     blk->refcnt = 1;
     g_mutex_init(&blk->drain_lock);
-    g_cond_init(&blk->drain_cond);
     co_mutex_init(&blk->resize_mutex);
     g_mutex_init(&blk->resize_lock);
     co_queue_init(&blk->resize_held);
@@ -73,7 +72,6 @@ void blk_unref(BlockBackend *blk)
     blk_drain(blk);
     bdrv_unref(blk->bs);        /* flushes and closes */
     g_mutex_clear(&blk->drain_lock);
-    g_cond_clear(&blk->drain_cond);
     co_mutex_destroy(&blk->resize_mutex);
     g_mutex_clear(&blk->resize_lock);
     g_free(blk);
@@ -134,9 +132,11 @@ static void in_flight_dec(BlockBackend *blk)
         co_queue_restart_all(&blk->resize_drained);
         g_mutex_unlock(&blk->resize_lock);
     }
-    if (__atomic_load_n(&blk->draining, __ATOMIC_ACQUIRE)) {
+    if (__atomic_load_n(&blk->draining, __ATOMIC_SEQ_CST)) {
         g_mutex_lock(&blk->drain_lock);
-        g_cond_broadcast(&blk->drain_cond);
+        if (blk->drain_ctx) {
+            aio_notify(blk->drain_ctx);
+        }
         g_mutex_unlock(&blk->drain_lock);
     }
 }
@@ -476,22 +476,28 @@ int blk_block_status(BlockBackend *blk, int64_t offset, int64_t bytes, int64_t *
                                       .bytes = bytes, .pnum = pnum });
 }
 
+/* Requests of this thread complete through its own loop, those of other threads wake it
+ * (in_flight_dec): poll it, blocking, until none is left.  The store to draining and the load
+ * of in_flight here, and the reverse in in_flight_dec, are sequentially consistent, so either
+ * this loop sees in_flight at 0 or the last request sees draining and notifies. */
 void blk_drain(BlockBackend *blk)
 {
     AioContext *ctx = aio_get_current();
+    AioContext *outer;
 
-    __atomic_add_fetch(&blk->draining, 1, __ATOMIC_ACQ_REL);
-    while (__atomic_load_n(&blk->in_flight, __ATOMIC_ACQUIRE) > 0) {
-        /* Requests of this thread complete through its own loop; others signal the cond. */
-        aio_poll(ctx, false);
-        g_mutex_lock(&blk->drain_lock);
-        if (__atomic_load_n(&blk->in_flight, __ATOMIC_ACQUIRE) > 0) {
-            g_cond_wait_until(&blk->drain_cond, &blk->drain_lock,
-                              g_get_monotonic_time() + 10 * G_TIME_SPAN_MILLISECOND);
-        }
-        g_mutex_unlock(&blk->drain_lock);
+    g_mutex_lock(&blk->drain_lock);
+    g_assert(!blk->drain_ctx || blk->drain_ctx == ctx);     /* one draining thread */
+    outer = blk->drain_ctx;
+    blk->drain_ctx = ctx;
+    g_mutex_unlock(&blk->drain_lock);
+    __atomic_add_fetch(&blk->draining, 1, __ATOMIC_SEQ_CST);
+    while (__atomic_load_n(&blk->in_flight, __ATOMIC_SEQ_CST) > 0) {
+        aio_poll(ctx, true);
     }
-    __atomic_sub_fetch(&blk->draining, 1, __ATOMIC_ACQ_REL);
+    __atomic_sub_fetch(&blk->draining, 1, __ATOMIC_SEQ_CST);
+    g_mutex_lock(&blk->drain_lock);
+    blk->drain_ctx = outer;
+    g_mutex_unlock(&blk->drain_lock);
 }
 
 void blk_get_stats(BlockBackend *blk, BlockBackendStats *out)
