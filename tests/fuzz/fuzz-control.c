@@ -4,6 +4,7 @@
  * boolean "ok" (and an "error" string when false); there is never more than one reply per line
  * received; nothing crashes, leaks, or trips a sanitizer. */
 #include "config.h"
+#include "fuzz.h"
 #include "cli/control.h"
 #include "cli/json.h"
 

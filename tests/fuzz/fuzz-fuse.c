@@ -15,6 +15,7 @@
  * tests/fuzz/mkcorpus-fuse.py writes the seed corpus.
  */
 #include "config.h"
+#include "fuzz.h"
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -163,9 +164,6 @@ static void send_init(FuzzExport *fe)
     }
     req_free(r);
 }
-
-int LLVMFuzzerInitialize(int *argc, char ***argv);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {

@@ -2,6 +2,7 @@
  * (cli/json.c): any input either fails to parse with an error message, or parses into a tree
  * whose compact and pretty forms parse back into a tree that writes the same text. */
 #include "config.h"
+#include "fuzz.h"
 #include "cli/json.h"
 
 #include <stdint.h>

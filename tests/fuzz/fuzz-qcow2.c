@@ -23,6 +23,7 @@
  * host's files (the fault rules live in a memfd).
  */
 #include "config.h"
+#include "fuzz.h"
 #include <inttypes.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -374,9 +375,6 @@ static void decode_op(const uint8_t *p, Op *op)
     op->length = p[5] << 8 | p[6];
     op->aux = p[7];
 }
-
-int LLVMFuzzerInitialize(int *argc, char ***argv);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {

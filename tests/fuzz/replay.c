@@ -3,6 +3,7 @@
  * passed once to LLVMFuzzerTestOneInput.  A crash or abort in the harness fails the run; so
  * does an argument that cannot be read.  Prints how many inputs were replayed. */
 #include "config.h"
+#include "fuzz.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -10,7 +11,6 @@
 #include <string.h>
 #include <glib.h>
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerInitialize(int *argc, char ***argv) __attribute__((weak));
 
 static unsigned replayed;

@@ -559,11 +559,11 @@ int main(int argc, char **argv)
 
             if (pfd[i].revents & POLLIN) {
                 char buf[65536];
-                ssize_t n = recv(c->fd, buf, sizeof(buf), 0);
-                if (n <= 0) {
+                ssize_t got = recv(c->fd, buf, sizeof(buf), 0);
+                if (got <= 0) {
                     dead = true;
                 } else {
-                    for (ssize_t k = 0; k < n; k++) {
+                    for (ssize_t k = 0; k < got; k++) {
                         stats.replies += buf[k] == '\n';
                     }
                 }
@@ -584,12 +584,12 @@ int main(int argc, char **argv)
                     }
                 }
                 if (!dead && c->out.len) {
-                    ssize_t n = send(c->fd, c->out.p, c->out.len, MSG_NOSIGNAL);
-                    if (n < 0 && errno != EAGAIN) {
+                    ssize_t sent = send(c->fd, c->out.p, c->out.len, MSG_NOSIGNAL);
+                    if (sent < 0 && errno != EAGAIN) {
                         dead = true;
                         stats.refused_by_daemon++;
-                    } else if (n > 0) {
-                        buf_consume(&c->out, n);
+                    } else if (sent > 0) {
+                        buf_consume(&c->out, sent);
                     }
                     if (c->out.len && c->role == ROLE_NEVER_READS) {
                         c->budget = 0;          /* the daemon stopped reading it: enough */
