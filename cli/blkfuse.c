@@ -10,6 +10,7 @@
 #include "block/util.h"
 #include "cli/control.h"
 #include "cli/json.h"
+#include "cli/mount-helper.h"
 #include "fuse/export.h"
 #include "fuse/passthrough.h"
 
@@ -324,6 +325,108 @@ static const char *opt_str(GHashTable *o, const char *name)
     return g_hash_table_lookup(o, name);
 }
 
+/* The option of c named key in a -o list: its long name, with '_' for '-' (allow_other) and
+ * the names mount(8) uses (ro, rw: read-only), but never -o itself. */
+static const CliOption *mount_option_by_key(const CliCommand *c, const char *key)
+{
+    g_autofree char *name = !strcmp(key, "ro") || !strcmp(key, "rw") ? g_strdup("read-only") :
+                            g_strdelimit(g_strdup(key), "_", '-');
+
+    for (const CliOption *opt = c->options; opt->name; opt++) {
+        if (!strcmp(opt->name, name) && strcmp(opt->name, "options") && key[0] != '_') {
+            return opt;
+        }
+    }
+    return NULL;
+}
+
+/*
+ * Take c's own options out of its -o list (o["options"]), so that every option has a -o
+ * spelling, as mount(8) and fstab give them: "-o ro,format=qcow2,cache=none,offset=1M" is
+ * "--read-only --format=qcow2 --cache=none -o offset=1M".  A flag takes no value, or on/off
+ * (yes/no, true/false, 1/0); rw turns read-only off, sync is cache=writethrough.  Options of
+ * mount(8), systemd and fuse that mean nothing here (mount_option_is_generic) are dropped;
+ * the rest stay in o["options"] for the image's drivers.  A value that contradicts the same
+ * option given on the command line is an error.
+ */
+static bool mount_options_from_o(const CliCommand *c, GHashTable *o, GError **errp)
+{
+    g_auto(GStrv) items = NULL;
+    g_autoptr(GString) rest = g_string_new(NULL);
+    g_autoptr(GHashTable) given = g_hash_table_new(g_str_hash, g_str_equal);
+    GHashTableIter it;
+    gpointer key;
+
+    if (!opt_str(o, "options")) {
+        return true;
+    }
+    g_hash_table_iter_init(&it, o);
+    while (g_hash_table_iter_next(&it, &key, NULL)) {
+        g_hash_table_add(given, key);           /* what the command line set */
+    }
+    items = g_strsplit(opt_str(o, "options"), ",", -1);
+    for (char **p = items; *p; p++) {
+        char *eq = strchr(*p, '=');
+        g_autofree char *k = eq ? g_strndup(*p, eq - *p) : g_strdup(*p);
+        const char *v = eq ? eq + 1 : NULL;
+        const CliOption *opt;
+        bool on = true;
+
+        if (!**p || mount_option_is_generic(k)) {
+            continue;
+        }
+        if (!strcmp(k, "sync") && !v) {
+            g_free(k);
+            k = g_strdup("cache");
+            v = "writethrough";
+        }
+        opt = mount_option_by_key(c, k);
+        if (!opt) {
+            g_string_append_printf(rest, "%s%s", rest->len ? "," : "", *p);
+            continue;
+        }
+        if (opt->arg && (!v || !*v)) {
+            error_setg(errp, "-o %s needs a value (%s=%s)", k, k, opt->arg);
+            return false;
+        }
+        if (!opt->arg && v) {
+            if (!strcmp(v, "on") || !strcmp(v, "yes") || !strcmp(v, "true") ||
+                !strcmp(v, "1")) {
+                on = true;
+            } else if (!strcmp(v, "off") || !strcmp(v, "no") || !strcmp(v, "false") ||
+                       !strcmp(v, "0")) {
+                on = false;
+            } else {
+                error_setg(errp, "-o %s takes no value, or on or off, not '%s'", k, v);
+                return false;
+            }
+        }
+        if (!strcmp(k, "rw")) {
+            on = !on;
+        }
+        if (g_hash_table_contains(given, opt->name)) {
+            const char *cur = opt_str(o, opt->name);
+            if (opt->arg ? strcmp(cur, v) != 0 : !on) {
+                error_setg(errp, "-o %s contradicts --%s given as well", *p, opt->name);
+                return false;
+            }
+            continue;
+        }
+        if (on) {
+            g_hash_table_replace(o, g_strdup(opt->name), g_strdup(opt->arg ? v : ""));
+        } else {
+            g_hash_table_remove(o, opt->name);
+        }
+    }
+    if (rest->len) {
+        g_hash_table_replace(o, g_strdup("options"), g_string_free(g_steal_pointer(&rest),
+                                                                    false));
+    } else {
+        g_hash_table_remove(o, "options");
+    }
+    return true;
+}
+
 static bool opt_flag(GHashTable *o, const char *name)
 {
     return g_hash_table_contains(o, name);
@@ -543,6 +646,9 @@ fail:
     log_error("%s", err->message);
     if (report_fd >= 0) {
         report_to_parent(report_fd, err->message);
+        if (fallback_log) {
+            unlink(fallback_log);   /* the caller prints the error: a refusal leaves nothing */
+        }
     } else if (cfg->log_file) {
         fprintf(stderr, "blkfuse: %s\n", err->message);
     }
@@ -1329,6 +1435,18 @@ static int cmd_check(GHashTable *o, int argc, char **argv)
     return res.corruptions ? CHECK_CORRUPTIONS : res.leaks ? CHECK_LEAKS : CHECK_CLEAN;
 }
 
+/* "blkfuse mount" with its options as parsed: c's own options taken out of -o first. */
+static int run_mount(GHashTable *o, int argc, char **argv)
+{
+    const CliCommand *c = find_command("mount");
+    g_autoptr(GError) err = NULL;
+
+    if (!mount_options_from_o(c, o, &err)) {
+        return usage_error(c, "%s", err->message);
+    }
+    return cmd_mount(o, argc, argv);
+}
+
 int main(int argc, char **argv)
 {
     const CliCommand *c = NULL;
@@ -1336,6 +1454,9 @@ int main(int argc, char **argv)
     int status = 0;
     int first;
 
+    if (mount_helper_invoked(argv[0])) {
+        return mount_helper_main(argc, argv, run_mount);
+    }
     if (argc < 2) {
         return usage_error(NULL, "no command given");
     }
@@ -1370,5 +1491,5 @@ int main(int argc, char **argv)
     if (argc > c->max_args) {
         return usage_error(c, "unexpected argument '%s'", argv[c->max_args]);
     }
-    return c->run(opts, argc, argv);
+    return c->run == cmd_mount ? run_mount(opts, argc, argv) : c->run(opts, argc, argv);
 }
