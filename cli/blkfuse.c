@@ -477,6 +477,58 @@ static void signal_read(void *opaque)
     }
 }
 
+/* Logs of daemons that did not exit cleanly stay in the runtime directory for inspection, the
+ * newest CRASH_LOGS_KEPT of them: older ones go when a new daemon starts logging there. */
+#define CRASH_LOGS_KEPT 8
+
+typedef struct CrashLog {
+    char *path;
+    gint64 mtime;
+} CrashLog;
+
+static gint crash_log_newer_first(gconstpointer a, gconstpointer b)
+{
+    const CrashLog *x = a, *y = b;
+
+    return x->mtime < y->mtime ? 1 : x->mtime > y->mtime ? -1 : strcmp(x->path, y->path);
+}
+
+static bool pid_alive(int pid);
+
+static void prune_crash_logs(const char *dir)
+{
+    g_autoptr(GDir) d = g_dir_open(dir, 0, NULL);
+    g_autoptr(GArray) logs = g_array_new(false, false, sizeof(CrashLog));
+    const char *name;
+
+    while (d && (name = g_dir_read_name(d))) {
+        char *end;
+        long pid = strtol(name, &end, 10);
+        struct stat st;
+        CrashLog l;
+
+        if (end == name || strcmp(end, ".log") || pid <= 0 || pid == getpid() ||
+            pid_alive(pid)) {
+            continue;
+        }
+        l.path = g_build_filename(dir, name, NULL);
+        if (lstat(l.path, &st) < 0 || !S_ISREG(st.st_mode)) {
+            g_free(l.path);
+            continue;
+        }
+        l.mtime = (gint64)st.st_mtim.tv_sec * G_USEC_PER_SEC + st.st_mtim.tv_nsec / 1000;
+        g_array_append_val(logs, l);
+    }
+    g_array_sort(logs, crash_log_newer_first);
+    for (guint i = 0; i < logs->len; i++) {
+        CrashLog *l = &g_array_index(logs, CrashLog, i);
+        if (i >= CRASH_LOGS_KEPT) {
+            unlink(l->path);
+        }
+        g_free(l->path);
+    }
+}
+
 /* Run the daemon: in this process with --foreground, else in a forked child that reports to
  * the parent once the mount is live (or why it is not).  Returns the exit status. */
 static int daemon_run(const DaemonConfig *cfg)
@@ -557,6 +609,9 @@ static int daemon_run(const DaemonConfig *cfg)
             g_autofree char *dir = control_runtime_dir(true, NULL);
             fallback_log = dir ? g_strdup_printf("%s/%d.log", dir, getpid()) : NULL;
             log_file = fallback_log;
+            if (dir) {
+                prune_crash_logs(dir);
+            }
         }
     }
     if (!log_open(log_file, &err)) {
