@@ -11,6 +11,7 @@
 #include "cli/control.h"
 #include "cli/json.h"
 #include "cli/mount-helper.h"
+#include "cli/sd-notify.h"
 #include "fuse/export.h"
 #include "fuse/passthrough.h"
 
@@ -680,9 +681,11 @@ static int daemon_run(const DaemonConfig *cfg)
         }
     }
 
+    sd_notify_state("READY=1");         /* blkfuse.service: the socket is up (and the export) */
     while (!control_server_should_exit(srv)) {
         aio_poll(ctx, true);
     }
+    sd_notify_state("STOPPING=1");
     blk_exp_close_all();
     control_server_free(srv);
     aio_set_fd_handler_external(ctx, sig.fd, NULL, NULL, NULL);
