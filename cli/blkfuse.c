@@ -7,6 +7,7 @@
 #include "config.h"
 #include "block/aio.h"
 #include "block/backend.h"
+#include "block/progress.h"
 #include "block/util.h"
 #include "cli/control.h"
 #include "cli/json.h"
@@ -75,7 +76,8 @@ static const CliOption mount_options[] = {
       "(/dev/fuse), auto (default: uring when the kernel offers it, else dev)" },
     { "options", 'o', "KEY=VALUE,...", "format and protocol options: raw offset=,size=; qcow2 "
       "l2-cache-size=; file locking=off, aio=io_uring|native|threads; fault-rules=PATH "
-      "(testing)" },
+      "(testing); and every option here by its long name (ro, format=qcow2, cache=none, ...), "
+      "as mount(8) and fstab give them" },
     { "snapshot", OPT_SNAPSHOT, NULL, "send writes to a temporary overlay that is deleted at "
       "unmount; the image stays untouched" },
     { "snapshot-name", OPT_SNAPSHOT_NAME, "NAME", "export the internal snapshot NAME "
@@ -127,6 +129,8 @@ static const CliOption create_options[] = {
     { "options", 'o', "KEY=VALUE,...", "format options: qcow2 cluster_size=, lazy_refcounts=, "
       "extended_l2=, compression_type=, preallocation=, refcount_bits=, compat=; raw "
       "preallocation=" },
+    { "progress", 'p', NULL, "show progress (of preallocation) on standard error, when it is "
+      "a terminal" },
     { NULL },
 };
 
@@ -156,6 +160,7 @@ static const CliOption check_options[] = {
       "corruption that can be repaired (all); opens the image read-write" },
     { "output", OPT_OUTPUT, "human|json", "report format (default human)" },
     { "format", 'f', "FORMAT", "image format; probed if not given" },
+    { "progress", 'p', NULL, "show progress on standard error, when it is a terminal" },
     { NULL },
 };
 
@@ -1296,6 +1301,59 @@ static int cmd_info(GHashTable *o, int argc, char **argv)
     return 0;
 }
 
+/* --- progress (-p) --- */
+
+/* Progress of the command's long operation on stderr, as qemu-img -p prints it: only when -p
+ * was given and stderr is a terminal. */
+typedef struct CliProgress {
+    bool active;
+    double shown;
+} CliProgress;
+
+static CliProgress cli_progress;
+
+static void progress_print(void *opaque, double pct)
+{
+    CliProgress *p = opaque;
+
+    if (pct == p->shown || (pct < 100.0 && pct - p->shown < 0.01)) {
+        return;
+    }
+    p->shown = pct;
+    fprintf(stderr, "\r    (%.2f/100%%)", pct);
+}
+
+static void progress_start(GHashTable *o)
+{
+    if (!opt_flag(o, "progress") || !isatty(STDERR_FILENO)) {
+        return;
+    }
+    cli_progress = (CliProgress) { .active = true, .shown = -1.0 };
+    block_progress_set(progress_print, &cli_progress);
+    progress_print(&cli_progress, 0.0);
+}
+
+/* Clear the progress line for a line of other output on stderr. */
+static void progress_clear_line(void)
+{
+    if (cli_progress.active) {
+        fprintf(stderr, "\r%20s\r", "");
+    }
+}
+
+static void progress_end(bool complete)
+{
+    if (!cli_progress.active) {
+        return;
+    }
+    if (complete) {
+        progress_print(&cli_progress, 100.0);
+    }
+    fprintf(stderr, "\n");
+    block_progress_set(NULL, NULL);
+    cli_progress.active = false;
+}
+
 static int cmd_create(GHashTable *o, int argc, char **argv)
 {
     const CliCommand *c = &commands[5];
@@ -1322,10 +1380,13 @@ static int cmd_create(GHashTable *o, int argc, char **argv)
     if (opt_str(o, "options") && !block_options_parse(bopts, opt_str(o, "options"), &err)) {
         return usage_error(c, "%s", err->message);
     }
+    progress_start(o);
     if (!bdrv_create(argv[0], opt_str(o, "format") ? opt_str(o, "format") : "raw", size,
                      opt_str(o, "backing"), opt_str(o, "backing-format"), bopts, &err)) {
+        progress_end(false);
         return fail("%s", err->message);
     }
+    progress_end(true);
     return 0;
 }
 
@@ -1342,6 +1403,7 @@ enum {
 
 static void check_report_line(void *opaque, const char *line)
 {
+    progress_clear_line();
     fprintf(stderr, "%s\n", line);
 }
 
@@ -1456,11 +1518,15 @@ static int cmd_check(GHashTable *o, int argc, char **argv)
         bdrv_unref(bs);
         return CHECK_UNSUPPORTED;
     }
+    progress_start(o);
+    block_progress_range(0, fix ? 50 : 100);        /* a repair is checked again */
     ret = bdrv_check(bs, &res, fix);
     if (ret == 0 && (res.corruptions_fixed || res.leaks_fixed)) {
         BdrvCheckResult again = { .report = check_report_line };
 
+        block_progress_range(50, 100);
         if (!json) {
+            progress_clear_line();
             printf("The following inconsistencies were found and repaired:\n\n"
                    "    %" G_GINT64_FORMAT " leaked clusters\n"
                    "    %" G_GINT64_FORMAT " corruptions\n\n"
@@ -1473,6 +1539,7 @@ static int cmd_check(GHashTable *o, int argc, char **argv)
         again.corruptions_fixed = res.corruptions_fixed;
         res = again;
     }
+    progress_end(ret == 0);
     if (ret == 0) {
         if (json) {
             check_print_json(&res, argv[0], bs->drv->format_name);

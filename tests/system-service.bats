@@ -117,6 +117,7 @@ EOF
     grep -qx 'ExecStart=/usr/bin/blkfuse serve --foreground --socket /run/blkfuse/blkfuse.sock' \
         "$T/dest/lib/systemd/system/blkfuse.service"
     [ -f "$T/dest/usr/share/man/man1/blkfuse.1" ]
+    cmp "$T/dest/usr/share/bash-completion/completions/blkfuse" "$ROOT/completion/blkfuse.bash"
     run make -s -C "$ROOT" uninstall DESTDIR="$T/dest" prefix=/usr mounthelperdir=/sbin \
         systemdunitdir=/lib/systemd/system \
         bashcompletiondir=/usr/share/bash-completion/completions
