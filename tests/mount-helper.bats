@@ -107,6 +107,48 @@ export -f list_pid
     [[ $output == *"the mountpoint it did not create stays"* ]]
 }
 
+@test "the mount unit systemd-fstab-generator makes of an fstab line starts and stops" {
+    require_mount_ns
+    require python3
+    local gen=/lib/systemd/system-generators/systemd-fstab-generator unit what where type opts
+    [[ -x $gen ]] || skip "needs $gen"
+    printf '%s %s fuse.blkfuse noauto,nofail,ro,format=raw,_netdev,x-systemd.device-timeout=5 0 0\n' \
+        "$IMG" "$MP" >"$T/fstab"
+    mkdir "$T/gen"
+    SYSTEMD_FSTAB=$T/fstab "$gen" "$T/gen" "$T/gen" "$T/gen"
+    unit=$(ls "$T/gen"/*.mount)
+    cat "$unit"
+    if command -v systemd-analyze >/dev/null; then
+        run systemd-analyze verify --man=no "$unit"
+        echo "$output"
+        [ -z "$output" ]
+    fi
+    what=$(sed -n 's/^What=//p' "$unit")
+    where=$(sed -n 's/^Where=//p' "$unit")
+    type=$(sed -n 's/^Type=//p' "$unit")
+    # systemd drops nofail, noauto and auto from Options= and runs
+    # "mount WHAT WHERE -t TYPE -o OPTIONS" to start, "umount WHERE -c" to stop.
+    opts=$(sed -n 's/^Options=//p' "$unit" | tr ',' '\n' | grep -vxE 'nofail|noauto|auto' |
+        paste -sd, -)
+    [ "$where" = "$MP" ]
+    touch "$MP"         # systemd would create a missing one as a directory
+    export what where type opts MP
+    run in_mount_ns '
+        mount "$what" "$where" -t "$type" -o "$opts"
+        is_mounted "$MP"
+        blkfuse list --json | python3 -c "import json, sys; e = json.load(sys.stdin)[0]; \
+            print(\"read_only\", e[\"read_only\"], \"format\", e[\"format\"])"
+        pid=$(list_pid)
+        umount "$where" -c
+        wait_for_pid_exit "$pid"
+        ! is_mounted "$MP"
+        echo stopped'
+    echo "$output"
+    [ "$status" -eq 0 ]
+    [[ $output == *"read_only True format raw"* ]]
+    [[ $output == *stopped ]]
+}
+
 @test "mount(8) reports a refused mount with the helper's status and message; nothing is left" {
     require_mount_ns
     mkdir "$T/dir"
