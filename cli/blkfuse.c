@@ -1560,6 +1560,35 @@ static int cmd_check(GHashTable *o, int argc, char **argv)
     return res.corruptions ? CHECK_CORRUPTIONS : res.leaks ? CHECK_LEAKS : CHECK_CLEAN;
 }
 
+/* One line: the version and the optional features built in (configure's summary). */
+static void print_version(void)
+{
+    static const char *const features[] = {
+#ifdef CONFIG_LIBURING
+        "io_uring",
+#endif
+#ifdef CONFIG_LIBNBD
+        "nbd",
+#endif
+#ifdef CONFIG_LIBRBD
+        "rbd",
+#endif
+#ifdef CONFIG_ZLIB
+        "zlib",
+#endif
+#ifdef CONFIG_ZSTD
+        "zstd",
+#endif
+#ifdef CONFIG_SANITIZERS
+        "sanitizers",
+#endif
+        NULL,
+    };
+    g_autofree char *list = g_strjoinv(", ", (char **)features);
+
+    printf("blkfuse %s (features: %s)\n", BLKFUSE_VERSION, *list ? list : "none");
+}
+
 /* "blkfuse mount" with its options as parsed: c's own options taken out of -o first. */
 static int run_mount(GHashTable *o, int argc, char **argv)
 {
@@ -1590,7 +1619,7 @@ int main(int argc, char **argv)
         return 0;
     }
     if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "-V")) {
-        printf("blkfuse %s\n", BLKFUSE_VERSION);
+        print_version();
         return 0;
     }
     for (size_t i = 0; i < G_N_ELEMENTS(commands); i++) {

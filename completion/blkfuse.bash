@@ -4,6 +4,7 @@
 # (no bash-completion helpers needed).  The option lists here are those of 'blkfuse CMD
 # --help'; tests/completion.bats fails when they drift apart.
 
+# shellcheck disable=SC2207  # COMPREPLY=($(compgen ...)): the words have no spaces, or IFS is a newline
 _blkfuse_commands="mount unmount umount list stats info create serve check"
 _blkfuse_formats="raw qcow2"
 
@@ -63,7 +64,7 @@ _blkfuse_files() {
 
 _blkfuse() {
     local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD - 1]:-}
-    local cmd="" i w nargs=0 opt="" prefix=""
+    local cmd="" i w nargs=0 opt="" prefix="" vprefix=""
     COMPREPLY=()
 
     # The command is the first word after blkfuse that is not an option.
@@ -89,7 +90,9 @@ _blkfuse() {
 
     # The option whose value is being completed: "--opt VAL", "--opt=VAL", or "--opt = VAL".
     if [[ $cur == --*=* ]]; then
+        # One word: '=' is not in COMP_WORDBREAKS; the replies keep "--opt=".
         opt=${cur%%=*}
+        vprefix=$opt=
         cur=${cur#*=}
     elif [[ $cur == = && $prev == -* ]]; then
         opt=$prev
@@ -116,6 +119,9 @@ _blkfuse() {
             COMPREPLY=($(compgen -P "$prefix" -W "$(_blkfuse_o_keys "$cmd")" -- "${cur##*,}"))
             compopt -o nospace 2>/dev/null ;;
         esac
+        if [[ -n $vprefix ]]; then
+            COMPREPLY=(${COMPREPLY[@]+"${COMPREPLY[@]/#/$vprefix}"})
+        fi
         return 0
     fi
 
