@@ -226,6 +226,26 @@ import json, sys
 assert json.load(sys.stdin)[0]["read_only"]'
 }
 
+@test "each long option blkfuse mount --help lists is reached by its -o spelling" {
+    # --NAME=A with -o NAME=B (or --FLAG with -o FLAG=off) is refused as a contradiction only
+    # when -o NAME means --NAME: proof without mounting anything.
+    local name arg checked=0
+    while read -r name arg; do
+        [[ $name == options || $name == help ]] && continue
+        if [[ -n $arg ]]; then
+            run blkfuse mount "--$name=one" -o "$name=two" "$IMG" "$MP"
+        else
+            run blkfuse mount "--$name" -o "$name=off" "$IMG" "$MP"
+        fi
+        [[ $output == *"contradicts --$name"* ]] || { echo "-o $name: $output"; false; }
+        ((++checked))
+    done < <(blkfuse mount --help |
+             sed -nE 's/^ +(-[a-zA-Z], )?--([a-z][a-z-]*)([ =][^ ]+)? .*/\2 \3/p')
+    echo "$checked options checked"
+    [ "$checked" -ge 17 ]
+    [ ! -e "$MP" ]
+}
+
 @test "the -o spelling of an option cannot contradict the option given as well" {
     run blkfuse mount --format=raw -o format=qcow2 "$IMG" "$MP"
     [ "$status" -eq 2 ]
