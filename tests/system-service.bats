@@ -53,7 +53,7 @@ syscall_group_names() {
         --log-file "$T/daemon.log" 3>&- &
     pid=$!
     PIDS+=("$pid")
-    local deadline=$(($(_now_ms) + 10000))
+    local deadline=$(($(_now_ms) + 30000))
     until [[ -S $T/serve.sock ]]; do
         (($(_now_ms) < deadline)) || { echo "no socket"; false; }
         sleep 0.05
@@ -73,7 +73,8 @@ syscall_group_names() {
     wait "$pid" || true
     sed -nE 's/^[0-9]+ +([a-z0-9_]+)\(.*/\1/p' "$T/trace" | sort -u >"$T/used"
     [ "$(wc -l <"$T/used")" -gt 30 ]
-    grep -qx mount "$T/used"
+    # As root the daemon mounts itself (as a user, fusermount3 does, outside the trace's view).
+    [[ $(id -u) -ne 0 ]] || grep -qx mount "$T/used"
     missing=$(comm -23 "$T/used" "$T/allowed")
     [ -z "$missing" ] || { echo "not allowed by SystemCallFilter=$filter:" $missing; false; }
 }
