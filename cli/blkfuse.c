@@ -499,7 +499,11 @@ static gint crash_log_newer_first(gconstpointer a, gconstpointer b)
     return x->mtime < y->mtime ? 1 : x->mtime > y->mtime ? -1 : strcmp(x->path, y->path);
 }
 
-static bool pid_alive(int pid);
+/* True while a process pid exists (a zombie too: its log is not in the way yet). */
+static bool process_exists(long pid)
+{
+    return kill(pid, 0) == 0 || errno == EPERM;
+}
 
 static void prune_crash_logs(const char *dir)
 {
@@ -513,8 +517,8 @@ static void prune_crash_logs(const char *dir)
         struct stat st;
         CrashLog l;
 
-        if (end == name || strcmp(end, ".log") || pid <= 0 || pid == getpid() ||
-            pid_alive(pid)) {
+        if (end == name || strcmp(end, ".log") || pid <= 0 || pid > INT_MAX ||
+            pid == getpid() || process_exists(pid)) {
             continue;
         }
         l.path = g_build_filename(dir, name, NULL);
