@@ -23,9 +23,10 @@ require_no_syslog() {
     return 0
 }
 
-# listing: the runtime directory and $T, but for the test's own files.
+# listing: the runtime directory and $T, but for the test's own files (the daemon log, the
+# sanitizer logs of a sanitizer build).
 listing() {
-    (cd "$T" && find . -path ./daemon.log -prune -o -print | sort)
+    (cd "$T" && find . \( -path ./daemon.log -o -name 'sanitizer.*' \) -prune -o -print | sort)
 }
 
 # refused ARGS...: blkfuse mount ARGS fails with status 1 and a message, and leaves the
