@@ -609,6 +609,8 @@ static BlockBackend *open_work(const char *rules, int flags, GError **errp)
     return blk_new_open(work_img, opt_format, opts, flags, errp);
 }
 
+static bool power_failed(void);
+
 static Run *run_script(const char *rules, GError **errp)
 {
     Run *r = g_new0(Run, 1);
@@ -621,8 +623,16 @@ static Run *run_script(const char *rules, GError **errp)
     for (guint i = 0; i < steps->len; i++) {
         g_array_append_val(r->state, not_run);
     }
-    if (!copy_file(image, work_img, errp) ||
-        !(r->blk = open_work(rules, BDRV_O_RDWR, errp))) {
+    if (copy_file(image, work_img, errp) &&
+        !(r->blk = open_work(rules, BDRV_O_RDWR, errp)) && rules && power_failed()) {
+        /* The power failed during the open (it writes: qcow2 marks bitmaps in use): no
+         * request ran; the image must still hold what it held. */
+        g_clear_error(errp);
+        r->failed_step = 0;
+        r->failed_ret = -EIO;
+        return r;
+    }
+    if (!r->blk) {
         content_free(r->cur);
         content_free(r->durable);
         g_array_free(r->state, true);
