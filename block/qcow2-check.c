@@ -2,9 +2,9 @@
  * what `qemu-img check` does, with the same findings, counts and wording.
  *
  * How it works: every structure that holds a cluster (header, L1 and L2 tables of the active
- * layer and of each snapshot, data and compressed clusters, the snapshot table, the refcount
- * table and blocks) is counted in an in-memory table of references, one counter per host
- * cluster.  The refcounts on disk are then compared with those references: a refcount above
+ * layer and of each snapshot, data and compressed clusters, the snapshot table, the bitmap
+ * directory, tables and data, the refcount table and blocks) is counted in an in-memory table
+ * of references, one counter per host cluster.  The refcounts on disk are then compared with those references: a refcount above
  * the references is a leak, below is a corruption.  Last, the COPIED flag of every active L1
  * and L2 entry must say whether its cluster's refcount is exactly 1.  Entries are checked on
  * the way: alignment, reserved bits, extended L2 bitmaps, references past the end of the file.
@@ -49,6 +49,7 @@
 /* Bits of a standard (not compressed) L2 entry that must be zero: 1-8 and 56-61. */
 #define L2E_STD_RESERVED_MASK   0x3f000000000001feULL
 #define RB_SLOTS                16      /* refcount blocks kept in memory */
+#define BME_TABLE_RESERVED      0xff000000000001feULL   /* bitmap table entry: bits 1-8, 56-63 */
 
 typedef struct RbSlot {
     uint64_t offset;            /* host offset of the block (its key: two table entries may
@@ -573,6 +574,79 @@ static int coroutine_fn walk_refblocks(Check *c)
     return 0;
 }
 
+/* Count the bitmap directory, the bitmap tables and the bitmap data (when the bitmaps
+ * extension is valid and consistent: otherwise QEMU ignores the bitmaps, and so their
+ * clusters are leaks).  A directory or table that cannot be read as one is a corruption. */
+static int coroutine_fn count_bitmaps(Check *c)
+{
+    BDRVQcow2State *s = c->s;
+    g_autofree uint8_t *dir = NULL;
+    g_autoptr(GPtrArray) list = NULL;
+    g_autoptr(GError) err = NULL;
+    int ret;
+
+    if (!s->nb_bitmaps) {
+        return 0;
+    }
+    ret = count_ref(c, s->bitmap_dir_offset, s->bitmap_dir_size);
+    if (ret < 0 || s->bitmap_dir_offset + s->bitmap_dir_size > (uint64_t)c->file_len) {
+        return ret;     /* past the end: reported by count_ref */
+    }
+    dir = g_malloc(s->bitmap_dir_size);
+    ret = bdrv_co_pread(c->bs->file->bs, s->bitmap_dir_offset, s->bitmap_dir_size, dir, 0);
+    if (ret < 0) {
+        report(c, "ERROR cannot read the bitmap directory: %s", g_strerror(-ret));
+        c->res->check_errors++;
+        return 0;
+    }
+    list = qcow2_bitmaps_parse_dir(s, dir, s->bitmap_dir_size, s->nb_bitmaps, s->size, &err);
+    if (!list) {
+        report(c, "ERROR bitmap directory: %s", err->message);
+        c->res->corruptions++;
+        return 0;
+    }
+    for (guint i = 0; i < list->len; i++) {
+        Qcow2Bitmap *bm = g_ptr_array_index(list, i);
+        uint64_t bytes = (uint64_t)bm->table_size * 8;
+        g_autofree uint64_t *table = NULL;
+
+        ret = count_ref(c, bm->table_offset, bytes);
+        if (ret < 0) {
+            return ret;
+        }
+        if (bm->table_offset + bytes > (uint64_t)c->file_len) {
+            continue;
+        }
+        table = g_malloc(bytes);
+        ret = bdrv_co_pread(c->bs->file->bs, bm->table_offset, bytes, table, 0);
+        if (ret < 0) {
+            report(c, "ERROR cannot read the table of bitmap '%s': %s", bm->name,
+                   g_strerror(-ret));
+            c->res->check_errors++;
+            continue;
+        }
+        for (uint32_t j = 0; j < bm->table_size; j++) {
+            uint64_t e = GUINT64_FROM_BE(table[j]);
+            uint64_t off = e & L2E_OFFSET_MASK;
+
+            if ((e & BME_TABLE_RESERVED) ||
+                (off && ((e & 1) || (off & (s->cluster_size - 1))))) {
+                report(c, "ERROR bitmap '%s': invalid bitmap table entry %u: %#" PRIx64,
+                       bm->name, j, e);
+                c->res->corruptions++;
+                continue;
+            }
+            if (off) {
+                ret = count_ref(c, off, s->cluster_size);
+                if (ret < 0) {
+                    return ret;
+                }
+            }
+        }
+    }
+    return 0;
+}
+
 /* Count every reference in the image into c->refs (zeroed first). */
 static int coroutine_fn count_all(Check *c)
 {
@@ -604,6 +678,9 @@ static int coroutine_fn count_all(Check *c)
     }
     if (ret == 0) {
         ret = count_ref(c, s->snapshots_offset, s->snapshots_size);
+    }
+    if (ret == 0) {
+        ret = count_bitmaps(c);
     }
     if (ret == 0) {
         ret = count_ref(c, s->refcount_table_offset, (uint64_t)s->refcount_table_size * 8);

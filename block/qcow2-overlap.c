@@ -1,7 +1,7 @@
 /* qcow2-overlap.c - qcow2 metadata-overlap protection: before a write lands on the image file,
  * check that it cannot destroy metadata (header, L1/L2 tables, refcount table and blocks,
- * snapshot table, snapshot L1 and L2 tables); on a hit mark the image corrupt, stop writing
- * and say how to repair it.
+ * snapshot table, snapshot L1 and L2 tables, bitmap directory and tables); on a hit mark the
+ * image corrupt, stop writing and say how to repair it.
  *
  * Refcounts are only as good as the image: with one damaged refcount the allocator can hand out
  * a cluster that holds the L1 table, and the next L2 table written there destroys every mapping.
@@ -12,7 +12,8 @@
  * Cost: the header, the active L1 table and the refcount table are single ranges; the L2 tables
  * and refcount blocks are sorted sets of cluster indices, built from the in-memory tables and
  * kept up to date as entries change (an insertion per new table); the snapshot structures
- * never change while blkfuse has the image open, so they are sorted arrays built at open.  A
+ * never change while blkfuse has the image open, so they are sorted arrays built at open, with
+ * the bitmap directory and tables (rebuilt when a directory update moves them).  A
  * check is a few comparisons and three bisections, whatever the image's size.  Memory: one
  * index per L1 and refcount table entry in use, at most the size of those tables.
  *
@@ -39,6 +40,8 @@ const char *qcow2_meta_name(Qcow2Meta kind)
     case QCOW2_META_SNAPSHOTS: return "snapshot table";
     case QCOW2_META_SNAP_L1:   return "snapshot L1 table";
     case QCOW2_META_SNAP_L2:   return "snapshot L2 table";
+    case QCOW2_META_BITMAP_DIR:   return "bitmap directory";
+    case QCOW2_META_BITMAP_TABLE: return "bitmap table";
     default:                   return "nothing";
     }
 }
@@ -354,6 +357,14 @@ static void build_static_ranges(BDRVQcow2State *s)
         add_range(ranges, s, s->snapshots[i].l1_table_offset,
                   (uint64_t)s->snapshots[i].l1_size * 8, QCOW2_META_SNAP_L1);
     }
+    if (s->nb_bitmaps) {
+        add_range(ranges, s, s->bitmap_dir_offset, s->bitmap_dir_size, QCOW2_META_BITMAP_DIR);
+    }
+    for (guint i = 0; s->bitmaps && i < s->bitmaps->len; i++) {
+        Qcow2Bitmap *bm = g_ptr_array_index(s->bitmaps, i);
+        add_range(ranges, s, bm->table_offset, (uint64_t)bm->table_size * 8,
+                  QCOW2_META_BITMAP_TABLE);
+    }
     r = (Qcow2MetaRange *)ranges->data;
     if (ranges->len > 1) {
         qsort(r, ranges->len, sizeof(*r), cmp_range);
@@ -497,6 +508,14 @@ void coroutine_fn qcow2_overlap_init(BlockDriverState *bs)
     qcow2_overlap_refresh(s);
     build_static_ranges(s);
     build_snap_l2(bs);
+}
+
+void qcow2_overlap_static_refresh(BDRVQcow2State *s)
+{
+    g_free(s->static_meta);
+    s->static_meta = NULL;
+    s->n_static_meta = 0;
+    build_static_ranges(s);
 }
 
 void qcow2_overlap_free(BDRVQcow2State *s)

@@ -81,6 +81,7 @@ static void qcow2_free_state(BDRVQcow2State *s)
     g_free(s->feature_table);
     s->feature_table = NULL;
     qcow2_free_snapshots(s);
+    qcow2_bitmaps_free(s);
     qcow2_overlap_free(s);
     if (s->pending_frees) {
         g_array_free(s->pending_frees, TRUE);
@@ -111,9 +112,12 @@ static int coroutine_fn qcow2_do_open(Qcow2OpenArgs *a)
     uint64_t backing_off, l1_bytes, rt_bytes;
     uint32_t backing_len;
     uint64_t ext_pos, hdr_read;
+    const uint8_t *bitmaps_ext = NULL;
+    uint32_t bitmaps_ext_len = 0;
     int ret;
 
     co_mutex_init(&s->lock);
+    g_mutex_init(&s->bitmap_lock);      /* futex based: nothing to clear */
     s->grow_base = -1;
     s->checking = a->flags & BDRV_O_CHECK;
     s->pending_frees = g_array_new(FALSE, FALSE, sizeof(Qcow2PendingFree));
@@ -217,8 +221,12 @@ static int coroutine_fn qcow2_do_open(Qcow2OpenArgs *a)
         case QCOW2_EXT_CRYPTO:
             error_setg(errp, "%s: encrypted qcow2 images are not supported", fn);
             return -ENOTSUP;
+        case QCOW2_EXT_BITMAPS:
+            bitmaps_ext = hdr + ext_pos + 8;    /* read once the geometry is known */
+            bitmaps_ext_len = len;
+            break;
         default:
-            break;      /* bitmaps, data file name, unknown: preserved, not interpreted */
+            break;      /* data file name, unknown: preserved, not interpreted */
         }
         ext_pos += 8 + ROUND_UP((uint64_t)len, 8);
     }
@@ -256,6 +264,14 @@ static int coroutine_fn qcow2_do_open(Qcow2OpenArgs *a)
         return -EINVAL;
     }
     qcow2_set_geometry(s, cluster_bits, s->incompat & QCOW2_INCOMPAT_EXTL2, refcount_order);
+    if (bitmaps_ext) {
+        /* malformed: a read-only open (or a check) goes on without the bitmaps */
+        ret = qcow2_bitmaps_parse_ext(s, fn, bitmaps_ext, bitmaps_ext_len,
+                                      s->checking || !(a->flags & BDRV_O_RDWR), errp);
+        if (ret < 0) {
+            return ret;
+        }
+    }
 
     if ((s->incompat & QCOW2_INCOMPAT_CORRUPT) && !s->checking) {
         if (a->flags & BDRV_O_RDWR) {
@@ -397,8 +413,11 @@ static int coroutine_fn qcow2_do_open(Qcow2OpenArgs *a)
             }
             qcow2_overlap_refresh(s);       /* a new refcount table and blocks */
         }
-        if (s->autoclear) {
-            ret = qcow2_write_header_field(bs, QCOW2_HDR_AUTOCLEAR, 8, 0);
+        /* Unknown autoclear features are dropped (their data may not survive our writes);
+         * the bitmaps bit stays when the bitmaps are valid: they are kept up to date. */
+        uint64_t keep = s->nb_bitmaps ? QCOW2_AUTOCLEAR_BITMAPS : 0;
+        if (s->autoclear & ~keep) {
+            ret = qcow2_write_header_field(bs, QCOW2_HDR_AUTOCLEAR, 8, s->autoclear & keep);
             if (ret == 0) {
                 ret = qcow2_flush_file(bs);
             }
@@ -406,7 +425,14 @@ static int coroutine_fn qcow2_do_open(Qcow2OpenArgs *a)
                 error_setg_errno(errp, ret, "%s: cannot update the qcow2 header", fn);
                 return ret;
             }
-            s->autoclear = 0;
+            s->autoclear &= keep;
+        }
+    }
+    if (!s->checking) {
+        /* a check reads the bitmaps itself (qcow2-check.c) */
+        ret = qcow2_bitmaps_open(bs, errp);
+        if (ret < 0) {
+            return ret;
         }
     }
     return 0;
@@ -461,6 +487,7 @@ static int coroutine_fn qcow2_do_close(BlockDriverState *bs)
         return 0;
     }
     co_mutex_lock(&s->lock);
+    qcow2_bitmaps_store(bs);    /* failure logged; the bitmaps stay in use (inconsistent) */
     ret = qcow2_flush_metadata(bs);
     if (ret == 0 && s->pending_frees->len) {
         ret = qcow2_flush_metadata(bs);
@@ -574,6 +601,7 @@ static int coroutine_fn qcow2_co_pwrite(BlockDriverState *bs, int64_t offset, in
     if (qcow2_is_read_only(s)) {
         return -EROFS;
     }
+    qcow2_bitmaps_set_dirty(s, offset, bytes);
     return qcow2_do_pwrite(bs, offset, bytes, buf);
 }
 
@@ -585,6 +613,7 @@ static int coroutine_fn qcow2_co_pwrite_zeroes(BlockDriverState *bs, int64_t off
     if (qcow2_is_read_only(s)) {
         return -EROFS;
     }
+    qcow2_bitmaps_set_dirty(s, offset, bytes);
     return qcow2_zero_range(bs, offset, bytes, flags & BDRV_REQ_MAY_UNMAP);
 }
 
@@ -595,6 +624,7 @@ static int coroutine_fn qcow2_co_pdiscard(BlockDriverState *bs, int64_t offset, 
     if (qcow2_is_read_only(s)) {
         return -EROFS;
     }
+    qcow2_bitmaps_set_dirty(s, offset, bytes);
     return qcow2_zero_range(bs, offset, bytes, true);
 }
 
@@ -873,6 +903,7 @@ static int coroutine_fn qcow2_do_truncate(BlockDriverState *bs, uint64_t offset,
 {
     BDRVQcow2State *s = bs->opaque;
     uint64_t old = s->size;
+    int ret;
 
     if (qcow2_is_read_only(s) || s->snapshot_loaded) {
         error_setg(errp, "%s: image is read-only", bs->filename);
@@ -883,13 +914,27 @@ static int coroutine_fn qcow2_do_truncate(BlockDriverState *bs, uint64_t offset,
         error_setg(errp, "%s: qcow2 image size too large for this cluster size", bs->filename);
         return -EFBIG;
     }
-    if (offset < old) {
-        return qcow2_shrink(bs, offset, errp);
-    }
     if (offset == old && prealloc == PREALLOC_MODE_OFF) {
         return 0;
     }
-    return qcow2_grow(bs, offset, prealloc, grown_zero, errp);
+    /* Bitmaps: those whose size changes are in use on disk before the size does; the range
+     * that appears or vanishes is marked changed in the enabled ones. */
+    co_mutex_lock(&s->lock);
+    ret = qcow2_bitmaps_resize_begin(bs, old, offset);
+    co_mutex_unlock(&s->lock);
+    if (ret < 0) {
+        error_setg_errno(errp, ret, "%s: cannot mark the qcow2 bitmaps in use", bs->filename);
+        return ret;
+    }
+    if (offset < old) {
+        ret = qcow2_shrink(bs, offset, errp);
+    } else {
+        ret = qcow2_grow(bs, offset, prealloc, grown_zero, errp);
+    }
+    co_mutex_lock(&s->lock);
+    qcow2_bitmaps_resize_end(bs, old, s->size);
+    co_mutex_unlock(&s->lock);
+    return ret;
 }
 
 static int coroutine_fn qcow2_co_truncate(BlockDriverState *bs, int64_t offset, bool exact,

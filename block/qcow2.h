@@ -28,6 +28,8 @@
 
 #define QCOW2_COMPAT_LAZY_REFCOUNTS (1ULL << 0)
 
+#define QCOW2_AUTOCLEAR_BITMAPS     (1ULL << 0)   /* the bitmaps extension is consistent */
+
 #define QCOW2_EXT_END               0x00000000U
 #define QCOW2_EXT_BACKING_FORMAT    0xe2792acaU
 #define QCOW2_EXT_FEATURE_TABLE     0x6803f857U
@@ -123,6 +125,8 @@ typedef enum {
     QCOW2_META_SNAPSHOTS,    /* the snapshot table */
     QCOW2_META_SNAP_L1,      /* a snapshot's L1 table */
     QCOW2_META_SNAP_L2,      /* an L2 table a snapshot's L1 table points to */
+    QCOW2_META_BITMAP_DIR,   /* the bitmap directory */
+    QCOW2_META_BITMAP_TABLE, /* a bitmap table the bitmap directory points to */
 } Qcow2Meta;
 
 /* A sorted multiset of host cluster indices: where the tables of one kind are. */
@@ -141,6 +145,29 @@ typedef struct Qcow2PendingFree {
     uint64_t offset;
     uint64_t length;
 } Qcow2PendingFree;
+
+/* Persistent dirty bitmaps (qcow2-bitmap.c). */
+#define QCOW2_BME_IN_USE            (1U << 0)   /* not stored since last used: inconsistent */
+#define QCOW2_BME_AUTO              (1U << 1)   /* enabled: tracks every change */
+#define QCOW2_MAX_BITMAPS           65535
+#define QCOW2_MAX_BITMAP_DIR_SIZE   (1024 * QCOW2_MAX_BITMAPS)
+#define QCOW2_BITMAP_EXT_LEN        24
+
+/* One bitmap of the bitmap directory, and its bits when loaded. */
+typedef struct Qcow2Bitmap {
+    char *name;
+    uint32_t flags;          /* the directory entry's flags as they are on disk */
+    int granularity_bits;
+    uint64_t table_offset;   /* its bitmap table on disk */
+    uint32_t table_size;     /* entries */
+    uint64_t *table;         /* that table (host byte order) when loaded, else NULL */
+    uint8_t **chunks;        /* the bits: one cluster of bitmap data per table entry, NULL =
+                              * all zeros (sparse); NULL when not loaded */
+    uint32_t nchunks;
+    uint64_t size;           /* the guest size the bits cover */
+    bool inconsistent;       /* IN_USE when opened: kept as it is, never loaded nor stored */
+    bool store;              /* loaded, and marked IN_USE by this open: stored at close */
+} Qcow2Bitmap;
 
 typedef struct BDRVQcow2State {
     CoMutex lock;
@@ -214,6 +241,15 @@ typedef struct BDRVQcow2State {
     bool l2_needs_flush;         /* clusters an L2 entry will newly point to (data, copy-on-
                                   * write fill, reserved space) were written since the last
                                   * flush: flush before the next L2 table write */
+
+    /* persistent dirty bitmaps (qcow2-bitmap.c) */
+    uint32_t nb_bitmaps;         /* bitmaps extension: 0 = none (or ignored: inconsistent) */
+    uint64_t bitmap_dir_offset;
+    uint64_t bitmap_dir_size;
+    GPtrArray *bitmaps;          /* Qcow2Bitmap, in directory order, or NULL (not read) */
+    GMutex bitmap_lock;          /* the bits (chunks, nchunks, size) of loaded bitmaps: set
+                                  * by writes from any thread without s->lock */
+    bool bitmaps_tracking;       /* some bitmap is enabled and stored at close */
 
     bool read_only;
     bool checking;               /* opened with BDRV_O_CHECK: damage is left to qcow2-check.c */
@@ -333,6 +369,9 @@ void qcow2_overlap_refresh(BDRVQcow2State *s);
 void qcow2_overlap_l1_changed(BDRVQcow2State *s, uint64_t old, uint64_t new);
 void qcow2_overlap_reftable_changed(BDRVQcow2State *s, uint64_t old, uint64_t new);
 void qcow2_overlap_free(BDRVQcow2State *s);
+/* The bitmap directory or tables moved: rebuild the immutable ranges (snapshot and bitmap
+ * structures). */
+void qcow2_overlap_static_refresh(BDRVQcow2State *s);
 /* The first metadata structure that [offset, offset + bytes) overlaps, at cluster granularity,
  * other than `self` (the structure the write updates: the header, the active L1 table, the
  * refcount table, or the L2 table or refcount block in the written cluster).  Returns its kind
@@ -397,6 +436,43 @@ void coroutine_fn qcow2_grow_file_ahead(BlockDriverState *bs, uint64_t host_end)
 /* Reserve host clusters for [offset, offset + bytes) without changing what it reads (fallocate
  * mode 0).  Takes the lock itself. */
 int coroutine_fn qcow2_reserve(BlockDriverState *bs, uint64_t offset, uint64_t bytes);
+
+/* --- persistent dirty bitmaps (qcow2-bitmap.c) --- */
+
+/* The bitmaps extension's data (len bytes) as found in the header: validated as QEMU does
+ * (a malformed one fails the open, errp set); recorded in s unless the autoclear bit says the
+ * bitmaps are inconsistent (then ignored, with a warning).  checking: nothing fails. */
+int qcow2_bitmaps_parse_ext(BDRVQcow2State *s, const char *fn, const uint8_t *data,
+                            uint32_t len, bool checking, GError **errp);
+/* Parse a bitmap directory (dir_size bytes at dir, nb entries expected) into Qcow2Bitmap
+ * entries (names, flags, tables; nothing loaded), checking every entry against the
+ * constraints QEMU enforces for an image of guest size `size`.  Pure; unit-tested.  Returns
+ * the array (owned) or NULL with errp set. */
+GPtrArray *qcow2_bitmaps_parse_dir(const BDRVQcow2State *s, const uint8_t *dir,
+                                   uint64_t dir_size, uint32_t nb, uint64_t size,
+                                   GError **errp);
+/* Read the bitmap directory; on a read-write open also load the consistent bitmaps and mark
+ * the enabled ones in use on disk (durably, before any guest write).  Lock not needed (open). */
+int coroutine_fn qcow2_bitmaps_open(BlockDriverState *bs, GError **errp);
+/* Store the bitmaps this open tracks and clear their in-use flags (close).  Lock held. */
+int coroutine_fn qcow2_bitmaps_store(BlockDriverState *bs);
+/* Guest data of [offset, offset + bytes) changes: set the bits of every enabled bitmap.
+ * Any thread, lock not needed. */
+void qcow2_bitmaps_set_dirty(BDRVQcow2State *s, uint64_t offset, uint64_t bytes);
+/* Before a resize from old to new: bitmaps not yet in use are marked so (their size is about
+ * to change), every loaded bitmap is made to cover MAX(old, new).  Lock held. */
+int coroutine_fn qcow2_bitmaps_resize_begin(BlockDriverState *bs, uint64_t old, uint64_t new);
+/* After the resize (to `size`; failed: still old): the bits cover `size`; a range that
+ * appeared or vanished is marked changed.  Lock held. */
+void qcow2_bitmaps_resize_end(BlockDriverState *bs, uint64_t old, uint64_t size);
+void qcow2_bitmap_free(Qcow2Bitmap *bm);
+void qcow2_bitmaps_free(BDRVQcow2State *s);
+/* Bytes of bitmap data for a guest size at a granularity, and the bitmap table's entries. */
+uint64_t qcow2_bitmap_data_bytes(uint64_t size, int granularity_bits);
+uint32_t qcow2_bitmap_table_entries(const BDRVQcow2State *s, uint64_t size,
+                                    int granularity_bits);
+/* Is bit `nr` (granule nr) of a loaded bitmap set?  For tests.  Any thread. */
+bool qcow2_bitmap_get(BDRVQcow2State *s, const Qcow2Bitmap *bm, uint64_t nr);
 
 /* --- snapshots (qcow2-snapshot.c) --- */
 
