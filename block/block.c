@@ -199,6 +199,14 @@ static bool block_options_check_empty(BlockOptions *opts, const char *what, GErr
     return true;
 }
 
+void block_bitmap_info_free(BlockBitmapInfo *bm)
+{
+    if (bm) {
+        g_free(bm->name);
+        g_free(bm);
+    }
+}
+
 void block_snapshot_info_free(BlockSnapshotInfo *sn)
 {
     if (sn) {

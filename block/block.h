@@ -104,6 +104,30 @@ typedef struct BlockSnapshotInfo {
 } BlockSnapshotInfo;
 void block_snapshot_info_free(BlockSnapshotInfo *sn);
 
+/* A persistent dirty bitmap of an image (qcow2), for `blkfuse info`. */
+typedef struct BlockBitmapInfo {
+    char *name;
+    uint64_t granularity;       /* bytes per bit */
+    bool in_use;                /* not stored after its last use: inconsistent */
+    bool enabled;               /* "auto": tracks every change */
+} BlockBitmapInfo;
+void block_bitmap_info_free(BlockBitmapInfo *bm);
+
+/* A change to an image's persistent dirty bitmaps (`blkfuse bitmap`, as qemu-img bitmap). */
+typedef enum {
+    BDRV_BITMAP_ADD,            /* a new, empty, enabled bitmap */
+    BDRV_BITMAP_CLEAR,          /* every bit cleared */
+    BDRV_BITMAP_ENABLE,
+    BDRV_BITMAP_DISABLE,
+    BDRV_BITMAP_REMOVE,
+} BdrvBitmapAction;
+
+typedef struct BdrvBitmapEdit {
+    BdrvBitmapAction action;
+    const char *name;
+    uint64_t granularity;       /* BDRV_BITMAP_ADD: bytes per bit, 0 = the format's default */
+} BdrvBitmapEdit;
+
 /* What bdrv_co_check may repair. */
 typedef enum {
     BDRV_FIX_LEAKS  = 1 << 0,   /* clusters whose refcount is too high */
@@ -224,6 +248,17 @@ struct BlockDriver {
 
     /* Optional.  Returns the internal snapshots (array of BlockSnapshotInfo, owned). */
     int (*bdrv_snapshot_list)(BlockDriverState *bs, GPtrArray **out);
+
+    /* Optional (NULL: no persistent bitmaps).  Returns the persistent dirty bitmaps (array of
+     * BlockBitmapInfo, owned; empty when there are none).  Main thread. */
+    int (*bdrv_bitmap_list)(BlockDriverState *bs, GPtrArray **out);
+
+    /* Optional (NULL: the format has no persistent bitmaps).  Apply n edits in order to an
+     * image opened read-write with no I/O in flight, and store the result before returning;
+     * nothing is changed when one of them is refused (errp names the bitmap and why).  Main
+     * thread (runs its I/O in a coroutine). */
+    int (*bdrv_bitmap_edit)(BlockDriverState *bs, const BdrvBitmapEdit *edits, int n,
+                            GError **errp);
 
     /* Optional (NULL: the format cannot be checked).  Check the image's metadata for
      * corruptions and leaks, adding them to res (whose report callback the caller sets), and

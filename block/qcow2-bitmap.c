@@ -5,10 +5,12 @@
  *
  *  - The autoclear bit 0 says the bitmaps extension is consistent.  Without it (a program
  *    without bitmap support wrote the image) the bitmaps are ignored, as QEMU ignores them.
- *  - On a read-write open every consistent bitmap is loaded into memory, and the enabled ones
- *    (flag "auto") are marked in use in the directory, durably, before the first guest write.
- *    A crash from then on leaves them in use: inconsistent, which QEMU reports ("in-use") and
- *    refuses to copy, never silently wrong.
+ *  - On a read-write open every consistent bitmap is loaded into memory; the enabled ones
+ *    (flag "auto") are marked in use in the directory, durably, before the first change of
+ *    guest data (QEMU marks them at open; marking them at the first write leaves an image
+ *    that is only read, or whose bitmaps `blkfuse bitmap` edits, untouched).  A crash from
+ *    then on leaves them in use: inconsistent, which QEMU reports ("in-use") and refuses to
+ *    copy, never silently wrong.
  *  - Every guest write, zero-write, discard and resize sets the bits of the enabled bitmaps at
  *    their granularity, in memory (qcow2_bitmaps_set_dirty, from any I/O thread).
  *  - At close the bitmaps marked in use by this open are stored: new data clusters, new bitmap
@@ -40,6 +42,7 @@
  */
 #include <errno.h>
 #include <string.h>
+#include "block/aio.h"
 #include "block/qcow2.h"
 #include "block/util.h"
 
@@ -529,7 +532,7 @@ int coroutine_fn qcow2_bitmaps_open(BlockDriverState *bs, GError **errp)
     g_autofree uint8_t *dir = NULL;
     g_autoptr(GError) local = NULL;
     int64_t flen;
-    bool publish = false;
+    bool unmarked = false;
     int ret;
 
     s->bitmaps = g_ptr_array_new_with_free_func((GDestroyNotify)qcow2_bitmap_free);
@@ -585,20 +588,58 @@ int coroutine_fn qcow2_bitmaps_open(BlockDriverState *bs, GError **errp)
                        local->message);
             return ret;
         }
-        if (bm->flags & QCOW2_BME_AUTO) {
+        unmarked |= bm->flags & QCOW2_BME_AUTO;
+    }
+    /* marked in use at the first change of guest data (qcow2_bitmaps_before_change) */
+    __atomic_store_n(&s->bitmaps_unmarked, unmarked, __ATOMIC_RELEASE);
+    return 0;
+}
+
+/* Mark the enabled bitmaps in use, durably; from then on they track changes and are stored
+ * at close.  Lock held. */
+static int coroutine_fn mark_in_use(BlockDriverState *bs)
+{
+    BDRVQcow2State *s = bs->opaque;
+    int ret;
+
+    if (!s->bitmaps_unmarked) {
+        return 0;       /* another request did it while this one waited for the lock */
+    }
+    for (guint i = 0; i < s->bitmaps->len; i++) {
+        Qcow2Bitmap *bm = bitmap_at(s, i);
+        if (!bm->inconsistent && (bm->flags & QCOW2_BME_AUTO) &&
+            !(bm->flags & QCOW2_BME_IN_USE)) {
             bm->flags |= QCOW2_BME_IN_USE;
             bm->store = true;
-            publish = true;
         }
     }
-    if (publish) {
-        ret = publish_directory(bs);
+    ret = publish_directory(bs);
+    if (ret < 0) {
+        log_error("%s: qcow2: cannot mark the bitmaps in use, so writes fail: %s",
+                  bs->filename, g_strerror(-ret));
+        return ret;
+    }
+    __atomic_store_n(&s->bitmaps_tracking, true, __ATOMIC_RELEASE);
+    __atomic_store_n(&s->bitmaps_unmarked, false, __ATOMIC_RELEASE);
+    return 0;
+}
+
+int coroutine_fn qcow2_bitmaps_before_change(BlockDriverState *bs, uint64_t offset,
+                                             uint64_t bytes)
+{
+    BDRVQcow2State *s = bs->opaque;
+
+    if (__atomic_load_n(&s->bitmaps_unmarked, __ATOMIC_ACQUIRE)) {
+        int ret;
+
+        co_mutex_lock(&s->lock);
+        ret = mark_in_use(bs);
+        co_mutex_unlock(&s->lock);
         if (ret < 0) {
-            error_setg_errno(errp, -ret, "%s: cannot mark the qcow2 bitmaps in use", fn);
             return ret;
         }
-        __atomic_store_n(&s->bitmaps_tracking, true, __ATOMIC_RELEASE);
     }
+    qcow2_bitmaps_set_dirty(s, offset, bytes);
     return 0;
 }
 
@@ -719,8 +760,15 @@ int coroutine_fn qcow2_bitmaps_resize_begin(BlockDriverState *bs, uint64_t old, 
         resize_bits(s, bm, MAX(old, new));
         g_mutex_unlock(&s->bitmap_lock);
     }
+    if (publish) {
+        int ret = publish_directory(bs);
+        if (ret < 0) {
+            return ret;
+        }
+    }
     __atomic_store_n(&s->bitmaps_tracking, true, __ATOMIC_RELEASE);
-    return publish ? publish_directory(bs) : 0;
+    __atomic_store_n(&s->bitmaps_unmarked, false, __ATOMIC_RELEASE);
+    return 0;
 }
 
 void qcow2_bitmaps_resize_end(BlockDriverState *bs, uint64_t old, uint64_t size)
@@ -895,4 +943,225 @@ static int coroutine_fn store(BlockDriverState *bs, bool publish)
 int coroutine_fn qcow2_bitmaps_store(BlockDriverState *bs)
 {
     return store(bs, false);
+}
+
+/* --- blkfuse info and blkfuse bitmap --- */
+
+int qcow2_bitmap_list(BlockDriverState *bs, GPtrArray **out)
+{
+    BDRVQcow2State *s = bs->opaque;
+    GPtrArray *a = g_ptr_array_new_with_free_func((GDestroyNotify)block_bitmap_info_free);
+
+    for (guint i = 0; s->bitmaps && i < s->bitmaps->len; i++) {
+        Qcow2Bitmap *bm = bitmap_at(s, i);
+        BlockBitmapInfo *info = g_new0(BlockBitmapInfo, 1);
+
+        info->name = g_strdup(bm->name);
+        info->granularity = 1ULL << bm->granularity_bits;
+        info->in_use = bm->flags & QCOW2_BME_IN_USE;
+        info->enabled = bm->flags & QCOW2_BME_AUTO;
+        g_ptr_array_add(a, info);
+    }
+    *out = a;
+    return 0;
+}
+
+static Qcow2Bitmap *find_bitmap(BDRVQcow2State *s, const char *name, guint *index)
+{
+    for (guint i = 0; i < s->bitmaps->len; i++) {
+        if (!strcmp(bitmap_at(s, i)->name, name)) {
+            if (index) {
+                *index = i;
+            }
+            return bitmap_at(s, i);
+        }
+    }
+    return NULL;
+}
+
+/* What a bitmap named in an edit is, while the edits are checked before any is done. */
+typedef enum { SIM_ABSENT, SIM_CONSISTENT, SIM_INCONSISTENT } SimState;
+
+/* Can this edit be done, after the ones before it?  sim: name -> SimState, updated. */
+static bool check_edit(BDRVQcow2State *s, GHashTable *sim, uint32_t *count,
+                       const BdrvBitmapEdit *e, GError **errp)
+{
+    SimState st = GPOINTER_TO_INT(g_hash_table_lookup(sim, e->name));
+
+    if (e->action == BDRV_BITMAP_ADD) {
+        uint64_t g = e->granularity;
+        int gb = g ? ctz64(g) : 0;
+
+        if (st != SIM_ABSENT) {
+            error_setg(errp, "bitmap '%s' already exists", e->name);
+            return false;
+        }
+        if (s->version < 3) {
+            error_setg(errp, "cannot store bitmaps in qcow2 version 2 images (compat=0.10)");
+            return false;
+        }
+        if (!*e->name || strlen(e->name) > BME_MAX_NAME_SIZE) {
+            error_setg(errp, "bitmap names are 1 to %d bytes long", BME_MAX_NAME_SIZE);
+            return false;
+        }
+        if (!is_power_of_2(g) || gb < BME_MIN_GRANULARITY_BITS ||
+            gb > BME_MAX_GRANULARITY_BITS) {
+            error_setg(errp, "invalid granularity %" G_GUINT64_FORMAT " (a power of two from "
+                       "512 to 2G)", g);
+            return false;
+        }
+        if (s->size == 0) {
+            error_setg(errp, "cannot add a bitmap to an image of size 0");
+            return false;
+        }
+        if ((uint64_t)qcow2_bitmap_table_entries(s, s->size, gb) * s->cluster_size >
+            BME_MAX_PHYS_SIZE) {
+            error_setg(errp, "bitmap '%s' would be too large at granularity %" G_GUINT64_FORMAT
+                       "; use a larger granularity", e->name, g);
+            return false;
+        }
+        if (++*count > QCOW2_MAX_BITMAPS) {
+            error_setg(errp, "too many bitmaps (at most %d)", QCOW2_MAX_BITMAPS);
+            return false;
+        }
+        g_hash_table_replace(sim, (char *)e->name, GINT_TO_POINTER(SIM_CONSISTENT));
+        return true;
+    }
+    if (st == SIM_ABSENT) {
+        error_setg(errp, "bitmap '%s' not found", e->name);
+        return false;
+    }
+    if (e->action == BDRV_BITMAP_REMOVE) {
+        (*count)--;
+        g_hash_table_replace(sim, (char *)e->name, GINT_TO_POINTER(SIM_ABSENT));
+        return true;
+    }
+    if (st == SIM_INCONSISTENT) {
+        error_setg(errp, "bitmap '%s' is inconsistent (in use: not stored after its last use) "
+                   "and cannot be used; remove it", e->name);
+        return false;
+    }
+    return true;
+}
+
+typedef struct EditArgs {
+    BlockDriverState *bs;
+    const BdrvBitmapEdit *edits;
+    int n;
+    int ret;
+} EditArgs;
+
+/* Do the checked edits; removed bitmaps' clusters are freed after the new directory is
+ * published (the store).  Lock held. */
+static int coroutine_fn do_edits(BlockDriverState *bs, const BdrvBitmapEdit *edits, int n)
+{
+    BDRVQcow2State *s = bs->opaque;
+    g_autoptr(GArray) removed = g_array_new(FALSE, FALSE, sizeof(OldTable));
+    bool changed = false;
+    int ret;
+
+    g_array_set_clear_func(removed, old_table_clear);
+    for (int i = 0; i < n; i++) {
+        const BdrvBitmapEdit *e = &edits[i];
+        guint idx = 0;
+        Qcow2Bitmap *bm = find_bitmap(s, e->name, &idx);
+
+        switch (e->action) {
+        case BDRV_BITMAP_ADD:
+            bm = g_new0(Qcow2Bitmap, 1);
+            bm->name = g_strdup(e->name);
+            bm->granularity_bits = ctz64(e->granularity);
+            bm->flags = QCOW2_BME_AUTO;
+            bm->size = s->size;
+            bm->nchunks = qcow2_bitmap_table_entries(s, s->size, bm->granularity_bits);
+            bm->chunks = g_new0(uint8_t *, bm->nchunks);
+            bm->store = true;
+            g_ptr_array_add(s->bitmaps, bm);
+            break;
+        case BDRV_BITMAP_REMOVE: {
+            OldTable o = { .offset = bm->table_offset, .entries = bm->table_size,
+                           .table = g_steal_pointer(&bm->table) };
+            if (!o.table && o.offset && read_table(bs, o.offset, o.entries, &o.table) < 0) {
+                /* an unreadable table of an inconsistent bitmap: its data clusters leak */
+                log_warning("%s: qcow2 bitmap '%s': cannot read its bitmap table; its data "
+                            "clusters are leaked", bs->filename, bm->name);
+            }
+            g_array_append_val(removed, o);
+            g_ptr_array_remove_index(s->bitmaps, idx);
+            break;
+        }
+        case BDRV_BITMAP_CLEAR:
+            for (uint32_t k = 0; k < bm->nchunks; k++) {
+                g_clear_pointer(&bm->chunks[k], g_free);
+            }
+            bm->store = true;
+            break;
+        case BDRV_BITMAP_ENABLE:
+            bm->flags |= QCOW2_BME_AUTO;
+            bm->store = true;
+            break;
+        case BDRV_BITMAP_DISABLE:
+            bm->flags &= ~QCOW2_BME_AUTO;
+            bm->store = true;
+            break;
+        }
+        changed = true;
+    }
+    if (!changed) {
+        return 0;
+    }
+    ret = store(bs, true);
+    if (ret < 0) {
+        return ret;
+    }
+    for (guint i = 0; i < removed->len; i++) {
+        OldTable *o = &g_array_index(removed, OldTable, i);
+        free_table(bs, o->offset, o->entries, o->table);
+    }
+    return qcow2_flush_metadata(bs);
+}
+
+static void coroutine_fn edit_entry(void *opaque)
+{
+    EditArgs *a = opaque;
+    BDRVQcow2State *s = a->bs->opaque;
+
+    co_mutex_lock(&s->lock);
+    a->ret = do_edits(a->bs, a->edits, a->n);
+    co_mutex_unlock(&s->lock);
+}
+
+int qcow2_bitmap_edit(BlockDriverState *bs, const BdrvBitmapEdit *edits, int n, GError **errp)
+{
+    BDRVQcow2State *s = bs->opaque;
+    g_autoptr(GHashTable) sim = g_hash_table_new(g_str_hash, g_str_equal);
+    g_autofree BdrvBitmapEdit *e = g_memdup2(edits, sizeof(*edits) * MAX(n, 1));
+    EditArgs a = { .bs = bs, .edits = e, .n = n };
+    uint32_t count;
+
+    if (qcow2_is_read_only(s) || !s->bitmaps) {
+        error_setg(errp, "%s: image is read-only", bs->filename);
+        return -EROFS;
+    }
+    count = s->bitmaps->len;
+    for (guint i = 0; i < s->bitmaps->len; i++) {
+        Qcow2Bitmap *bm = bitmap_at(s, i);
+        g_hash_table_replace(sim, bm->name, GINT_TO_POINTER(bm->inconsistent ?
+                                                            SIM_INCONSISTENT : SIM_CONSISTENT));
+    }
+    for (int i = 0; i < n; i++) {
+        if (e[i].action == BDRV_BITMAP_ADD && !e[i].granularity) {
+            /* QEMU's default: the cluster size, within 4 KiB .. 64 KiB */
+            e[i].granularity = MIN(65536, MAX(4096, s->cluster_size));
+        }
+        if (!check_edit(s, sim, &count, &e[i], errp)) {
+            g_prefix_error(errp, "%s: ", bs->filename);
+            return -EINVAL;
+        }
+    }
+    aio_run_coroutine(edit_entry, &a);
+    if (a.ret < 0) {
+        error_setg_errno(errp, -a.ret, "%s: cannot store the qcow2 bitmaps", bs->filename);
+    }
+    return a.ret;
 }

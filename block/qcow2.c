@@ -597,11 +597,15 @@ static int coroutine_fn qcow2_co_pwrite(BlockDriverState *bs, int64_t offset, in
                                         const void *buf, BdrvRequestFlags flags)
 {
     BDRVQcow2State *s = bs->opaque;
+    int ret;
 
     if (qcow2_is_read_only(s)) {
         return -EROFS;
     }
-    qcow2_bitmaps_set_dirty(s, offset, bytes);
+    ret = qcow2_bitmaps_before_change(bs, offset, bytes);
+    if (ret < 0) {
+        return ret;
+    }
     return qcow2_do_pwrite(bs, offset, bytes, buf);
 }
 
@@ -609,22 +613,30 @@ static int coroutine_fn qcow2_co_pwrite_zeroes(BlockDriverState *bs, int64_t off
                                                int64_t bytes, BdrvRequestFlags flags)
 {
     BDRVQcow2State *s = bs->opaque;
+    int ret;
 
     if (qcow2_is_read_only(s)) {
         return -EROFS;
     }
-    qcow2_bitmaps_set_dirty(s, offset, bytes);
+    ret = qcow2_bitmaps_before_change(bs, offset, bytes);
+    if (ret < 0) {
+        return ret;
+    }
     return qcow2_zero_range(bs, offset, bytes, flags & BDRV_REQ_MAY_UNMAP);
 }
 
 static int coroutine_fn qcow2_co_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes)
 {
     BDRVQcow2State *s = bs->opaque;
+    int ret;
 
     if (qcow2_is_read_only(s)) {
         return -EROFS;
     }
-    qcow2_bitmaps_set_dirty(s, offset, bytes);
+    ret = qcow2_bitmaps_before_change(bs, offset, bytes);
+    if (ret < 0) {
+        return ret;
+    }
     return qcow2_zero_range(bs, offset, bytes, true);
 }
 
@@ -1277,6 +1289,8 @@ const BlockDriver bdrv_qcow2 = {
     .bdrv_getlength         = qcow2_getlength,
     .bdrv_get_info          = qcow2_get_info,
     .bdrv_snapshot_list     = qcow2_snapshot_list,
+    .bdrv_bitmap_list       = qcow2_bitmap_list,
+    .bdrv_bitmap_edit       = qcow2_bitmap_edit,
     .bdrv_co_create         = qcow2_co_create,
     .bdrv_co_check          = qcow2_co_check,
 };

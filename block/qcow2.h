@@ -250,6 +250,8 @@ typedef struct BDRVQcow2State {
     GMutex bitmap_lock;          /* the bits (chunks, nchunks, size) of loaded bitmaps: set
                                   * by writes from any thread without s->lock */
     bool bitmaps_tracking;       /* some bitmap is enabled and stored at close */
+    bool bitmaps_unmarked;       /* enabled bitmaps are to be marked in use before the first
+                                  * change of guest data */
 
     bool read_only;
     bool checking;               /* opened with BDRV_O_CHECK: damage is left to qcow2-check.c */
@@ -451,9 +453,14 @@ int qcow2_bitmaps_parse_ext(BDRVQcow2State *s, const char *fn, const uint8_t *da
 GPtrArray *qcow2_bitmaps_parse_dir(const BDRVQcow2State *s, const uint8_t *dir,
                                    uint64_t dir_size, uint32_t nb, uint64_t size,
                                    GError **errp);
-/* Read the bitmap directory; on a read-write open also load the consistent bitmaps and mark
- * the enabled ones in use on disk (durably, before any guest write).  Lock not needed (open). */
+/* Read the bitmap directory; on a read-write open also load the consistent bitmaps.  Lock not
+ * needed (open). */
 int coroutine_fn qcow2_bitmaps_open(BlockDriverState *bs, GError **errp);
+/* Guest data of [offset, offset + bytes) is about to change: the first time, mark the enabled
+ * bitmaps in use on disk (durably); set their bits.  Fails (the change must not happen) when
+ * they cannot be marked.  Any thread, lock not held. */
+int coroutine_fn qcow2_bitmaps_before_change(BlockDriverState *bs, uint64_t offset,
+                                             uint64_t bytes);
 /* Store the bitmaps this open tracks and clear their in-use flags (close).  Lock held. */
 int coroutine_fn qcow2_bitmaps_store(BlockDriverState *bs);
 /* Guest data of [offset, offset + bytes) changes: set the bits of every enabled bitmap.
@@ -471,6 +478,9 @@ void qcow2_bitmaps_free(BDRVQcow2State *s);
 uint64_t qcow2_bitmap_data_bytes(uint64_t size, int granularity_bits);
 uint32_t qcow2_bitmap_table_entries(const BDRVQcow2State *s, uint64_t size,
                                     int granularity_bits);
+/* The bdrv_bitmap_list and bdrv_bitmap_edit callbacks (blkfuse info, blkfuse bitmap). */
+int qcow2_bitmap_list(BlockDriverState *bs, GPtrArray **out);
+int qcow2_bitmap_edit(BlockDriverState *bs, const BdrvBitmapEdit *edits, int n, GError **errp);
 /* Is bit `nr` (granule nr) of a loaded bitmap set?  For tests.  Any thread. */
 bool qcow2_bitmap_get(BDRVQcow2State *s, const Qcow2Bitmap *bm, uint64_t nr);
 

@@ -51,13 +51,15 @@ typedef struct CliCommand {
     const CliOption *options;
     int (*run)(GHashTable *opts, int argc, char **argv);
     int min_args, max_args;
+    bool anywhere;              /* options may follow operands (as in qemu-img) */
 } CliCommand;
 
 enum {
     OPT_GROWABLE = 256, OPT_CACHE, OPT_QUEUES, OPT_FOREGROUND, OPT_LOG_FILE, OPT_FORCE,
     OPT_JSON, OPT_ALLOW_OTHER, OPT_DAEMON, OPT_ID, OPT_SOCKET, OPT_SNAPSHOT,
     OPT_SNAPSHOT_NAME, OPT_ALLOW_USER, OPT_ALLOW_REMOTE_BACKING, OPT_HELP, OPT_OUTPUT,
-    OPT_TRANSPORT, OPT_PASSTHROUGH, OPT_STATS,
+    OPT_TRANSPORT, OPT_PASSTHROUGH, OPT_STATS, OPT_ADD, OPT_REMOVE, OPT_CLEAR, OPT_ENABLE,
+    OPT_DISABLE,
 };
 
 static const CliOption help_option = { "help", OPT_HELP, NULL, "show this help and exit" };
@@ -164,6 +166,21 @@ static const CliOption check_options[] = {
     { NULL },
 };
 
+static int cmd_bitmap(GHashTable *o, int argc, char **argv);
+
+static const CliOption bitmap_options[] = {
+    { "add", OPT_ADD, NULL, "add the persistent dirty bitmap BITMAP, empty and enabled (disabled "
+      "with --disable too)" },
+    { "remove", OPT_REMOVE, NULL, "remove BITMAP and free its clusters" },
+    { "clear", OPT_CLEAR, NULL, "clear every bit of BITMAP" },
+    { "enable", OPT_ENABLE, NULL, "let BITMAP track changes from now on" },
+    { "disable", OPT_DISABLE, NULL, "stop BITMAP tracking changes (its bits stay)" },
+    { "granularity", 'g', "SIZE", "with --add: bytes per bit, a power of two from 512 to 2G "
+      "(default: the cluster size, within 4k..64k)" },
+    { "format", 'f', "FORMAT", "image format; probed if not given" },
+    { NULL },
+};
+
 static const CliCommand commands[] = {
     { "mount", "IMAGE MOUNTPOINT", "export IMAGE as the regular file MOUNTPOINT (created if "
       "missing)", mount_options, cmd_mount, 2, 2 },
@@ -172,7 +189,7 @@ static const CliCommand commands[] = {
     { "list", "", "list the exports of this user's daemons", list_options, cmd_list, 0, 0 },
     { "stats", "MOUNTPOINT", "show I/O counters and latency of an export", list_options,
       cmd_stats, 1, 1 },
-    { "info", "IMAGE", "show an image's format, sizes, backing chain and snapshots",
+    { "info", "IMAGE", "show an image's format, sizes, backing chain, snapshots and bitmaps",
       info_options, cmd_info, 1, 1 },
     { "create", "IMAGE [SIZE]", "create an image (SIZE defaults to the backing file's)",
       create_options, cmd_create, 1, 2 },
@@ -180,6 +197,8 @@ static const CliCommand commands[] = {
       serve_options, cmd_serve, 0, 0 },
     { "check", "IMAGE", "find (and with -r repair) corruptions and leaks, like qemu-img check",
       check_options, cmd_check, 1, 1 },
+    { "bitmap", "IMAGE BITMAP", "add, remove, clear, enable or disable a persistent dirty bitmap "
+      "of a qcow2 image, like qemu-img bitmap", bitmap_options, cmd_bitmap, 2, 2, true },
 };
 
 static const CliCommand *find_command(const char *name)
@@ -267,7 +286,7 @@ static int parse_options(const CliCommand *c, int argc, char **argv, GHashTable 
                          int *status)
 {
     GArray *longopts = g_array_new(true, true, sizeof(struct option));
-    GString *shortopts = g_string_new("+:");
+    GString *shortopts = g_string_new(c->anywhere ? ":" : "+:");
     int ret = -1;
 
     for (const CliOption *o = c->options; ; o++) {
@@ -1194,6 +1213,7 @@ static int cmd_info(GHashTable *o, int argc, char **argv)
         JsonValue *layer = json_new_object();
         BlockDriverInfo bdi = { 0 };
         g_autoptr(GPtrArray) snaps = NULL;
+        g_autoptr(GPtrArray) bitmaps = NULL;
         BlockDriverState *file = p->file ? p->file->bs : p;
 
         json_object_set_string(layer, "filename", file->filename);
@@ -1241,6 +1261,27 @@ static int cmd_info(GHashTable *o, int argc, char **argv)
             g_ptr_array_set_free_func(snaps, NULL);
             json_object_set(layer, "snapshots", arr);
         }
+        if (p->drv->bdrv_bitmap_list && p->drv->bdrv_bitmap_list(p, &bitmaps) >= 0 &&
+            bitmaps->len) {
+            /* qemu-img info's members and flag names */
+            JsonValue *arr = json_new_array();
+            for (guint i = 0; i < bitmaps->len; i++) {
+                BlockBitmapInfo *bm = bitmaps->pdata[i];
+                JsonValue *b = json_new_object();
+                JsonValue *bm_flags = json_new_array();
+                if (bm->in_use) {
+                    json_array_append(bm_flags, json_new_string("in-use"));
+                }
+                if (bm->enabled) {
+                    json_array_append(bm_flags, json_new_string("auto"));
+                }
+                json_object_set(b, "flags", bm_flags);
+                json_object_set_string(b, "name", bm->name);
+                json_object_set_int(b, "granularity", bm->granularity);
+                json_array_append(arr, b);
+            }
+            json_object_set(layer, "bitmaps", arr);
+        }
         json_array_append(chain, layer);
     }
     bdrv_unref(bs);
@@ -1261,6 +1302,7 @@ static int cmd_info(GHashTable *o, int argc, char **argv)
         g_autofree char *vs = human_bytes(json_object_get_int(l, "virtual_size", 0));
         g_autofree char *ds = human_bytes(json_object_get_int(l, "disk_size", 0));
         JsonValue *snaps = json_object_get(l, "snapshots");
+        JsonValue *bitmaps = json_object_get(l, "bitmaps");
 
         if (i > 0) {
             printf("\nbacking file %u:\n", i);
@@ -1284,6 +1326,22 @@ static int cmd_info(GHashTable *o, int argc, char **argv)
                    json_object_get_string(l, "compression_type") : "zlib",
                    json_object_get_bool(l, "dirty", false) ? "yes" : "no",
                    json_object_get_bool(l, "corrupt", false) ? "yes" : "no");
+        }
+        if (json_array_length(bitmaps) > 0) {
+            /* the layout of qemu-img info's "bitmaps:" section */
+            printf("bitmaps:\n");
+            for (guint j = 0; j < json_array_length(bitmaps); j++) {
+                JsonValue *b = json_array_get(bitmaps, j);
+                JsonValue *bm_flags = json_object_get(b, "flags");
+                printf("    [%u]:\n        flags:\n", j);
+                for (guint k = 0; k < json_array_length(bm_flags); k++) {
+                    printf("            [%u]: %s\n", k,
+                           json_get_string(json_array_get(bm_flags, k)));
+                }
+                printf("        name: %s\n        granularity: %" G_GINT64_FORMAT "\n",
+                       json_object_get_string(b, "name"),
+                       json_object_get_int(b, "granularity", 0));
+            }
         }
         if (json_object_get_string(l, "backing_file")) {
             printf("backing file: %s%s%s%s\n", json_object_get_string(l, "backing_file"),
@@ -1603,6 +1661,65 @@ static int run_mount(GHashTable *o, int argc, char **argv)
         return usage_error(c, "%s", err->message);
     }
     return cmd_mount(o, argc, argv);
+}
+
+static int cmd_bitmap(GHashTable *o, int argc, char **argv)
+{
+    static const struct {
+        const char *opt;
+        BdrvBitmapAction action;
+    } order[] = {   /* the order the actions are done in */
+        { "add", BDRV_BITMAP_ADD }, { "clear", BDRV_BITMAP_CLEAR },
+        { "enable", BDRV_BITMAP_ENABLE }, { "disable", BDRV_BITMAP_DISABLE },
+        { "remove", BDRV_BITMAP_REMOVE },
+    };
+    const CliCommand *c = find_command("bitmap");
+    const char *format = opt_str(o, "format");
+    const char *gran = opt_str(o, "granularity");
+    g_autoptr(GError) err = NULL;
+    BdrvBitmapEdit edits[G_N_ELEMENTS(order)];
+    uint64_t granularity = 0;
+    BlockDriverState *bs;
+    int n = 0, ret;
+
+    for (size_t i = 0; i < G_N_ELEMENTS(order); i++) {
+        if (opt_flag(o, order[i].opt)) {
+            edits[n++] = (BdrvBitmapEdit){ .action = order[i].action, .name = argv[1] };
+        }
+    }
+    if (n == 0) {
+        return usage_error(c, "need at least one of --add, --remove, --clear, --enable, "
+                           "--disable");
+    }
+    if (opt_flag(o, "enable") && opt_flag(o, "disable")) {
+        return usage_error(c, "--enable and --disable exclude each other");
+    }
+    if (gran && !opt_flag(o, "add")) {
+        return usage_error(c, "--granularity only goes with --add");
+    }
+    if (gran && (!parse_size(gran, &granularity, &err) || granularity == 0)) {
+        return usage_error(c, "invalid granularity '%s'", gran);
+    }
+    edits[0].granularity = granularity;     /* --add comes first */
+    if (format && !bdrv_find_format(format)) {
+        return usage_error(c, "unknown format '%s' (known: %s)", format, bdrv_format_list());
+    }
+    /* exclusive: no reader or writer may have the image open; no backing file needed */
+    bs = bdrv_open(argv[0], format, NULL, BDRV_O_RDWR | BDRV_O_NO_BACKING, &err);
+    if (!bs) {
+        return fail("%s", err->message);
+    }
+    if (!bs->drv->bdrv_bitmap_edit) {
+        g_autofree char *fmt = g_strdup(bs->drv->format_name);
+        bdrv_unref(bs);
+        return fail("%s: the %s format has no persistent bitmaps (qcow2 has)", argv[0], fmt);
+    }
+    ret = bs->drv->bdrv_bitmap_edit(bs, edits, n, &err);
+    bdrv_unref(bs);
+    if (ret < 0) {
+        return fail("%s", err->message);
+    }
+    return 0;
 }
 
 int main(int argc, char **argv)

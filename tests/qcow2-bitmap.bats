@@ -65,10 +65,11 @@ bitmap_image() {
     head -c 1M /dev/urandom >"$T/data"
 
     blkfuse_mount "$T/a.qcow2" "$T/mp"
+    dd if="$T/data" of="$T/mp" bs=64k seek=16 count=1 conv=notrunc status=none
+    # the first write marked the enabled bitmaps in use (durably, before the data)
     run in_use_flags "$T/a.qcow2"
     echo "$output"
     [[ $output == *"b64k:in-use"* && $output == *"b4k:in-use"* && $output == *"off:-"* ]]
-    dd if="$T/data" of="$T/mp" bs=64k seek=16 count=1 conv=notrunc status=none
     dd if="$T/data" of="$T/mp" bs=1k seek=10240 count=300 conv=notrunc status=none
     dd if="$T/data" of="$T/mp" bs=1 seek=$((20 << 20 | 12345)) count=5000 conv=notrunc status=none
     fallocate -z -o $((30 << 20)) -l 192k "$T/mp"
@@ -120,6 +121,15 @@ bitmap_image() {
     cat "$T/mp" >/dev/null
     run in_use_flags "$T/a.qcow2"
     [[ $output != *in-use* ]]
+    blkfuse unmount "$T/mp"
+    cmp "$T/a.qcow2" "$T/before.qcow2"
+}
+
+@test "qcow2 bitmap: a read-write mount without writes changes nothing" {
+    bitmap_image "$T/a.qcow2"
+    cp "$T/a.qcow2" "$T/before.qcow2"
+    blkfuse_mount "$T/a.qcow2" "$T/mp"
+    cat "$T/mp" >/dev/null
     blkfuse unmount "$T/mp"
     cmp "$T/a.qcow2" "$T/before.qcow2"
 }
