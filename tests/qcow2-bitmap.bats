@@ -100,6 +100,58 @@ bitmap_image() {
     [[ $output == *"No errors were found"* ]]
 }
 
+# qsd_add_bitmap IMAGE NAME GRANULARITY: add a persistent bitmap with qemu-storage-daemon's
+# QMP block-dirty-bitmap-add (persistent=on), stored when the daemon quits.
+qsd_add_bitmap() {
+    local pid
+    qemu-storage-daemon --blockdev driver=file,filename="$1",node-name=file0 \
+        --blockdev driver=qcow2,file=file0,node-name=fmt0 \
+        --chardev socket,path="$T/qmp.sock",server=on,wait=off,id=qmp0 --monitor chardev=qmp0 \
+        --pidfile "$T/qsd.pid" --daemonize 3>&- || return 1
+    pid=$(cat "$T/qsd.pid")
+    python3 - "$T/qmp.sock" "$2" "$3" <<'EOF' || return 1
+import json, socket, sys
+sock = socket.socket(socket.AF_UNIX)
+sock.connect(sys.argv[1])
+f = sock.makefile("rw")
+f.readline()                                    # the greeting
+def cmd(execute, **args):
+    f.write(json.dumps({"execute": execute, "arguments": args}) + "\n")
+    f.flush()
+    while True:
+        r = json.loads(f.readline())
+        if "error" in r:
+            sys.exit("%s: %s" % (execute, r["error"]["desc"]))
+        if "return" in r:
+            return r["return"]
+cmd("qmp_capabilities")
+cmd("block-dirty-bitmap-add", node="fmt0", name=sys.argv[2], persistent=True,
+    granularity=int(sys.argv[3]))
+cmd("quit")
+EOF
+    wait_for_pid_exit "$pid"
+}
+
+@test "qcow2 bitmap: a bitmap qemu-storage-daemon added (persistent=on) is kept the same way" {
+    require qemu-storage-daemon python3
+    qemu-img create -q -f qcow2 "$T/a.qcow2" 64M
+    qsd_add_bitmap "$T/a.qcow2" qsd 32768
+    run in_use_flags "$T/a.qcow2"
+    [ "$output" = "qsd:-" ]
+    cp "$T/a.qcow2" "$T/q.qcow2"
+    blkfuse_mount "$T/a.qcow2" "$T/mp"
+    dd if=/dev/urandom of="$T/mp" bs=4k seek=100 count=3 conv=notrunc status=none
+    fallocate -p -o $((8 << 20)) -l 100k "$T/mp"
+    blkfuse unmount "$T/mp"
+    qemu-io -f qcow2 -c 'write 400k 12k' -c "discard $((8 << 20)) 100k" "$T/q.qcow2" >/dev/null
+    check_clean "$T/a.qcow2"
+    dirty_map "$T/a.qcow2" qsd >"$T/a.map"
+    dirty_map "$T/q.qcow2" qsd >"$T/q.map"
+    cat "$T/a.map"
+    [ -s "$T/a.map" ]
+    cmp "$T/a.map" "$T/q.map"
+}
+
 @test "qcow2 bitmap: bits survive a second mount and add up" {
     bitmap_image "$T/a.qcow2"
     blkfuse_mount "$T/a.qcow2" "$T/mp"
