@@ -260,6 +260,13 @@ struct BlockDriver {
     int (*bdrv_bitmap_edit)(BlockDriverState *bs, const BdrvBitmapEdit *edits, int n,
                             GError **errp);
 
+    /* Optional (NULL: no persistent bitmaps).  The guest ranges changed while bitmap `name`
+     * was enabled since it was added or cleared: pairs of uint64_t { offset, bytes }, sorted
+     * and merged, in *ranges (owned).  Fails (errp) for a missing or inconsistent bitmap.
+     * Main thread (reads in a coroutine). */
+    int (*bdrv_bitmap_ranges)(BlockDriverState *bs, const char *name, GArray **ranges,
+                              GError **errp);
+
     /* Optional (NULL: the format cannot be checked).  Check the image's metadata for
      * corruptions and leaks, adding them to res (whose report callback the caller sets), and
      * repair what fix allows (bs is then open read-write).  Main thread, coroutine context (via

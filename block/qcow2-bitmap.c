@@ -1165,3 +1165,92 @@ int qcow2_bitmap_edit(BlockDriverState *bs, const BdrvBitmapEdit *edits, int n, 
     }
     return a.ret;
 }
+
+/* The dirty ranges of bm's bits, merged, clamped to bm's size.  bitmap_lock held. */
+static GArray *dirty_ranges(BDRVQcow2State *s, Qcow2Bitmap *bm)
+{
+    GArray *r = g_array_new(FALSE, FALSE, sizeof(uint64_t) * 2);
+    uint64_t per = (uint64_t)s->cluster_size * 8, gran = 1ULL << bm->granularity_bits;
+    uint64_t start = 0, end = 0;    /* the range being built, in bytes */
+
+    for (uint32_t i = 0; i < bm->nchunks; i++) {
+        const uint8_t *c = bm->chunks[i];
+
+        for (uint64_t byte = 0; c && byte < s->cluster_size; byte++) {
+            if (!c[byte]) {
+                continue;
+            }
+            for (int b = 0; b < 8; b++) {
+                uint64_t off, nr = (uint64_t)i * per + byte * 8 + b;
+
+                if (!(c[byte] & (1U << b))) {
+                    continue;
+                }
+                off = nr * gran;
+                if (off >= bm->size) {
+                    break;
+                }
+                if (end == off && end > start) {
+                    end = MIN(off + gran, bm->size);
+                    continue;
+                }
+                if (end > start) {
+                    uint64_t range[2] = { start, end - start };
+                    g_array_append_val(r, range);
+                }
+                start = off;
+                end = MIN(off + gran, bm->size);
+            }
+        }
+    }
+    if (end > start) {
+        uint64_t range[2] = { start, end - start };
+        g_array_append_val(r, range);
+    }
+    return r;
+}
+
+typedef struct LoadArgs {
+    BlockDriverState *bs;
+    Qcow2Bitmap *bm;
+    GError **errp;
+    int ret;
+} LoadArgs;
+
+static void coroutine_fn load_entry(void *opaque)
+{
+    LoadArgs *a = opaque;
+    a->ret = load_bitmap(a->bs, a->bm, a->errp);
+}
+
+int qcow2_bitmap_ranges(BlockDriverState *bs, const char *name, GArray **ranges,
+                        GError **errp)
+{
+    BDRVQcow2State *s = bs->opaque;
+    Qcow2Bitmap *bm = s->bitmaps ? find_bitmap(s, name, NULL) : NULL;
+
+    if (!bm) {
+        error_setg(errp, "%s: bitmap '%s' not found", bs->filename, name);
+        return -ENOENT;
+    }
+    if (bm->inconsistent) {
+        error_setg(errp, "%s: bitmap '%s' is inconsistent (in use: not stored after its last "
+                   "use) and cannot be used; remove it and take a full backup", bs->filename,
+                   name);
+        return -EINVAL;
+    }
+    if (!bm->chunks) {
+        /* a read-only open reads only the directory: load the bits now */
+        LoadArgs a = { .bs = bs, .bm = bm, .errp = errp };
+
+        aio_run_coroutine(load_entry, &a);
+        if (a.ret < 0) {
+            g_prefix_error(errp, "%s: ", bs->filename);
+            return a.ret;
+        }
+    }
+    g_mutex_lock(&s->bitmap_lock);
+    *ranges = dirty_ranges(s, bm);
+    g_mutex_unlock(&s->bitmap_lock);
+    return 0;
+}

@@ -4,10 +4,11 @@
  * How it works: every structure that holds a cluster (header, L1 and L2 tables of the active
  * layer and of each snapshot, data and compressed clusters, the snapshot table, the bitmap
  * directory, tables and data, the refcount table and blocks) is counted in an in-memory table
- * of references, one counter per host cluster.  The refcounts on disk are then compared with those references: a refcount above
- * the references is a leak, below is a corruption.  Last, the COPIED flag of every active L1
- * and L2 entry must say whether its cluster's refcount is exactly 1.  Entries are checked on
- * the way: alignment, reserved bits, extended L2 bitmaps, references past the end of the file.
+ * of references, one counter per host cluster.  The refcounts on disk are then compared with
+ * those references: a refcount above the references is a leak, below is a corruption.  Last,
+ * the COPIED flag of every active L1 and L2 entry must say whether its cluster's refcount is
+ * exactly 1.  Entries are checked on the way: alignment, reserved bits, extended L2 bitmaps,
+ * references past the end of the file.
  *
  * Repairs (fix): a refcount is set to its references (leaks with BDRV_FIX_LEAKS, too-low ones
  * with BDRV_FIX_ERRORS); a refcount of 0 for a cluster in use, or broken refcount blocks, need

@@ -1291,6 +1291,7 @@ const BlockDriver bdrv_qcow2 = {
     .bdrv_snapshot_list     = qcow2_snapshot_list,
     .bdrv_bitmap_list       = qcow2_bitmap_list,
     .bdrv_bitmap_edit       = qcow2_bitmap_edit,
+    .bdrv_bitmap_ranges     = qcow2_bitmap_ranges,
     .bdrv_co_create         = qcow2_co_create,
     .bdrv_co_check          = qcow2_co_check,
 };

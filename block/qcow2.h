@@ -478,9 +478,12 @@ void qcow2_bitmaps_free(BDRVQcow2State *s);
 uint64_t qcow2_bitmap_data_bytes(uint64_t size, int granularity_bits);
 uint32_t qcow2_bitmap_table_entries(const BDRVQcow2State *s, uint64_t size,
                                     int granularity_bits);
-/* The bdrv_bitmap_list and bdrv_bitmap_edit callbacks (blkfuse info, blkfuse bitmap). */
+/* The bdrv_bitmap_list, bdrv_bitmap_edit and bdrv_bitmap_ranges callbacks (blkfuse info,
+ * blkfuse bitmap, blkfuse map --changed). */
 int qcow2_bitmap_list(BlockDriverState *bs, GPtrArray **out);
 int qcow2_bitmap_edit(BlockDriverState *bs, const BdrvBitmapEdit *edits, int n, GError **errp);
+int qcow2_bitmap_ranges(BlockDriverState *bs, const char *name, GArray **ranges,
+                        GError **errp);
 /* Is bit `nr` (granule nr) of a loaded bitmap set?  For tests.  Any thread. */
 bool qcow2_bitmap_get(BDRVQcow2State *s, const Qcow2Bitmap *bm, uint64_t nr);
 

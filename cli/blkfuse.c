@@ -59,7 +59,7 @@ enum {
     OPT_JSON, OPT_ALLOW_OTHER, OPT_DAEMON, OPT_ID, OPT_SOCKET, OPT_SNAPSHOT,
     OPT_SNAPSHOT_NAME, OPT_ALLOW_USER, OPT_ALLOW_REMOTE_BACKING, OPT_HELP, OPT_OUTPUT,
     OPT_TRANSPORT, OPT_PASSTHROUGH, OPT_STATS, OPT_ADD, OPT_REMOVE, OPT_CLEAR, OPT_ENABLE,
-    OPT_DISABLE,
+    OPT_DISABLE, OPT_CHANGED,
 };
 
 static const CliOption help_option = { "help", OPT_HELP, NULL, "show this help and exit" };
@@ -181,6 +181,17 @@ static const CliOption bitmap_options[] = {
     { NULL },
 };
 
+static int cmd_map(GHashTable *o, int argc, char **argv);
+
+static const CliOption map_options[] = {
+    { "changed", OPT_CHANGED, "BITMAP", "list the ranges changed since the persistent dirty "
+      "bitmap BITMAP was added or cleared (needed)" },
+    { "output", OPT_OUTPUT, "human|json", "human (default): one 'OFFSET LENGTH' line per "
+      "range, in bytes; json: an array of {\"start\", \"length\"} objects" },
+    { "format", 'f', "FORMAT", "image format; probed if not given" },
+    { NULL },
+};
+
 static const CliCommand commands[] = {
     { "mount", "IMAGE MOUNTPOINT", "export IMAGE as the regular file MOUNTPOINT (created if "
       "missing)", mount_options, cmd_mount, 2, 2 },
@@ -199,6 +210,8 @@ static const CliCommand commands[] = {
       check_options, cmd_check, 1, 1 },
     { "bitmap", "IMAGE BITMAP", "add, remove, clear, enable or disable a persistent dirty bitmap "
       "of a qcow2 image, like qemu-img bitmap", bitmap_options, cmd_bitmap, 2, 2, true },
+    { "map", "IMAGE", "list the ranges of an image that changed since a bitmap was added or "
+      "cleared", map_options, cmd_map, 1, 1 },
 };
 
 static const CliCommand *find_command(const char *name)
@@ -1718,6 +1731,64 @@ static int cmd_bitmap(GHashTable *o, int argc, char **argv)
     bdrv_unref(bs);
     if (ret < 0) {
         return fail("%s", err->message);
+    }
+    return 0;
+}
+
+static int cmd_map(GHashTable *o, int argc, char **argv)
+{
+    const CliCommand *c = find_command("map");
+    const char *name = opt_str(o, "changed");
+    const char *output = opt_str(o, "output") ? opt_str(o, "output") : "human";
+    const char *format = opt_str(o, "format");
+    bool json = !strcmp(output, "json");
+    g_autoptr(GError) err = NULL;
+    g_autoptr(GArray) ranges = NULL;
+    BlockDriverState *bs;
+    int ret;
+
+    if (!name) {
+        return usage_error(c, "--changed=BITMAP is needed");
+    }
+    if (!json && strcmp(output, "human")) {
+        return usage_error(c, "--output must be human or json, not '%s'", output);
+    }
+    if (format && !bdrv_find_format(format)) {
+        return usage_error(c, "unknown format '%s' (known: %s)", format, bdrv_format_list());
+    }
+    /* shared lock: a writer may not have the image open (its bitmaps would be in use) */
+    bs = bdrv_open(argv[0], format, NULL, BDRV_O_NO_BACKING, &err);
+    if (!bs) {
+        return fail("%s", err->message);
+    }
+    if (!bs->drv->bdrv_bitmap_ranges) {
+        g_autofree char *fmt = g_strdup(bs->drv->format_name);
+        bdrv_unref(bs);
+        return fail("%s: the %s format has no persistent bitmaps (qcow2 has)", argv[0], fmt);
+    }
+    ret = bs->drv->bdrv_bitmap_ranges(bs, name, &ranges, &err);
+    bdrv_unref(bs);
+    if (ret < 0) {
+        return fail("%s", err->message);
+    }
+    if (json) {
+        g_autoptr(JsonValue) arr = json_new_array();
+        g_autofree char *text = NULL;
+
+        for (guint i = 0; i < ranges->len; i++) {
+            const uint64_t *r = &g_array_index(ranges, uint64_t, 2 * i);
+            JsonValue *e = json_new_object();
+            json_object_set_int(e, "start", r[0]);
+            json_object_set_int(e, "length", r[1]);
+            json_array_append(arr, e);
+        }
+        text = json_to_string_pretty(arr);
+        printf("%s\n", text);
+        return 0;
+    }
+    for (guint i = 0; i < ranges->len; i++) {
+        const uint64_t *r = &g_array_index(ranges, uint64_t, 2 * i);
+        printf("%" G_GUINT64_FORMAT " %" G_GUINT64_FORMAT "\n", r[0], r[1]);
     }
     return 0;
 }

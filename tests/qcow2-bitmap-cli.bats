@@ -215,6 +215,7 @@ EOF
 }
 
 @test "blkfuse info: bitmaps in qemu-img info's layout, and in --json" {
+    local want
     qemu-img create -q -f qcow2 "$T/a.qcow2" 16M
     qemu-img bitmap --add "$T/a.qcow2" b1
     qemu-img bitmap --add -g 1M --disable "$T/a.qcow2" b2
@@ -230,7 +231,9 @@ EOF
     diff "$T/want" "$T/got"
     run blkfuse info --json "$T/a.qcow2"
     echo "$output"
-    tr -d ' \n' <<<"$output" | grep -qF '"bitmaps":[{"flags":["auto"],"name":"b1","granularity":65536},{"flags":[],"name":"b2","granularity":1048576}]'
+    want='"bitmaps":[{"flags":["auto"],"name":"b1","granularity":65536},'
+    want+='{"flags":[],"name":"b2","granularity":1048576}]'
+    tr -d ' \n' <<<"$output" | grep -qF "$want"
     # no bitmaps: no section
     qemu-img create -q -f qcow2 "$T/n.qcow2" 16M
     run blkfuse info "$T/n.qcow2"

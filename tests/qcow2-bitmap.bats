@@ -37,7 +37,8 @@ dirty_map() {
 in_use_flags() {
     qemu-img info -U --output=json "$1" | tr -d ' \n' |
         grep -o '{"flags":\[[^]]*\],"name":"[^"]*"' |
-        sed 's/{"flags":\[\([^]]*\)\],"name":"\([^"]*\)"/\2:\1/; s/:.*"in-use".*/:in-use/; s/:[^i].*\|:$/:-/'
+        sed 's/{"flags":\[\([^]]*\)\],"name":"\([^"]*\)"/\2:\1/' |
+        sed 's/:.*"in-use".*/:in-use/; s/:[^i].*\|:$/:-/'
 }
 
 # check_clean IMAGE: qemu-img check finds no errors and no leaks.
