@@ -1254,3 +1254,99 @@ int qcow2_bitmap_ranges(BlockDriverState *bs, const char *name, GArray **ranges,
     g_mutex_unlock(&s->bitmap_lock);
     return 0;
 }
+
+/* --- the changed view (blkfuse mount -r --changed=BITMAP) --- */
+
+int coroutine_fn qcow2_bitmaps_changed_view(BlockDriverState *bs, const char *name,
+                                            GError **errp)
+{
+    BDRVQcow2State *s = bs->opaque;
+    const char *fn = bs->filename ? bs->filename : "image";
+    Qcow2Bitmap *bm = s->bitmaps ? find_bitmap(s, name, NULL) : NULL;
+    int ret;
+
+    if (!s->read_only) {
+        error_setg(errp, "%s: changed=%s needs a read-only open (blkfuse mount -r)", fn, name);
+        return -EINVAL;
+    }
+    if (!bm) {
+        error_setg(errp, "%s: bitmap '%s' not found", fn, name);
+        return -ENOENT;
+    }
+    if (bm->inconsistent) {
+        error_setg(errp, "%s: bitmap '%s' is inconsistent (in use: not stored after its last "
+                   "use) and cannot be used", fn, name);
+        return -EINVAL;
+    }
+    ret = load_bitmap(bs, bm, errp);
+    if (ret < 0) {
+        g_prefix_error(errp, "%s: ", fn);
+        return ret;
+    }
+    s->changed_bm = bm;
+    return 0;
+}
+
+/* Is granule nr of bm set?  How many granules from nr on have the same value (at most max)?
+ * Whole zero chunks and zero bytes are skipped at once. */
+static uint64_t same_run(BDRVQcow2State *s, const Qcow2Bitmap *bm, uint64_t nr, uint64_t max,
+                         bool *dirty)
+{
+    uint64_t per = (uint64_t)s->cluster_size * 8, n = 0;
+
+    *dirty = qcow2_bitmap_get(s, bm, nr);
+    while (n < max) {
+        uint64_t b = nr + n;
+        const uint8_t *c = b / per < bm->nchunks ? bm->chunks[b / per] : NULL;
+
+        if (!*dirty && !c) {
+            n += per - b % per;             /* a chunk of zeros */
+            continue;
+        }
+        if (!*dirty && !(b & 7) && !c[(b % per) / 8]) {
+            n += 8;                         /* a byte of zeros */
+            continue;
+        }
+        if (*dirty && !(b & 7) && c && c[(b % per) / 8] == 0xff) {
+            n += 8;
+            continue;
+        }
+        if (!!(c && (c[(b % per) / 8] & (1U << (b & 7)))) != *dirty) {
+            break;
+        }
+        n++;
+    }
+    return MIN(n, max);
+}
+
+int qcow2_changed_block_status(BlockDriverState *bs, uint64_t offset, uint64_t bytes,
+                               int64_t *pnum)
+{
+    BDRVQcow2State *s = bs->opaque;
+    const Qcow2Bitmap *bm = s->changed_bm;
+    int gb = bm->granularity_bits;
+    uint64_t first = offset >> gb, last = (offset + bytes - 1) >> gb, end;
+    bool dirty;
+    uint64_t n = same_run(s, bm, first, last - first + 1, &dirty);
+
+    end = MIN((first + n) << gb, offset + bytes);
+    *pnum = end - offset;
+    /* changed: data (even if it reads as zeros: a backup must copy it); else a hole */
+    return dirty ? BDRV_BLOCK_DATA | BDRV_BLOCK_ALLOCATED :
+                   BDRV_BLOCK_ZERO | BDRV_BLOCK_ALLOCATED;
+}
+
+int64_t qcow2_changed_bytes(BlockDriverState *bs)
+{
+    BDRVQcow2State *s = bs->opaque;
+    g_autoptr(GArray) r = NULL;
+    int64_t total = 0;
+
+    g_mutex_lock(&s->bitmap_lock);
+    r = dirty_ranges(s, s->changed_bm);
+    g_mutex_unlock(&s->bitmap_lock);
+    for (guint i = 0; i < r->len; i++) {
+        total += g_array_index(r, uint64_t, 2 * i + 1);
+    }
+    return total;
+}

@@ -95,6 +95,7 @@ typedef struct Qcow2OpenArgs {
     uint64_t l2_cache_size;          /* 0 = default */
     uint64_t rb_cache_size;          /* 0 = default */
     char *snapshot;
+    char *changed;                   /* changed=BITMAP: the changed view */
     GError **errp;
     int ret;
 } Qcow2OpenArgs;
@@ -435,6 +436,9 @@ static int coroutine_fn qcow2_do_open(Qcow2OpenArgs *a)
             return ret;
         }
     }
+    if (a->changed) {
+        return qcow2_bitmaps_changed_view(bs, a->changed, errp);
+    }
     return 0;
 }
 
@@ -456,12 +460,14 @@ static int qcow2_open(BlockDriverState *bs, BlockOptions *opts, int flags, GErro
                                  errp)) {
         return -EINVAL;
     }
+    a.changed = block_options_take(opts, "changed");
     a.snapshot = block_options_take(opts, "snapshot-name");
     if (!a.snapshot) {
         a.snapshot = block_options_take(opts, "snapshot.name");
     }
     aio_run_coroutine(qcow2_open_entry, &a);
     g_free(a.snapshot);
+    g_free(a.changed);
     ret = a.ret;
     if (ret < 0) {
         qcow2_free_state(s);
@@ -679,6 +685,9 @@ static int coroutine_fn qcow2_co_block_status(BlockDriverState *bs, int64_t offs
     Qcow2Extent ext;
     int ret;
 
+    if (s->changed_bm) {
+        return qcow2_changed_block_status(bs, offset, bytes, pnum);
+    }
     co_mutex_lock(&s->lock);
     ret = qcow2_get_extent(bs, offset, bytes, &ext);
     co_mutex_unlock(&s->lock);
@@ -967,6 +976,16 @@ static int coroutine_fn qcow2_co_truncate(BlockDriverState *bs, int64_t offset, 
         offset = ROUND_UP(offset, 512);
     }
     return qcow2_do_truncate(bs, offset, prealloc, true, errp);
+}
+
+static int64_t qcow2_get_allocated_file_size(BlockDriverState *bs)
+{
+    BDRVQcow2State *s = bs->opaque;
+
+    if (s->changed_bm) {
+        return qcow2_changed_bytes(bs);     /* st_blocks of the changed view */
+    }
+    return bdrv_get_allocated_file_size(bs->file->bs);
 }
 
 static const char *compression_name(int type)
@@ -1287,6 +1306,7 @@ const BlockDriver bdrv_qcow2 = {
     .bdrv_co_truncate       = qcow2_co_truncate,
     .bdrv_co_block_status   = qcow2_co_block_status,
     .bdrv_getlength         = qcow2_getlength,
+    .bdrv_get_allocated_file_size = qcow2_get_allocated_file_size,
     .bdrv_get_info          = qcow2_get_info,
     .bdrv_snapshot_list     = qcow2_snapshot_list,
     .bdrv_bitmap_list       = qcow2_bitmap_list,

@@ -252,6 +252,8 @@ typedef struct BDRVQcow2State {
     bool bitmaps_tracking;       /* some bitmap is enabled and stored at close */
     bool bitmaps_unmarked;       /* enabled bitmaps are to be marked in use before the first
                                   * change of guest data */
+    Qcow2Bitmap *changed_bm;     /* read-only open with changed=NAME: block status and the
+                                  * allocated size show only the ranges this bitmap marks */
 
     bool read_only;
     bool checking;               /* opened with BDRV_O_CHECK: damage is left to qcow2-check.c */
@@ -484,6 +486,15 @@ int qcow2_bitmap_list(BlockDriverState *bs, GPtrArray **out);
 int qcow2_bitmap_edit(BlockDriverState *bs, const BdrvBitmapEdit *edits, int n, GError **errp);
 int qcow2_bitmap_ranges(BlockDriverState *bs, const char *name, GArray **ranges,
                         GError **errp);
+/* The changed view (open option changed=BITMAP, read-only): load the bitmap's bits and show
+ * only what it marks as data (block status, allocated size); reads are unchanged. */
+int coroutine_fn qcow2_bitmaps_changed_view(BlockDriverState *bs, const char *name,
+                                            GError **errp);
+/* Block status in the changed view: DATA for changed ranges, ZERO (a hole) elsewhere. */
+int qcow2_changed_block_status(BlockDriverState *bs, uint64_t offset, uint64_t bytes,
+                               int64_t *pnum);
+/* Bytes marked changed in the changed view. */
+int64_t qcow2_changed_bytes(BlockDriverState *bs);
 /* Is bit `nr` (granule nr) of a loaded bitmap set?  For tests.  Any thread. */
 bool qcow2_bitmap_get(BDRVQcow2State *s, const Qcow2Bitmap *bm, uint64_t nr);
 

@@ -84,6 +84,9 @@ static const CliOption mount_options[] = {
       "unmount; the image stays untouched" },
     { "snapshot-name", OPT_SNAPSHOT_NAME, "NAME", "export the internal snapshot NAME "
       "(read-only)" },
+    { "changed", OPT_CHANGED, "BITMAP", "with --read-only: SEEK_DATA/SEEK_HOLE and st_blocks "
+      "show only the ranges changed since the qcow2 persistent dirty bitmap BITMAP was added or "
+      "cleared (reads return the current data), for incremental backups" },
     { "allow-other", OPT_ALLOW_OTHER, NULL, "let other users access the file, subject to its "
       "mode (needs user_allow_other in /etc/fuse.conf when not root)" },
     { "allow-remote-backing", OPT_ALLOW_REMOTE_BACKING, NULL, "open backing files the image "
@@ -838,6 +841,12 @@ static int cmd_mount(GHashTable *o, int argc, char **argv)
     if (eo.snapshot && eo.read_only) {
         return usage_error(c, "--snapshot and --read-only exclude each other");
     }
+    if (opt_str(o, "changed")) {
+        if (!eo.read_only) {
+            return usage_error(c, "--changed needs --read-only");
+        }
+        g_hash_table_replace(bopts, g_strdup("changed"), g_strdup(opt_str(o, "changed")));
+    }
     if (eo.id && !control_check_export_id(eo.id, &err)) {
         return usage_error(c, "--id: %s", err->message);
     }
@@ -862,8 +871,14 @@ static int cmd_mount(GHashTable *o, int argc, char **argv)
         if (eo.format) {
             json_object_set_string(req, "format", eo.format);
         }
-        if (opt_str(o, "options")) {
-            json_object_set_string(req, "options", opt_str(o, "options"));
+        if (opt_str(o, "options") || opt_str(o, "changed")) {
+            /* --changed=BITMAP is the format option changed=BITMAP */
+            g_autofree char *changed = opt_str(o, "changed") ?
+                g_strdup_printf("changed=%s", opt_str(o, "changed")) : NULL;
+            g_autofree char *all = g_strjoin(opt_str(o, "options") && changed ? "," : "",
+                                             opt_str(o, "options") ? opt_str(o, "options") : "",
+                                             changed ? changed : "", NULL);
+            json_object_set_string(req, "options", all);
         }
         if (opt_str(o, "snapshot-name")) {
             json_object_set_string(req, "snapshot_name", opt_str(o, "snapshot-name"));

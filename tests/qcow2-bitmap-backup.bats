@@ -135,3 +135,50 @@ a_night() {
     [ "$(tr -d ' \n' <<<"$output")" = \
         '[{"start":1048576,"length":262144},{"start":20971520,"length":131072}]' ]
 }
+
+@test "blkfuse mount -r --changed: SEEK_DATA/SEEK_HOLE and st_blocks show only what changed" {
+    require python3
+    local r off len total=0
+    blkfuse bitmap --add "$T/vm.qcow2" b
+    qemu-io -f qcow2 -c 'write -P 0x44 1M 100k' -c 'write -z 9M 64k' -c 'discard 31M 128k' \
+        -c 'write -P 0x55 20M 1' "$T/vm.qcow2" >/dev/null
+    blkfuse map --changed=b "$T/vm.qcow2" >"$T/map"
+    cat "$T/map"
+    while read -r off len; do total=$((total + len)); done <"$T/map"
+    ((total == 2 * 131072 + 2 * 65536))
+
+    run blkfuse mount --changed=b "$T/vm.qcow2" "$T/mp"
+    [ "$status" -eq 2 ]
+    [[ $output == *"--changed needs --read-only"* ]]
+    blkfuse_mount -r --changed=b "$T/vm.qcow2" "$T/mp"
+    # the data segments are the changed ranges, the zeroed and discarded ones included
+    python3 - "$T/mp" >"$T/seek" <<'PY'
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+off = 0
+while True:
+    try:
+        data = os.lseek(fd, off, os.SEEK_DATA)
+    except OSError:
+        break
+    hole = os.lseek(fd, data, os.SEEK_HOLE)
+    print(data, hole - data)
+    off = hole
+PY
+    diff "$T/map" "$T/seek"
+    [ "$(stat -c %b "$T/mp")" -eq $((total / 512)) ]
+    # reads: the current data, everywhere
+    qemu-img convert -O raw "$T/vm.qcow2" "$T/now.raw"
+    cmp "$T/mp" "$T/now.raw"
+    # a copy of the data segments only holds the changed ranges
+    cp --sparse=always "$T/mp" "$T/copy.raw"
+    while read -r off len; do
+        cmp -n "$len" "$T/copy.raw" "$T/now.raw" "$off" "$off"
+    done <"$T/map"
+    blkfuse unmount "$T/mp"
+
+    # a missing or inconsistent bitmap: the mount fails and says why
+    run blkfuse mount -r --changed=nope "$T/vm.qcow2" "$T/mp"
+    [ "$status" -ne 0 ]
+    [[ $output == *"bitmap 'nope' not found"* ]]
+}
