@@ -590,6 +590,7 @@ int coroutine_fn qcow2_bitmaps_open(BlockDriverState *bs, GError **errp)
         }
         unmarked |= bm->flags & QCOW2_BME_AUTO;
     }
+    qcow2_overlap_static_refresh(s);    /* the directory and tables are protected */
     /* marked in use at the first change of guest data (qcow2_bitmaps_before_change) */
     __atomic_store_n(&s->bitmaps_unmarked, unmarked, __ATOMIC_RELEASE);
     return 0;
