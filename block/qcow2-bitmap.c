@@ -161,12 +161,16 @@ int qcow2_bitmaps_parse_ext(BDRVQcow2State *s, const char *fn, const uint8_t *da
 /* Rewrite the autoclear field and the header extensions with the bitmaps extension naming
  * nb bitmaps in a directory of dir_size bytes at dir_off (nb == 0: no extension, autoclear
  * bit 0 clear).  The extension keeps its place when it is there, so only its own bytes change;
- * it goes last otherwise.  Lock held. */
+ * it goes last otherwise, and when the backing file name follows the extensions directly (as
+ * QEMU writes it), the name moves behind the new end of the extensions (the header is then
+ * written from its start, in one write, as QEMU writes it).  Lock held. */
 static int coroutine_fn write_header_ext(BlockDriverState *bs, uint32_t nb, uint64_t dir_size,
                                          uint64_t dir_off)
 {
     BDRVQcow2State *s = bs->opaque;
-    uint64_t cs = s->cluster_size, limit, pos, n = 0, autoclear;
+    uint64_t cs = s->cluster_size, pos, n = 0, autoclear, backing_off, wstart, wend;
+    uint32_t backing_len;
+    g_autofree uint8_t *backing = NULL;
     g_autofree uint8_t *hdr = g_malloc0(cs);
     g_autofree uint8_t *out = g_malloc0(cs);
     uint8_t ext[8 + QCOW2_BITMAP_EXT_LEN];
@@ -188,7 +192,14 @@ static int coroutine_fn write_header_ext(BlockDriverState *bs, uint32_t nb, uint
     stbe64(ext + 16, dir_size);
     stbe64(ext + 24, dir_off);
 
-    limit = ldbe64(hdr + 8) ? MIN(ldbe64(hdr + 8), cs) : cs;    /* the backing file name */
+    backing_off = ldbe64(hdr + 8);
+    backing_len = ldbe32(hdr + 16);
+    if (backing_off && (backing_off > cs || backing_len > cs - backing_off)) {
+        return -EINVAL;                     /* checked at open; the header changed since */
+    }
+    if (backing_off) {
+        backing = g_memdup2(hdr + backing_off, MAX(backing_len, 1));
+    }
     pos = s->header_length;
     while (pos + 8 <= cs) {
         uint32_t type = ldbe32(hdr + pos), len = ldbe32(hdr + pos + 4);
@@ -220,15 +231,27 @@ static int coroutine_fn write_header_ext(BlockDriverState *bs, uint32_t nb, uint
         n += sizeof(ext);
     }
     n += 8;                                 /* end of the extensions (zeros) */
-    if (s->header_length + n > limit) {
+    wstart = QCOW2_HDR_AUTOCLEAR;
+    wend = s->header_length + n;
+    if (backing_off && wend > backing_off) {
+        /* the name moves behind the extensions: the header is written from byte 0 */
+        if (wend + backing_len > cs) {
+            return -ENOSPC;
+        }
+        stbe64(hdr + 8, wend);
+        wstart = 0;
+        wend += backing_len;
+    } else if (wend > cs) {
         return -ENOSPC;
     }
     autoclear = (s->autoclear & ~QCOW2_AUTOCLEAR_BITMAPS) | (nb ? QCOW2_AUTOCLEAR_BITMAPS : 0);
     stbe64(hdr + QCOW2_HDR_AUTOCLEAR, autoclear);
     memcpy(hdr + s->header_length, out, n);
-    ret = qcow2_meta_pwrite(bs, QCOW2_META_HEADER, "the header extensions", QCOW2_HDR_AUTOCLEAR,
-                            s->header_length + n - QCOW2_HDR_AUTOCLEAR,
-                            hdr + QCOW2_HDR_AUTOCLEAR);
+    if (wstart == 0) {
+        memcpy(hdr + s->header_length + n, backing, backing_len);
+    }
+    ret = qcow2_meta_pwrite(bs, QCOW2_META_HEADER, "the header extensions", wstart,
+                            wend - wstart, hdr + wstart);
     if (ret < 0) {
         return ret;
     }

@@ -239,3 +239,28 @@ EOF
     run blkfuse info "$T/n.qcow2"
     [[ $output != *bitmaps* ]]
 }
+
+@test "blkfuse bitmap: an overlay whose backing file name follows the header extensions" {
+    qemu-img create -q -f qcow2 "$T/base.qcow2" 16M
+    qemu-io -f qcow2 -c 'write -P 3 0 16M' "$T/base.qcow2" >/dev/null
+    qemu-img create -q -f qcow2 -b "$T/base.qcow2" -F qcow2 "$T/ov.qcow2"
+    # the extension does not fit before the name: the name moves behind it
+    blkfuse bitmap --add "$T/ov.qcow2" b1
+    blkfuse bitmap --add -g 4k "$T/ov.qcow2" b2
+    run qemu-img info "$T/ov.qcow2"
+    echo "$output"
+    [[ $output == *"backing file: $T/base.qcow2"* ]]
+    run bitmaps_of "$T/ov.qcow2"
+    [ "$output" = "$(printf '%s\n' 'b1 65536 [auto]' 'b2 4096 [auto]')" ]
+    check_clean "$T/ov.qcow2"
+    qemu-img compare "$T/ov.qcow2" "$T/base.qcow2"
+    qemu-io -f qcow2 -c 'write -P 4 5M 4k' "$T/ov.qcow2" >/dev/null
+    if command -v qemu-nbd >/dev/null; then
+        [ "$(dirty_map "$T/ov.qcow2" b2)" = "5242880+4096" ]
+    fi
+    blkfuse bitmap --remove "$T/ov.qcow2" b1
+    blkfuse bitmap --remove "$T/ov.qcow2" b2
+    run qemu-img info "$T/ov.qcow2"
+    [[ $output == *"backing file: $T/base.qcow2"* && $output != *bitmaps* ]]
+    check_clean "$T/ov.qcow2"
+}
