@@ -5,7 +5,7 @@
 # --help'; tests/completion.bats fails when they drift apart.
 
 # shellcheck disable=SC2207  # COMPREPLY=($(compgen ...)): the words have no spaces, or IFS is a newline
-_blkfuse_commands="mount unmount umount list stats info create serve check"
+_blkfuse_commands="mount unmount umount list stats info create serve check bitmap map"
 _blkfuse_formats="raw qcow2"
 
 # Options of each command, as its --help lists them (short and long).
@@ -13,8 +13,9 @@ _blkfuse_options() {
     case $1 in
     mount)
         echo "-f --format -r --read-only --growable --cache --queues --transport -o --options
-              --snapshot --snapshot-name --allow-other --allow-remote-backing --passthrough
-              --stats --id --daemon --foreground --log-file -v --verbose --help" ;;
+              --snapshot --snapshot-name --changed --allow-other --allow-remote-backing
+              --passthrough --stats --id --daemon --foreground --log-file -v --verbose
+              --help" ;;
     unmount | umount) echo "--force --help" ;;
     list | stats) echo "--json --help" ;;
     info) echo "-f --format --json --allow-remote-backing --help" ;;
@@ -23,6 +24,10 @@ _blkfuse_options() {
               -p --progress --help" ;;
     serve) echo "--socket --allow-user --foreground --log-file -v --verbose --help" ;;
     check) echo "-r --repair --output -f --format -p --progress --help" ;;
+    bitmap)
+        echo "--add --remove --clear --enable --disable -g --granularity -f --format
+              --help" ;;
+    map) echo "--changed --output -f --format --help" ;;
     esac
 }
 
@@ -31,7 +36,8 @@ _blkfuse_takes_value() {
     case $1 in
     -f | --format | --cache | --queues | --transport | -o | --options | --snapshot-name | \
         --passthrough | --stats | --id | --daemon | --log-file | -b | --backing | -F | \
-        --backing-format | --socket | --allow-user | -r | --repair | --output)
+        --backing-format | --socket | --allow-user | -r | --repair | --output | --changed | \
+        -g | --granularity)
         [[ $1 != -r || $2 == check ]] ;;       # -r is --read-only (a flag) but for check
     *) return 1 ;;
     esac
@@ -48,7 +54,7 @@ _blkfuse_o_keys() {
     case $1 in
     mount)
         echo "format= ro rw read-only growable cache= queues= transport= snapshot snapshot-name=
-              allow_other allow-remote-backing passthrough= stats= id= daemon= log-file=
+              changed= allow_other allow-remote-backing passthrough= stats= id= daemon= log-file=
               verbose offset= size= l2-cache-size= locking=off aio= fault-rules=" ;;
     create)
         echo "cluster_size= lazy_refcounts= extended_l2= compression_type= preallocation=
@@ -135,7 +141,8 @@ _blkfuse() {
         local IFS=$'\n'
         COMPREPLY=($(compgen -W "$(_blkfuse_mountpoints)" -- "$cur")) ;;
     mount) ((nargs < 2)) && _blkfuse_files "$cur" ;;
-    info | check) ((nargs == 0)) && _blkfuse_files "$cur" ;;
+    info | check | map) ((nargs == 0)) && _blkfuse_files "$cur" ;;
+    bitmap) ((nargs == 0)) && _blkfuse_files "$cur" ;;      # then BITMAP: nothing to offer
     create) ((nargs == 0)) && _blkfuse_files "$cur" ;;      # then SIZE: nothing to offer
     esac
     return 0

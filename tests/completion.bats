@@ -31,7 +31,7 @@ help_options() {
 @test "the commands complete, with --help and --version" {
     run comp blkfuse ""
     [ "$status" -eq 0 ]
-    for cmd in mount unmount list stats info create serve check --help --version; do
+    for cmd in mount unmount list stats info create serve check bitmap map --help --version; do
         grep -qx -- "$cmd" <<<"$output" || { echo "missing $cmd in: $output"; false; }
     done
     run comp blkfuse un
@@ -40,7 +40,7 @@ help_options() {
 
 @test "every command's options are exactly those its --help lists" {
     local cmd
-    for cmd in mount unmount list stats info create serve check; do
+    for cmd in mount unmount list stats info create serve check bitmap map; do
         run diff <(help_options "$cmd") <(comp blkfuse "$cmd" -)
         [ "$status" -eq 0 ] || { echo "blkfuse $cmd: --help (<) and completion (>) differ:"; \
             echo "$output"; false; }
@@ -83,6 +83,9 @@ help_options() {
     [ -z "$(comp blkfuse mount "$T/disk.qcow2" "$T/disk.raw" "$T/d")" ]
     [ "$(comp blkfuse info "$T/disk.r")" = "$T/disk.raw" ]
     [ "$(comp blkfuse check -r leaks "$T/disk.q")" = "$T/disk.qcow2" ]
+    [ "$(comp blkfuse bitmap --add -g 64k "$T/disk.q")" = "$T/disk.qcow2" ]
+    [ -z "$(comp blkfuse bitmap --add "$T/disk.qcow2" "")" ]
+    [ "$(comp blkfuse map --changed b "$T/disk.q")" = "$T/disk.qcow2" ]
     [ "$(comp blkfuse create -f qcow2 -o compat=1.1 "$T/disk.q")" = "$T/disk.qcow2" ]
     [ -z "$(comp blkfuse create "$T/new.qcow2" "1")" ]
 }
