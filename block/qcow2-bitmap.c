@@ -816,7 +816,8 @@ void qcow2_bitmaps_resize_end(BlockDriverState *bs, uint64_t old, uint64_t size)
 /* --- storing --- */
 
 /* Write bm's bits into new clusters and a new bitmap table; *table_off and *table (host
- * order, owned) describe them.  Nothing points to them yet.  Lock held. */
+ * order, owned) describe them.  Nothing points to them yet: they become durable with the
+ * flush that precedes the directory's publication (publish_directory).  Lock held. */
 static int coroutine_fn write_bitmap(BlockDriverState *bs, Qcow2Bitmap *bm,
                                      uint64_t *table_off, uint64_t **table)
 {
@@ -900,7 +901,10 @@ static void old_table_clear(void *p)
 
 /* Store the bitmaps marked `store` and publish the directory (also when none is, with
  * publish: the directory changed).  No guest I/O may be in flight (close, bitmap edits).
- * Lock held. */
+ * Write order: each bitmap's data and its bitmap table into newly allocated clusters
+ * (write_bitmap) -> publish_directory (refcounts, data, tables and the new directory flushed
+ * before the header points to it) -> the replaced tables and their data freed, at the
+ * flush_metadata that ends this.  Lock held. */
 static int coroutine_fn store(BlockDriverState *bs, bool publish)
 {
     BDRVQcow2State *s = bs->opaque;
