@@ -59,7 +59,7 @@ enum {
     OPT_JSON, OPT_ALLOW_OTHER, OPT_DAEMON, OPT_ID, OPT_SOCKET, OPT_SNAPSHOT,
     OPT_SNAPSHOT_NAME, OPT_ALLOW_USER, OPT_ALLOW_REMOTE_BACKING, OPT_HELP, OPT_OUTPUT,
     OPT_TRANSPORT, OPT_PASSTHROUGH, OPT_STATS, OPT_ADD, OPT_REMOVE, OPT_CLEAR, OPT_ENABLE,
-    OPT_DISABLE, OPT_CHANGED,
+    OPT_DISABLE, OPT_CHANGED, OPT_SPARSE,
 };
 
 static const CliOption help_option = { "help", OPT_HELP, NULL, "show this help and exit" };
@@ -185,6 +185,7 @@ static const CliOption bitmap_options[] = {
 };
 
 static int cmd_map(GHashTable *o, int argc, char **argv);
+static int cmd_copy_ranges(GHashTable *o, int argc, char **argv);
 
 static const CliOption map_options[] = {
     { "changed", OPT_CHANGED, "BITMAP", "list the ranges changed since the persistent dirty "
@@ -192,6 +193,12 @@ static const CliOption map_options[] = {
     { "output", OPT_OUTPUT, "human|json", "human (default): one 'OFFSET LENGTH' line per "
       "range, in bytes; json: an array of {\"start\", \"length\"} objects" },
     { "format", 'f', "FORMAT", "image format; probed if not given" },
+    { NULL },
+};
+
+static const CliOption copy_ranges_options[] = {
+    { "sparse", OPT_SPARSE, NULL, "leave 4 KiB blocks of zeros unwritten, and skip SOURCE's "
+      "holes unread (for a new DEST that reads zeros where nothing was written)" },
     { NULL },
 };
 
@@ -215,6 +222,9 @@ static const CliCommand commands[] = {
       "of a qcow2 image, like qemu-img bitmap", bitmap_options, cmd_bitmap, 2, 2, true },
     { "map", "IMAGE", "list the ranges of an image that changed since a bitmap was added or "
       "cleared", map_options, cmd_map, 1, 1 },
+    { "copy-ranges", "SOURCE DEST", "copy the byte ranges listed on standard input ('OFFSET "
+      "LENGTH' lines, as 'blkfuse map' prints them) from file SOURCE to the same offsets of file "
+      "DEST, in place", copy_ranges_options, cmd_copy_ranges, 2, 2 },
 };
 
 static const CliCommand *find_command(const char *name)
@@ -1806,6 +1816,165 @@ static int cmd_map(GHashTable *o, int argc, char **argv)
         printf("%" G_GUINT64_FORMAT " %" G_GUINT64_FORMAT "\n", r[0], r[1]);
     }
     return 0;
+}
+
+#define COPY_CHUNK      (1024 * 1024)
+#define COPY_BLOCK      4096
+
+/* Write buf (len bytes, read from offset off) to fd at off; with sparse, only the COPY_BLOCK
+ * blocks that are not all zeros.  Returns 0 or -errno. */
+static int copy_out(int fd, const uint8_t *buf, size_t len, uint64_t off, bool sparse)
+{
+    static const uint8_t zeros[COPY_BLOCK];
+    size_t start = 0;
+
+    while (start < len) {
+        size_t end = start;
+        if (sparse) {
+            while (start < len && !memcmp(buf + start, zeros, MIN(COPY_BLOCK, len - start))) {
+                start += MIN(COPY_BLOCK, len - start);
+            }
+            end = start;
+            while (end < len && memcmp(buf + end, zeros, MIN(COPY_BLOCK, len - end))) {
+                end += MIN(COPY_BLOCK, len - end);
+            }
+        } else {
+            end = len;
+        }
+        while (start < end) {
+            ssize_t n = pwrite(fd, buf + start, end - start, off + start);
+            if (n < 0 && errno == EINTR) {
+                continue;
+            } else if (n < 0) {
+                return -errno;
+            }
+            start += n;
+        }
+    }
+    return 0;
+}
+
+/* One process for every range, where a shell loop would start a dd for each: with a thousand
+ * scattered ranges, starting the processes is what the copy costs. */
+static int cmd_copy_ranges(GHashTable *o, int argc, char **argv)
+{
+    const char *src = argv[0], *dst = argv[1];
+    bool sparse = opt_flag(o, "sparse");
+    g_autofree uint8_t *buf = NULL;
+    g_autofree char *line = NULL;
+    size_t cap = 0;
+    unsigned lineno = 0;
+    uint64_t data_end = 0;      /* SOURCE is data from where SEEK_DATA found it up to here */
+    uint64_t max_end = 0;       /* the end of the last byte listed */
+    bool seek_data = true;
+    int in, out, ret = 0;
+
+    in = open(src, O_RDONLY | O_CLOEXEC);
+    if (in < 0) {
+        return fail("%s: cannot open: %s", src, g_strerror(errno));
+    }
+    out = open(dst, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    if (out < 0) {
+        int err = errno;
+        close(in);
+        return fail("%s: cannot open for writing: %s", dst, g_strerror(err));
+    }
+    /* Read what is listed and nothing more: no readahead past a range (through an export,
+     * that would be read from the image and counted). */
+    posix_fadvise(in, 0, 0, POSIX_FADV_RANDOM);
+    buf = g_malloc(COPY_CHUNK);
+    while (ret == 0 && getline(&line, &cap, stdin) >= 0) {
+        guint64 off, len;
+        char *end;
+
+        lineno++;
+        g_strstrip(line);
+        if (!*line) {
+            continue;
+        }
+        off = g_ascii_strtoull(line, &end, 10);
+        if (end == line || !g_ascii_isspace(*end)) {
+            ret = fail("standard input, line %u: expected 'OFFSET LENGTH' in bytes, got '%s'",
+                       lineno, line);
+            break;
+        }
+        len = g_ascii_strtoull(end, &end, 10);
+        if (*end || off > INT64_MAX || len > INT64_MAX - off) {
+            ret = fail("standard input, line %u: expected 'OFFSET LENGTH' in bytes, got '%s'",
+                       lineno, line);
+            break;
+        }
+        max_end = MAX(max_end, off + len);
+        while (len > 0) {
+            uint64_t want = MIN(len, COPY_CHUNK);
+            ssize_t n;
+            int err;
+
+            if (sparse && seek_data) {
+                /* Holes of SOURCE read as zeros, which --sparse leaves unwritten: skip them
+                 * without reading them. */
+                if (off >= data_end) {
+                    off_t d = lseek(in, off, SEEK_DATA);
+                    if (d < 0 && errno == ENXIO) {
+                        break;                          /* only a hole left */
+                    } else if (d < 0) {
+                        seek_data = false;              /* not supported: read everything */
+                        continue;
+                    }
+                    if ((uint64_t)d >= off + len) {
+                        break;
+                    }
+                    len -= d - off;
+                    off = d;
+                    d = lseek(in, off, SEEK_HOLE);
+                    data_end = d < 0 ? UINT64_MAX : (uint64_t)d;
+                    continue;
+                }
+                want = MIN(want, data_end - off);
+            }
+            n = pread(in, buf, want, off);
+            if (n < 0 && errno == EINTR) {
+                continue;
+            } else if (n < 0) {
+                ret = fail("%s: read of %" G_GUINT64_FORMAT " bytes at %" G_GUINT64_FORMAT
+                           ": %s", src, want, off, g_strerror(errno));
+                break;
+            } else if (n == 0) {
+                ret = fail("%s ends at %" G_GUINT64_FORMAT ", inside the range on line %u of "
+                           "standard input ('%s'): wrong ranges or wrong file?", src, off,
+                           lineno, line);
+                break;
+            }
+            err = copy_out(out, buf, n, off, sparse);
+            if (err < 0) {
+                ret = fail("%s: write of %zd bytes at %" G_GUINT64_FORMAT ": %s", dst, n, off,
+                           g_strerror(-err));
+                break;
+            }
+            off += n;
+            len -= n;
+        }
+    }
+    if (ret == 0 && ferror(stdin)) {
+        ret = fail("standard input: read error: %s", g_strerror(errno));
+    }
+    if (ret == 0 && sparse) {
+        /* Zeros left unwritten at the end of a new DEST: it must still reach that far. */
+        struct stat st;
+        if (fstat(out, &st) < 0 || ((uint64_t)st.st_size < max_end &&
+                                    ftruncate(out, max_end) < 0)) {
+            ret = fail("%s: cannot extend to %" G_GUINT64_FORMAT " bytes: %s", dst, max_end,
+                       g_strerror(errno));
+        }
+    }
+    if (ret == 0 && fdatasync(out) < 0) {
+        ret = fail("%s: flush: %s", dst, g_strerror(errno));
+    }
+    close(in);
+    if (close(out) < 0 && ret == 0) {
+        ret = fail("%s: %s", dst, g_strerror(errno));
+    }
+    return ret;
 }
 
 int main(int argc, char **argv)

@@ -5,7 +5,7 @@
 # --help'; tests/completion.bats fails when they drift apart.
 
 # shellcheck disable=SC2207  # COMPREPLY=($(compgen ...)): the words have no spaces, or IFS is a newline
-_blkfuse_commands="mount unmount umount list stats info create serve check bitmap map"
+_blkfuse_commands="mount unmount umount list stats info create serve check bitmap map copy-ranges"
 _blkfuse_formats="raw qcow2"
 
 # Options of each command, as its --help lists them (short and long).
@@ -28,6 +28,7 @@ _blkfuse_options() {
         echo "--add --remove --clear --enable --disable -g --granularity -f --format
               --help" ;;
     map) echo "--changed --output -f --format --help" ;;
+    copy-ranges) echo "--sparse --help" ;;
     esac
 }
 
@@ -144,6 +145,7 @@ _blkfuse() {
     info | check | map) ((nargs == 0)) && _blkfuse_files "$cur" ;;
     bitmap) ((nargs == 0)) && _blkfuse_files "$cur" ;;      # then BITMAP: nothing to offer
     create) ((nargs == 0)) && _blkfuse_files "$cur" ;;      # then SIZE: nothing to offer
+    copy-ranges) ((nargs < 2)) && _blkfuse_files "$cur" ;;
     esac
     return 0
 }

@@ -102,7 +102,7 @@ expect_usage_error() {
 
 @test "every subcommand's --help exits 0 with its usage line on stdout" {
     local cmd
-    for cmd in mount unmount list stats info create serve bitmap map; do
+    for cmd in mount unmount list stats info create serve bitmap map copy-ranges; do
         run --separate-stderr blkfuse "$cmd" --help
         echo "$cmd: status=$status stderr=[$stderr]"
         [ "$status" -eq 0 ]
@@ -137,7 +137,7 @@ expect_usage_error() {
 @test "the top-level --help names every subcommand" {
     local cmd
     run -0 --separate-stderr blkfuse --help
-    for cmd in mount unmount list stats info create serve bitmap map; do
+    for cmd in mount unmount list stats info create serve bitmap map copy-ranges; do
         [[ $output == *"  $cmd "* ]] || { echo "--help lacks $cmd"; false; }
     done
 }

@@ -31,7 +31,7 @@ help_options() {
 @test "the commands complete, with --help and --version" {
     run comp blkfuse ""
     [ "$status" -eq 0 ]
-    for cmd in mount unmount list stats info create serve check bitmap map --help --version; do
+    for cmd in mount unmount list stats info create serve check bitmap map copy-ranges --help --version; do
         grep -qx -- "$cmd" <<<"$output" || { echo "missing $cmd in: $output"; false; }
     done
     run comp blkfuse un
@@ -40,7 +40,7 @@ help_options() {
 
 @test "every command's options are exactly those its --help lists" {
     local cmd
-    for cmd in mount unmount list stats info create serve check bitmap map; do
+    for cmd in mount unmount list stats info create serve check bitmap map copy-ranges; do
         run diff <(help_options "$cmd") <(comp blkfuse "$cmd" -)
         [ "$status" -eq 0 ] || { echo "blkfuse $cmd: --help (<) and completion (>) differ:"; \
             echo "$output"; false; }

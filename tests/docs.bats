@@ -18,7 +18,7 @@ ROOT="$(cd "$BATS_TEST_DIRNAME/.." && pwd)"
 
 @test "blkfuse(1) documents every long option of every command's --help" {
     local cmd opt missing=()
-    for cmd in mount unmount list stats info create serve check bitmap map; do
+    for cmd in mount unmount list stats info create serve check bitmap map copy-ranges; do
         for opt in $(blkfuse "$cmd" --help | grep -oE -- '--[a-z][a-z-]*' | sort -u); do
             # man escapes '-' as '\-'
             grep -qF -- "${opt//-/\\-}" "$ROOT/man/blkfuse.1" || missing+=("$cmd $opt")
@@ -30,7 +30,7 @@ ROOT="$(cd "$BATS_TEST_DIRNAME/.." && pwd)"
 @test "the README names the test command and every command" {
     local cmd
     grep -q "make check" "$ROOT/README.md"
-    for cmd in mount unmount list stats info create serve check bitmap map; do
+    for cmd in mount unmount list stats info create serve check bitmap map copy-ranges; do
         grep -q "blkfuse $cmd" "$ROOT/README.md" || { echo "README lacks blkfuse $cmd"; false; }
     done
 }

@@ -3,8 +3,8 @@
 # documented script is the tested one): a full backup the first night, then qcow2 overlays
 # with only the ranges `blkfuse map --changed` lists.  Over three nights of random writes (by
 # QEMU and through a blkfuse mount), every night's backup restores byte for byte, and each
-# incremental run reads exactly the changed ranges from the image (bytes read, counted by
-# `blkfuse stats`).  After a crash (the bitmap left in use) the next night is a full backup.
+# incremental run reads exactly the changed ranges from the image, and a full one exactly its
+# data (bytes read, counted by `blkfuse stats`).  After a crash (the bitmap left in use) the next night is a full backup.
 
 load helpers
 
@@ -35,6 +35,13 @@ changed_bytes() {
     blkfuse map --changed="$1" "$T/vm.qcow2" | awk '{ n += $2 } END { print n + 0 }'
 }
 
+# data_bytes: the bytes of the image that hold data (qemu-img map): what a full backup reads,
+# its holes skipped.
+data_bytes() {
+    qemu-img map --output=json "$T/vm.qcow2" |
+        python3 -c 'import json, sys; print(sum(e["length"] for e in json.load(sys.stdin) if e["data"]))'
+}
+
 # a_night N: random writes of night N: by QEMU (qemu-io) and through a blkfuse mount (dd,
 # punched holes).
 a_night() {
@@ -58,10 +65,13 @@ a_night() {
 
 @test "backup recipe: three nights of changes restore byte for byte, reading only what changed" {
     local n want
+    want=$(data_bytes)
     run backup
     echo "$output"
     [ "$status" -eq 0 ]
-    [ "$output" = "1: read $SIZE bytes" ]
+    # the full backup reads the data and none of the holes
+    [ "$output" = "1: read $want bytes" ]
+    ((want > 0 && want < SIZE))
     qemu-img convert -O raw "$T/vm.qcow2" "$T/night1.raw"
 
     for n in 2 3 4; do
@@ -90,6 +100,7 @@ a_night() {
 }
 
 @test "backup recipe: after a crash (bitmap in use) the next night is a full backup" {
+    local want
     run backup
     [ "$status" -eq 0 ]
     blkfuse_mount_foreground "$T/vm.qcow2" "$T/mp"
@@ -103,11 +114,12 @@ a_night() {
     [ "$status" -eq 1 ]
     [[ $output == *inconsistent* ]]
 
+    want=$(data_bytes)
     run backup
     echo "$output"
     [ "$status" -eq 0 ]
     [[ $output == *"bitmap 'backup-1' is inconsistent"* ]]    # why it is a full backup
-    [ "${lines[-1]}" = "2: read $SIZE bytes" ]
+    [ "${lines[-1]}" = "2: read $want bytes" ]
     qemu-img convert -O raw "$T/vm.qcow2" "$T/now.raw"
     qemu-img convert -O raw "$T/dir/2.qcow2" "$T/restored.raw"
     cmp "$T/restored.raw" "$T/now.raw"
