@@ -80,6 +80,35 @@ require_io_uring() {
     check_engine "native (libaio)" --cache=none
 }
 
+@test "buffered writes are made inline where the file system refuses RWF_NOWAIT writes" {
+    # $T is on ext4 or tmpfs, which refuse RWF_NOWAIT for buffered writes (6.18); a file system
+    # that takes them (xfs, btrfs) never needs inline writes.
+    python3 -c 'import os, sys
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+try:
+    os.pwritev(fd, [b"x" * 4096], 0, os.RWF_NOWAIT)
+except OSError as e:
+    sys.exit(0 if e.errno == 95 else 1)
+sys.exit(1)' "$T/probe" || skip "the file system of $T takes RWF_NOWAIT writes"
+    local engine=io_uring   # the default engine's name in the log
+    [[ ${BLKFUSE_IO_URING:-} != off &&
+       $(cat /proc/sys/kernel/io_uring_disabled 2>/dev/null || echo 0) == 0 ]] || engine=threads
+    check_engine $engine
+    grep -q "disk.img: the file system refuses RWF_NOWAIT writes: buffered writes of up to 65536 bytes are made inline" "$T/daemon.log"
+    : >"$T/daemon.log"
+    check_engine $engine -o inline-write-max=1M
+    grep -q "buffered writes of up to 1048576 bytes are made inline" "$T/daemon.log"
+    : >"$T/daemon.log"
+    check_engine $engine -o inline-write-max=0
+    grep -q "disk.img: the file system refuses RWF_NOWAIT writes: buffered writes go to worker threads" "$T/daemon.log"
+    : >"$T/daemon.log"
+    check_engine threads -o aio=threads
+    ! grep -q "made inline" "$T/daemon.log"
+    run --separate-stderr blkfuse mount -o inline-write-max=lots "$IMG" "$MP"
+    [ "$status" -ne 0 ]
+    [[ $stderr == *"inline-write-max"* ]]
+}
+
 @test "aio=io_uring where io_uring is refused fails at mount with the reason" {
     make_raw "$IMG" 1M
     export BLKFUSE_IO_URING=off
