@@ -99,3 +99,25 @@ print(mine[0][sys.argv[2]])
     [ "$(json_field "$MP" transport)" = dev ]
     blkfuse unmount "$MP"
 }
+
+@test "a FUSE-over-io_uring queue that the kernel refuses fails the mount with the reason" {
+    uring_param Y
+    EXPECTED_LOG_ERRORS='did not start|refused the ring entries|queue [0-9]+: Invalid argument'
+    local last=$(($(nproc) - 1)) q
+    for q in 0 $last; do
+        run --separate-stderr env BLKFUSE_URING_FAULT_QUEUE=$q \
+            blkfuse mount --log-file "$BLKFUSE_LOG" --transport=uring "$IMG" "$MP"
+        echo "$stderr"
+        [ "$status" -eq 1 ]
+        [[ $stderr == *"queue $q of $(nproc) did not start"* ]]
+        [[ $stderr == *"the kernel refused the ring entries of queue $q"* ]]
+        [[ $stderr == *"--transport=dev serves the export"* ]]
+        ! is_mounted "$MP"
+        [ ! -e "$MP" ]
+    done
+    # Nothing is left behind: the same mount without the fault works.
+    blkfuse_mount --transport=uring "$IMG" "$MP"
+    cmp "$IMG" "$MP"
+    [ "$(json_field "$MP" transport)" = uring ]
+    blkfuse unmount "$MP"
+}
