@@ -8,11 +8,7 @@
 load helpers
 
 setup() {
-    blkfuse_setup
-    require_fuse
-    IMG=$T/disk.img
-    REF=$T/ref.img
-    MP=$T/disk.mnt
+    export_setup
 }
 
 # check_engine ENGINE MOUNT-ARGS...: random unaligned writes, an fsync, a hole punched and a

@@ -11,11 +11,7 @@ load helpers
 CACHE_MODES=(writeback writethrough none directsync)
 
 setup() {
-    blkfuse_setup
-    require_fuse
-    IMG=$T/disk.img
-    REF=$T/ref.img
-    MP=$T/disk.mnt
+    export_setup
 }
 
 # write_at FILE OFFSET DATAFILE: one write(2) of DATAFILE at byte OFFSET of FILE.

@@ -9,30 +9,8 @@
 load helpers
 load control-helpers
 
-URING_PARAM=/sys/module/fuse/parameters/enable_uring
-
 setup() {
-    blkfuse_setup
-    require_fuse
-    IMG="$T/disk.img"
-    MP="$T/disk"
-    make_pattern "$IMG" 4M
-}
-
-teardown() {
-    if [[ -n ${URING_OLD:-} ]]; then
-        echo "$URING_OLD" >"$URING_PARAM"
-    fi
-    blkfuse_teardown
-}
-
-# uring_param Y|N: set enable_uring (skips without root or without the parameter); the first
-# call keeps the old value for teardown.
-uring_param() {
-    require_root
-    [[ -w $URING_PARAM ]] || skip "needs $URING_PARAM (a kernel with CONFIG_FUSE_IO_URING)"
-    [[ -n ${URING_OLD:-} ]] || URING_OLD=$(cat "$URING_PARAM")
-    echo "$1" >"$URING_PARAM"
+    export_setup 4M
 }
 
 # json_field MOUNTPOINT FIELD: FIELD of the export on MOUNTPOINT in `blkfuse list --json`.
