@@ -29,6 +29,9 @@
  *   the writes going to the workers meanwhile: slow inline writes block the loop at most 1/50
  *   of the time (a 200 ms dirty-throttling sleep: 10 s of worker writes after it).
  * aio=threads, io_uring and native never write inline.
+ * Reads from a file in memory (tmpfs, ramfs), which refuses RWF_NOWAIT reads as well, are made
+ * inline the same way, up to the same size and with the same pause: they copy from memory and
+ * wait for nothing (but swap), where the ring or a worker cost two wake-ups.
  *
  * Threads: I/O callbacks run in any I/O thread's coroutines; the fd is shared and every call on
  * it is positional (pread/pwrite/fallocate), so no lock is needed.  The cached length is atomic.
@@ -43,9 +46,11 @@
 #include <inttypes.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
+#include <linux/magic.h>
 #include <sys/ioctl.h>
 #include <sys/uio.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 /* QEMU's image locking layout: a shared lock on byte LOCK_PERM_BASE + n says "I use permission
@@ -86,7 +91,8 @@ typedef struct BDRVFileState {
     uint64_t inline_max;        /* buffered writes up to this many bytes inline; 0: never */
     int busy;                   /* atomic: writes, fallocate, ftruncate in workers or the ring */
     int64_t inline_paused_until;    /* atomic, monotonic us: no inline writes before this */
-    uint64_t inline_writes;     /* atomic: writes made inline (bdrv_file_inline_writes) */
+    uint64_t inline_ops[2];     /* atomic, [write]: made inline (bdrv_file_inline_ops) */
+    bool mem_fs;                /* tmpfs or ramfs: reads are inline too */
 } BDRVFileState;
 
 typedef struct FileReq {
@@ -306,6 +312,11 @@ static int file_open(BlockDriverState *bs, BlockOptions *opts, int flags, GError
         goto fail;
     }
     s->is_bdev = S_ISBLK(st.st_mode);
+    {
+        struct statfs sfs;
+        s->mem_fs = fstatfs(s->fd, &sfs) == 0 &&
+                    (sfs.f_type == TMPFS_MAGIC || sfs.f_type == RAMFS_MAGIC);
+    }
     len = file_query_length(s);
     if (len < 0) {
         ret = len;
@@ -612,6 +623,21 @@ static int coroutine_fn file_co_fallocate(BDRVFileState *s, int mode, int64_t of
     return ret;
 }
 
+/* The file refuses RWF_NOWAIT reads or writes (once per node): say what happens instead. */
+static void file_log_nowait_off(BDRVFileState *s, bool write)
+{
+    if (write && s->inline_max) {
+        log_debug("%s: the file system refuses RWF_NOWAIT writes: buffered writes of up to %"
+                  PRIu64 " bytes are made inline", s->filename, s->inline_max);
+    } else if (write) {
+        log_debug("%s: the file system refuses RWF_NOWAIT writes: buffered writes go to worker "
+                  "threads", s->filename);
+    } else if (s->mem_fs && s->inline_max) {
+        log_debug("%s: a file in memory that refuses RWF_NOWAIT reads: buffered reads of up to %"
+                  PRIu64 " bytes are made inline", s->filename, s->inline_max);
+    }
+}
+
 /* Buffered I/O that the page cache can satisfy at once needs no worker thread: try it with
  * RWF_NOWAIT, which never blocks (it fails with EAGAIN instead), here in the event loop.
  * Returns bytes done (possibly fewer than asked, or 0), never blocking. */
@@ -627,19 +653,81 @@ static int64_t file_try_nowait(BDRVFileState *s, int64_t offset, int64_t bytes, 
     n = write ? pwritev2(s->fd, &iov, 1, offset, RWF_NOWAIT)
               : preadv2(s->fd, &iov, 1, offset, RWF_NOWAIT);
     if (n < 0) {
-        if (errno == EOPNOTSUPP &&      /* e.g. tmpfs; ext4 supports reads but not writes */
-            !__atomic_exchange_n(&s->nowait_off[write], 1, __ATOMIC_RELAXED) && write) {
-            if (s->inline_max) {
-                log_debug("%s: the file system refuses RWF_NOWAIT writes: buffered writes of up "
-                          "to %" PRIu64 " bytes are made inline", s->filename, s->inline_max);
-            } else {
-                log_debug("%s: the file system refuses RWF_NOWAIT writes: buffered writes go "
-                          "to worker threads", s->filename);
-            }
+        /* EOPNOTSUPP: e.g. tmpfs; ext4 takes reads but not writes */
+        if (errno == EOPNOTSUPP && !__atomic_exchange_n(&s->nowait_off[write], 1,
+                                                        __ATOMIC_RELAXED)) {
+            file_log_nowait_off(s, write);
         }
         return 0;       /* EAGAIN (would block), or unsupported: let a worker do it */
     }
     return n;
+}
+
+/* Whether a buffered write of bytes may be made inline now (see the top of the file). */
+static bool file_inline_ok(BDRVFileState *s, int64_t bytes)
+{
+    return bytes <= (int64_t)s->inline_max && !s->is_bdev &&
+           __atomic_load_n(&s->nowait_off[true], __ATOMIC_RELAXED) &&
+           __atomic_load_n(&s->busy, __ATOMIC_RELAXED) == 0 &&
+           g_get_monotonic_time() >= __atomic_load_n(&s->inline_paused_until, __ATOMIC_RELAXED);
+}
+
+/* Whether a buffered read of bytes that RWF_NOWAIT could not make may be made inline now: from a
+ * file in memory only (see the top of the file). */
+static bool file_inline_read_ok(BDRVFileState *s, int64_t bytes)
+{
+    return s->mem_fs && bytes <= (int64_t)s->inline_max &&
+           __atomic_load_n(&s->nowait_off[false], __ATOMIC_RELAXED) &&
+           g_get_monotonic_time() >= __atomic_load_n(&s->inline_paused_until, __ATOMIC_RELAXED);
+}
+
+/* A buffered write or read in the calling thread: 0 or -errno (reads past EOF read zeros).  If
+ * it was slow, inline I/O of the node pauses. */
+static int file_rw_inline(BlockDriverState *bs, BDRVFileState *s, int64_t offset, int64_t bytes,
+                          void *buf, bool write)
+{
+    int64_t start = g_get_monotonic_time();
+    int64_t done = 0, took;
+    int ret = 0;
+
+    while (done < bytes) {
+        char *p = (char *)buf + done;
+        ssize_t n = write ? pwrite(s->fd, p, bytes - done, offset + done)
+                          : pread(s->fd, p, bytes - done, offset + done);
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            ret = -errno;
+            break;
+        }
+        if (n == 0) {
+            if (write) {
+                ret = -ENOSPC;
+            } else {
+                memset(p, 0, bytes - done);     /* past EOF */
+            }
+            break;
+        }
+        done += n;
+    }
+    __atomic_add_fetch(&s->inline_ops[write], 1, __ATOMIC_RELAXED);
+    took = g_get_monotonic_time() - start;
+    if (took > FILE_INLINE_SLOW_US) {
+        int64_t pause = MIN((int64_t)FILE_INLINE_PAUSE_FACTOR * took, FILE_INLINE_PAUSE_MAX_US);
+        __atomic_store_n(&s->inline_paused_until, start + took + pause, __ATOMIC_RELAXED);
+        log_debug("%s: an inline %s of %" G_GINT64_FORMAT " bytes took %" G_GINT64_FORMAT
+                  " us; I/O goes to worker threads for %" G_GINT64_FORMAT " ms", bs->filename,
+                  write ? "write" : "read", bytes, took, pause / 1000);
+    }
+    return ret;
+}
+
+uint64_t bdrv_file_inline_ops(BlockDriverState *bs, bool write)
+{
+    BDRVFileState *s = bs->opaque;
+
+    return __atomic_load_n(&s->inline_ops[write], __ATOMIC_RELAXED);
 }
 
 static int coroutine_fn file_co_pread(BlockDriverState *bs, int64_t offset, int64_t bytes,
@@ -670,6 +758,9 @@ static int coroutine_fn file_co_pread(BlockDriverState *bs, int64_t offset, int6
             memset(buf, 0, bytes);      /* entirely past EOF */
             return 0;
         }
+        if (file_inline_read_ok(s, bytes - done)) {
+            return file_rw_inline(bs, s, offset + done, bytes - done, (char *)buf + done, false);
+        }
     }
     return file_co_rw(s, s->fd, offset + done, bytes - done, (char *)buf + done, false, false,
                       true);
@@ -683,58 +774,6 @@ static void file_update_size(BDRVFileState *s, int64_t end)
            !__atomic_compare_exchange_n(&s->size, &cur, end, true, __ATOMIC_RELAXED,
                                         __ATOMIC_RELAXED)) {
     }
-}
-
-/* Whether a buffered write of bytes may be made inline now (see the top of the file). */
-static bool file_inline_ok(BDRVFileState *s, int64_t bytes)
-{
-    return bytes <= (int64_t)s->inline_max && !s->is_bdev &&
-           __atomic_load_n(&s->nowait_off[true], __ATOMIC_RELAXED) &&
-           __atomic_load_n(&s->busy, __ATOMIC_RELAXED) == 0 &&
-           g_get_monotonic_time() >= __atomic_load_n(&s->inline_paused_until, __ATOMIC_RELAXED);
-}
-
-/* A buffered write in the calling thread: 0 or -errno.  If it was slow, inline writes of the
- * node pause. */
-static int file_write_inline(BlockDriverState *bs, BDRVFileState *s, int64_t offset,
-                             int64_t bytes, const void *buf)
-{
-    int64_t start = g_get_monotonic_time();
-    int64_t done = 0, took;
-    int ret = 0;
-
-    while (done < bytes) {
-        ssize_t n = pwrite(s->fd, (const char *)buf + done, bytes - done, offset + done);
-        if (n < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            ret = -errno;
-            break;
-        }
-        if (n == 0) {
-            ret = -ENOSPC;
-            break;
-        }
-        done += n;
-    }
-    __atomic_add_fetch(&s->inline_writes, 1, __ATOMIC_RELAXED);
-    took = g_get_monotonic_time() - start;
-    if (took > FILE_INLINE_SLOW_US) {
-        int64_t pause = MIN((int64_t)FILE_INLINE_PAUSE_FACTOR * took, FILE_INLINE_PAUSE_MAX_US);
-        __atomic_store_n(&s->inline_paused_until, start + took + pause, __ATOMIC_RELAXED);
-        log_debug("%s: an inline write of %" G_GINT64_FORMAT " bytes took %" G_GINT64_FORMAT
-                  " us; writes go to worker threads for %" G_GINT64_FORMAT " ms", bs->filename,
-                  bytes, took, pause / 1000);
-    }
-    return ret;
-}
-
-uint64_t bdrv_file_inline_writes(BlockDriverState *bs)
-{
-    BDRVFileState *s = bs->opaque;
-
-    return __atomic_load_n(&s->inline_writes, __ATOMIC_RELAXED);
 }
 
 /* O_DIRECT write.  Its end is unaligned only where it ends the file (block.h): O_DIRECT cannot
@@ -788,7 +827,7 @@ static int coroutine_fn file_co_pwrite(BlockDriverState *bs, int64_t offset, int
                        !__atomic_load_n(&s->nowait_off[true], __ATOMIC_RELAXED);
 
         if (done < bytes && file_inline_ok(s, bytes - done)) {
-            ret = file_write_inline(bs, s, offset + done, bytes - done, (const char *)buf + done);
+            ret = file_rw_inline(bs, s, offset + done, bytes - done, (char *)buf + done, true);
         } else {
             ret = file_co_rw(s, s->fd, offset + done, bytes - done, (char *)buf + done, true,
                              false, ring_ok);

@@ -11,6 +11,13 @@ setup() {
     export_setup
 }
 
+teardown() {
+    blkfuse_teardown
+    if [[ -n ${SHM_DIR:-} ]]; then
+        rm -rf "$SHM_DIR"
+    fi
+}
+
 # check_engine ENGINE MOUNT-ARGS...: random unaligned writes, an fsync, a hole punched and a
 # range zeroed through an export mounted with MOUNT-ARGS; the export and, after unmount, the
 # image equal a reference copy given the same changes; the log names ENGINE as the one used.
@@ -103,6 +110,23 @@ sys.exit(1)' "$T/probe" || skip "the file system of $T takes RWF_NOWAIT writes"
     run --separate-stderr blkfuse mount -o inline-write-max=lots "$IMG" "$MP"
     [ "$status" -ne 0 ]
     [[ $stderr == *"inline-write-max"* ]]
+}
+
+@test "reads from an image in memory (tmpfs) are made inline, and right" {
+    [[ $(stat -f -c %T /dev/shm 2>/dev/null) == tmpfs ]] || skip "needs /dev/shm on tmpfs"
+    need_tool rwstress
+    SHM_DIR=$(mktemp -d /dev/shm/blkfuse-test.XXXXXX)     # removed by teardown
+    IMG=$SHM_DIR/disk.img
+    make_pattern "$IMG" 8M
+    cp "$IMG" "$REF"
+    blkfuse_mount -v "$IMG" "$MP"
+    rwstress --file "$MP" --offset 5 --length 6M --seed 9 --ops 150 --size-range 1:70000 --verify
+    rwstress --file "$REF" --offset 5 --length 6M --seed 9 --ops 150 --size-range 1:70000
+    cmp "$MP" "$REF"
+    dd if="$MP" bs=64k status=none | cmp - "$REF"
+    blkfuse unmount "$MP"
+    cmp "$IMG" "$REF"
+    grep -q "disk.img: a file in memory that refuses RWF_NOWAIT reads: buffered reads of up to 65536 bytes are made inline" "$T/daemon.log"
 }
 
 @test "aio=io_uring where io_uring is refused fails at mount with the reason" {

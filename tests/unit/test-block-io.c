@@ -9,7 +9,9 @@
 #include "block/block.h"
 #include "block/io-engine.h"
 
+#include <linux/magic.h>
 #include <sys/syscall.h>
+#include <sys/vfs.h>
 
 static char *test_dir;          /* one temp dir for the whole binary, removed at the end */
 
@@ -1374,7 +1376,7 @@ static void test_inline_writes(void)
         g_assert_cmpint(bdrv_pwrite(bs, w[i].off, w[i].len, data), ==, 0);
         g_assert_cmpint(bdrv_pwrite(bs, w[i].off, w[i].len, data), ==, 0);
         memcpy(ref + w[i].off, data, w[i].len);
-        inl = bdrv_file_inline_writes(file);
+        inl = bdrv_file_inline_ops(file, true);
         if (!is_auto) {
             g_assert_cmpuint(inl, ==, 0);
         } else if (__atomic_load_n(&loop_pwrite_calls, __ATOMIC_ACQUIRE) == on_loop &&
@@ -1403,14 +1405,14 @@ static void test_inline_writes(void)
 
         uh_fill_pattern(data, 8192, 0, 50);
         g_assert_cmpint(bdrv_pwrite(bs, 8192, 8192, data), ==, 0);
-        if (bdrv_file_inline_writes(file) == 1) {
+        if (bdrv_file_inline_ops(file, true) == 1) {
             __atomic_store_n(&slow_pwrite_us, 200 * 1000, __ATOMIC_RELEASE);
             g_assert_cmpint(bdrv_pwrite(bs, 16384, 8192, data), ==, 0);
             __atomic_store_n(&slow_pwrite_us, 0, __ATOMIC_RELEASE);
-            g_assert_cmpuint(bdrv_file_inline_writes(file), ==, 2);
+            g_assert_cmpuint(bdrv_file_inline_ops(file, true), ==, 2);
             workers = __atomic_load_n(&worker_pwrite_calls, __ATOMIC_ACQUIRE);
             g_assert_cmpint(bdrv_pwrite(bs, 24576, 8192, data), ==, 0);
-            g_assert_cmpuint(bdrv_file_inline_writes(file), ==, 2);
+            g_assert_cmpuint(bdrv_file_inline_ops(file, true), ==, 2);
             g_assert_cmpuint(__atomic_load_n(&worker_pwrite_calls, __ATOMIC_ACQUIRE), >,
                              workers);
             memcpy(ref + 16384, data, 8192);
@@ -1421,6 +1423,53 @@ static void test_inline_writes(void)
         check_file_contents(path, ref, 1024 * 1024);
     }
     g_unlink(path);
+}
+
+/* Buffered reads from a file in memory (tmpfs, which refuses RWF_NOWAIT reads): with the default
+ * engine those up to inline-write-max are preads in the event loop, larger ones and those of
+ * other engines are not; the data is right either way. */
+static void test_inline_reads_tmpfs(void)
+{
+    g_autofree char *dir = g_strdup("/dev/shm/blkfuse-unit.XXXXXX");
+    g_autofree char *path = NULL;
+    g_autofree uint8_t *ref = NULL;
+    uint8_t *buf = g_malloc(256 * 1024);
+    static const struct { int64_t off, len; bool inl; } r[] = {
+        { 4096, 4096, true },
+        { 100000, 65536, true },        /* the default limit */
+        { 200000, 65537, false },       /* one byte more */
+        { 1024 * 1024 - 1000, 1000, true },     /* up to the end */
+    };
+    bool is_auto = strcmp(cur_engine, "auto") == 0;
+    BlockDriverState *bs, *file;
+    struct statfs sfs;
+
+    if (!g_mkdtemp(dir) || statfs(dir, &sfs) < 0 || sfs.f_type != TMPFS_MAGIC) {
+        g_test_skip("needs /dev/shm on tmpfs");
+        g_rmdir(dir);
+        return;
+    }
+    path = g_build_filename(dir, "inline-read.img", NULL);
+    ref = uh_create_pattern_file(path, 1024 * 1024, 33);
+    bs = open_ok(path, "raw", NULL, BDRV_O_RDWR);
+    file = bs->file->bs;
+    for (size_t i = 0; i < G_N_ELEMENTS(r); i++) {
+        uint64_t before = bdrv_file_inline_ops(file, false);
+        int64_t in_file = MAX(0, MIN(r[i].len, 1024 * 1024 - r[i].off));
+
+        memset(buf, 0xa5, r[i].len);
+        g_assert_cmpint(bdrv_pread(bs, r[i].off, r[i].len, buf), ==, 0);
+        g_assert_cmpmem(buf, in_file, ref + r[i].off, in_file);
+        for (int64_t j = in_file; j < r[i].len; j++) {
+            g_assert_cmpint(buf[j], ==, 0);
+        }
+        g_assert_cmpuint(bdrv_file_inline_ops(file, false) - before, ==,
+                         is_auto && r[i].inl ? 1 : 0);
+    }
+    bdrv_unref(bs);
+    g_unlink(path);
+    g_rmdir(dir);
+    g_free(buf);
 }
 
 typedef struct EngineTest {
@@ -1477,6 +1526,7 @@ static const UhTest tests[] = {
     { "/engine/option", test_engine_option },
     { "/engine/reopen", test_engine_reopen },
     { "/inline-writes", test_inline_writes },
+    { "/inline-reads/tmpfs", test_inline_reads_tmpfs },
 };
 
 static EngineTest engine_tests[G_N_ELEMENTS(engines)][G_N_ELEMENTS(tests)];
