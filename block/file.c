@@ -6,11 +6,32 @@
  * - native: O_DIRECT reads and writes through libaio, the rest in worker threads;
  * - threads: everything in worker threads.
  * Without aio=, io_uring is used where the loop has a ring, else native for O_DIRECT and threads;
- * but buffered writes where RWF_NOWAIT writes are refused go to threads (file_co_pwrite).
+ * but buffered writes where RWF_NOWAIT writes are refused are made inline (below), or else go to
+ * threads (file_co_pwrite).
  * Buffered reads first try RWF_NOWAIT in the loop itself (a page cache hit needs no engine).
  * With O_DIRECT (--cache=none), the unaligned end of a write that ends the file goes through
  * the page cache (fd_tail).  ftruncate and lseek(SEEK_DATA/SEEK_HOLE) always run in workers
  * (they wait for the inode lock), as do block device ioctls.
+ *
+ *
+ * Inline writes (a bounded exception to "nothing blocks an event loop"): ext4 and tmpfs refuse
+ * RWF_NOWAIT for buffered writes, so without them each such write paid two cross-CPU wake-ups
+ * (loop -> worker -> loop), which cost more than the copy into the page cache itself (4 KiB
+ * random writes at depth 1: 1.4 times the IOPS inline; profile in bench/RESULTS.md).  So with
+ * aio= unset, a buffered write of at most inline-write-max bytes (default 64 KiB, 0: never) is a
+ * plain pwrite in the calling thread, where a page-cache write takes microseconds.  What could
+ * make it wait is bounded:
+ * - not while another write, fallocate or ftruncate of the node is in a worker or the ring (it
+ *   would wait for their inode lock): those requests count themselves in s->busy;
+ * - an inline write that took longer than FILE_INLINE_SLOW_US (dirty-page throttling, a journal
+ *   commit, reclaim; or just the thread preempted on a busy machine) stops inline writes of the
+ *   node for FILE_INLINE_PAUSE_FACTOR times as long as it took (at most FILE_INLINE_PAUSE_MAX_US),
+ *   the writes going to the workers meanwhile: slow inline writes block the loop at most 1/50
+ *   of the time (a 200 ms dirty-throttling sleep: 10 s of worker writes after it).
+ * aio=threads, io_uring and native never write inline.
+ * Reads from a file in memory (tmpfs, ramfs), which refuses RWF_NOWAIT reads as well, are made
+ * inline the same way, up to the same size and with the same pause: they copy from memory and
+ * wait for nothing (but swap), where the ring or a worker cost two wake-ups.
  *
  * Threads: I/O callbacks run in any I/O thread's coroutines; the fd is shared and every call on
  * it is positional (pread/pwrite/fallocate), so no lock is needed.  The cached length is atomic.
@@ -22,11 +43,14 @@
 #include "block/util.h"
 
 #include <fcntl.h>
+#include <inttypes.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
+#include <linux/magic.h>
 #include <sys/ioctl.h>
 #include <sys/uio.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 /* QEMU's image locking layout: a shared lock on byte LOCK_PERM_BASE + n says "I use permission
@@ -36,6 +60,13 @@
 #define PERM_CONSISTENT_READ 0
 #define PERM_WRITE          1
 #define PERM_RESIZE         3
+
+/* Inline writes (above): the default size limit, what counts as slow, and the pause after a
+ * slow one: FILE_INLINE_PAUSE_FACTOR times as long as it took, at most FILE_INLINE_PAUSE_MAX_US. */
+#define FILE_INLINE_MAX_DEFAULT (64 * 1024)
+#define FILE_INLINE_SLOW_US     2000
+#define FILE_INLINE_PAUSE_FACTOR 50
+#define FILE_INLINE_PAUSE_MAX_US (10 * 1000 * 1000)
 
 typedef enum { FILE_AIO_AUTO, FILE_AIO_IO_URING, FILE_AIO_NATIVE, FILE_AIO_THREADS } FileAio;
 
@@ -56,6 +87,12 @@ typedef struct BDRVFileState {
     int64_t size;               /* atomic; cached length */
     int nowait_off[2];          /* atomic, [write]: the file refuses RWF_NOWAIT reads/writes */
     bool fd_lent;               /* fd handed out (FUSE passthrough): its locks outlive us */
+    const char *filename;       /* bs->filename, for the log */
+    uint64_t inline_max;        /* buffered writes up to this many bytes inline; 0: never */
+    int busy;                   /* atomic: writes, fallocate, ftruncate in workers or the ring */
+    int64_t inline_paused_until;    /* atomic, monotonic us: no inline writes before this */
+    uint64_t inline_ops[2];     /* atomic, [write]: made inline (bdrv_file_inline_ops) */
+    bool mem_fs;                /* tmpfs or ramfs: reads are inline too */
 } BDRVFileState;
 
 typedef struct FileReq {
@@ -240,9 +277,15 @@ static int file_open(BlockDriverState *bs, BlockOptions *opts, int flags, GError
     int ret;
 
     s->fd_tail = -1;
+    s->filename = bs->filename;
+    s->inline_max = FILE_INLINE_MAX_DEFAULT;
     if (!block_options_take_bool(opts, "locking", &locking, NULL, errp) ||
-        !file_take_aio(bs, opts, flags, &s->aio, errp)) {
+        !file_take_aio(bs, opts, flags, &s->aio, errp) ||
+        !block_options_take_size(opts, "inline-write-max", &s->inline_max, NULL, errp)) {
         return -EINVAL;
+    }
+    if (s->aio != FILE_AIO_AUTO || (flags & BDRV_O_NOCACHE)) {
+        s->inline_max = 0;      /* a forced engine does every write; O_DIRECT has its own */
     }
     if (flags & BDRV_O_NOCACHE) {
         oflags |= O_DIRECT;
@@ -269,6 +312,11 @@ static int file_open(BlockDriverState *bs, BlockOptions *opts, int flags, GError
         goto fail;
     }
     s->is_bdev = S_ISBLK(st.st_mode);
+    {
+        struct statfs sfs;
+        s->mem_fs = fstatfs(s->fd, &sfs) == 0 &&
+                    (sfs.f_type == TMPFS_MAGIC || sfs.f_type == RAMFS_MAGIC);
+    }
     len = file_query_length(s);
     if (len < 0) {
         ret = len;
@@ -474,6 +522,13 @@ static int worker_ioctl_range(void *opaque)
     return ioctl(r->fd, r->mode, range) < 0 ? -errno : 0;
 }
 
+/* A write, fallocate or ftruncate of the node enters (+1) or leaves (-1) a worker or the ring:
+ * inline writes wait until none is left (they would wait for its inode lock). */
+static void file_busy(BDRVFileState *s, int delta)
+{
+    __atomic_add_fetch(&s->busy, delta, __ATOMIC_RELAXED);
+}
+
 /* Whether this request goes through the calling thread's io_uring. */
 static bool file_use_ring(BDRVFileState *s)
 {
@@ -490,7 +545,11 @@ static int coroutine_fn file_co_rw(BDRVFileState *s, int fd, int64_t offset, int
     bool ring = ring_ok && file_use_ring(s);
     bool native = !ring && direct && s->aio != FILE_AIO_THREADS;
     int64_t done = 0;
+    int ret = 0;
 
+    if (write) {
+        file_busy(s, 1);
+    }
     while ((ring || native) && done < bytes) {
         char *p = (char *)buf + done;
         ssize_t n = ring ? luring_co_rw(fd, offset + done, p, bytes - done, write)
@@ -503,23 +562,29 @@ static int coroutine_fn file_co_rw(BDRVFileState *s, int fd, int64_t offset, int
             break;              /* the rest in a worker thread */
         }
         if (n < 0) {
-            return n;
+            ret = n;
+            goto out;
         }
         if (n == 0) {
             if (write) {
-                return -ENOSPC;
+                ret = -ENOSPC;
+                goto out;
             }
             memset(p, 0, bytes - done);
-            return 0;
+            goto out;
         }
         done += n;
     }
     if (done < bytes) {
         FileReq r = { .fd = fd, .offset = offset + done, .bytes = bytes - done,
                       .buf = (char *)buf + done };
-        return thread_pool_run(write ? worker_pwrite : worker_pread, &r);
+        ret = thread_pool_run(write ? worker_pwrite : worker_pread, &r);
     }
-    return 0;
+out:
+    if (write) {
+        file_busy(s, -1);
+    }
+    return ret;
 }
 
 /* fdatasync or fallocate: through the ring, or a worker thread. */
@@ -543,17 +608,34 @@ static int coroutine_fn file_co_fallocate(BDRVFileState *s, int mode, int64_t of
                                           int64_t bytes)
 {
     FileReq r = { .fd = s->fd, .offset = offset, .bytes = bytes, .mode = mode };
-    int ret;
+    int ret = -EAGAIN;
 
+    file_busy(s, 1);
     if (file_use_ring(s)) {
         do {
             ret = luring_co_fallocate(s->fd, mode, offset, bytes);
         } while (ret == -EINTR);
-        if (ret != -EAGAIN && ret != -ECANCELED) {
-            return ret;
-        }
     }
-    return thread_pool_run(worker_fallocate, &r);
+    if (ret == -EAGAIN || ret == -ECANCELED) {
+        ret = thread_pool_run(worker_fallocate, &r);
+    }
+    file_busy(s, -1);
+    return ret;
+}
+
+/* The file refuses RWF_NOWAIT reads or writes (once per node): say what happens instead. */
+static void file_log_nowait_off(BDRVFileState *s, bool write)
+{
+    if (write && s->inline_max) {
+        log_debug("%s: the file system refuses RWF_NOWAIT writes: buffered writes of up to %"
+                  PRIu64 " bytes are made inline", s->filename, s->inline_max);
+    } else if (write) {
+        log_debug("%s: the file system refuses RWF_NOWAIT writes: buffered writes go to worker "
+                  "threads", s->filename);
+    } else if (s->mem_fs && s->inline_max) {
+        log_debug("%s: a file in memory that refuses RWF_NOWAIT reads: buffered reads of up to %"
+                  PRIu64 " bytes are made inline", s->filename, s->inline_max);
+    }
 }
 
 /* Buffered I/O that the page cache can satisfy at once needs no worker thread: try it with
@@ -571,12 +653,81 @@ static int64_t file_try_nowait(BDRVFileState *s, int64_t offset, int64_t bytes, 
     n = write ? pwritev2(s->fd, &iov, 1, offset, RWF_NOWAIT)
               : preadv2(s->fd, &iov, 1, offset, RWF_NOWAIT);
     if (n < 0) {
-        if (errno == EOPNOTSUPP) {      /* e.g. tmpfs; ext4 supports reads but not writes */
-            __atomic_store_n(&s->nowait_off[write], 1, __ATOMIC_RELAXED);
+        /* EOPNOTSUPP: e.g. tmpfs; ext4 takes reads but not writes */
+        if (errno == EOPNOTSUPP && !__atomic_exchange_n(&s->nowait_off[write], 1,
+                                                        __ATOMIC_RELAXED)) {
+            file_log_nowait_off(s, write);
         }
         return 0;       /* EAGAIN (would block), or unsupported: let a worker do it */
     }
     return n;
+}
+
+/* Whether a buffered write of bytes may be made inline now (see the top of the file). */
+static bool file_inline_ok(BDRVFileState *s, int64_t bytes)
+{
+    return bytes <= (int64_t)s->inline_max && !s->is_bdev &&
+           __atomic_load_n(&s->nowait_off[true], __ATOMIC_RELAXED) &&
+           __atomic_load_n(&s->busy, __ATOMIC_RELAXED) == 0 &&
+           g_get_monotonic_time() >= __atomic_load_n(&s->inline_paused_until, __ATOMIC_RELAXED);
+}
+
+/* Whether a buffered read of bytes that RWF_NOWAIT could not make may be made inline now: from a
+ * file in memory only (see the top of the file). */
+static bool file_inline_read_ok(BDRVFileState *s, int64_t bytes)
+{
+    return s->mem_fs && bytes <= (int64_t)s->inline_max &&
+           __atomic_load_n(&s->nowait_off[false], __ATOMIC_RELAXED) &&
+           g_get_monotonic_time() >= __atomic_load_n(&s->inline_paused_until, __ATOMIC_RELAXED);
+}
+
+/* A buffered write or read in the calling thread: 0 or -errno (reads past EOF read zeros).  If
+ * it was slow, inline I/O of the node pauses. */
+static int file_rw_inline(BlockDriverState *bs, BDRVFileState *s, int64_t offset, int64_t bytes,
+                          void *buf, bool write)
+{
+    int64_t start = g_get_monotonic_time();
+    int64_t done = 0, took;
+    int ret = 0;
+
+    while (done < bytes) {
+        char *p = (char *)buf + done;
+        ssize_t n = write ? pwrite(s->fd, p, bytes - done, offset + done)
+                          : pread(s->fd, p, bytes - done, offset + done);
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            ret = -errno;
+            break;
+        }
+        if (n == 0) {
+            if (write) {
+                ret = -ENOSPC;
+            } else {
+                memset(p, 0, bytes - done);     /* past EOF */
+            }
+            break;
+        }
+        done += n;
+    }
+    __atomic_add_fetch(&s->inline_ops[write], 1, __ATOMIC_RELAXED);
+    took = g_get_monotonic_time() - start;
+    if (took > FILE_INLINE_SLOW_US) {
+        int64_t pause = MIN((int64_t)FILE_INLINE_PAUSE_FACTOR * took, FILE_INLINE_PAUSE_MAX_US);
+        __atomic_store_n(&s->inline_paused_until, start + took + pause, __ATOMIC_RELAXED);
+        log_debug("%s: an inline %s of %" G_GINT64_FORMAT " bytes took %" G_GINT64_FORMAT
+                  " us; I/O goes to worker threads for %" G_GINT64_FORMAT " ms", bs->filename,
+                  write ? "write" : "read", bytes, took, pause / 1000);
+    }
+    return ret;
+}
+
+uint64_t bdrv_file_inline_ops(BlockDriverState *bs, bool write)
+{
+    BDRVFileState *s = bs->opaque;
+
+    return __atomic_load_n(&s->inline_ops[write], __ATOMIC_RELAXED);
 }
 
 static int coroutine_fn file_co_pread(BlockDriverState *bs, int64_t offset, int64_t bytes,
@@ -606,6 +757,9 @@ static int coroutine_fn file_co_pread(BlockDriverState *bs, int64_t offset, int6
         if (done == 0 && offset >= file_getlength(bs)) {
             memset(buf, 0, bytes);      /* entirely past EOF */
             return 0;
+        }
+        if (file_inline_read_ok(s, bytes - done)) {
+            return file_rw_inline(bs, s, offset + done, bytes - done, (char *)buf + done, false);
         }
     }
     return file_co_rw(s, s->fd, offset + done, bytes - done, (char *)buf + done, false, false,
@@ -666,12 +820,18 @@ static int coroutine_fn file_co_pwrite(BlockDriverState *bs, int64_t offset, int
          * to its kernel worker, which runs the writes of one file strictly one after the other
          * (io-wq hashes them by inode): at depth 32 that measured 0.4-0.9 times the throughput
          * of the worker threads, whose wake-ups overlap.  So there, unless aio=io_uring is
-         * forced, buffered writes go to the threads. */
+         * forced, buffered writes are made inline (bounded: file_inline_ok), or else go to the
+         * threads. */
         int64_t done = s->is_bdev ? 0 : file_try_nowait(s, offset, bytes, (void *)buf, true);
         bool ring_ok = s->aio == FILE_AIO_IO_URING ||
                        !__atomic_load_n(&s->nowait_off[true], __ATOMIC_RELAXED);
-        ret = file_co_rw(s, s->fd, offset + done, bytes - done, (char *)buf + done, true,
-                         false, ring_ok);
+
+        if (done < bytes && file_inline_ok(s, bytes - done)) {
+            ret = file_rw_inline(bs, s, offset + done, bytes - done, (char *)buf + done, true);
+        } else {
+            ret = file_co_rw(s, s->fd, offset + done, bytes - done, (char *)buf + done, true,
+                             false, ring_ok);
+        }
     }
     if (ret >= 0 && !s->is_bdev) {
         file_update_size(s, offset + bytes);    /* formats (qcow2) grow their file by writing */
@@ -772,7 +932,9 @@ static int coroutine_fn file_co_truncate(BlockDriverState *bs, int64_t offset, b
     }
     {
         FileReq r = { .fd = s->fd, .offset = offset };
+        file_busy(s, 1);
         ret = thread_pool_run(worker_ftruncate, &r);    /* waits for the inode lock */
+        file_busy(s, -1);
     }
     if (ret < 0) {
         error_setg_errno(errp, ret, "%s: cannot resize to %" G_GINT64_FORMAT " bytes",

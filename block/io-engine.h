@@ -44,4 +44,9 @@ int coroutine_fn luring_co_fallocate(int fd, int mode, int64_t offset, int64_t l
  * "threads" (tests run the block I/O suite under each).  False for an unknown name. */
 bool bdrv_file_set_default_aio(const char *name);
 
+/* How many writes (write) or reads a file node has made inline, in the calling thread (file.c;
+ * for tests). */
+typedef struct BlockDriverState BlockDriverState;
+uint64_t bdrv_file_inline_ops(BlockDriverState *bs, bool write);
+
 #endif

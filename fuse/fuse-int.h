@@ -92,7 +92,8 @@ struct FuseQueue {
     int fd;                     /* /dev/fuse: queue 0 the mount's, others FUSE_DEV_IOC_CLONE */
     GThread *thread;
     AioContext *ctx;
-    bool ready;                 /* thread started (under exp->start_lock) */
+    bool ready;                 /* queue_start done (under exp->start_lock)... */
+    GError *start_err;          /* ...and why it failed, or NULL */
     bool stopping;              /* queue thread: stop receiving, finish in-flight, exit */
     bool disconnected;          /* the kernel ended the connection (unmounted) */
     unsigned in_flight;         /* requests dispatched, not yet replied (queue thread only) */
@@ -125,6 +126,8 @@ struct FuseExport {
 
     GMutex start_lock;
     GCond start_cond;
+    int start_verdict;          /* under start_lock: 0 until every queue has started; then 1
+                                 * (serve), or -1 (one failed: all clean up and exit) */
 
     unsigned open_count;        /* atomic: open file handles */
     int halted;                 /* atomic: forced removal, every request fails with EIO */

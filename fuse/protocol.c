@@ -29,12 +29,14 @@
 #define FUSE_ATTR_VALID_SEC     1           /* how long the kernel may cache attributes */
 
 /* The INIT flags we ask for, the same as libfuse 3.14 asked for us: asynchronous reads and
- * direct I/O, large requests, cached pages dropped when size or mtime change.  Not asked:
+ * direct I/O, large requests, cached pages dropped when size or mtime change; and shared
+ * mappings of FOPEN_DIRECT_IO opens (7.39, fuse_op_open).  Not asked:
  * FUSE_ATOMIC_O_TRUNC (O_TRUNC then arrives as a SETATTR, so OPEN never changes the image),
  * FUSE_WRITEBACK_CACHE (writes reach the image when write(2) returns), locks (the kernel keeps
  * them locally), splice. */
 #define FUSE_INIT_WANT (FUSE_ASYNC_READ | FUSE_BIG_WRITES | FUSE_AUTO_INVAL_DATA |             \
-                        FUSE_ASYNC_DIO | FUSE_HANDLE_KILLPRIV | FUSE_MAX_PAGES | FUSE_INIT_EXT)
+                        FUSE_ASYNC_DIO | FUSE_HANDLE_KILLPRIV | FUSE_MAX_PAGES | FUSE_INIT_EXT | \
+                        FUSE_DIRECT_IO_ALLOW_MMAP)
 
 /* --- replies: every handler ends in exactly one of these --- */
 
@@ -331,9 +333,11 @@ static void fuse_op_setattr(FuseReq *req)
  * straddling the end returns the bytes that fit).  Without it, O_DIRECT goes through the
  * asynchronous path (FUSE_ASYNC_DIO), which turns any short write into EIO; io_submit and
  * io_uring writes still take that path (fs/fuse/file.c, fuse_direct_IO).  The kernel drops the
- * range from the page cache before such a write, so buffered opens see it.  The cost: the
- * kernel refuses MAP_SHARED on such a descriptor (ENODEV) unless FUSE_DIRECT_IO_ALLOW_MMAP was
- * agreed, which we do not ask for (yet). */
+ * range from the page cache before such a write, so buffered opens see it.  MAP_SHARED on
+ * such a descriptor needs FUSE_DIRECT_IO_ALLOW_MMAP (asked for in INIT; kernels before 6.6 do
+ * not offer it and refuse the mapping with ENODEV): the mapping then goes through the page
+ * cache, which the kernel writes back before each direct read or write of the range and drops
+ * after a direct write, as for a buffered open. */
 static void fuse_op_open(FuseReq *req)
 {
     const struct fuse_open_in *in = req->arg;

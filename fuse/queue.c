@@ -2,7 +2,8 @@
  * handshake, the queue threads, and removal (safe: waiting for open files to close; forced).
  *
  * Threads:
- * - main thread: create (mount, INIT handshake, clone fds, start the queues), request_shutdown,
+ * - main thread: create (mount, INIT handshake, clone fds, start the queues and wait until each
+ *   has started, or failed: then the mount fails and every queue thread ends), request_shutdown,
  *   delete, and a safe removal that waits for open files to close (a timerfd for the grace
  *   period; the queue thread that handles the last RELEASE wakes it with a bottom half).
  * - one thread per queue: its own AioContext and its own /dev/fuse fd (queue 0 has the fd from
@@ -55,16 +56,33 @@ static gpointer fuse_queue_thread(gpointer opaque)
     const FuseTransportOps *t = exp->transport;
     g_autoptr(GError) err = NULL;
 
+    int verdict;
+
     aio_context_set_current(q->ctx);
+    if (t->queue_start(q, &err) < 0 && !err) {
+        error_setg(&err, "export %s: queue %u did not start", exp->common.id, q->index);
+    }
+    /* Tell create how it went, and wait for its verdict: serve only if every queue started
+     * (a queue that failed would leave a half-working export, e.g. the kernel holding back
+     * every request until all FUSE-over-io_uring queues have registered). */
     g_mutex_lock(&exp->start_lock);
+    q->start_err = g_steal_pointer(&err);
     q->ready = true;
     g_cond_broadcast(&exp->start_cond);
-    g_mutex_unlock(&exp->start_lock);
-
-    if (t->queue_start(q, &err) < 0) {
-        log_error("export %s: queue %u: %s", exp->common.id, q->index, err->message);
-        q->stopping = true;
+    while (exp->start_verdict == 0) {
+        g_cond_wait(&exp->start_cond, &exp->start_lock);
     }
+    verdict = exp->start_verdict;
+    g_mutex_unlock(&exp->start_lock);
+    if (verdict < 0) {
+        /* Nothing was dispatched yet; create joins this thread and frees the rest. */
+        t->queue_stop(q);
+        t->queue_cleanup(q);
+        laio_thread_cleanup();
+        aio_context_set_current(NULL);
+        return NULL;
+    }
+
     while (!q->stopping) {
         aio_poll(q->ctx, true);
     }
@@ -402,6 +420,54 @@ static int fuse_clone_fds(FuseExport *exp, GError **errp)
     return 0;
 }
 
+/* Start the queue threads and wait until each has started (queue_start), or failed: then all
+ * are told to end, and joined, and the first failure is returned. */
+static int fuse_start_queues(FuseExport *exp, GError **errp)
+{
+    GError *first = NULL;
+    unsigned failed_queue = 0;
+    int verdict;
+
+    for (unsigned i = 0; i < exp->nr_queues; i++) {
+        FuseQueue *q = &exp->queues[i];
+        g_autofree char *name = g_strdup_printf("fuse-q%u", i);
+
+        q->thread = g_thread_new(name, fuse_queue_thread, q);
+    }
+    g_mutex_lock(&exp->start_lock);
+    for (unsigned i = 0; i < exp->nr_queues; i++) {
+        FuseQueue *q = &exp->queues[i];
+
+        while (!q->ready) {
+            g_cond_wait(&exp->start_cond, &exp->start_lock);
+        }
+        if (q->start_err && !first) {
+            first = g_steal_pointer(&q->start_err);
+            failed_queue = i;
+        }
+        g_clear_error(&q->start_err);
+    }
+    verdict = first ? -1 : 1;
+    exp->start_verdict = verdict;
+    g_cond_broadcast(&exp->start_cond);
+    g_mutex_unlock(&exp->start_lock);
+
+    if (verdict > 0) {
+        exp->queues_running = exp->nr_queues;
+        return 0;
+    }
+    for (unsigned i = 0; i < exp->nr_queues; i++) {
+        g_thread_join(exp->queues[i].thread);
+        exp->queues[i].thread = NULL;
+    }
+    g_set_error(errp, BLK_ERROR, EIO, "%s: queue %u of %u did not start (%s)%s",
+                exp->common.mountpoint, failed_queue, exp->nr_queues, first->message,
+                exp->transport == &fuse_transport_uring ?
+                "; --transport=dev serves the export without FUSE-over-io_uring" : "");
+    g_error_free(first);
+    return -EIO;
+}
+
 static int fuse_export_create(BlockExport *blk_exp, const BlockExportOptions *opts,
                               GError **errp)
 {
@@ -466,22 +532,15 @@ static int fuse_export_create(BlockExport *blk_exp, const BlockExportOptions *op
             goto fail;
         }
     }
-    for (unsigned i = 0; i < exp->nr_queues; i++) {
-        FuseQueue *q = &exp->queues[i];
-        g_autofree char *name = g_strdup_printf("fuse-q%u", i);
-
-        q->thread = g_thread_new(name, fuse_queue_thread, q);
-        exp->queues_running++;
-        g_mutex_lock(&exp->start_lock);
-        while (!q->ready) {
-            g_cond_wait(&exp->start_cond, &exp->start_lock);
-        }
-        g_mutex_unlock(&exp->start_lock);
+    ret = fuse_start_queues(exp, errp);
+    if (ret < 0) {
+        goto fail;
     }
     return 0;
 
 fail:
-    /* No queue thread has started: they start last, once nothing else can fail. */
+    /* No queue thread is running: they start last, once nothing else can fail, and if one of
+     * them fails to start, all have ended (fuse_start_queues). */
     for (unsigned i = 0; i < exp->nr_queues; i++) {
         if (exp->queues[i].ctx) {
             aio_context_free(exp->queues[i].ctx);

@@ -345,9 +345,20 @@ static void uring_free_mem(UringQueue *uq)
     uq->mem = NULL;
 }
 
+/* For testing: BLKFUSE_URING_FAULT_QUEUE=N makes queue N register its entries with payload
+ * buffers shorter than max_write, which the kernel refuses (EINVAL), as it would refuse a
+ * queue for any other reason. */
+static bool uring_fault_queue(unsigned qid)
+{
+    const char *env = g_getenv("BLKFUSE_URING_FAULT_QUEUE");
+
+    return env && *env && g_ascii_strtoull(env, NULL, 10) == qid;
+}
+
 static int uring_queue_start(FuseQueue *q, GError **errp)
 {
     UringQueue *uq = g_new0(UringQueue, 1);
+    bool fault = uring_fault_queue(q->index);
     int ret;
 
     uq->q = q;
@@ -378,7 +389,7 @@ static int uring_queue_start(FuseQueue *q, GError **errp)
         e->payload = uq->mem + (size_t)i * uq->payload_size;
         e->hdr = (void *)(uq->mem + URING_ENTRIES * uq->payload_size + i * URING_HDR_SIZE);
         e->iov[0] = (struct iovec){ e->hdr, sizeof(*e->hdr) };
-        e->iov[1] = (struct iovec){ e->payload, uq->payload_size };
+        e->iov[1] = (struct iovec){ e->payload, fault ? 4096 : uq->payload_size };
         uring_queue_cmd(e, FUSE_IO_URING_CMD_REGISTER, 0);
     }
     if (q->index == 0) {

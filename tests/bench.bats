@@ -32,9 +32,15 @@ BENCH_RUN="$BATS_TEST_DIRNAME/../bench/run"
     require fio
     require_fuse
     local scratch
+    # an old file: its tables go, its hand-written last section stays
+    printf '# old\n\n| seqread-1M-qd1 | 1 |\n\n## Where the time goes\n\nprofiles\n' \
+        >"$T/RESULTS.md"
     run --separate-stderr "$BENCH_RUN" --quick --output "$T/RESULTS.md"
     echo "$stderr"
     [ "$status" -eq 0 ]
+    ! grep -q '^# old' "$T/RESULTS.md"
+    ! grep -q '^| seqread-1M-qd1 | 1 |' "$T/RESULTS.md"
+    [ "$(tail -n 3 "$T/RESULTS.md")" = $'## Where the time goes\n\nprofiles' ]
     grep -q '^- kernel: ' "$T/RESULTS.md"
     grep -q '^- CPUs: [0-9]' "$T/RESULTS.md"
     grep -q '^- blkfuse: .*commit ' "$T/RESULTS.md"

@@ -8,11 +8,14 @@
 load helpers
 
 setup() {
-    blkfuse_setup
-    require_fuse
-    IMG=$T/disk.img
-    REF=$T/ref.img
-    MP=$T/disk.mnt
+    export_setup
+}
+
+teardown() {
+    blkfuse_teardown
+    if [[ -n ${SHM_DIR:-} ]]; then
+        rm -rf "$SHM_DIR"
+    fi
 }
 
 # check_engine ENGINE MOUNT-ARGS...: random unaligned writes, an fsync, a hole punched and a
@@ -78,6 +81,52 @@ require_io_uring() {
     check_engine threads
     grep -q "io_uring not available (BLKFUSE_IO_URING=off)" "$T/daemon.log"
     check_engine "native (libaio)" --cache=none
+}
+
+@test "buffered writes are made inline where the file system refuses RWF_NOWAIT writes" {
+    # $T is on ext4 or tmpfs, which refuse RWF_NOWAIT for buffered writes (6.18); a file system
+    # that takes them (xfs, btrfs) never needs inline writes.
+    python3 -c 'import os, sys
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+try:
+    os.pwritev(fd, [b"x" * 4096], 0, os.RWF_NOWAIT)
+except OSError as e:
+    sys.exit(0 if e.errno == 95 else 1)
+sys.exit(1)' "$T/probe" || skip "the file system of $T takes RWF_NOWAIT writes"
+    local engine=io_uring   # the default engine's name in the log
+    [[ ${BLKFUSE_IO_URING:-} != off &&
+       $(cat /proc/sys/kernel/io_uring_disabled 2>/dev/null || echo 0) == 0 ]] || engine=threads
+    check_engine $engine
+    grep -q "disk.img: the file system refuses RWF_NOWAIT writes: buffered writes of up to 65536 bytes are made inline" "$T/daemon.log"
+    : >"$T/daemon.log"
+    check_engine $engine -o inline-write-max=1M
+    grep -q "buffered writes of up to 1048576 bytes are made inline" "$T/daemon.log"
+    : >"$T/daemon.log"
+    check_engine $engine -o inline-write-max=0
+    grep -q "disk.img: the file system refuses RWF_NOWAIT writes: buffered writes go to worker threads" "$T/daemon.log"
+    : >"$T/daemon.log"
+    check_engine threads -o aio=threads
+    ! grep -q "made inline" "$T/daemon.log"
+    run --separate-stderr blkfuse mount -o inline-write-max=lots "$IMG" "$MP"
+    [ "$status" -ne 0 ]
+    [[ $stderr == *"inline-write-max"* ]]
+}
+
+@test "reads from an image in memory (tmpfs) are made inline, and right" {
+    [[ $(stat -f -c %T /dev/shm 2>/dev/null) == tmpfs ]] || skip "needs /dev/shm on tmpfs"
+    need_tool rwstress
+    SHM_DIR=$(mktemp -d /dev/shm/blkfuse-test.XXXXXX)     # removed by teardown
+    IMG=$SHM_DIR/disk.img
+    make_pattern "$IMG" 8M
+    cp "$IMG" "$REF"
+    blkfuse_mount -v "$IMG" "$MP"
+    rwstress --file "$MP" --offset 5 --length 6M --seed 9 --ops 150 --size-range 1:70000 --verify
+    rwstress --file "$REF" --offset 5 --length 6M --seed 9 --ops 150 --size-range 1:70000
+    cmp "$MP" "$REF"
+    dd if="$MP" bs=64k status=none | cmp - "$REF"
+    blkfuse unmount "$MP"
+    cmp "$IMG" "$REF"
+    grep -q "disk.img: a file in memory that refuses RWF_NOWAIT reads: buffered reads of up to 65536 bytes are made inline" "$T/daemon.log"
 }
 
 @test "aio=io_uring where io_uring is refused fails at mount with the reason" {

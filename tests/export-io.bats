@@ -8,11 +8,7 @@
 load helpers
 
 setup() {
-    blkfuse_setup
-    require_fuse
-    IMG=$T/disk.img
-    REF=$T/ref.img
-    MP=$T/disk.mnt
+    export_setup
 }
 
 # write_at FILE OFFSET DATAFILE: write DATAFILE to FILE at byte OFFSET with a

@@ -8,12 +8,7 @@ load helpers
 load control-helpers
 
 setup() {
-    blkfuse_setup
-    require_fuse
-    IMG=$T/disk.img
-    MP=$T/disk.mnt
-    make_pattern "$IMG" 8M
-    SUM=$(sha256sum <"$IMG")
+    export_setup 8M
 }
 
 # The options with which every rule holds (as root).

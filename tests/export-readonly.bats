@@ -5,12 +5,7 @@
 load helpers
 
 setup() {
-    blkfuse_setup
-    require_fuse
-    IMG=$T/disk.img
-    MP=$T/disk.mnt
-    make_pattern "$IMG" 8M
-    SUM=$(sha256sum <"$IMG")
+    export_setup 8M
 }
 
 # The image must still hold exactly what setup put there.

@@ -9,30 +9,8 @@
 load helpers
 load control-helpers
 
-URING_PARAM=/sys/module/fuse/parameters/enable_uring
-
 setup() {
-    blkfuse_setup
-    require_fuse
-    IMG="$T/disk.img"
-    MP="$T/disk"
-    make_pattern "$IMG" 4M
-}
-
-teardown() {
-    if [[ -n ${URING_OLD:-} ]]; then
-        echo "$URING_OLD" >"$URING_PARAM"
-    fi
-    blkfuse_teardown
-}
-
-# uring_param Y|N: set enable_uring (skips without root or without the parameter); the first
-# call keeps the old value for teardown.
-uring_param() {
-    require_root
-    [[ -w $URING_PARAM ]] || skip "needs $URING_PARAM (a kernel with CONFIG_FUSE_IO_URING)"
-    [[ -n ${URING_OLD:-} ]] || URING_OLD=$(cat "$URING_PARAM")
-    echo "$1" >"$URING_PARAM"
+    export_setup 4M
 }
 
 # json_field MOUNTPOINT FIELD: FIELD of the export on MOUNTPOINT in `blkfuse list --json`.
@@ -97,5 +75,27 @@ print(mine[0][sys.argv[2]])
     [[ $(json_get ok <<<"$output") == False && $output == *"must be auto, uring or dev"* ]]
     blkfuse_mount --daemon "$SOCK" --transport=dev "$IMG" "$MP"
     [ "$(json_field "$MP" transport)" = dev ]
+    blkfuse unmount "$MP"
+}
+
+@test "a FUSE-over-io_uring queue that the kernel refuses fails the mount with the reason" {
+    uring_param Y
+    EXPECTED_LOG_ERRORS='did not start|refused the ring entries|queue [0-9]+: Invalid argument'
+    local last=$(($(nproc) - 1)) q
+    for q in 0 $last; do
+        run --separate-stderr env BLKFUSE_URING_FAULT_QUEUE=$q \
+            blkfuse mount --log-file "$BLKFUSE_LOG" --transport=uring "$IMG" "$MP"
+        echo "$stderr"
+        [ "$status" -eq 1 ]
+        [[ $stderr == *"queue $q of $(nproc) did not start"* ]]
+        [[ $stderr == *"the kernel refused the ring entries of queue $q"* ]]
+        [[ $stderr == *"--transport=dev serves the export"* ]]
+        ! is_mounted "$MP"
+        [ ! -e "$MP" ]
+    done
+    # Nothing is left behind: the same mount without the fault works.
+    blkfuse_mount --transport=uring "$IMG" "$MP"
+    cmp "$IMG" "$MP"
+    [ "$(json_field "$MP" transport)" = uring ]
     blkfuse unmount "$MP"
 }

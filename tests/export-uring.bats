@@ -9,28 +9,17 @@
 
 load helpers
 
-URING_PARAM=/sys/module/fuse/parameters/enable_uring
-
 setup_file() {
-    if [[ $(id -u) -eq 0 && -w $URING_PARAM ]]; then
-        cat "$URING_PARAM" >"$BATS_FILE_TMPDIR/uring-old"
-        echo Y >"$URING_PARAM"
-    fi
+    uring_file_on
 }
 
 teardown_file() {
-    if [[ -f $BATS_FILE_TMPDIR/uring-old ]]; then
-        cat "$BATS_FILE_TMPDIR/uring-old" >"$URING_PARAM"
-    fi
+    uring_file_restore
 }
 
 setup() {
-    blkfuse_setup
-    require_fuse
-    [[ -f $BATS_FILE_TMPDIR/uring-old ]] ||
-        skip "needs root and $URING_PARAM (a kernel with CONFIG_FUSE_IO_URING)"
-    IMG="$T/disk.img"
-    MP="$T/disk"
+    export_setup
+    require_uring_file
     make_pattern "$IMG" 8M
 }
 

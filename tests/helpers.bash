@@ -114,6 +114,71 @@ setup() {
     blkfuse_setup
 }
 
+# export_setup [SIZE]: the set-up of a test of one export: blkfuse_setup,
+# require_fuse, and the usual names IMG=$T/disk.img (the image), REF=$T/ref.img
+# (a reference copy, for tests that keep one) and MP=$T/disk.mnt (the
+# mountpoint).  With SIZE, IMG is made a pattern image of SIZE bytes (sizes as
+# make_pattern takes them) and SUM is its sha256sum.
+export_setup() {
+    blkfuse_setup
+    require_fuse
+    IMG=$T/disk.img
+    REF=$T/ref.img
+    MP=$T/disk.mnt
+    if [[ -n ${1:-} ]]; then
+        make_pattern "$IMG" "$1"
+        SUM=$(sha256sum <"$IMG")
+    fi
+}
+
+# --- the fuse module's enable_uring parameter --------------------------------
+# The kernel offers FUSE-over-io_uring only while it is Y.  A test switches it
+# with uring_param (blkfuse_teardown puts back the value it had before); a file
+# whose every test needs it switches it on in setup_file with uring_file_on and
+# back in teardown_file with uring_file_restore, and each test checks with
+# require_uring_file.
+
+URING_PARAM=/sys/module/fuse/parameters/enable_uring
+
+# uring_param Y|N: set enable_uring for this test (skips without root or
+# without the parameter).
+uring_param() {
+    require_root
+    [[ -w $URING_PARAM ]] || skip "needs $URING_PARAM (a kernel with CONFIG_FUSE_IO_URING)"
+    [[ -n ${URING_OLD:-} ]] || URING_OLD=$(cat "$URING_PARAM")
+    echo "$1" >"$URING_PARAM"
+}
+
+# uring_param_restore: put back the value uring_param found (blkfuse_teardown).
+uring_param_restore() {
+    if [[ -n ${URING_OLD:-} ]]; then
+        echo "$URING_OLD" >"$URING_PARAM"
+        URING_OLD=
+    fi
+}
+
+# uring_file_on (setup_file): switch enable_uring on for the whole file, if
+# root can; the old value is kept in $BATS_FILE_TMPDIR.
+uring_file_on() {
+    if [[ $(id -u) -eq 0 && -w $URING_PARAM ]]; then
+        cat "$URING_PARAM" >"$BATS_FILE_TMPDIR/uring-old"
+        echo Y >"$URING_PARAM"
+    fi
+}
+
+# uring_file_restore (teardown_file): put back what uring_file_on found.
+uring_file_restore() {
+    if [[ -f $BATS_FILE_TMPDIR/uring-old ]]; then
+        cat "$BATS_FILE_TMPDIR/uring-old" >"$URING_PARAM"
+    fi
+}
+
+# require_uring_file: skip unless uring_file_on switched enable_uring on.
+require_uring_file() {
+    [[ -f $BATS_FILE_TMPDIR/uring-old ]] ||
+        skip "needs root and $URING_PARAM (a kernel with CONFIG_FUSE_IO_URING)"
+}
+
 # Print "TARGET FSTYPE" for every mount whose target lies inside $T, deepest
 # first (reverse mount order), without touching the mounts themselves.
 _mounts_under_t() {
@@ -140,6 +205,7 @@ _force_unmount() {
 blkfuse_teardown() {
     local rc=0 mp dev pid target fstype back errors f
 
+    uring_param_restore
     if [[ -z ${T:-} || ! -d $T ]]; then
         return 0
     fi

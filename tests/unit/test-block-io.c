@@ -1,14 +1,17 @@
 /* test-block-io.c - unit tests for the generic I/O path (block/io.c) over the file, raw and null
  * drivers: unaligned and O_DIRECT I/O against a plain-file reference, read-modify-write
  * serialisation, write-zeroes, discard, block status, truncate, probing, backing-chain loops,
- * raw slices and options, and the probed-raw first-sector guard.  Every test runs under each I/O
- * engine of the file driver (/block-io/ENGINE/...: io_uring, native, threads). */
+ * raw slices and options, the probed-raw first-sector guard, and inline writes.  Every test runs
+ * under each I/O engine of the file driver (/block-io/ENGINE/...: auto, the default, then
+ * io_uring, native, threads). */
 #include "config.h"
 #include "unit-helpers.h"
 #include "block/block.h"
 #include "block/io-engine.h"
 
+#include <linux/magic.h>
 #include <sys/syscall.h>
+#include <sys/vfs.h>
 
 static char *test_dir;          /* one temp dir for the whole binary, removed at the end */
 
@@ -41,13 +44,22 @@ off_t lseek(int fd, off_t offset, int whence)
 }
 
 /* Which threads call pwrite: the threads engine writes with it in workers; the io_uring engine
- * never does (its writes are SQEs). */
+ * never does (its writes are SQEs); the default engine writes inline, in the event loop, where
+ * the file system refuses RWF_NOWAIT writes.  slow_pwrite_us makes the pwrites of event-loop
+ * threads take that long (a write blocked by dirty-page throttling, say). */
 static unsigned worker_pwrite_calls;        /* atomic */
+static unsigned loop_pwrite_calls;          /* atomic */
+static unsigned slow_pwrite_us;             /* atomic */
 
 ssize_t pwrite(int fd, const void *buf, size_t n, off_t offset)
 {
     if (!aio_peek_current()) {
         __atomic_add_fetch(&worker_pwrite_calls, 1, __ATOMIC_ACQ_REL);
+    } else {
+        __atomic_add_fetch(&loop_pwrite_calls, 1, __ATOMIC_ACQ_REL);
+        if (__atomic_load_n(&slow_pwrite_us, __ATOMIC_ACQUIRE)) {
+            g_usleep(__atomic_load_n(&slow_pwrite_us, __ATOMIC_ACQUIRE));
+        }
     }
     return syscall(SYS_pwrite64, fd, buf, n, offset);
 }
@@ -1268,7 +1280,8 @@ static void test_engine_used(void)
         g_assert_cmpmem(back, 64 * 1024, data, 64 * 1024);
         memcpy(ref + 64 * 1024, data, 64 * 1024);
         calls = __atomic_load_n(&worker_pwrite_calls, __ATOMIC_ACQUIRE) - before;
-        if (strcmp(cur_engine, "io_uring") == 0 ||
+        /* auto: the ring, libaio, RWF_NOWAIT or an inline write (64 KiB is within the limit) */
+        if (strcmp(cur_engine, "io_uring") == 0 || strcmp(cur_engine, "auto") == 0 ||
             (direct && strcmp(cur_engine, "native") == 0)) {
             g_assert_cmpuint(calls, ==, 0);
         } else {
@@ -1332,6 +1345,133 @@ static void test_engine_option(void)
     g_unlink(path);
 }
 
+/* Buffered writes where the file system refuses RWF_NOWAIT writes (ext4, tmpfs): with the default
+ * engine, those up to inline-write-max (default 64 KiB) are pwrites in the event loop, larger
+ * ones go to workers; a slow inline write sends the next writes to the workers; the data is
+ * right either way.  Other engines never write inline. */
+static void test_inline_writes(void)
+{
+    g_autofree char *path = tmp_path("inline.img");
+    g_autofree uint8_t *ref = uh_create_pattern_file(path, 1024 * 1024, 31);
+    g_autofree uint8_t *data = g_malloc(256 * 1024);
+    static const struct { const char *opts; int64_t off, len; bool inl; } w[] = {
+        { "inline-write-max=128k", 4096, 4096, true },
+        { "inline-write-max=128k", 70000, 131072, true },      /* exactly the limit */
+        { "inline-write-max=128k", 300000, 131073, false },    /* one byte more */
+        { "inline-write-max=0", 5000, 512, false },
+        { NULL, 600000, 65536, true },                         /* the default limit */
+        { NULL, 700000, 65537, false },
+    };
+    bool is_auto = strcmp(cur_engine, "auto") == 0;
+
+    for (size_t i = 0; i < G_N_ELEMENTS(w); i++) {
+        BlockDriverState *bs = open_ok(path, "raw", w[i].opts, BDRV_O_RDWR);
+        BlockDriverState *file = bs->file->bs;
+        unsigned workers = __atomic_load_n(&worker_pwrite_calls, __ATOMIC_ACQUIRE);
+        unsigned on_loop = __atomic_load_n(&loop_pwrite_calls, __ATOMIC_ACQUIRE);
+        uint64_t inl;
+
+        uh_fill_pattern(data, w[i].len, 0, 40 + i);
+        /* The first write of a node finds out whether the file system takes RWF_NOWAIT. */
+        g_assert_cmpint(bdrv_pwrite(bs, w[i].off, w[i].len, data), ==, 0);
+        g_assert_cmpint(bdrv_pwrite(bs, w[i].off, w[i].len, data), ==, 0);
+        memcpy(ref + w[i].off, data, w[i].len);
+        inl = bdrv_file_inline_ops(file, true);
+        if (!is_auto) {
+            g_assert_cmpuint(inl, ==, 0);
+        } else if (__atomic_load_n(&loop_pwrite_calls, __ATOMIC_ACQUIRE) == on_loop &&
+                   __atomic_load_n(&worker_pwrite_calls, __ATOMIC_ACQUIRE) == workers) {
+            g_test_message("the file system takes RWF_NOWAIT writes: nothing is inline");
+            g_assert_cmpuint(inl, ==, 0);
+        } else if (w[i].inl) {
+            g_assert_cmpuint(inl, ==, 2);
+            g_assert_cmpuint(__atomic_load_n(&loop_pwrite_calls, __ATOMIC_ACQUIRE), ==,
+                             on_loop + 2);
+        } else {
+            g_assert_cmpuint(inl, ==, 0);
+            g_assert_cmpuint(__atomic_load_n(&worker_pwrite_calls, __ATOMIC_ACQUIRE), >=,
+                             workers + 2);
+        }
+        bdrv_unref(bs);
+    }
+    check_file_contents(path, ref, 1024 * 1024);
+
+    /* A slow inline write (200 ms: more than FILE_INLINE_SLOW_US) pauses inline writes for 50
+     * times as long, 10 s: the next writes go to the workers. */
+    if (is_auto) {
+        BlockDriverState *bs = open_ok(path, "raw", NULL, BDRV_O_RDWR);
+        BlockDriverState *file = bs->file->bs;
+        unsigned workers;
+
+        uh_fill_pattern(data, 8192, 0, 50);
+        g_assert_cmpint(bdrv_pwrite(bs, 8192, 8192, data), ==, 0);
+        if (bdrv_file_inline_ops(file, true) == 1) {
+            __atomic_store_n(&slow_pwrite_us, 200 * 1000, __ATOMIC_RELEASE);
+            g_assert_cmpint(bdrv_pwrite(bs, 16384, 8192, data), ==, 0);
+            __atomic_store_n(&slow_pwrite_us, 0, __ATOMIC_RELEASE);
+            g_assert_cmpuint(bdrv_file_inline_ops(file, true), ==, 2);
+            workers = __atomic_load_n(&worker_pwrite_calls, __ATOMIC_ACQUIRE);
+            g_assert_cmpint(bdrv_pwrite(bs, 24576, 8192, data), ==, 0);
+            g_assert_cmpuint(bdrv_file_inline_ops(file, true), ==, 2);
+            g_assert_cmpuint(__atomic_load_n(&worker_pwrite_calls, __ATOMIC_ACQUIRE), >,
+                             workers);
+            memcpy(ref + 16384, data, 8192);
+            memcpy(ref + 24576, data, 8192);
+        }
+        memcpy(ref + 8192, data, 8192);
+        bdrv_unref(bs);
+        check_file_contents(path, ref, 1024 * 1024);
+    }
+    g_unlink(path);
+}
+
+/* Buffered reads from a file in memory (tmpfs, which refuses RWF_NOWAIT reads): with the default
+ * engine those up to inline-write-max are preads in the event loop, larger ones and those of
+ * other engines are not; the data is right either way. */
+static void test_inline_reads_tmpfs(void)
+{
+    g_autofree char *dir = g_strdup("/dev/shm/blkfuse-unit.XXXXXX");
+    g_autofree char *path = NULL;
+    g_autofree uint8_t *ref = NULL;
+    uint8_t *buf = g_malloc(256 * 1024);
+    static const struct { int64_t off, len; bool inl; } r[] = {
+        { 4096, 4096, true },
+        { 100000, 65536, true },        /* the default limit */
+        { 200000, 65537, false },       /* one byte more */
+        { 1024 * 1024 - 1000, 1000, true },     /* up to the end */
+    };
+    bool is_auto = strcmp(cur_engine, "auto") == 0;
+    BlockDriverState *bs, *file;
+    struct statfs sfs;
+
+    if (!g_mkdtemp(dir) || statfs(dir, &sfs) < 0 || sfs.f_type != TMPFS_MAGIC) {
+        g_test_skip("needs /dev/shm on tmpfs");
+        g_rmdir(dir);
+        return;
+    }
+    path = g_build_filename(dir, "inline-read.img", NULL);
+    ref = uh_create_pattern_file(path, 1024 * 1024, 33);
+    bs = open_ok(path, "raw", NULL, BDRV_O_RDWR);
+    file = bs->file->bs;
+    for (size_t i = 0; i < G_N_ELEMENTS(r); i++) {
+        uint64_t before = bdrv_file_inline_ops(file, false);
+        int64_t in_file = MAX(0, MIN(r[i].len, 1024 * 1024 - r[i].off));
+
+        memset(buf, 0xa5, r[i].len);
+        g_assert_cmpint(bdrv_pread(bs, r[i].off, r[i].len, buf), ==, 0);
+        g_assert_cmpmem(buf, in_file, ref + r[i].off, in_file);
+        for (int64_t j = in_file; j < r[i].len; j++) {
+            g_assert_cmpint(buf[j], ==, 0);
+        }
+        g_assert_cmpuint(bdrv_file_inline_ops(file, false) - before, ==,
+                         is_auto && r[i].inl ? 1 : 0);
+    }
+    bdrv_unref(bs);
+    g_unlink(path);
+    g_rmdir(dir);
+    g_free(buf);
+}
+
 typedef struct EngineTest {
     UhTest uh;                  /* first: what uh_run_test runs */
     const char *engine;
@@ -1352,7 +1492,7 @@ static void run_engine_test(gconstpointer data)
 }
 
 
-static const char *const engines[] = { "io_uring", "native", "threads" };
+static const char *const engines[] = { "auto", "io_uring", "native", "threads" };
 static const UhTest tests[] = {
     { "/buffered/unaligned-rw", test_buffered_unaligned_rw },
     { "/direct/unaligned-rw", test_direct_unaligned_rw },
@@ -1385,6 +1525,8 @@ static const UhTest tests[] = {
     { "/engine/used", test_engine_used },
     { "/engine/option", test_engine_option },
     { "/engine/reopen", test_engine_reopen },
+    { "/inline-writes", test_inline_writes },
+    { "/inline-reads/tmpfs", test_inline_reads_tmpfs },
 };
 
 static EngineTest engine_tests[G_N_ELEMENTS(engines)][G_N_ELEMENTS(tests)];

@@ -219,6 +219,7 @@ static void test_init_negotiation(void)
     g_assert_cmpuint(agreed & FUSE_ASYNC_DIO, !=, 0);
     g_assert_cmpuint(agreed & FUSE_MAX_PAGES, !=, 0);
     g_assert_cmpuint(agreed & FUSE_INIT_EXT, !=, 0);
+    g_assert_cmpuint(agreed & FUSE_DIRECT_IO_ALLOW_MMAP, !=, 0);   /* MAP_SHARED of O_DIRECT */
     /* Never asked: O_TRUNC must come as a SETATTR, writes must not be cached. */
     g_assert_cmpuint(agreed & FUSE_ATOMIC_O_TRUNC, ==, 0);
     g_assert_cmpuint(agreed & FUSE_WRITEBACK_CACHE, ==, 0);
@@ -255,7 +256,8 @@ static void test_init_wants(void)
     /* Without FUSE_INIT_EXT the upper half is not there. */
     te = test_export_new("null:1M", NULL, false, false);
     te->exp.init_want = FUSE_PASSTHROUGH;
-    out = do_init(te, 45, FUSE_PASSTHROUGH | FUSE_ASYNC_READ, &error);
+    out = do_init(te, 45, FUSE_PASSTHROUGH | FUSE_DIRECT_IO_ALLOW_MMAP | FUSE_ASYNC_READ,
+                  &error);
     g_assert_cmpint(error, ==, 0);
     g_assert_cmpuint(out.flags2, ==, 0);
     g_assert_cmpuint(out.max_stack_depth, ==, 0);
