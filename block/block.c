@@ -22,15 +22,32 @@ extern const BlockDriver bdrv_null;
 extern const BlockDriver bdrv_raw;
 extern const BlockDriver bdrv_qcow2;
 extern const BlockDriver bdrv_fault;
+#ifdef CONFIG_LIBRBD
+extern const BlockDriver bdrv_rbd;
+#endif
 
 /* Every driver blkfuse has.  Protocols first; formats in probing order; filters last. */
 static const BlockDriver *const block_drivers[] = {
     &bdrv_file,
     &bdrv_null,
+#ifdef CONFIG_LIBRBD
+    &bdrv_rbd,
+#endif
     &bdrv_raw,
     &bdrv_qcow2,
     &bdrv_fault,
 };
+
+/* Protocols other than file whose images may hold a format to probe. */
+static bool is_storage_protocol(const BlockDriver *drv)
+{
+#ifdef CONFIG_LIBRBD
+    if (drv == &bdrv_rbd) {
+        return true;
+    }
+#endif
+    return false;
+}
 
 /* Drivers added at run time by tests and fuzzers (bdrv_register_driver), searched after the
  * table. */
@@ -434,7 +451,10 @@ BlockDriverState *bdrv_open(const char *filename, const char *format, BlockOptio
         return NULL;
     }
     if (!drv) {
-        drv = proto->is_protocol && proto != &bdrv_file ? &bdrv_raw : probe_node(file, errp);
+        /* Images behind a protocol that stores data (file, rbd) are probed; null reads only
+         * zeros, and test protocols (bdrv_register_driver) are raw. */
+        drv = proto != &bdrv_file && !is_storage_protocol(proto) ? &bdrv_raw :
+              probe_node(file, errp);
         if (!drv) {
             bdrv_unref(file);
             return NULL;
