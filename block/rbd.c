@@ -79,16 +79,28 @@ struct BDRVRBDState {
     bool diff_usable;           /* block status may ask the object map (fast-diff, no fancy
                                  * striping: rbd_diff_iterate2 reports extents in order) */
     CoMutex resize_lock;        /* one resize at a time */
+    int64_t allocated;          /* atomic: bytes in existing objects (object map), or -ENOTSUP */
 
     GMutex lock;                /* protects what follows */
     GCond cond;
     GQueue inflight;            /* RBDReq, oldest (first deadline) first */
     unsigned pending;           /* requests librbd or a worker still owns */
     bool stopping;
+    bool closed;                /* the closer thread has closed the image */
+    bool abandoned;             /* close stopped waiting for it: the closer frees the state */
     bool outage;                /* requests have timed out since the last success */
     uint64_t timeouts;          /* requests failed by the watchdog, in all */
+    bool refreshing;            /* a background job updates allocated */
+    int64_t allocated_at;       /* g_get_monotonic_time() of the last update */
     GThread *watchdog;
 };
+
+/* The node's state is its own allocation (bs->opaque points to it), so that it can outlive
+ * the node when the cluster is gone at close: see rbd_close_node. */
+static inline BDRVRBDState *rbd_state(BlockDriverState *bs)
+{
+    return *(BDRVRBDState **)bs->opaque;
+}
 
 /* One pool of worker threads for the synchronous librbd calls of every rbd node. */
 static GThreadPool *rbd_workers;
@@ -122,8 +134,12 @@ static void rbd_req_done(RBDReq *req, int64_t ret)
     BDRVRBDState *s = req->s;
 
     g_mutex_lock(&s->lock);
-    if (!req->answered) {
-        if (s->outage && ret >= 0) {
+    if (!req->co) {             /* a background job: nobody waits for it */
+        s->refreshing = false;
+    } else if (!req->answered) {
+        /* Writes may be acknowledged by librbd's cache alone: only a read or a flush says
+         * that the OSDs answer again. */
+        if (s->outage && ret >= 0 && (req->op == RBD_OP_READ || req->op == RBD_OP_FLUSH)) {
             s->outage = false;
             log_info("rbd:%s/%s: the cluster answers again", s->pool, s->name);
         }
@@ -287,7 +303,7 @@ static int64_t coroutine_fn rbd_req_run(BDRVRBDState *s, RBDReq *req)
 
 static int64_t rbd_getlength(BlockDriverState *bs)
 {
-    BDRVRBDState *s = bs->opaque;
+    BDRVRBDState *s = rbd_state(bs);
 
     return __atomic_load_n(&s->size, __ATOMIC_RELAXED);
 }
@@ -325,12 +341,78 @@ static int coroutine_fn rbd_co_resize(BDRVRBDState *s, int64_t size, bool grow_o
     return ret < 0 ? ret : 0;
 }
 
+/* rbd_diff_iterate2 callback: add up the extents that exist. */
+static int rbd_diff_sum(uint64_t off, size_t len, int exists, void *opaque)
+{
+    if (exists) {
+        *(int64_t *)opaque += len;
+    }
+    return 0;
+}
+
+/* Bytes in the image's existing objects, from the object map; -ENOTSUP when it cannot tell.
+ * Talks to librbd synchronously: open or a worker thread. */
+static int64_t rbd_count_allocated(BDRVRBDState *s)
+{
+    uint64_t flags;
+    int64_t sum = 0;
+
+    if (!s->diff_usable || rbd_get_flags(s->image, &flags) < 0 ||
+        (flags & (RBD_FLAG_OBJECT_MAP_INVALID | RBD_FLAG_FAST_DIFF_INVALID)) ||
+        rbd_diff_iterate2(s->image, NULL, 0, __atomic_load_n(&s->size, __ATOMIC_RELAXED), 1, 1,
+                          rbd_diff_sum, &sum) < 0) {
+        return -ENOTSUP;
+    }
+    return sum;
+}
+
+static int64_t rbd_worker_count_allocated(BDRVRBDState *s, RBDReq *req)
+{
+    __atomic_store_n(&s->allocated, rbd_count_allocated(s), __ATOMIC_RELAXED);
+    return 0;
+}
+
+/*
+ * st_blocks: what the object map said last time; asking again (on a worker thread) when that
+ * is more than a second old, so that the next stat sees writes and discards.  Any thread, never
+ * waits for the cluster.
+ */
+static int64_t rbd_get_allocated_file_size(BlockDriverState *bs)
+{
+    BDRVRBDState *s = rbd_state(bs);
+    int64_t now = g_get_monotonic_time();
+    RBDReq *req = NULL;
+
+    if (!s->diff_usable) {
+        return -ENOTSUP;
+    }
+    g_mutex_lock(&s->lock);
+    if (!s->refreshing && !s->stopping && now - s->allocated_at > G_USEC_PER_SEC) {
+        s->refreshing = true;
+        s->allocated_at = now;
+        s->pending++;
+        req = g_new0(RBDReq, 1);
+        req->s = s;
+        req->op = RBD_OP_WORKER;
+        req->fn = rbd_worker_count_allocated;
+        req->refs = 1;
+    }
+    g_mutex_unlock(&s->lock);
+    if (req) {
+        rbd_workers = g_once(&rbd_workers_once, rbd_workers_init, NULL);
+        if (!g_thread_pool_push(rbd_workers, req, NULL)) {
+            rbd_req_done(req, -EAGAIN);
+        }
+    }
+    return __atomic_load_n(&s->allocated, __ATOMIC_RELAXED);
+}
+
 /* --- I/O ---------------------------------------------------------------------------------- */
 
 static int coroutine_fn rbd_co_pread(BlockDriverState *bs, int64_t offset, int64_t bytes,
                                      void *buf, BdrvRequestFlags flags)
 {
-    BDRVRBDState *s = bs->opaque;
+    BDRVRBDState *s = rbd_state(bs);
     RBDReq *req = rbd_req_new(s, RBD_OP_READ, offset, bytes);
     int64_t ret;
 
@@ -359,7 +441,7 @@ static int coroutine_fn rbd_co_run_simple(BDRVRBDState *s, RBDReq *req)
 static int coroutine_fn rbd_co_pwrite(BlockDriverState *bs, int64_t offset, int64_t bytes,
                                       const void *buf, BdrvRequestFlags flags)
 {
-    BDRVRBDState *s = bs->opaque;
+    BDRVRBDState *s = rbd_state(bs);
     RBDReq *req;
 
     /* The image does not grow by writing past its end: the backend grows it first (truncate)
@@ -383,7 +465,7 @@ static int coroutine_fn rbd_co_pwrite(BlockDriverState *bs, int64_t offset, int6
 static int coroutine_fn rbd_co_pwrite_zeroes(BlockDriverState *bs, int64_t offset,
                                              int64_t bytes, BdrvRequestFlags flags)
 {
-    BDRVRBDState *s = bs->opaque;
+    BDRVRBDState *s = rbd_state(bs);
 
     /* Without MAY_UNMAP the range must stay allocated: thick-provisioned zeros. */
     return rbd_co_run_simple(s, rbd_req_new(s, (flags & BDRV_REQ_MAY_UNMAP) ? RBD_OP_ZEROES :
@@ -392,14 +474,14 @@ static int coroutine_fn rbd_co_pwrite_zeroes(BlockDriverState *bs, int64_t offse
 
 static int coroutine_fn rbd_co_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes)
 {
-    BDRVRBDState *s = bs->opaque;
+    BDRVRBDState *s = rbd_state(bs);
 
     return rbd_co_run_simple(s, rbd_req_new(s, RBD_OP_DISCARD, offset, bytes));
 }
 
 static int coroutine_fn rbd_co_flush(BlockDriverState *bs)
 {
-    BDRVRBDState *s = bs->opaque;
+    BDRVRBDState *s = rbd_state(bs);
 
     return rbd_co_run_simple(s, rbd_req_new(s, RBD_OP_FLUSH, 0, 0));
 }
@@ -407,7 +489,7 @@ static int coroutine_fn rbd_co_flush(BlockDriverState *bs)
 static int coroutine_fn rbd_co_truncate(BlockDriverState *bs, int64_t offset, bool exact,
                                         PreallocMode prealloc, GError **errp)
 {
-    BDRVRBDState *s = bs->opaque;
+    BDRVRBDState *s = rbd_state(bs);
     int ret;
 
     if (prealloc != PREALLOC_MODE_OFF) {
@@ -474,7 +556,7 @@ static int coroutine_fn rbd_co_block_status(BlockDriverState *bs, int64_t offset
                                             int64_t bytes, int64_t *pnum, int64_t *map,
                                             BlockDriverState **file)
 {
-    BDRVRBDState *s = bs->opaque;
+    BDRVRBDState *s = rbd_state(bs);
     RBDReq *req;
     int64_t ret;
     bool data = true;
@@ -601,7 +683,7 @@ static int rbd_conf_set(BDRVRBDState *s, const char *key, const char *value,
 /* Set up the cluster handle: configuration file, user, keyring, timeouts. */
 static int rbd_configure(BlockDriverState *bs, int flags, GError **errp)
 {
-    BDRVRBDState *s = bs->opaque;
+    BDRVRBDState *s = rbd_state(bs);
     g_autofree char *mount_timeout = g_strdup_printf("%" G_GINT64_FORMAT, s->connect_timeout);
     /* librbd waits forever for an OSD that is down; this bounds how long its requests stay
      * in flight after the driver has failed them (close waits for them), well after
@@ -641,7 +723,7 @@ static int rbd_configure(BlockDriverState *bs, int flags, GError **errp)
 /* Connect to the cluster, within connect-timeout. */
 static int rbd_connect(BlockDriverState *bs, GError **errp)
 {
-    BDRVRBDState *s = bs->opaque;
+    BDRVRBDState *s = rbd_state(bs);
     int ret = rados_connect(s->cluster);
 
     if (ret < 0) {
@@ -664,7 +746,7 @@ static int rbd_connect(BlockDriverState *bs, GError **errp)
 /* Open the image (its snapshot read-only) and learn its size and features. */
 static int rbd_open_image(BlockDriverState *bs, int flags, GError **errp)
 {
-    BDRVRBDState *s = bs->opaque;
+    BDRVRBDState *s = rbd_state(bs);
     uint64_t size, stripe_count = 1;
     int ret;
 
@@ -698,6 +780,8 @@ static int rbd_open_image(BlockDriverState *bs, int flags, GError **errp)
     rbd_get_features(s->image, &s->features);
     rbd_get_stripe_count(s->image, &stripe_count);
     s->diff_usable = (s->features & RBD_FEATURE_FAST_DIFF) && stripe_count <= 1;
+    s->allocated = rbd_count_allocated(s);
+    s->allocated_at = g_get_monotonic_time();
     return 0;
 }
 
@@ -723,13 +807,16 @@ static void rbd_free_state(BDRVRBDState *s)
     g_free(s->user);
     g_free(s->keyring);
     g_free(s->mon_host);
+    g_free(s);
 }
 
 static int rbd_open_node(BlockDriverState *bs, BlockOptions *opts, int flags, GError **errp)
 {
-    BDRVRBDState *s = bs->opaque;
+    BDRVRBDState *s = g_new0(BDRVRBDState, 1);
     int64_t timeout = RBD_DEFAULT_RECONNECT_TIMEOUT;
     int ret;
+
+    *(BDRVRBDState **)bs->opaque = s;
 
     g_mutex_init(&s->lock);
     g_cond_init(&s->cond);
@@ -757,13 +844,56 @@ static int rbd_open_node(BlockDriverState *bs, BlockOptions *opts, int flags, GE
     return 0;
 
 fail:
+    *(BDRVRBDState **)bs->opaque = NULL;
     rbd_free_state(s);
     return ret;
 }
 
+/*
+ * The closer thread: wait until librbd and the workers have let go of every request (those the
+ * watchdog failed too), then close the image and the connection, which also needs the cluster.
+ * Frees the state itself when close gave up waiting for it.
+ */
+static gpointer rbd_closer(gpointer opaque)
+{
+    BDRVRBDState *s = opaque;
+    bool abandoned;
+
+    g_mutex_lock(&s->lock);
+    while (s->pending) {
+        g_cond_wait(&s->cond, &s->lock);
+    }
+    g_mutex_unlock(&s->lock);
+    rbd_close(s->image);
+    s->image = NULL;
+    rados_ioctx_destroy(s->io);
+    s->io = NULL;
+    rados_shutdown(s->cluster);
+    s->cluster = NULL;
+
+    g_mutex_lock(&s->lock);
+    s->closed = true;
+    abandoned = s->abandoned;
+    g_cond_broadcast(&s->cond);
+    g_mutex_unlock(&s->lock);
+    if (abandoned) {
+        rbd_free_state(s);
+    }
+    return NULL;
+}
+
+/*
+ * Close: stop the watchdog, then close in a thread of its own, waiting for it at most
+ * reconnect-timeout.  A cluster that is gone would keep rbd_close (and requests the watchdog
+ * failed) waiting for good; then the node goes away without it, and the closer finishes (and
+ * frees the state) if the cluster comes back, or the process exits first.
+ */
 static void rbd_close_node(BlockDriverState *bs)
 {
-    BDRVRBDState *s = bs->opaque;
+    BDRVRBDState *s = rbd_state(bs);
+    GThread *closer;
+    int64_t deadline = g_get_monotonic_time() + s->timeout_us;
+    bool closed = true;
 
     g_mutex_lock(&s->lock);
     s->stopping = true;
@@ -771,23 +901,29 @@ static void rbd_close_node(BlockDriverState *bs)
     g_mutex_unlock(&s->lock);
     g_thread_join(s->watchdog);
 
-    /* Requests the watchdog failed may still be in librbd or a worker: their completions
-     * must find s (rados_osd_op_timeout bounds the wait). */
+    closer = g_thread_new("rbd-close", rbd_closer, s);
     g_mutex_lock(&s->lock);
-    if (s->pending) {
-        log_info("rbd:%s/%s: waiting for %u requests the cluster has not answered", s->pool,
-                 s->name, s->pending);
+    while (!s->closed && closed) {
+        closed = g_cond_wait_until(&s->cond, &s->lock, deadline) || s->closed;
     }
-    while (s->pending) {
-        g_cond_wait(&s->cond, &s->lock);
+    if (!s->closed) {
+        s->abandoned = true;
+        log_warning("rbd:%s/%s: the cluster did not answer at close (%u requests in flight): "
+                    "leaving the image to close when it is back", s->pool, s->name, s->pending);
     }
+    closed = s->closed;
     g_mutex_unlock(&s->lock);
-    rbd_free_state(s);
+    if (closed) {
+        g_thread_join(closer);
+        rbd_free_state(s);
+    } else {
+        g_thread_unref(closer);
+    }
 }
 
 static int rbd_get_info(BlockDriverState *bs, BlockDriverInfo *info)
 {
-    BDRVRBDState *s = bs->opaque;
+    BDRVRBDState *s = rbd_state(bs);
     char features[256] = "";
     size_t len = sizeof(features);
     uint64_t timeouts;
@@ -808,7 +944,7 @@ static int rbd_get_info(BlockDriverState *bs, BlockDriverInfo *info)
 
 const BlockDriver bdrv_rbd = {
     .format_name                    = "rbd",
-    .instance_size                  = sizeof(BDRVRBDState),
+    .instance_size                  = sizeof(BDRVRBDState *),
     .is_protocol                    = true,
     .protocol_prefix                = "rbd",
     .bdrv_open                      = rbd_open_node,
@@ -821,5 +957,6 @@ const BlockDriver bdrv_rbd = {
     .bdrv_co_truncate               = rbd_co_truncate,
     .bdrv_co_block_status           = rbd_co_block_status,
     .bdrv_getlength                 = rbd_getlength,
+    .bdrv_get_allocated_file_size   = rbd_get_allocated_file_size,
     .bdrv_get_info                  = rbd_get_info,
 };

@@ -7,8 +7,8 @@
 #   ceph_missing            print why the cluster cannot run here (a ceph package missing,
 #                           blkfuse built without librbd), nothing when it can
 #   ceph_start DIR          boot the cluster in DIR (created), create and initialise the pool
-#                           "rbd"; exports CEPH_DIR, CEPH_CONF, CEPH_MON_ADDR, CEPH_MON_PID,
-#                           CEPH_OSD_PID.  Returns non-zero (with the daemons' logs on stderr)
+#                           "rbd"; exports CEPH_DIR, CEPH_CONF, CEPH_MON_ADDR, CEPH_MON_PID
+#                           (the OSD's pid is in DIR/osd.pid: it changes with restarts).  Returns non-zero (with the daemons' logs on stderr)
 #                           if it is not ready within 60 s.
 #   ceph_stop               stop both daemons (only the pids ceph_start started) and remove
 #                           CEPH_DIR
@@ -19,7 +19,7 @@
 #                           the cluster's tools, pointed at CEPH_CONF and with a timeout
 #
 # Setting up the cluster in setup_file: bats runs setup_file in a subshell whose exported
-# variables reach the tests and teardown_file; the pids are also written to CEPH_DIR/pids.
+# variables reach the tests and teardown_file.
 
 CEPH_TOOL_TIMEOUT=${CEPH_TOOL_TIMEOUT:-60}
 
@@ -82,11 +82,29 @@ _ceph_osd_is_up() {
     [[ $(CEPH_TOOL_TIMEOUT=10 ceph osd dump 2>/dev/null | awk '$1 == "osd.0" { print $2 }') == up ]]
 }
 
+# Up, or (re)started when its process is gone: an OSD has been seen to exit silently at its
+# first boot on a loaded machine; a second start finds its store and joins.
+_ceph_osd_up_or_restart() {
+    if ! _pid_alive "$CEPH_OSD_PID"; then
+        echo "ceph: osd.0 (pid $CEPH_OSD_PID) exited before it was up; starting it again" \
+            >>"$CEPH_DIR/setup.out"
+        _ceph_start_osd_daemon
+        return 1
+    fi
+    _ceph_osd_is_up
+}
+
 _ceph_start_osd_daemon() {
     command ceph-osd -c "$CEPH_CONF" -i 0 -f >>"$CEPH_DIR/osd.out" 2>&1 3>&- &
     CEPH_OSD_PID=$!
     export CEPH_OSD_PID
-    echo "$CEPH_MON_PID $CEPH_OSD_PID" >"$CEPH_DIR/pids"
+    echo "$CEPH_OSD_PID" >"$CEPH_DIR/osd.pid"
+}
+
+# The OSD's pid: tests run in processes of their own, so a restart in one test reaches the
+# next (and teardown_file) through CEPH_DIR/osd.pid.
+_ceph_osd_pid() {
+    cat "$CEPH_DIR/osd.pid" 2>/dev/null
 }
 
 ceph_start() {
@@ -120,6 +138,9 @@ osd fast shutdown = false
 run dir = $CEPH_DIR/run
 log file = $CEPH_DIR/log/\$name.log
 admin socket = $CEPH_DIR/run/\$name.asok
+[client]
+# Clients (rbd, blkfuse) run side by side: no admin socket for them to fight over.
+admin socket =
 [mon.a]
 mon data = $CEPH_DIR/mon
 [osd.0]
@@ -132,14 +153,13 @@ EOF
     command ceph-mon -c "$CEPH_CONF" -i a -f >>"$CEPH_DIR/mon.out" 2>&1 3>&- &
     CEPH_MON_PID=$!
     export CEPH_MON_PID
-    echo "$CEPH_MON_PID" >"$CEPH_DIR/pids"
     if ! { ceph osd create >>"$CEPH_DIR/setup.out" 2>&1 &&
         command ceph-osd -c "$CEPH_CONF" -i 0 --mkfs >>"$CEPH_DIR/setup.out" 2>&1; }; then
         _ceph_show_logs
         return 1
     fi
     _ceph_start_osd_daemon
-    if ! { _ceph_wait 60 _ceph_osd_is_up &&
+    if ! { _ceph_wait 60 _ceph_osd_up_or_restart &&
         ceph osd pool create rbd 8 >>"$CEPH_DIR/setup.out" 2>&1 &&
         rbd pool init rbd >>"$CEPH_DIR/setup.out" 2>&1; }; then
         _ceph_show_logs
@@ -148,20 +168,21 @@ EOF
 }
 
 ceph_osd_stop() {
-    [[ -n ${CEPH_OSD_PID:-} ]] || return 0
+    CEPH_OSD_PID=$(_ceph_osd_pid)
+    [[ -n $CEPH_OSD_PID ]] || return 0
     kill -TERM "$CEPH_OSD_PID" 2>/dev/null
     wait_for_pid_exit "$CEPH_OSD_PID" 30
 }
 
 ceph_osd_start() {
     _ceph_start_osd_daemon
-    _ceph_wait 60 _ceph_osd_is_up || { _ceph_show_logs; return 1; }
+    _ceph_wait 60 _ceph_osd_up_or_restart || { _ceph_show_logs; return 1; }
 }
 
 ceph_stop() {
     local pid
     [[ -n ${CEPH_DIR:-} && -d $CEPH_DIR ]] || return 0
-    for pid in ${CEPH_OSD_PID:-} ${CEPH_MON_PID:-}; do
+    for pid in $(_ceph_osd_pid) ${CEPH_MON_PID:-}; do
         kill -TERM "$pid" 2>/dev/null || continue
         wait_for_pid_exit "$pid" 20 || kill -KILL "$pid" 2>/dev/null
     done

@@ -28,6 +28,8 @@ setup() {
     blkfuse_setup
     [[ -z $CEPH_SKIP ]] || skip "$CEPH_SKIP"
     require_fuse
+    # A test that failed while the OSD was down must not take the next ones with it.
+    _pid_alive "$(_ceph_osd_pid)" || ceph_osd_start
     # Each test has its own images, named after it.
     IMG=t$BATS_TEST_NUMBER
     URI="rbd:rbd/$IMG:conf=$CEPH_CONF"
@@ -169,4 +171,218 @@ export_cmp() {
     [ "${#lines[@]}" -eq 1 ]
     # 2 s, and some slack for a busy machine; the default would be 20 s.
     ((elapsed < 15000))
+}
+
+@test "rbd: punch hole, zero range and discard reach the cluster; SEEK_DATA/HOLE, st_blocks" {
+    make_pattern "$T/model" 16M
+    rbd import "$T/model" "rbd/$IMG" >/dev/null 2>&1
+    blkfuse_mount "$URI" "$MP"
+    # A whole object (4 MiB at 4 MiB), part of one, and a zeroed range that stays allocated.
+    fallocate -p -o 4M -l 4M "$MP"
+    fallocate -p -o 12M -l 4k "$MP"
+    fallocate -z -o 9M -l 100k "$MP"
+    fallocate -p -o 4M -l 4M "$T/model"
+    fallocate -p -o 12M -l 4k "$T/model"
+    fallocate -z -o 9M -l 100k "$T/model"
+    cmp "$MP" "$T/model"
+    export_cmp "$IMG" "$T/model"
+    # The punched object is gone from the cluster: rbd diff lists the other three.
+    run -0 rbd diff --format json "rbd/$IMG"
+    [[ $output == *'"offset":0,'* && $output != *'"offset":4194304,'* ]]
+    [[ $output == *'"offset":8388608,'* && $output == *'"offset":12582912,'* ]]
+    # SEEK_DATA/SEEK_HOLE come from the object map.
+    run -0 python3 -c '
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+print(os.lseek(fd, 0, os.SEEK_HOLE), os.lseek(fd, 4 << 20, os.SEEK_DATA))' "$MP"
+    [ "$output" = "4194304 8388608" ]
+    # st_blocks follows the object map (refreshed in the background): 3 objects of 4 MiB.
+    local deadline=$(($(_now_ms) + 10000))
+    until [ "$(stat -c %b "$MP")" -eq $((12 * 2048)) ]; do
+        (($(_now_ms) < deadline)) || { stat "$MP"; false; }
+        sleep 0.2
+    done
+}
+
+@test "rbd: ext4 on a loop device over an RBD export, written and fsck-clean" {
+    require_loop
+    require mkfs.ext4 fsck.ext4
+    rbd create --size 96M "rbd/$IMG"
+    blkfuse_mount "$URI" "$MP"
+    mkfs.ext4 -q -F "$MP"
+    attach_loop "$MP"
+    mount_dev "$LOOP" "$T/fs"
+    write_files "$T/fs"
+    umount "$T/fs"
+    detach_loop "$LOOP" "$MP"
+    blkfuse unmount "$MP"
+    # The file system as the cluster has it.
+    rm -f "$T/fs.img"
+    rbd export "rbd/$IMG" "$T/fs.img" >/dev/null 2>&1
+    run fsck.ext4 -n -f "$T/fs.img"
+    echo "$output"
+    [ "$status" -eq 0 ]
+    attach_loop "$T/fs.img" -r
+    mount_dev "$LOOP" "$T/fs2" -o ro
+    (cd "$T/fs2" && sha256sum -c --quiet "$T/sums")
+}
+
+@test "rbd: a qcow2 in RBD written through blkfuse passes qemu-img check after rbd export" {
+    require qemu-img
+    qemu-img create -q -f qcow2 "$T/q.qcow2" 64M
+    rbd import "$T/q.qcow2" "rbd/$IMG" >/dev/null 2>&1
+    make_raw "$T/model" 64M
+    blkfuse_mount "$URI" "$MP"
+    head -c 5M /dev/urandom >"$T/data"
+    dd if="$T/data" of="$MP" bs=64k seek=7 conv=notrunc,fsync status=none
+    dd if="$T/data" of="$T/model" bs=64k seek=7 conv=notrunc status=none
+    dd if="$T/data" of="$MP" bs=4096 seek=12001 count=333 conv=notrunc,fsync status=none
+    dd if="$T/data" of="$T/model" bs=4096 seek=12001 count=333 conv=notrunc status=none
+    fallocate -p -o 1M -l 256k "$MP"
+    fallocate -p -o 1M -l 256k "$T/model"
+    blkfuse unmount "$MP"
+    rm -f "$T/out.qcow2"
+    rbd export "rbd/$IMG" "$T/out.qcow2" >/dev/null 2>&1
+    run qemu-img check "$T/out.qcow2"
+    echo "$output"
+    [ "$status" -eq 0 ]
+    qemu-img convert -O raw "$T/out.qcow2" "$T/out.raw"
+    cmp "$T/out.raw" "$T/model"
+}
+
+@test "rbd: truncate resizes a --growable image, and writes past the end grow it" {
+    rbd create --size 8M "rbd/$IMG"
+    blkfuse_mount --growable "$URI" "$MP"
+    truncate -s 20M "$MP"
+    [ "$(rbd info --format json "rbd/$IMG" | python3 -c 'import json,sys; print(json.load(sys.stdin)["size"])')" -eq $((20 * 1048576)) ]
+    printf 'tail' | dd of="$MP" bs=1 seek=$((20 * 1048576)) conv=notrunc,fsync status=none
+    [ "$(stat -c %s "$MP")" -eq $((20 * 1048576 + 4)) ]
+    truncate -s 4M "$MP"
+    blkfuse unmount "$MP"
+    [ "$(rbd info --format json "rbd/$IMG" | python3 -c 'import json,sys; print(json.load(sys.stdin)["size"])')" -eq $((4 * 1048576)) ]
+}
+
+# rbd_writer FILE NBLOCKS: in the background, write 64 KiB blocks round the first NBLOCKS
+# blocks of FILE with O_DIRECT, read each one back, fsync every 8 writes, until $T/stop exists;
+# one line per block in $T/progress; at the end the image it expects in $T/expected and the
+# longest single operation (ms) in $T/maxwait.  Sets WRITER_PID.
+rbd_writer() {
+    python3 - "$1" "$2" "$T" >"$T/writer.out" 2>&1 3>&- <<'PY' &
+import mmap, os, sys, time
+path, nblocks, tdir = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+bs = 65536
+fd = os.open(path, os.O_RDWR | os.O_DIRECT)
+buf, back = mmap.mmap(-1, bs), mmap.mmap(-1, bs)
+blocks = {}
+maxwait = 0
+progress = open(os.path.join(tdir, "progress"), "w")
+i = 0
+while not os.path.exists(os.path.join(tdir, "stop")):
+    n = i % nblocks
+    data = (b"%08d:%08d " % (i, n)) * (bs // 18) + b"\n" * (bs % 18)
+    buf[:] = data
+    t = time.monotonic()
+    os.pwritev(fd, [buf], n * bs)
+    os.preadv(fd, [back], n * bs)
+    if back[:] != data:
+        sys.exit("block %d read back wrong after write %d" % (n, i))
+    if i % 8 == 7:
+        os.fsync(fd)
+    maxwait = max(maxwait, time.monotonic() - t)
+    blocks[n] = data
+    progress.write("%d\n" % i)
+    progress.flush()
+    i += 1
+os.fsync(fd)
+with open(path, "rb") as f:
+    image = bytearray(f.read())
+for n, data in blocks.items():
+    image[n * bs:(n + 1) * bs] = data
+open(os.path.join(tdir, "expected"), "wb").write(image)
+open(os.path.join(tdir, "maxwait"), "w").write("%d\n" % (maxwait * 1000))
+PY
+    WRITER_PID=$!
+    PIDS+=("$WRITER_PID")
+}
+
+# progress_count: how many blocks the writer has written.
+progress_count() {
+    wc -l <"$T/progress" 2>/dev/null || echo 0
+}
+
+# wait_progress N: wait (60 s at most) until the writer has written N blocks.
+wait_progress() {
+    local deadline=$(($(_now_ms) + 60000))
+    until (($(progress_count) >= $1)); do
+        if (($(_now_ms) >= deadline)) || ! _pid_alive "$WRITER_PID"; then
+            echo "the writer stopped at $(progress_count) blocks, before $1" >&2
+            cat "$T/writer.out" >&2
+            return 1
+        fi
+        sleep 0.1
+    done
+}
+
+@test "rbd: the OSD stopped and restarted during reads and writes: they resume, nothing lost" {
+    local c2 pid
+    rbd create --size 16M "rbd/$IMG"
+    blkfuse_mount -o reconnect-timeout=60 "$URI" "$MP"
+    pid=$(daemon_pid "$MP")
+    rbd_writer "$MP" 200
+    wait_progress 50
+    ceph_osd_stop
+    # The daemon's event loops stay free while its requests wait for the OSD.
+    run -0 timeout 10 blkfuse list
+    [[ $output == *"$MP"* ]]
+    ceph_osd_start
+    c2=$(progress_count)
+    wait_progress $((c2 + 50))
+    touch "$T/stop"
+    wait "$WRITER_PID" || { cat "$T/writer.out"; false; }
+    # Something did wait for the OSD (its restart takes seconds), and nothing failed.
+    echo "longest operation: $(cat "$T/maxwait") ms"
+    (($(cat "$T/maxwait") >= 1000))
+    kill -0 "$pid"
+    blkfuse unmount "$MP"
+    export_cmp "$IMG" "$T/expected"
+}
+
+@test "rbd: past reconnect-timeout requests fail with EIO; the daemon stays and serves again" {
+    local pid start elapsed deadline
+    make_pattern "$T/model" 8M
+    rbd import "$T/model" "rbd/$IMG" >/dev/null 2>&1
+    blkfuse_mount -o reconnect-timeout=3 "$URI" "$MP"
+    pid=$(daemon_pid "$MP")
+    # Acknowledged before the outage: must survive it.
+    head -c 1M /dev/urandom >"$T/data"
+    dd if="$T/data" of="$MP" bs=64k seek=32 conv=notrunc,fsync status=none
+    dd if="$T/data" of="$T/model" bs=64k seek=32 conv=notrunc status=none
+    ceph_osd_stop
+    start=$(_now_ms)
+    run dd if="$MP" of=/dev/null bs=64k skip=100 count=1 iflag=direct
+    elapsed=$(($(_now_ms) - start))
+    echo "$output"
+    [ "$status" -ne 0 ]
+    [[ $output == *"Input/output error"* ]]
+    ((elapsed >= 3000 && elapsed < 30000))
+    run dd if=/dev/zero of="$MP" bs=64k seek=120 count=1 oflag=direct conv=notrunc,fsync
+    [ "$status" -ne 0 ]
+    [[ $output == *"Input/output error"* ]]
+    kill -0 "$pid"
+    grep -q "did not answer within 3 s (reconnect-timeout)" "$T/daemon.log"
+    ceph_osd_start
+    # Serves again once the cluster has the OSD back (peering may take a moment).
+    deadline=$(($(_now_ms) + 60000))
+    until dd if="$MP" of=/dev/null bs=64k skip=100 count=1 iflag=direct status=none; do
+        (($(_now_ms) < deadline))
+    done
+    dd if="$T/data" of="$MP" bs=64k seek=64 conv=notrunc,fsync status=none
+    dd if="$T/data" of="$T/model" bs=64k seek=64 conv=notrunc status=none
+    kill -0 "$pid"
+    blkfuse unmount "$MP"
+    # All but the block whose write failed (it may or may not have landed) as acknowledged.
+    rm -f "$T/export.raw"
+    rbd export "rbd/$IMG" "$T/export.raw" >/dev/null 2>&1
+    cmp -n $((120 * 65536)) "$T/export.raw" "$T/model"
+    cmp -i $((121 * 65536)) "$T/export.raw" "$T/model"
 }
