@@ -38,17 +38,6 @@ static const BlockDriver *const block_drivers[] = {
     &bdrv_fault,
 };
 
-/* Protocols other than file whose images may hold a format to probe. */
-static bool is_storage_protocol(const BlockDriver *drv)
-{
-#ifdef CONFIG_LIBRBD
-    if (drv == &bdrv_rbd) {
-        return true;
-    }
-#endif
-    return false;
-}
-
 /* Drivers added at run time by tests and fuzzers (bdrv_register_driver), searched after the
  * table. */
 static GPtrArray *extra_drivers;
@@ -451,10 +440,8 @@ BlockDriverState *bdrv_open(const char *filename, const char *format, BlockOptio
         return NULL;
     }
     if (!drv) {
-        /* Images behind a protocol that stores data (file, rbd) are probed; null reads only
-         * zeros, and test protocols (bdrv_register_driver) are raw. */
-        drv = proto != &bdrv_file && !is_storage_protocol(proto) ? &bdrv_raw :
-              probe_node(file, errp);
+        /* null: reads zeros (raw); remote protocols hold images of any format. */
+        drv = proto == &bdrv_null ? &bdrv_raw : probe_node(file, errp);
         if (!drv) {
             bdrv_unref(file);
             return NULL;

@@ -23,7 +23,7 @@
 #include <rbd/librbd.h>
 
 #define RBD_DEFAULT_RECONNECT_TIMEOUT 30
-#define RBD_DEFAULT_CONNECT_TIMEOUT   20
+#define RBD_DEFAULT_CONNECT_TIMEOUT   10
 #define RBD_TIMEOUT_MAX               (24 * 3600)
 
 typedef enum {
@@ -290,10 +290,21 @@ static int64_t coroutine_fn rbd_req_run(BDRVRBDState *s, RBDReq *req)
 
     ret = rbd_req_submit(s, req);
     if (ret < 0) {
+        bool woken;
+
         g_mutex_lock(&s->lock);
-        g_queue_unlink(&s->inflight, &req->link);
-        s->pending--;
+        woken = req->answered;  /* the watchdog failed it while librbd held the submitter */
+        if (!woken) {
+            req->answered = true;
+            g_queue_unlink(&s->inflight, &req->link);
+        }
+        if (--s->pending == 0 && s->stopping) {
+            g_cond_broadcast(&s->cond);
+        }
         g_mutex_unlock(&s->lock);
+        if (woken) {
+            coroutine_yield();  /* take the wake-up it scheduled */
+        }
         rbd_req_unref(req);     /* librbd's reference: it never took the request */
         return ret;
     }
@@ -921,24 +932,29 @@ static void rbd_close_node(BlockDriverState *bs)
     }
 }
 
+/* "key: value" lines for info and list (the keys of "remote" in their JSON). */
 static int rbd_get_info(BlockDriverState *bs, BlockDriverInfo *info)
 {
     BDRVRBDState *s = rbd_state(bs);
     char features[256] = "";
     size_t len = sizeof(features);
-    uint64_t timeouts;
+    GString *out = g_string_new(NULL);
 
-    g_mutex_lock(&s->lock);
-    timeouts = s->timeouts;
-    g_mutex_unlock(&s->lock);
     rbd_features_to_string(s->features, features, &len);
-    info->extra = g_strdup_printf("rbd pool: %s\n%s%s%srbd image: %s\nrbd snapshot: %s\n"
-                                  "ceph monitors: %s\nceph user: client.%s\n"
-                                  "rbd features: %s\nrbd requests timed out: %" G_GUINT64_FORMAT
-                                  "\n", s->pool, s->nspace ? "rbd namespace: " : "",
-                                  s->nspace ? s->nspace : "", s->nspace ? "\n" : "", s->name,
-                                  s->snap ? s->snap : "(none)", s->mon_host,
-                                  s->user ? s->user : "admin", features, timeouts);
+    g_string_append_printf(out, "server: %s (Ceph monitors)\npool: %s\n", s->mon_host, s->pool);
+    if (s->nspace) {
+        g_string_append_printf(out, "namespace: %s\n", s->nspace);
+    }
+    g_string_append_printf(out, "image: %s\n", s->name);
+    if (s->snap) {
+        g_string_append_printf(out, "snapshot: %s\n", s->snap);
+    }
+    g_string_append_printf(out, "user: client.%s\nfeatures: %s\n", s->user ? s->user : "admin",
+                           features);
+    g_mutex_lock(&s->lock);
+    g_string_append_printf(out, "timed out: %" G_GUINT64_FORMAT "\n", s->timeouts);
+    g_mutex_unlock(&s->lock);
+    info->extra = g_string_free(out, false);
     return 0;
 }
 
