@@ -31,7 +31,7 @@ ceph_missing() {
             return 0
         fi
     done
-    top=$(cd "$BATS_TEST_DIRNAME/.." && pwd -P)
+    top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
     if ! grep -q '^#define CONFIG_LIBRBD 1' "$top/config.h" 2>/dev/null; then
         echo "blkfuse was built without librbd (on Debian: apt-get install librbd-dev, then" \
             "re-run configure)"
