@@ -434,7 +434,11 @@ static int coroutine_fn rbd_co_pread(BlockDriverState *bs, int64_t offset, int64
     }
     ret = rbd_req_run(s, req);
     if (ret >= 0) {
-        memcpy(buf, req->buf, bytes);
+        /* librbd reads whole requests inside the image; a shorter answer (the image shrank
+         * under us) reads as zeros past it. */
+        ret = MIN(ret, bytes);
+        memcpy(buf, req->buf, ret);
+        memset((char *)buf + ret, 0, bytes - ret);
     }
     rbd_req_unref(req);
     return ret < 0 ? ret : 0;
