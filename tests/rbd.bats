@@ -386,3 +386,24 @@ wait_progress() {
     cmp -n $((120 * 65536)) "$T/export.raw" "$T/model"
     cmp -i $((121 * 65536)) "$T/export.raw" "$T/model"
 }
+
+@test "rbd: unmount with the cluster gone ends within a few reconnect-timeouts" {
+    local pid start
+    rbd create --size 16M "rbd/$IMG"
+    blkfuse_mount -o reconnect-timeout=2 "$URI" "$MP"
+    pid=$(daemon_pid "$MP")
+    head -c 1M /dev/urandom | dd of="$MP" bs=64k conv=notrunc,fsync status=none
+    ceph_osd_stop
+    EXPECTED_LOG_ERRORS="flush at close failed"
+    # Writes librbd's cache takes (the flush at the file's close fails after the timeout) and
+    # the cluster never sees: the flushes at unmount fail too.
+    run dd if=/dev/urandom of="$MP" bs=64k count=4 seek=20 conv=notrunc
+    start=$(_now_ms)
+    run -0 timeout 60 blkfuse unmount "$MP"
+    wait_for_pid_exit "$pid" 30
+    echo "unmount took $(($(_now_ms) - start)) ms"
+    # Two flushes (format and protocol node) and the wait for the close: 3 x 2 s, and slack.
+    (($(_now_ms) - start < 30000))
+    grep -q "did not answer at close" "$T/daemon.log"
+    ceph_osd_start
+}
