@@ -722,6 +722,8 @@ static int rbd_configure(BlockDriverState *bs, int flags, GError **errp)
     if ((s->keyring && rbd_conf_set(s, "keyring", s->keyring, bs->filename, errp) < 0) ||
         rbd_conf_set(s, "client_mount_timeout", mount_timeout, bs->filename, errp) < 0 ||
         rbd_conf_set(s, "rados_osd_op_timeout", op_timeout, bs->filename, errp) < 0 ||
+        /* (the default, said out loud) rbd_aio_* queue the request and return at once */
+        rbd_conf_set(s, "rbd_non_blocking_aio", "true", bs->filename, errp) < 0 ||
         ((flags & BDRV_O_NOCACHE) &&
          rbd_conf_set(s, "rbd_cache", "false", bs->filename, errp) < 0)) {
         return -EINVAL;

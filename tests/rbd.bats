@@ -137,6 +137,21 @@ export_cmp() {
     [ "$status" -ne 0 ]
 }
 
+@test "rbd: an image in a namespace, with the client named by id=" {
+    make_pattern "$T/ref" 4M
+    rbd namespace create rbd/ns1
+    rbd import "$T/ref" "rbd/ns1/$IMG" >/dev/null 2>&1
+    blkfuse_mount "rbd:rbd/ns1/$IMG:id=admin:conf=$CEPH_CONF" "$MP"
+    cmp "$MP" "$T/ref"
+    printf 'in the namespace' | dd of="$MP" bs=1 seek=100 conv=notrunc,fsync status=none
+    printf 'in the namespace' | dd of="$T/ref" bs=1 seek=100 conv=notrunc status=none
+    blkfuse unmount "$MP"
+    export_cmp "ns1/$IMG" "$T/ref"
+    # The same name outside the namespace is another image (none here).
+    run blkfuse info "$URI"
+    [ "$status" -ne 0 ]
+}
+
 @test "rbd: bad names and missing images fail with a message naming them" {
     run blkfuse info "rbd:rbd"
     [ "$status" -ne 0 ]
@@ -150,6 +165,10 @@ export_cmp() {
     run blkfuse info "rbd:no-such-pool/x:conf=$CEPH_CONF"
     [ "$status" -ne 0 ]
     [[ $output == *"cannot open the pool 'no-such-pool'"* ]]
+    run blkfuse mount --log-file "$T/daemon.log" -o reconnect-timeout=soon "$URI" "$MP"
+    [ "$status" -ne 0 ]
+    [[ $output == *"option reconnect-timeout needs whole seconds from 1 to 86400, not 'soon'"* ]]
+    EXPECTED_LOG_ERRORS="reconnect-timeout needs whole seconds"
     run blkfuse info "rbd:rbd/x:conf=$T/none.conf"
     [ "$status" -ne 0 ]
     [[ $output == *"cannot read the Ceph configuration $T/none.conf"* ]]
