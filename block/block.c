@@ -815,6 +815,13 @@ bool bdrv_create(const char *filename, const char *format, uint64_t size,
         !backing_size(filename, backing_file, backing_fmt, &size, errp)) {
         return false;
     }
+    if (bdrv_find_protocol(filename) != &bdrv_file) {
+        /* Not a local file: open() below would make one named after the protocol name. */
+        error_setg(errp, "%s: blkfuse creates local image files only, not %s images: create "
+                   "it with the storage's own tools (for rbd: rbd create or rbd import)",
+                   filename, bdrv_find_protocol(filename)->format_name);
+        return false;
+    }
     fd = open(filename, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
         error_setg_errno(errp, errno, "%s: cannot create", filename);

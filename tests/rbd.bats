@@ -169,6 +169,11 @@ export_cmp() {
     [ "$status" -ne 0 ]
     [[ $output == *"option reconnect-timeout needs whole seconds from 1 to 86400, not 'soon'"* ]]
     EXPECTED_LOG_ERRORS="reconnect-timeout needs whole seconds"
+    # create makes local files only (it used to make one named after the protocol name).
+    run blkfuse create -f qcow2 "rbd:rbd/$IMG:conf=$CEPH_CONF" 64M
+    [ "$status" -ne 0 ]
+    [[ $output == *"blkfuse creates local image files only, not rbd images"* ]]
+    [[ ! -e "rbd:rbd" ]]
     run blkfuse info "rbd:rbd/x:conf=$T/none.conf"
     [ "$status" -ne 0 ]
     [[ $output == *"cannot read the Ceph configuration $T/none.conf"* ]]
