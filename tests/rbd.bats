@@ -5,6 +5,7 @@
 # timeout, and losing the OSD (reconnect-timeout).
 
 load helpers
+load control-helpers
 load ceph-helpers
 
 setup_file() {
@@ -430,4 +431,28 @@ wait_progress() {
     (($(_now_ms) - start < 30000))
     grep -q "did not answer at close" "$T/daemon.log"
     ceph_osd_start
+}
+
+@test "rbd: with the OSD down past the timeout, the daemon's other export keeps serving" {
+    make_pattern "$T/ref" 4M
+    rbd import "$T/ref" "rbd/$IMG" >/dev/null 2>&1
+    make_pattern "$T/local.img" 4M
+    SOCK=$T/serve.sock
+    start_serve
+    blkfuse_mount --daemon "$SOCK" -o reconnect-timeout=3 "$URI" "$MP"
+    blkfuse_mount --daemon "$SOCK" "$T/local.img" "$T/local"
+    ceph_osd_stop
+    run dd if="$MP" of=/dev/null bs=64k count=1 iflag=direct
+    [ "$status" -ne 0 ]
+    [[ $output == *"Input/output error"* ]]
+    # The same daemon, the same moment: the local export answers, and so does its control socket.
+    cmp "$T/local" "$T/local.img"
+    run -0 ctl '{"cmd": "list"}'
+    kill -0 "$SERVE_PID"
+    ceph_osd_start
+    local deadline=$(($(_now_ms) + 60000))
+    until dd if="$MP" of=/dev/null bs=64k count=1 iflag=direct status=none; do
+        (($(_now_ms) < deadline))
+    done
+    cmp "$MP" "$T/ref"
 }
