@@ -297,11 +297,30 @@ void bdrv_unref(BlockDriverState *bs)
     bdrv_free(bs);
 }
 
+/* Why this build cannot open filename's protocol (an optional driver it was built without),
+ * or NULL: such a name would otherwise fail as a missing local file. */
+static const char *protocol_missing(const char *filename)
+{
+#ifndef CONFIG_LIBRBD
+    if (g_str_has_prefix(filename, "rbd:")) {
+        return "rbd: images need a blkfuse built with librbd (on Debian: apt-get install "
+               "librbd-dev, then run configure again)";
+    }
+#endif
+    return NULL;
+}
+
 static BlockDriverState *bdrv_open_protocol(const char *filename, BlockOptions *opts, int flags,
                                             GError **errp)
 {
     const BlockDriver *drv = bdrv_find_protocol(filename);
-    BlockDriverState *bs = bdrv_new(drv, filename, flags);
+    BlockDriverState *bs;
+
+    if (drv == &bdrv_file && protocol_missing(filename)) {
+        g_set_error(errp, BLK_ERROR, ENOTSUP, "%s: %s", filename, protocol_missing(filename));
+        return NULL;
+    }
+    bs = bdrv_new(drv, filename, flags);
 
     if (drv->bdrv_open(bs, opts, flags, errp) < 0) {
         bdrv_free(bs);
