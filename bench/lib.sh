@@ -84,6 +84,7 @@ bench_cleanup() {
     local rc=$? i
     trap - EXIT INT TERM
     set +e
+    declare -F rbd_stop_cluster >/dev/null && rbd_stop_cluster
     for ((i = ${#KMOUNTS[@]} - 1; i >= 0; i--)); do
         umount "${KMOUNTS[i]}" 2>/dev/null || umount -l "${KMOUNTS[i]}" 2>/dev/null
     done

@@ -22,11 +22,17 @@ extern const BlockDriver bdrv_null;
 extern const BlockDriver bdrv_raw;
 extern const BlockDriver bdrv_qcow2;
 extern const BlockDriver bdrv_fault;
+#ifdef CONFIG_LIBRBD
+extern const BlockDriver bdrv_rbd;
+#endif
 
 /* Every driver blkfuse has.  Protocols first; formats in probing order; filters last. */
 static const BlockDriver *const block_drivers[] = {
     &bdrv_file,
     &bdrv_null,
+#ifdef CONFIG_LIBRBD
+    &bdrv_rbd,
+#endif
     &bdrv_raw,
     &bdrv_qcow2,
     &bdrv_fault,
@@ -299,11 +305,30 @@ void bdrv_unref(BlockDriverState *bs)
     bdrv_free(bs);
 }
 
+/* Why this build cannot open filename's protocol (an optional driver it was built without),
+ * or NULL: such a name would otherwise fail as a missing local file. */
+static const char *protocol_missing(const char *filename)
+{
+#ifndef CONFIG_LIBRBD
+    if (g_str_has_prefix(filename, "rbd:")) {
+        return "rbd: images need a blkfuse built with librbd (on Debian: apt-get install "
+               "librbd-dev, then run configure again)";
+    }
+#endif
+    return NULL;
+}
+
 static BlockDriverState *bdrv_open_protocol(const char *filename, BlockOptions *opts, int flags,
                                             GError **errp)
 {
     const BlockDriver *drv = bdrv_find_protocol(filename);
-    BlockDriverState *bs = bdrv_new(drv, filename, flags);
+    BlockDriverState *bs;
+
+    if (drv == &bdrv_file && protocol_missing(filename)) {
+        g_set_error(errp, BLK_ERROR, ENOTSUP, "%s: %s", filename, protocol_missing(filename));
+        return NULL;
+    }
+    bs = bdrv_new(drv, filename, flags);
 
     if (drv->bdrv_open(bs, opts, flags, errp) < 0) {
         bdrv_free(bs);
@@ -442,7 +467,8 @@ BlockDriverState *bdrv_open(const char *filename, const char *format, BlockOptio
         return NULL;
     }
     if (!drv) {
-        drv = proto->is_protocol && proto != &bdrv_file ? &bdrv_raw : probe_node(file, errp);
+        /* null: reads zeros (raw); remote protocols hold images of any format. */
+        drv = proto == &bdrv_null ? &bdrv_raw : probe_node(file, errp);
         if (!drv) {
             bdrv_unref(file);
             return NULL;
@@ -814,6 +840,13 @@ bool bdrv_create(const char *filename, const char *format, uint64_t size,
     }
     if (backing_file && size == 0 &&
         !backing_size(filename, backing_file, backing_fmt, &size, errp)) {
+        return false;
+    }
+    if (bdrv_find_protocol(filename) != &bdrv_file) {
+        /* Not a local file: open() below would make one named after the protocol name. */
+        error_setg(errp, "%s: blkfuse creates local image files only, not %s images: create "
+                   "it with the storage's own tools (for rbd: rbd create or rbd import)",
+                   filename, bdrv_find_protocol(filename)->format_name);
         return false;
     }
     fd = open(filename, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);

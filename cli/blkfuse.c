@@ -78,8 +78,9 @@ static const CliOption mount_options[] = {
       "(/dev/fuse), auto (default: uring when the kernel offers it, else dev)" },
     { "options", 'o', "KEY=VALUE,...", "format and protocol options: raw offset=,size=; qcow2 "
       "l2-cache-size=; file locking=off, aio=io_uring|native|threads, inline-write-max=SIZE; "
-      "fault-rules=PATH (testing); and every option here by its long name (ro, format=qcow2, "
-      "cache=none, ...), as mount(8) and fstab give them" },
+      "rbd connect-timeout=SECONDS, reconnect-timeout=SECONDS; fault-rules=PATH (testing); and "
+      "every option here by its long name (ro, format=qcow2, cache=none, ...), as mount(8) and "
+      "fstab give them" },
     { "snapshot", OPT_SNAPSHOT, NULL, "send writes to a temporary overlay that is deleted at "
       "unmount; the image stays untouched" },
     { "snapshot-name", OPT_SNAPSHOT_NAME, "NAME", "export the internal snapshot NAME "

@@ -56,7 +56,8 @@ _blkfuse_o_keys() {
     mount)
         echo "format= ro rw read-only growable cache= queues= transport= snapshot snapshot-name=
               changed= allow_other allow-remote-backing passthrough= stats= id= daemon= log-file=
-              verbose offset= size= l2-cache-size= locking=off aio= fault-rules=" ;;
+              verbose offset= size= l2-cache-size= locking=off aio= fault-rules=
+              connect-timeout= reconnect-timeout= inline-write-max=" ;;
     create)
         echo "cluster_size= lazy_refcounts= extended_l2= compression_type= preallocation=
               refcount_bits= compat=" ;;
