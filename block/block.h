@@ -138,6 +138,8 @@ struct BlockDriver {
     size_t instance_size;       /* Required. Size of bs->opaque, zero-allocated before open */
     bool is_protocol;           /* true: opens a filename (file, null); false: format on a child */
     const char *protocol_prefix;/* Optional. "null" makes "null:..." filenames use this driver */
+    const char *const *protocol_prefixes; /* Optional. More prefixes, NULL-terminated: "nbds"
+                                 * makes "nbds://..." filenames use this driver too */
     bool is_filter;             /* true: inserted between a format and its protocol node by a
                                  * block option (fault: fault-rules=), never named as a format */
 

@@ -1196,7 +1196,12 @@ static int cmd_info(GHashTable *o, int argc, char **argv)
         g_autoptr(GPtrArray) snaps = NULL;
         BlockDriverState *file = p->file ? p->file->bs : p;
 
+        JsonValue *remote = control_describe_protocol(p);
+
         json_object_set_string(layer, "filename", file->filename);
+        if (remote) {
+            json_object_set(layer, "remote", remote);
+        }
         json_object_set_string(layer, "format", p->drv->format_name);
         json_object_set_int(layer, "virtual_size", bdrv_getlength(p));
         json_object_set_int(layer, "disk_size", bdrv_get_allocated_file_size(p));
@@ -1284,6 +1289,15 @@ static int cmd_info(GHashTable *o, int argc, char **argv)
                    json_object_get_string(l, "compression_type") : "zlib",
                    json_object_get_bool(l, "dirty", false) ? "yes" : "no",
                    json_object_get_bool(l, "corrupt", false) ? "yes" : "no");
+        }
+        if (json_object_get(l, "remote")) {
+            JsonValue *r = json_object_get(l, "remote");
+            for (const char *const *k = (const char *const[]){ "server", "connections", NULL };
+                 *k; k++) {
+                if (json_object_get_string(r, *k)) {
+                    printf("%s: %s\n", *k, json_object_get_string(r, *k));
+                }
+            }
         }
         if (json_object_get_string(l, "backing_file")) {
             printf("backing file: %s%s%s%s\n", json_object_get_string(l, "backing_file"),

@@ -1,0 +1,1125 @@
+/* nbd.c - the nbd protocol driver: images served over NBD (nbd://, nbd+unix://, nbds://,
+ * nbds+unix://), on libnbd's asynchronous API.
+ *
+ * Threads and event loops.  A node has one or more connections (-o connections=N, when the
+ * server offers multi-conn), each a libnbd handle.  Every connection has one home event loop:
+ * the AioContext of the thread that opened the node (the daemon's main thread, which runs for
+ * the daemon's whole life).  Only the home thread drives a connection's socket: its fd is
+ * registered there with aio_set_fd_handler for the directions nbd_aio_get_direction asks for,
+ * and the home thread calls nbd_aio_notify_read/write, connects, notices a dead connection,
+ * reconnects, and swaps and closes handles.
+ *
+ * Requests run in coroutines in any thread (the export's queue threads, the main thread at open
+ * and close).  A request picks a connection (round robin), issues its command with
+ * nbd_aio_pread/pwrite/... under the connection's lock (libnbd handles are thread-safe; the lock
+ * only keeps the handle from being swapped meanwhile), and yields.  libnbd sends the request at
+ * once from the issuing thread when the socket takes it; when it cannot, the issuer asks the
+ * home thread (a coalesced bottom half) to watch for writability.  The completion callback runs
+ * in the home thread (or in the issuer, if the reply was already there) and only schedules the
+ * request's coroutine on its own loop (aio_co_schedule), never enters it: libnbd holds the handle
+ * lock during callbacks.  So nothing ever blocks a queue's loop, and the queues share the
+ * connections with a lock held for one non-blocking send and a cross-thread wake-up per reply.
+ *
+ * Loss of the server.  A command that completes with ENOTCONN/ESHUTDOWN, or that cannot be
+ * issued because the handle is dead, marks the connection lost: it goes to RECONNECTING, and
+ * the home thread closes the handle and connects anew (backing off up to 1 s between tries)
+ * until -o reconnect-timeout=SECONDS (default 30) has passed since the loss.  Meanwhile the
+ * request that saw the loss and every new one wait; once the connection is back they issue their
+ * commands again (a write the server had not acknowledged is sent again; one it had acknowledged
+ * is done).  Past the timeout they fail with EIO and the connection is DOWN: a new request then
+ * tries one connection (at most once a second) before it fails, so the export recovers by itself
+ * when the server returns.
+ *
+ * Connecting never blocks a loop either: nbd_aio_connect_uri, then the handle's fd is watched
+ * until it is ready or -o connect-timeout=SECONDS (default 10) passes (a timerfd).  At open the
+ * main thread runs that in aio_run_coroutine.  (Only a host name in nbd:// is resolved with a
+ * blocking getaddrinfo, inside libnbd.)
+ *
+ * The node's filename (shown in logs, list and info) is the URI without secrets: no password in
+ * the authority, no query parameter but socket=.  The URI as given goes only to libnbd.
+ */
+#include "config.h"
+
+#ifdef CONFIG_LIBNBD
+
+#include "block/block.h"
+#include "block/aio.h"
+#include "block/util.h"
+
+#include <inttypes.h>
+#include <libnbd.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
+
+#define NBD_DEFAULT_CONNECT_TIMEOUT     10
+#define NBD_DEFAULT_RECONNECT_TIMEOUT   30
+#define NBD_MAX_CONNECTIONS             16
+#define NBD_MAX_PAYLOAD                 (32 * 1024 * 1024)  /* reads and writes */
+#define NBD_MAX_EFFECT                  (1024 * 1024 * 1024) /* trims and zero writes */
+#define NBD_RETRY_MIN_NS                (100 * 1000 * 1000LL)
+#define NBD_RETRY_MAX_NS                (1000 * 1000 * 1000LL)
+
+typedef enum { CONN_READY, CONN_RECONNECTING, CONN_DOWN } NbdConnState;
+
+typedef struct BDRVNbdState BDRVNbdState;
+
+typedef struct NbdConn {
+    BDRVNbdState *s;
+    unsigned index;
+
+    GMutex lock;                /* protects h (against swapping), state, gen, the times, waiters */
+    struct nbd_handle *h;       /* NULL while reconnecting; swapped by the home thread only */
+    NbdConnState state;
+    unsigned gen;               /* bumped at every reconnection */
+    int64_t deadline_ns;        /* RECONNECTING: give up at this time */
+    int64_t next_try_ns;        /* DOWN: a request may start one attempt from this time */
+    CoQueue waiters;            /* requests waiting for READY (or DOWN) */
+
+    /* Home thread only */
+    int fd;                     /* registered socket, or -1 */
+    bool watch_write;           /* fd registered for writability too */
+    int kick_pending;           /* atomic: a refresh bottom half is scheduled */
+} NbdConn;
+
+struct BDRVNbdState {
+    char *uri;                  /* as given: for libnbd only (may hold secrets) */
+    char *server;               /* "unix:PATH" or "HOST[:PORT]", for messages */
+    char *tls_certs;
+    char *tls_psk_file;
+    char *tls_username;
+    bool tls;                   /* nbds:// */
+    int64_t connect_timeout_ns;
+    int64_t reconnect_timeout_ns;
+    AioContext *home;
+    unsigned nr_conns;
+    unsigned conns_asked;       /* connections=N as given */
+    NbdConn *conns;
+    unsigned next_conn;         /* atomic round robin */
+
+    int64_t size;
+    uint32_t min_block;
+    uint32_t max_payload;
+    bool read_only;
+    bool can_flush;
+    bool can_fua;
+    bool can_trim;
+    bool can_zero;
+    bool can_fast_zero;
+    bool can_block_status;
+    bool multi_conn;
+};
+
+typedef enum { CMD_READ, CMD_WRITE, CMD_FLUSH, CMD_TRIM, CMD_ZERO, CMD_BLOCK_STATUS } NbdCmdType;
+
+typedef struct NbdCmd {
+    NbdCmdType type;
+    uint64_t offset;
+    uint64_t len;
+    void *buf;
+    uint32_t flags;             /* LIBNBD_CMD_FLAG_* */
+} NbdCmd;
+
+/* One issued command: filled by libnbd's callbacks, in whichever thread runs them. */
+typedef struct NbdReq {
+    Coroutine *co;
+    int error;                  /* errno from the completion, 0 = success */
+    bool have_extent;
+    uint32_t extent_len;
+    uint32_t extent_flags;
+} NbdReq;
+
+static void nbd_conn_attach(NbdConn *c);
+static void nbd_conn_detach(NbdConn *c);
+
+/* --- URIs ------------------------------------------------------------------------------- */
+
+static bool nbd_scheme_ok(const char *uri, bool *tls, bool *unix_socket)
+{
+    static const struct { const char *prefix; bool tls, unix_socket; } schemes[] = {
+        { "nbd://", false, false }, { "nbd+unix://", false, true },
+        { "nbds://", true, false }, { "nbds+unix://", true, true },
+    };
+
+    for (size_t i = 0; i < G_N_ELEMENTS(schemes); i++) {
+        if (g_str_has_prefix(uri, schemes[i].prefix)) {
+            *tls = schemes[i].tls;
+            *unix_socket = schemes[i].unix_socket;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* The value of query parameter key in uri (caller frees), or NULL.  Not unescaped. */
+static char *nbd_uri_query(const char *uri, const char *key)
+{
+    const char *q = strchr(uri, '?');
+    g_auto(GStrv) params = NULL;
+    size_t klen = strlen(key);
+
+    if (!q) {
+        return NULL;
+    }
+    params = g_strsplit(q + 1, "&", -1);
+    for (char **p = params; *p; p++) {
+        if (!strncmp(*p, key, klen) && (*p)[klen] == '=') {
+            char *v = g_uri_unescape_string(*p + klen + 1, NULL);
+            return v ? v : g_strdup(*p + klen + 1);
+        }
+    }
+    return NULL;
+}
+
+/*
+ * uri without secrets, for everything people see: the authority loses a password
+ * (user:password@ becomes user@), the query keeps only socket=, a fragment goes.  Caller frees.
+ */
+char *nbd_uri_redact(const char *uri)
+{
+    const char *auth = strstr(uri, "://");
+    const char *path, *query;
+    GString *out = g_string_new(NULL);
+
+    if (!auth) {
+        g_string_append(out, uri);
+        return g_string_free(out, false);
+    }
+    auth += 3;
+    path = auth + strcspn(auth, "/?#");
+    g_string_append_len(out, uri, auth - uri);
+    {
+        const char *at = memchr(auth, '@', path - auth);
+        if (at) {
+            const char *colon = memchr(auth, ':', at - auth);
+            g_string_append_len(out, auth, (colon ? colon : at) - auth);
+            g_string_append_c(out, '@');
+            auth = at + 1;
+        }
+        g_string_append_len(out, auth, path - auth);
+    }
+    query = path + strcspn(path, "?#");
+    g_string_append_len(out, path, query - path);
+    if (*query == '?') {
+        g_autofree char *q = g_strndup(query + 1, strcspn(query + 1, "#"));
+        g_auto(GStrv) params = g_strsplit(q, "&", -1);
+        bool first = true;
+        for (char **p = params; *p; p++) {
+            if (g_str_has_prefix(*p, "socket=")) {
+                g_string_append_printf(out, "%c%s", first ? '?' : '&', *p);
+                first = false;
+            }
+        }
+    }
+    return g_string_free(out, false);
+}
+
+/* "unix:PATH" or "HOST[:PORT]" of uri, for messages (caller frees). */
+static char *nbd_uri_server(const char *uri, bool unix_socket)
+{
+    const char *auth = strstr(uri, "://") + 3;
+    size_t len = strcspn(auth, "/?#");
+    const char *at;
+
+    if (unix_socket) {
+        g_autofree char *sock = nbd_uri_query(uri, "socket");
+        return g_strdup_printf("unix:%s", sock ? sock : "?");
+    }
+    at = memchr(auth, '@', len);
+    if (at) {
+        len -= at + 1 - auth;
+        auth = at + 1;
+    }
+    return len ? g_strndup(auth, len) : g_strdup("localhost");
+}
+
+/* --- small event-loop helpers (coroutine context, in the calling thread's loop) ---------- */
+
+typedef struct NbdWait {
+    Coroutine *co;
+    bool woken;
+    bool readable, writable, timed_out;
+    int tfd;
+} NbdWait;
+
+static void nbd_wait_wake(NbdWait *w)
+{
+    if (!w->woken) {
+        w->woken = true;
+        aio_co_schedule(coroutine_get_context(w->co), w->co);
+    }
+}
+
+static void nbd_wait_read(void *opaque)
+{
+    NbdWait *w = opaque;
+
+    w->readable = true;
+    nbd_wait_wake(w);
+}
+
+static void nbd_wait_write(void *opaque)
+{
+    NbdWait *w = opaque;
+
+    w->writable = true;
+    nbd_wait_wake(w);
+}
+
+static void nbd_wait_timer(void *opaque)
+{
+    NbdWait *w = opaque;
+    uint64_t n;
+
+    if (read(w->tfd, &n, sizeof(n)) < 0) {
+        /* spurious: nothing to do */
+    }
+    w->timed_out = true;
+    nbd_wait_wake(w);
+}
+
+/* A timerfd that fires once at the monotonic time deadline_ns; -errno on failure. */
+static int nbd_timerfd(int64_t deadline_ns)
+{
+    struct itimerspec its = { 0 };
+    int fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+
+    if (fd < 0) {
+        return -errno;
+    }
+    deadline_ns = MAX(deadline_ns, 1);
+    its.it_value.tv_sec = deadline_ns / 1000000000LL;
+    its.it_value.tv_nsec = deadline_ns % 1000000000LL;
+    if (timerfd_settime(fd, TFD_TIMER_ABSTIME, &its, NULL) < 0) {
+        int ret = -errno;
+        close(fd);
+        return ret;
+    }
+    return fd;
+}
+
+/* Sleep until the monotonic time deadline_ns without blocking the loop. */
+static void coroutine_fn nbd_co_sleep_until(int64_t deadline_ns)
+{
+    AioContext *ctx = aio_get_current();
+    NbdWait w = { .co = coroutine_self() };
+
+    w.tfd = nbd_timerfd(deadline_ns);
+    if (w.tfd < 0) {
+        return;
+    }
+    aio_set_fd_handler(ctx, w.tfd, nbd_wait_timer, NULL, &w);
+    coroutine_yield();
+    aio_set_fd_handler(ctx, w.tfd, NULL, NULL, NULL);
+    close(w.tfd);
+}
+
+/* --- connecting --------------------------------------------------------------------------- */
+
+/* A new handle set up for s (TLS, meta context); NULL with errp set. */
+static struct nbd_handle *nbd_handle_new(BDRVNbdState *s, GError **errp)
+{
+    struct nbd_handle *h = nbd_create();
+
+    if (!h) {
+        error_setg(errp, "%s: %s", s->server, nbd_get_error());
+        return NULL;
+    }
+    /* The URI is the user's own command line: its tls-psk-file= may name a file. */
+    if (nbd_set_handle_name(h, "blkfuse") < 0 || nbd_set_uri_allow_local_file(h, true) < 0 ||
+        nbd_add_meta_context(h, LIBNBD_CONTEXT_BASE_ALLOCATION) < 0 ||
+        (s->tls_certs && nbd_set_tls_certificates(h, s->tls_certs) < 0) ||
+        (s->tls_psk_file && nbd_set_tls_psk_file(h, s->tls_psk_file) < 0) ||
+        (s->tls_username && nbd_set_tls_username(h, s->tls_username) < 0)) {
+        error_setg(errp, "%s: %s", s->server, nbd_get_error());
+        nbd_close(h);
+        return NULL;
+    }
+    return h;
+}
+
+/* libnbd's last error as one line without a trailing newline (caller frees). */
+static char *nbd_error_line(void)
+{
+    const char *e = nbd_get_error();
+    char *line = g_strdup(e ? e : "unknown error");
+
+    g_strdelimit(line, "\n", ' ');
+    return g_strchomp(line);
+}
+
+/*
+ * Connect h to s's URI, driving the handshake from the calling thread's loop, until it is ready
+ * or timeout_ns has passed.  Returns 0, or -errno with errp set (naming the server).
+ */
+static int coroutine_fn nbd_co_connect(BDRVNbdState *s, struct nbd_handle *h, int64_t timeout_ns,
+                                       GError **errp)
+{
+    AioContext *ctx = aio_get_current();
+    NbdWait w = { .co = coroutine_self() };
+    int ret = 0;
+
+    if (nbd_aio_connect_uri(h, s->uri) < 0) {
+        g_autofree char *msg = nbd_error_line();
+        error_setg(errp, "cannot connect to the NBD server %s: %s", s->server, msg);
+        return -(nbd_get_errno() ? nbd_get_errno() : ECONNREFUSED);
+    }
+    w.tfd = nbd_timerfd(get_clock_ns() + timeout_ns);
+    if (w.tfd < 0) {
+        error_setg_errno(errp, w.tfd, "timerfd");
+        return w.tfd;
+    }
+    aio_set_fd_handler(ctx, w.tfd, nbd_wait_timer, NULL, &w);
+    while (nbd_aio_is_connecting(h)) {
+        int fd = nbd_aio_get_fd(h);
+        unsigned dir = nbd_aio_get_direction(h);
+
+        if (fd < 0) {
+            break;
+        }
+        w.woken = w.readable = w.writable = false;
+        aio_set_fd_handler(ctx, fd, (dir & LIBNBD_AIO_DIRECTION_READ) ? nbd_wait_read : NULL,
+                           (dir & LIBNBD_AIO_DIRECTION_WRITE) ? nbd_wait_write : NULL, &w);
+        coroutine_yield();
+        aio_set_fd_handler(ctx, fd, NULL, NULL, NULL);
+        if (w.timed_out) {
+            error_setg(errp, "cannot connect to the NBD server %s: no answer within %" PRId64
+                       " s (-o connect-timeout=SECONDS)", s->server,
+                       (int64_t)(timeout_ns / 1000000000LL));
+            ret = -ETIMEDOUT;
+            break;
+        }
+        if (w.readable && nbd_aio_notify_read(h) < 0) {
+            break;
+        }
+        if (w.writable && nbd_aio_notify_write(h) < 0) {
+            break;
+        }
+    }
+    aio_set_fd_handler(ctx, w.tfd, NULL, NULL, NULL);
+    close(w.tfd);
+    if (ret == 0 && !nbd_aio_is_ready(h)) {
+        g_autofree char *msg = nbd_error_line();
+        error_setg(errp, "cannot connect to the NBD server %s: %s", s->server, msg);
+        ret = -(nbd_get_errno() ? nbd_get_errno() : ECONNREFUSED);
+    }
+    return ret;
+}
+
+typedef struct NbdConnectCo {
+    BDRVNbdState *s;
+    struct nbd_handle *h;
+    GError **errp;
+    int ret;
+} NbdConnectCo;
+
+static void coroutine_fn nbd_connect_entry(void *opaque)
+{
+    NbdConnectCo *c = opaque;
+
+    c->ret = nbd_co_connect(c->s, c->h, c->s->connect_timeout_ns, c->errp);
+}
+
+/* Main thread, outside coroutines: a connected handle, or NULL with errp set. */
+static struct nbd_handle *nbd_connect_sync(BDRVNbdState *s, GError **errp)
+{
+    NbdConnectCo c = { .s = s, .errp = errp };
+
+    c.h = nbd_handle_new(s, errp);
+    if (!c.h) {
+        return NULL;
+    }
+    aio_run_coroutine(nbd_connect_entry, &c);
+    if (c.ret < 0) {
+        nbd_close(c.h);
+        return NULL;
+    }
+    return c.h;
+}
+
+/* --- the home thread's side of a connection ------------------------------------------------ */
+
+/* Watch the socket for what libnbd wants now (home thread). */
+static void nbd_conn_refresh(NbdConn *c);
+
+static void nbd_conn_lost(NbdConn *c, unsigned gen);
+
+static void nbd_conn_check(NbdConn *c)
+{
+    if (nbd_aio_is_dead(c->h) || nbd_aio_is_closed(c->h)) {
+        unsigned gen;
+
+        nbd_conn_detach(c);
+        g_mutex_lock(&c->lock);
+        gen = c->gen;
+        g_mutex_unlock(&c->lock);
+        nbd_conn_lost(c, gen);
+        return;
+    }
+    nbd_conn_refresh(c);
+}
+
+static void nbd_conn_readable(void *opaque)
+{
+    NbdConn *c = opaque;
+
+    nbd_aio_notify_read(c->h);
+    nbd_conn_check(c);
+}
+
+static void nbd_conn_writable(void *opaque)
+{
+    NbdConn *c = opaque;
+
+    nbd_aio_notify_write(c->h);
+    nbd_conn_check(c);
+}
+
+static void nbd_conn_refresh(NbdConn *c)
+{
+    bool want_write;
+
+    if (c->fd < 0) {
+        return;
+    }
+    want_write = nbd_aio_get_direction(c->h) & LIBNBD_AIO_DIRECTION_WRITE;
+    if (want_write != c->watch_write) {
+        c->watch_write = want_write;
+        aio_set_fd_handler(c->s->home, c->fd, nbd_conn_readable,
+                           want_write ? nbd_conn_writable : NULL, c);
+    }
+}
+
+static void nbd_conn_attach(NbdConn *c)
+{
+    c->fd = nbd_aio_get_fd(c->h);
+    c->watch_write = false;
+    if (c->fd >= 0) {
+        aio_set_fd_handler(c->s->home, c->fd, nbd_conn_readable, NULL, c);
+        nbd_conn_refresh(c);
+    }
+}
+
+static void nbd_conn_detach(NbdConn *c)
+{
+    if (c->fd >= 0) {
+        aio_set_fd_handler(c->s->home, c->fd, NULL, NULL, NULL);
+        c->fd = -1;
+    }
+}
+
+static void nbd_conn_kick_bh(void *opaque)
+{
+    NbdConn *c = opaque;
+
+    __atomic_store_n(&c->kick_pending, 0, __ATOMIC_RELEASE);
+    g_mutex_lock(&c->lock);
+    if (c->state == CONN_READY && c->h && c->fd >= 0) {
+        g_mutex_unlock(&c->lock);
+        nbd_conn_check(c);
+        return;
+    }
+    g_mutex_unlock(&c->lock);
+}
+
+/*
+ * Home thread: connect again until the deadline; then READY (waiters issue their commands
+ * again) or DOWN (waiters fail with EIO).
+ */
+static void coroutine_fn nbd_reconnect_co(void *opaque)
+{
+    NbdConn *c = opaque;
+    BDRVNbdState *s = c->s;
+    struct nbd_handle *old;
+    int64_t backoff = NBD_RETRY_MIN_NS;
+    bool first_try = true;
+
+    nbd_conn_detach(c);
+    g_mutex_lock(&c->lock);
+    old = c->h;
+    c->h = NULL;
+    g_mutex_unlock(&c->lock);
+    if (old) {
+        nbd_close(old);     /* dead: libnbd has failed its commands (ENOTCONN) already */
+    }
+
+    for (;;) {
+        g_autoptr(GError) err = NULL;
+        int64_t now = get_clock_ns();
+        int64_t deadline;
+        struct nbd_handle *h;
+        int ret = -EIO;
+
+        g_mutex_lock(&c->lock);
+        deadline = c->deadline_ns;
+        g_mutex_unlock(&c->lock);
+        h = nbd_handle_new(s, &err);
+        if (h) {
+            /* One full attempt even at the deadline (a retry of a DOWN connection). */
+            int64_t budget = MIN(s->connect_timeout_ns, MAX(deadline - now, NBD_RETRY_MAX_NS));
+            ret = nbd_co_connect(s, h, budget, &err);
+            if (ret == 0 && nbd_get_size(h) != s->size) {
+                error_setg(&err, "the NBD server %s now exports %" PRId64 " bytes instead of "
+                           "%" PRId64, s->server, nbd_get_size(h), s->size);
+                ret = -EIO;
+            }
+        }
+        if (ret == 0) {
+            g_mutex_lock(&c->lock);
+            c->h = h;
+            c->gen++;
+            c->state = CONN_READY;
+            co_queue_restart_all(&c->waiters);
+            g_mutex_unlock(&c->lock);
+            nbd_conn_attach(c);
+            log_info("reconnected to the NBD server %s (connection %u)", s->server, c->index);
+            return;
+        }
+        if (h) {
+            nbd_close(h);
+        }
+        if (first_try) {
+            log_debug("%s: reconnecting: %s", s->server, err ? err->message : "failed");
+            first_try = false;
+        }
+        now = get_clock_ns();
+        if (now >= deadline) {
+            g_mutex_lock(&c->lock);
+            c->state = CONN_DOWN;
+            c->next_try_ns = now + NBD_RETRY_MAX_NS;
+            co_queue_restart_all(&c->waiters);
+            g_mutex_unlock(&c->lock);
+            log_debug("%s: NBD server still unreachable: %s", s->server,
+                      err ? err->message : "failed");
+            return;
+        }
+        nbd_co_sleep_until(MIN(now + backoff, deadline));
+        backoff = MIN(backoff * 2, NBD_RETRY_MAX_NS);
+    }
+}
+
+static void nbd_reconnect_bh(void *opaque)
+{
+    coroutine_enter(coroutine_create(nbd_reconnect_co, opaque));
+}
+
+/* Any thread: the connection of generation gen broke.  The first to say so starts the
+ * reconnection (in the home thread); later reports of the same loss change nothing. */
+static void nbd_conn_lost(NbdConn *c, unsigned gen)
+{
+    BDRVNbdState *s = c->s;
+
+    g_mutex_lock(&c->lock);
+    if (c->gen == gen && c->state == CONN_READY) {
+        c->state = CONN_RECONNECTING;
+        c->deadline_ns = get_clock_ns() + s->reconnect_timeout_ns;
+        log_warning("connection %u to the NBD server %s lost: reconnecting for up to %" PRId64
+                    " s (-o reconnect-timeout=SECONDS)", c->index, s->server,
+                    (int64_t)(s->reconnect_timeout_ns / 1000000000LL));
+        aio_bh_schedule(s->home, nbd_reconnect_bh, c);
+    }
+    g_mutex_unlock(&c->lock);
+}
+
+/* --- requests (coroutine context, any thread) ---------------------------------------------- */
+
+static int nbd_extent_cb(void *opaque, const char *metacontext, uint64_t offset,
+                         uint32_t *entries, size_t nr_entries, int *error)
+{
+    NbdReq *r = opaque;
+
+    if (!r->have_extent && nr_entries >= 2 &&
+        strcmp(metacontext, LIBNBD_CONTEXT_BASE_ALLOCATION) == 0) {
+        r->extent_len = entries[0];
+        r->extent_flags = entries[1];
+        r->have_extent = true;
+    }
+    return 0;
+}
+
+static int nbd_done_cb(void *opaque, int *error)
+{
+    NbdReq *r = opaque;
+
+    r->error = *error;
+    /* Never enter it here: libnbd holds the handle's lock, and the coroutine may issue more. */
+    aio_co_schedule(coroutine_get_context(r->co), r->co);
+    return 1;   /* retire the command */
+}
+
+static int64_t nbd_issue(struct nbd_handle *h, NbdCmd *cmd, NbdReq *r)
+{
+    nbd_completion_callback done = { .callback = nbd_done_cb, .user_data = r };
+
+    switch (cmd->type) {
+    case CMD_READ:
+        return nbd_aio_pread(h, cmd->buf, cmd->len, cmd->offset, done, 0);
+    case CMD_WRITE:
+        return nbd_aio_pwrite(h, cmd->buf, cmd->len, cmd->offset, done, cmd->flags);
+    case CMD_FLUSH:
+        return nbd_aio_flush(h, done, 0);
+    case CMD_TRIM:
+        return nbd_aio_trim(h, cmd->len, cmd->offset, done, 0);
+    case CMD_ZERO:
+        return nbd_aio_zero(h, cmd->len, cmd->offset, done, cmd->flags);
+    case CMD_BLOCK_STATUS: {
+        nbd_extent_callback extent = { .callback = nbd_extent_cb, .user_data = r };
+        return nbd_aio_block_status(h, cmd->len, cmd->offset, extent, done,
+                                    LIBNBD_CMD_FLAG_REQ_ONE);
+    }
+    }
+    g_assert_not_reached();
+}
+
+/* Wait (lock held, released while waiting) until c is READY; -EIO when it is DOWN. */
+static int coroutine_fn nbd_conn_wait_ready(NbdConn *c)
+{
+    bool waited = false;
+
+    for (;;) {
+        if (c->state == CONN_READY) {
+            return 0;
+        }
+        if (c->state == CONN_DOWN) {
+            if (waited || get_clock_ns() < c->next_try_ns) {
+                return -EIO;
+            }
+            /* The server may be back: one attempt, this request waiting for it. */
+            c->state = CONN_RECONNECTING;
+            c->deadline_ns = get_clock_ns();
+            c->next_try_ns = c->deadline_ns + NBD_RETRY_MAX_NS;
+            aio_bh_schedule(c->s->home, nbd_reconnect_bh, c);
+        }
+        co_queue_wait(&c->waiters, &c->lock);
+        waited = true;
+    }
+}
+
+static bool nbd_error_is_loss(int err)
+{
+    return err == ENOTCONN || err == ESHUTDOWN || err == ECONNRESET || err == EPIPE;
+}
+
+/* Issue cmd and wait for its reply, across reconnections.  Returns 0 or -errno. */
+static int coroutine_fn nbd_co_cmd(BDRVNbdState *s, NbdCmd *cmd, NbdReq *r)
+{
+    unsigned i = __atomic_fetch_add(&s->next_conn, 1, __ATOMIC_RELAXED) % s->nr_conns;
+    NbdConn *c = &s->conns[i];
+    bool home = aio_get_current() == s->home;
+
+    for (;;) {
+        unsigned gen;
+        int64_t cookie;
+        bool want_write;
+        int ret;
+
+        memset(r, 0, sizeof(*r));
+        r->co = coroutine_self();
+        g_mutex_lock(&c->lock);
+        ret = nbd_conn_wait_ready(c);
+        if (ret < 0) {
+            g_mutex_unlock(&c->lock);
+            return ret;
+        }
+        gen = c->gen;
+        cookie = nbd_issue(c->h, cmd, r);
+        if (cookie < 0) {
+            int err = nbd_get_errno();
+            bool lost = nbd_aio_is_dead(c->h) || nbd_aio_is_closed(c->h) ||
+                        nbd_error_is_loss(err);
+            g_autofree char *msg = lost ? NULL : nbd_error_line();
+            g_mutex_unlock(&c->lock);
+            if (lost) {
+                nbd_conn_lost(c, gen);
+                continue;
+            }
+            log_debug("%s: %s", s->server, msg);
+            return -(err ? err : EIO);
+        }
+        want_write = nbd_aio_get_direction(c->h) & LIBNBD_AIO_DIRECTION_WRITE;
+        g_mutex_unlock(&c->lock);
+        if (home) {
+            nbd_conn_check(c);
+        } else if (want_write && !__atomic_exchange_n(&c->kick_pending, 1, __ATOMIC_ACQ_REL)) {
+            aio_bh_schedule(s->home, nbd_conn_kick_bh, c);
+        }
+        coroutine_yield();
+        if (r->error == 0) {
+            return 0;
+        }
+        if (nbd_error_is_loss(r->error)) {
+            nbd_conn_lost(c, gen);
+            continue;
+        }
+        return -r->error;
+    }
+}
+
+static int coroutine_fn nbd_co_pread(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                                     void *buf, BdrvRequestFlags flags)
+{
+    BDRVNbdState *s = bs->opaque;
+    NbdReq r;
+
+    while (bytes > 0) {
+        NbdCmd cmd = { .type = CMD_READ, .offset = offset, .buf = buf,
+                       .len = MIN(bytes, s->max_payload) };
+        int ret = nbd_co_cmd(s, &cmd, &r);
+        if (ret < 0) {
+            return ret;
+        }
+        offset += cmd.len;
+        bytes -= cmd.len;
+        buf = (uint8_t *)buf + cmd.len;
+    }
+    return 0;
+}
+
+static int coroutine_fn nbd_co_pwrite(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                                      const void *buf, BdrvRequestFlags flags)
+{
+    BDRVNbdState *s = bs->opaque;
+    NbdReq r;
+
+    while (bytes > 0) {
+        NbdCmd cmd = { .type = CMD_WRITE, .offset = offset, .buf = (void *)buf,
+                       .len = MIN(bytes, s->max_payload),
+                       .flags = (flags & BDRV_REQ_FUA) && s->can_fua ? LIBNBD_CMD_FLAG_FUA : 0 };
+        int ret = nbd_co_cmd(s, &cmd, &r);
+        if (ret < 0) {
+            return ret;
+        }
+        offset += cmd.len;
+        bytes -= cmd.len;
+        buf = (const uint8_t *)buf + cmd.len;
+    }
+    return 0;
+}
+
+static int coroutine_fn nbd_co_flush(BlockDriverState *bs)
+{
+    BDRVNbdState *s = bs->opaque;
+    NbdCmd cmd = { .type = CMD_FLUSH };
+    NbdReq r;
+
+    /* With multi-conn, a flush on one connection covers the writes of all of them. */
+    return s->can_flush ? nbd_co_cmd(s, &cmd, &r) : 0;
+}
+
+/* Trims and zero writes, split into pieces the protocol can carry. */
+static int coroutine_fn nbd_co_effect(BDRVNbdState *s, NbdCmdType type, int64_t offset,
+                                      int64_t bytes, uint32_t flags)
+{
+    uint32_t chunk = ROUND_DOWN(NBD_MAX_EFFECT, MAX(s->min_block, 1));
+    NbdReq r;
+
+    while (bytes > 0) {
+        NbdCmd cmd = { .type = type, .offset = offset, .len = MIN(bytes, chunk),
+                       .flags = flags };
+        int ret = nbd_co_cmd(s, &cmd, &r);
+        if (ret < 0) {
+            return ret;
+        }
+        offset += cmd.len;
+        bytes -= cmd.len;
+    }
+    return 0;
+}
+
+static int coroutine_fn nbd_co_pwrite_zeroes(BlockDriverState *bs, int64_t offset,
+                                             int64_t bytes, BdrvRequestFlags flags)
+{
+    BDRVNbdState *s = bs->opaque;
+    uint32_t nbd_flags = 0;
+    int ret;
+
+    if (!s->can_zero) {
+        return -ENOTSUP;
+    }
+    if (!(flags & BDRV_REQ_MAY_UNMAP)) {
+        nbd_flags |= LIBNBD_CMD_FLAG_NO_HOLE;
+    }
+    if (flags & BDRV_REQ_NO_FALLBACK) {
+        /* The caller wants it fast or not at all: that is what NBD's fast-zero flag says. */
+        if (!s->can_fast_zero) {
+            return -ENOTSUP;
+        }
+        nbd_flags |= LIBNBD_CMD_FLAG_FAST_ZERO;
+    }
+    ret = nbd_co_effect(s, CMD_ZERO, offset, bytes, nbd_flags);
+    return ret == -EOPNOTSUPP ? -ENOTSUP : ret;
+}
+
+static int coroutine_fn nbd_co_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes)
+{
+    BDRVNbdState *s = bs->opaque;
+    int ret;
+
+    if (!s->can_trim) {
+        return 0;
+    }
+    ret = nbd_co_effect(s, CMD_TRIM, offset, bytes, 0);
+    /* A trim is advice: a server that refuses this one leaves the data, which is allowed. */
+    return ret == -ENOTSUP || ret == -EOPNOTSUPP || ret == -EINVAL ? 0 : ret;
+}
+
+static int coroutine_fn nbd_co_block_status(BlockDriverState *bs, int64_t offset,
+                                            int64_t bytes, int64_t *pnum, int64_t *map,
+                                            BlockDriverState **file)
+{
+    BDRVNbdState *s = bs->opaque;
+    NbdCmd cmd = { .type = CMD_BLOCK_STATUS, .offset = offset,
+                   .len = MIN(bytes, (int64_t)UINT32_MAX & ~(int64_t)(MAX(s->min_block, 1) - 1)) };
+    NbdReq r;
+    int ret;
+
+    *map = offset;
+    *file = bs;
+    *pnum = bytes;
+    if (!s->can_block_status) {
+        return BDRV_BLOCK_DATA | BDRV_BLOCK_OFFSET_VALID;
+    }
+    ret = nbd_co_cmd(s, &cmd, &r);
+    if (ret < 0) {
+        return ret;
+    }
+    if (!r.have_extent || r.extent_len == 0) {
+        return BDRV_BLOCK_DATA | BDRV_BLOCK_OFFSET_VALID;
+    }
+    *pnum = MIN((int64_t)r.extent_len, bytes);
+    if (r.extent_flags & LIBNBD_STATE_ZERO) {
+        return BDRV_BLOCK_ZERO | BDRV_BLOCK_OFFSET_VALID |
+               ((r.extent_flags & LIBNBD_STATE_HOLE) ? 0 : BDRV_BLOCK_DATA);
+    }
+    return BDRV_BLOCK_DATA | BDRV_BLOCK_OFFSET_VALID;
+}
+
+static int64_t nbd_getlength(BlockDriverState *bs)
+{
+    BDRVNbdState *s = bs->opaque;
+
+    return s->size;
+}
+
+/* --- open and close (main thread) ------------------------------------------------------------ */
+
+static bool nbd_take_uint(BlockOptions *opts, const char *key, unsigned min, unsigned max,
+                          unsigned *out, GError **errp)
+{
+    g_autofree char *v = block_options_take(opts, key);
+    char *end;
+    unsigned long n;
+
+    if (!v) {
+        return true;
+    }
+    errno = 0;
+    n = strtoul(v, &end, 10);
+    if (!*v || *end || errno || n < min || n > max) {
+        error_setg(errp, "option %s: expected a number from %u to %u, not '%s'", key, min, max,
+                   v);
+        return false;
+    }
+    *out = n;
+    return true;
+}
+
+static bool nbd_take_options(BlockDriverState *bs, BDRVNbdState *s, BlockOptions *opts,
+                             GError **errp)
+{
+    unsigned connect_timeout = NBD_DEFAULT_CONNECT_TIMEOUT;
+    unsigned reconnect_timeout = NBD_DEFAULT_RECONNECT_TIMEOUT;
+
+    s->conns_asked = 1;
+    if (!nbd_take_uint(opts, "connections", 1, NBD_MAX_CONNECTIONS, &s->conns_asked, errp) ||
+        !nbd_take_uint(opts, "connect-timeout", 1, 3600, &connect_timeout, errp) ||
+        !nbd_take_uint(opts, "reconnect-timeout", 0, 86400, &reconnect_timeout, errp)) {
+        error_prefix(errp, "%s", bs->filename);
+        return false;
+    }
+    s->connect_timeout_ns = connect_timeout * 1000000000LL;
+    s->reconnect_timeout_ns = reconnect_timeout * 1000000000LL;
+    s->tls_certs = block_options_take(opts, "tls-certs");
+    s->tls_psk_file = block_options_take(opts, "tls-psk-file");
+    s->tls_username = block_options_take(opts, "tls-username");
+    if ((s->tls_certs || s->tls_psk_file || s->tls_username) && !s->tls) {
+        error_setg(errp, "%s: tls-certs=, tls-psk-file= and tls-username= need TLS: use an "
+                   "nbds:// or nbds+unix:// URI", bs->filename);
+        return false;
+    }
+    if (s->tls_certs && s->tls_psk_file) {
+        error_setg(errp, "%s: give tls-certs= or tls-psk-file=, not both", bs->filename);
+        return false;
+    }
+    if (s->tls_psk_file && access(s->tls_psk_file, R_OK) < 0) {
+        error_setg_errno(errp, errno, "%s: tls-psk-file=%s", bs->filename, s->tls_psk_file);
+        return false;
+    }
+    if (s->tls_certs && !g_file_test(s->tls_certs, G_FILE_TEST_IS_DIR)) {
+        error_setg(errp, "%s: tls-certs=%s is not a directory", bs->filename, s->tls_certs);
+        return false;
+    }
+    return true;
+}
+
+/* Take what the server says about the export from its first connection. */
+static bool nbd_read_export_info(BlockDriverState *bs, BDRVNbdState *s, struct nbd_handle *h,
+                                 int flags, GError **errp)
+{
+    int64_t min_block = nbd_get_block_size(h, LIBNBD_SIZE_MINIMUM);
+    int64_t max_payload = nbd_get_block_size(h, LIBNBD_SIZE_MAXIMUM);
+
+    s->size = nbd_get_size(h);
+    if (s->size < 0) {
+        g_autofree char *msg = nbd_error_line();
+        error_setg(errp, "%s: cannot get the size from the NBD server %s: %s", bs->filename,
+                   s->server, msg);
+        return false;
+    }
+    s->read_only = nbd_is_read_only(h) == 1;
+    if (s->read_only && (flags & BDRV_O_RDWR)) {
+        error_setg(errp, "%s: the NBD server %s exports it read-only; mount it with -r "
+                   "(--read-only)", bs->filename, s->server);
+        return false;
+    }
+    s->can_flush = nbd_can_flush(h) == 1;
+    s->can_fua = nbd_can_fua(h) == 1;
+    s->can_trim = nbd_can_trim(h) == 1;
+    s->can_zero = nbd_can_zero(h) == 1;
+    s->can_fast_zero = nbd_can_fast_zero(h) == 1;
+    s->multi_conn = nbd_can_multi_conn(h) == 1;
+    s->can_block_status = nbd_can_meta_context(h, LIBNBD_CONTEXT_BASE_ALLOCATION) == 1;
+    s->min_block = min_block > 0 && min_block <= 65536 ? min_block : 1;
+    s->max_payload = max_payload > 0 ? MIN(max_payload, NBD_MAX_PAYLOAD) : NBD_MAX_PAYLOAD;
+    s->max_payload = MAX(ROUND_DOWN(s->max_payload, s->min_block), s->min_block);
+    return true;
+}
+
+static void nbd_close_conns(BDRVNbdState *s)
+{
+    for (unsigned i = 0; s->conns && i < s->nr_conns; i++) {
+        NbdConn *c = &s->conns[i];
+        if (aio_get_current() == s->home) {
+            nbd_conn_detach(c);
+        }
+        if (c->h) {
+            nbd_close(c->h);
+        }
+        g_mutex_clear(&c->lock);
+    }
+    g_free(s->conns);
+    s->conns = NULL;
+}
+
+static void nbd_free_state(BDRVNbdState *s)
+{
+    nbd_close_conns(s);
+    g_free(s->uri);
+    g_free(s->server);
+    g_free(s->tls_certs);
+    g_free(s->tls_psk_file);
+    g_free(s->tls_username);
+}
+
+static int nbd_open(BlockDriverState *bs, BlockOptions *opts, int flags, GError **errp)
+{
+    BDRVNbdState *s = bs->opaque;
+    struct nbd_handle *first;
+    bool unix_socket;
+
+    if (!nbd_scheme_ok(bs->filename, &s->tls, &unix_socket)) {
+        error_setg(errp, "%s: not an NBD URI: use nbd://HOST[:PORT]/EXPORT, "
+                   "nbd+unix:///EXPORT?socket=PATH, nbds:// or nbds+unix://", bs->filename);
+        return -EINVAL;
+    }
+    /* From here on, people see the URI without its secrets; libnbd gets it whole. */
+    s->uri = bs->filename;
+    bs->filename = nbd_uri_redact(s->uri);
+    s->server = nbd_uri_server(s->uri, unix_socket);
+    if (!nbd_take_options(bs, s, opts, errp)) {
+        nbd_free_state(s);
+        return -EINVAL;
+    }
+    s->home = aio_get_current();
+
+    first = nbd_connect_sync(s, errp);
+    if (!first) {
+        nbd_free_state(s);
+        return -ECONNREFUSED;
+    }
+    if (!nbd_read_export_info(bs, s, first, flags, errp)) {
+        nbd_close(first);
+        nbd_free_state(s);
+        return s->read_only ? -EROFS : -EIO;
+    }
+    s->nr_conns = s->conns_asked;
+    if (s->nr_conns > 1 && !s->multi_conn) {
+        log_warning("%s: the NBD server %s does not offer multi-conn: using 1 connection, "
+                    "not %u", bs->filename, s->server, s->nr_conns);
+        s->nr_conns = 1;
+    }
+    s->conns = g_new0(NbdConn, s->nr_conns);
+    for (unsigned i = 0; i < s->nr_conns; i++) {
+        NbdConn *c = &s->conns[i];
+        c->s = s;
+        c->index = i;
+        c->fd = -1;
+        g_mutex_init(&c->lock);
+        co_queue_init(&c->waiters);
+        c->state = CONN_READY;
+        c->h = i == 0 ? first : nbd_connect_sync(s, errp);
+        if (!c->h) {
+            nbd_free_state(s);
+            return -ECONNREFUSED;
+        }
+        nbd_conn_attach(c);
+    }
+    log_debug("%s: NBD server %s, %" PRId64 " bytes, %u connection(s)%s%s%s%s%s", bs->filename,
+              s->server, s->size, s->nr_conns, s->read_only ? ", read-only" : "",
+              s->can_fua ? ", fua" : "", s->can_trim ? ", trim" : "",
+              s->can_fast_zero ? ", fast-zero" : s->can_zero ? ", zero" : "",
+              s->can_block_status ? ", base:allocation" : "");
+    return 0;
+}
+
+static void nbd_close_drv(BlockDriverState *bs)
+{
+    nbd_free_state(bs->opaque);
+}
+
+static void nbd_refresh_limits(BlockDriverState *bs)
+{
+    BDRVNbdState *s = bs->opaque;
+
+    bs->bl.request_alignment = s->min_block;
+    bs->bl.max_transfer = s->max_payload;
+}
+
+static int nbd_get_info(BlockDriverState *bs, BlockDriverInfo *info)
+{
+    BDRVNbdState *s = bs->opaque;
+
+    info->extra = g_strdup_printf("server: %s\nconnections: %u\n", s->server, s->nr_conns);
+    return 0;
+}
+
+const BlockDriver bdrv_nbd = {
+    .format_name                    = "nbd",
+    .instance_size                  = sizeof(BDRVNbdState),
+    .is_protocol                    = true,
+    .protocol_prefix                = "nbd",
+    .protocol_prefixes              = (const char *const[]){ "nbd+unix", "nbds", "nbds+unix",
+                                                             NULL },
+    .bdrv_open                      = nbd_open,
+    .bdrv_close                     = nbd_close_drv,
+    .bdrv_refresh_limits            = nbd_refresh_limits,
+    .bdrv_co_pread                  = nbd_co_pread,
+    .bdrv_co_pwrite                 = nbd_co_pwrite,
+    .bdrv_co_pwrite_zeroes          = nbd_co_pwrite_zeroes,
+    .bdrv_co_pdiscard               = nbd_co_pdiscard,
+    .bdrv_co_flush                  = nbd_co_flush,
+    .bdrv_co_block_status           = nbd_co_block_status,
+    .bdrv_getlength                 = nbd_getlength,
+    .bdrv_get_info                  = nbd_get_info,
+};
+
+#endif /* CONFIG_LIBNBD */

@@ -1,0 +1,131 @@
+#!/usr/bin/env bats
+# nbd.bats - images served over NBD (the nbd protocol driver on libnbd): raw and
+# qcow2 on nbdkit and qemu-storage-daemon, on a unix socket and on 127.0.0.1;
+# the server's view of the image is the oracle (qemu-img convert from the
+# server, or the file the server serves).
+
+load helpers
+load nbd-helpers
+
+setup() {
+    blkfuse_setup
+    require_fuse
+    require_nbd_driver
+    MP=$T/disk.mnt
+}
+
+@test "nbd: raw on nbdkit memory over a unix socket: writes read back, and the server holds them" {
+    require_nbdkit
+    start_nbdkit mem memory 64M
+    blkfuse_mount "$(nbd_unix_uri mem)" "$MP"
+    [[ $(stat -c %s "$MP") == 67108864 ]]
+    head -c 3M /dev/urandom >"$T/data"
+    dd if="$T/data" of="$MP" bs=1M seek=5 conv=notrunc,fsync status=none
+    cmp <(dd if="$MP" bs=1M skip=5 count=3 status=none) "$T/data"
+    # A second client of the server sees what blkfuse wrote.
+    qemu-img convert -f raw -O raw "$(nbd_unix_uri mem)" "$T/server.img"
+    cmp "$MP" "$T/server.img"
+    blkfuse unmount "$MP"
+}
+
+@test "nbd: raw on nbdkit file over 127.0.0.1: contents equal the served file, writes reach it" {
+    require_nbdkit
+    make_pattern "$T/served.img" 16M
+    start_nbdkit_tcp tcp file "$T/served.img"
+    blkfuse_mount -f raw "nbd://127.0.0.1:$NBD_PORT/" "$MP"
+    cmp "$MP" "$T/served.img"
+    head -c 1000 /dev/urandom >"$T/data"
+    dd if="$T/data" of="$MP" bs=1000 seek=12345 conv=notrunc status=none
+    blkfuse unmount "$MP"
+    cmp <(dd if="$T/served.img" bs=1000 skip=12345 count=1 status=none) "$T/data"
+}
+
+@test "nbd: a qcow2 image on qemu-storage-daemon is probed, written, and passes qemu-img check" {
+    require_qsd
+    qemu-img create -q -f qcow2 "$T/disk.qcow2" 32M
+    qemu-io -f qcow2 -c 'write -P 0x5a 1M 2M' "$T/disk.qcow2" >/dev/null
+    # NBD cannot grow the file: give the qcow2 room for new clusters.
+    truncate -s 48M "$T/disk.qcow2"
+    start_qsd qsd "$T/disk.qcow2"
+    blkfuse_mount "$(nbd_unix_uri qsd disk)" "$MP"
+    run blkfuse list
+    [[ $output == *qcow2* ]]
+    [[ $(stat -c %s "$MP") == 33554432 ]]
+    qemu-io -f raw -c 'read -P 0x5a 1M 2M' -c 'write -P 0x33 20M 1M' "$MP" >/dev/null
+    head -c 1M /dev/urandom >"$T/data"
+    dd if="$T/data" of="$MP" bs=1M seek=7 conv=notrunc,fsync status=none
+    blkfuse unmount "$MP"
+    stop_server "$NBD_PID"
+    qemu-img check -q "$T/disk.qcow2"
+    qemu-io -f qcow2 -c 'read -P 0x5a 1M 2M' -c 'read -P 0x33 20M 1M' "$T/disk.qcow2" >/dev/null
+    qemu-img convert -f qcow2 -O raw "$T/disk.qcow2" "$T/flat.img"
+    cmp <(dd if="$T/flat.img" bs=1M skip=7 count=1 status=none) "$T/data"
+}
+
+@test "nbd: an unreachable server fails the mount at once, with one line naming it" {
+    local start
+    start=$(_now_ms)
+    run blkfuse mount --log-file "$T/daemon.log" "nbd+unix:///?socket=$T/nobody.sock" "$MP"
+    ((status != 0))
+    [[ ${#lines[@]} == 1 ]]
+    [[ $output == *"NBD server unix:$T/nobody.sock"* ]]
+    port=$(free_port)
+    run blkfuse mount --log-file "$T/daemon.log" "nbd://127.0.0.1:$port/disk" "$MP"
+    ((status != 0))
+    [[ ${#lines[@]} == 1 ]]
+    [[ $output == *"NBD server 127.0.0.1:$port"* ]]
+    (($(_now_ms) - start < 10000))
+    EXPECTED_LOG_ERRORS="NBD server"
+}
+
+@test "nbd: a read-only server: a read-write mount says to use -r, and -r mounts it read-only" {
+    require_nbdkit
+    start_nbdkit ro -r memory 8M
+    run blkfuse mount --log-file "$T/daemon.log" -f raw "$(nbd_unix_uri ro)" "$MP"
+    ((status != 0))
+    [[ $output == *"NBD server unix:$T/ro.sock exports it read-only"*"-r"* ]]
+    blkfuse_mount -r -f raw "$(nbd_unix_uri ro)" "$MP"
+    [[ $(stat -c %a "$MP") == 400 ]]
+    cmp <(head -c 8M /dev/zero) "$MP"
+    blkfuse unmount "$MP"
+    EXPECTED_LOG_ERRORS="read-only"
+}
+
+@test "nbd: list and info show the URI without secrets, the server and the connections" {
+    require_nbdkit
+    start_nbdkit mem memory 8M
+    run blkfuse info "$(nbd_unix_uri mem)"
+    ((status == 0))
+    [[ $output == *"image: nbd+unix:///?socket=$T/mem.sock"* ]]
+    [[ $output == *"server: unix:$T/mem.sock"* ]]
+    [[ $output == *"connections: 1"* ]]
+    blkfuse_mount -f raw "$(nbd_unix_uri mem)&tls-psk-file=/secret/keys.psk" "$MP"
+    run blkfuse list
+    [[ $output == *"nbd+unix:///?socket=$T/mem.sock"* ]]
+    [[ $output != *secret* ]]
+    ! grep -q secret "$T/daemon.log"
+    blkfuse unmount "$MP"
+
+    start_nbdkit_tcp tcp memory 8M
+    blkfuse_mount -f raw "nbd://joe:hunter2@127.0.0.1:$NBD_PORT/?tls-psk-file=/secret/k.psk" "$MP"
+    run blkfuse list --json
+    [[ $output == *"nbd://joe@127.0.0.1:$NBD_PORT/"* ]]
+    [[ $output == *'"server": "127.0.0.1:'$NBD_PORT'"'* ]]
+    [[ $output != *hunter2* && $output != *secret* ]]
+    ! grep -q -e hunter2 -e secret "$T/daemon.log"
+    blkfuse unmount "$MP"
+}
+
+@test "nbd: bad options are refused with the option's name" {
+    require_nbdkit
+    start_nbdkit mem memory 8M
+    run blkfuse mount -o connections=0 -f raw "$(nbd_unix_uri mem)" "$MP"
+    ((status != 0))
+    [[ $output == *connections* ]]
+    run blkfuse mount -o tls-psk-file=/etc/hostname -f raw "$(nbd_unix_uri mem)" "$MP"
+    ((status != 0))
+    [[ $output == *nbds://* ]]
+    run blkfuse mount -o bogus=1 -f raw "$(nbd_unix_uri mem)" "$MP"
+    ((status != 0))
+    [[ $output == *bogus* ]]
+}
