@@ -79,6 +79,7 @@ typedef struct NbdConn {
     int fd;                     /* registered socket, or -1 */
     bool watch_write;           /* fd registered for writability too */
     int kick_pending;           /* atomic: a refresh bottom half is scheduled */
+    bool down_logged;           /* the error that it is DOWN was logged */
 } NbdConn;
 
 struct BDRVNbdState {
@@ -107,6 +108,12 @@ struct BDRVNbdState {
     bool can_fast_zero;
     bool can_block_status;
     bool multi_conn;
+
+    /* st_blocks: bytes allocated on the server, from a walk over block status (at open, and
+     * again in the background after writes, when someone asks) */
+    int64_t allocated;          /* atomic; -ENOTSUP when unknown */
+    int alloc_stale;            /* atomic: written since the last walk */
+    int alloc_walking;          /* atomic: a walk is running */
 };
 
 typedef enum { CMD_READ, CMD_WRITE, CMD_FLUSH, CMD_TRIM, CMD_ZERO, CMD_BLOCK_STATUS } NbdCmdType;
@@ -571,6 +578,7 @@ static void coroutine_fn nbd_reconnect_co(void *opaque)
             co_queue_restart_all(&c->waiters);
             g_mutex_unlock(&c->lock);
             nbd_conn_attach(c);
+            c->down_logged = false;
             log_info("reconnected to the NBD server %s (connection %u)", s->server, c->index);
             return;
         }
@@ -588,8 +596,13 @@ static void coroutine_fn nbd_reconnect_co(void *opaque)
             c->next_try_ns = now + NBD_RETRY_MAX_NS;
             co_queue_restart_all(&c->waiters);
             g_mutex_unlock(&c->lock);
-            log_debug("%s: NBD server still unreachable: %s", s->server,
-                      err ? err->message : "failed");
+            if (!c->down_logged) {
+                c->down_logged = true;
+                log_error("%s: requests fail with EIO until the server is back (tried for "
+                          "%" PRId64 " s, -o reconnect-timeout=SECONDS)",
+                          err ? err->message : s->server,
+                          (int64_t)(s->reconnect_timeout_ns / 1000000000LL));
+            }
             return;
         }
         nbd_co_sleep_until(MIN(now + backoff, deadline));
@@ -754,6 +767,14 @@ static int coroutine_fn nbd_co_cmd(BDRVNbdState *s, NbdCmd *cmd, NbdReq *r)
     }
 }
 
+/* Written: the allocation count is stale. */
+static void nbd_mark_alloc_stale(BDRVNbdState *s)
+{
+    if (!__atomic_load_n(&s->alloc_stale, __ATOMIC_RELAXED)) {
+        __atomic_store_n(&s->alloc_stale, 1, __ATOMIC_RELAXED);
+    }
+}
+
 static int coroutine_fn nbd_co_pread(BlockDriverState *bs, int64_t offset, int64_t bytes,
                                      void *buf, BdrvRequestFlags flags)
 {
@@ -780,10 +801,11 @@ static int coroutine_fn nbd_co_pwrite(BlockDriverState *bs, int64_t offset, int6
     BDRVNbdState *s = bs->opaque;
     NbdReq r;
 
+    nbd_mark_alloc_stale(s);
     while (bytes > 0) {
         NbdCmd cmd = { .type = CMD_WRITE, .offset = offset, .buf = (void *)buf,
                        .len = MIN(bytes, s->max_payload),
-                       .flags = (flags & BDRV_REQ_FUA) && s->can_fua ? LIBNBD_CMD_FLAG_FUA : 0 };
+                       .flags = (flags & BDRV_REQ_FUA) ? LIBNBD_CMD_FLAG_FUA : 0 };
         int ret = nbd_co_cmd(s, &cmd, &r);
         if (ret < 0) {
             return ret;
@@ -812,6 +834,7 @@ static int coroutine_fn nbd_co_effect(BDRVNbdState *s, NbdCmdType type, int64_t 
     uint32_t chunk = ROUND_DOWN(NBD_MAX_EFFECT, MAX(s->min_block, 1));
     NbdReq r;
 
+    nbd_mark_alloc_stale(s);
     while (bytes > 0) {
         NbdCmd cmd = { .type = type, .offset = offset, .len = MIN(bytes, chunk),
                        .flags = flags };
@@ -891,6 +914,72 @@ static int coroutine_fn nbd_co_block_status(BlockDriverState *bs, int64_t offset
                ((r.extent_flags & LIBNBD_STATE_HOLE) ? 0 : BDRV_BLOCK_DATA);
     }
     return BDRV_BLOCK_DATA | BDRV_BLOCK_OFFSET_VALID;
+}
+
+/* Sum the allocated extents of the whole export; -ENOTSUP when the server does not say or the
+ * map has too many pieces to walk. */
+#define NBD_ALLOC_WALK_MAX 4096
+
+static int coroutine_fn nbd_co_block_status(BlockDriverState *bs, int64_t offset,
+                                            int64_t bytes, int64_t *pnum, int64_t *map,
+                                            BlockDriverState **file);
+
+static int64_t coroutine_fn nbd_co_count_allocated(BlockDriverState *bs)
+{
+    BDRVNbdState *s = bs->opaque;
+    int64_t offset = 0, total = 0;
+
+    if (!s->can_block_status) {
+        return -ENOTSUP;
+    }
+    for (int n = 0; offset < s->size; n++) {
+        int64_t pnum, map;
+        BlockDriverState *file;
+        int ret;
+
+        if (n == NBD_ALLOC_WALK_MAX) {
+            return -ENOTSUP;
+        }
+        ret = nbd_co_block_status(bs, offset, s->size - offset, &pnum, &map, &file);
+        if (ret < 0) {
+            return ret;
+        }
+        if (ret & BDRV_BLOCK_DATA) {
+            total += pnum;
+        }
+        offset += pnum;
+    }
+    return total;
+}
+
+static void coroutine_fn nbd_alloc_walk_co(void *opaque)
+{
+    BlockDriverState *bs = opaque;
+    BDRVNbdState *s = bs->opaque;
+    int64_t n;
+
+    __atomic_store_n(&s->alloc_stale, 0, __ATOMIC_RELAXED);
+    n = nbd_co_count_allocated(bs);
+    __atomic_store_n(&s->allocated, n < 0 ? -ENOTSUP : n, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->alloc_walking, 0, __ATOMIC_RELEASE);
+}
+
+static void nbd_alloc_walk_bh(void *opaque)
+{
+    coroutine_enter(coroutine_create(nbd_alloc_walk_co, opaque));
+}
+
+/* Any thread, never yields: the last count; a stale one is refreshed in the background (in
+ * the home thread) for the next caller. */
+static int64_t nbd_get_allocated_file_size(BlockDriverState *bs)
+{
+    BDRVNbdState *s = bs->opaque;
+
+    if (__atomic_load_n(&s->alloc_stale, __ATOMIC_RELAXED) &&
+        !__atomic_exchange_n(&s->alloc_walking, 1, __ATOMIC_ACQ_REL)) {
+        aio_bh_schedule(s->home, nbd_alloc_walk_bh, bs);
+    }
+    return __atomic_load_n(&s->allocated, __ATOMIC_RELAXED);
 }
 
 static int64_t nbd_getlength(BlockDriverState *bs)
@@ -1051,6 +1140,9 @@ static int nbd_open(BlockDriverState *bs, BlockOptions *opts, int flags, GError 
         nbd_free_state(s);
         return s->read_only ? -EROFS : -EIO;
     }
+    if (s->can_fua) {
+        bs->supported_write_flags = BDRV_REQ_FUA;
+    }
     s->nr_conns = s->conns_asked;
     if (s->nr_conns > 1 && !s->multi_conn) {
         log_warning("%s: the NBD server %s does not offer multi-conn: using 1 connection, "
@@ -1073,6 +1165,8 @@ static int nbd_open(BlockDriverState *bs, BlockOptions *opts, int flags, GError 
         }
         nbd_conn_attach(c);
     }
+    s->alloc_walking = 1;
+    aio_run_coroutine(nbd_alloc_walk_co, bs);
     log_debug("%s: NBD server %s, %" PRId64 " bytes, %u connection(s)%s%s%s%s%s", bs->filename,
               s->server, s->size, s->nr_conns, s->read_only ? ", read-only" : "",
               s->can_fua ? ", fua" : "", s->can_trim ? ", trim" : "",
@@ -1083,7 +1177,13 @@ static int nbd_open(BlockDriverState *bs, BlockOptions *opts, int flags, GError 
 
 static void nbd_close_drv(BlockDriverState *bs)
 {
-    nbd_free_state(bs->opaque);
+    BDRVNbdState *s = bs->opaque;
+
+    /* A background walk of the allocation runs in this (home) thread: let it end. */
+    while (__atomic_load_n(&s->alloc_walking, __ATOMIC_ACQUIRE)) {
+        aio_poll(s->home, true);
+    }
+    nbd_free_state(s);
 }
 
 static void nbd_refresh_limits(BlockDriverState *bs)
@@ -1119,6 +1219,7 @@ const BlockDriver bdrv_nbd = {
     .bdrv_co_flush                  = nbd_co_flush,
     .bdrv_co_block_status           = nbd_co_block_status,
     .bdrv_getlength                 = nbd_getlength,
+    .bdrv_get_allocated_file_size   = nbd_get_allocated_file_size,
     .bdrv_get_info                  = nbd_get_info,
 };
 

@@ -129,3 +129,64 @@ setup() {
     ((status != 0))
     [[ $output == *bogus* ]]
 }
+
+@test "nbd: trims, zero writes and FUA reach the server; SEEK_DATA/SEEK_HOLE and st_blocks follow its map" {
+    require_nbdkit
+    nbdkit --dump-plugin file >/dev/null 2>&1 || skip "nbdkit has no file plugin"
+    make_raw "$T/served.img" 16M
+    head -c 4M /dev/urandom | dd of="$T/served.img" bs=1M seek=2 conv=notrunc status=none
+    start_nbdkit log --filter=log file "$T/served.img" logfile="$T/nbdkit.log"
+    blkfuse_mount -f raw --cache=writethrough "$(nbd_unix_uri log)" "$MP"
+    run python3 -c 'import os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+print(os.lseek(fd, 0, os.SEEK_DATA), os.lseek(fd, 2 << 20, os.SEEK_HOLE))' "$MP"
+    [[ $output == "2097152 6291456" ]]
+    # The server's map (4 MiB of data) is what st_blocks says.
+    (($(stat -c %b "$MP") * 512 == 4 << 20))
+    # Write-through: the write goes with FUA.
+    dd if=/dev/urandom of="$MP" bs=4k count=1 seek=100 conv=notrunc status=none
+    grep -q "Write .*offset=0x64000 count=0x1000 fua=1" "$T/nbdkit.log"
+    # Punching a hole trims (or zeroes with trim allowed); the file loses its blocks.
+    fallocate -p -o 3M -l 1M "$MP"
+    grep -qE "(Trim|Zero) .*offset=0x300000 count=0x100000" "$T/nbdkit.log"
+    # Zeroing a range keeps it allocated: a zero write without trim.
+    fallocate -z -o 4M -l 64k "$MP"
+    grep -q "Zero .*offset=0x400000 count=0x10000 trim=0" "$T/nbdkit.log"
+    blkfuse unmount "$MP"
+    cmp <(dd if="$T/served.img" bs=1M skip=3 count=1 status=none) <(head -c 1M /dev/zero)
+    cmp <(dd if="$T/served.img" bs=64k skip=64 count=1 status=none) <(head -c 64k /dev/zero)
+    (($(stat -c %b "$T/served.img") * 512 < 4 << 20))
+}
+
+@test "nbd: connections=2 opens two connections to a multi-conn server, and falls back to one without" {
+    require_nbdkit
+    make_pattern "$T/served.img" 8M
+    start_nbdkit log --filter=log file "$T/served.img" logfile="$T/nbdkit.log"
+    blkfuse_mount -f raw -o connections=2 "$(nbd_unix_uri log)" "$MP"
+    run blkfuse list --json
+    [[ $output == *'"connections": "2"'* ]]
+    cmp "$MP" "$T/served.img"
+    grep -q "connection=2 " "$T/nbdkit.log"
+    blkfuse unmount "$MP"
+
+    # A server without multi-conn: one connection, and a line in the log.
+    start_nbdkit single --filter=multi-conn file "$T/served.img" multi-conn-mode=disable
+    blkfuse_mount -f raw -o connections=4 "$(nbd_unix_uri single)" "$MP"
+    grep -q "does not offer multi-conn: using 1 connection" "$T/daemon.log"
+    run blkfuse list --json
+    [[ $output == *'"connections": "1"'* ]]
+    blkfuse unmount "$MP"
+}
+
+@test "nbd: several queue threads share the connection: fio verify over --queues 2" {
+    require_nbdkit
+    require fio
+    start_nbdkit mem memory 64M
+    blkfuse_mount -f raw --queues 2 "$(nbd_unix_uri mem)" "$MP"
+    fio --name=v --filename="$MP" --rw=randwrite --bs=4k --size=16M --iodepth=16 \
+        --ioengine=libaio --direct=1 --numjobs=1 --verify=crc32c --verify_fatal=1 \
+        --randrepeat=1 --output="$T/fio.out"
+    qemu-img convert -f raw -O raw "$(nbd_unix_uri mem)" "$T/server.img"
+    cmp "$MP" "$T/server.img"
+    blkfuse unmount "$MP"
+}
