@@ -75,9 +75,10 @@ static const CliOption mount_options[] = {
       "(FUSE-over-io_uring, when the fuse module's enable_uring parameter is Y), dev "
       "(/dev/fuse), auto (default: uring when the kernel offers it, else dev)" },
     { "options", 'o', "KEY=VALUE,...", "format and protocol options: raw offset=,size=; qcow2 "
-      "l2-cache-size=; file locking=off, aio=io_uring|native|threads; fault-rules=PATH "
-      "(testing); and every option here by its long name (ro, format=qcow2, cache=none, ...), "
-      "as mount(8) and fstab give them" },
+      "l2-cache-size=; file locking=off, aio=io_uring|native|threads; nbd connections=N, "
+      "connect-timeout=SECONDS, reconnect-timeout=SECONDS, tls-certs=DIR, tls-psk-file=FILE, "
+      "tls-username=NAME; fault-rules=PATH (testing); and every option here by its long name "
+      "(ro, format=qcow2, cache=none, ...), as mount(8) and fstab give them" },
     { "snapshot", OPT_SNAPSHOT, NULL, "send writes to a temporary overlay that is deleted at "
       "unmount; the image stays untouched" },
     { "snapshot-name", OPT_SNAPSHOT_NAME, "NAME", "export the internal snapshot NAME "
@@ -1292,11 +1293,12 @@ static int cmd_info(GHashTable *o, int argc, char **argv)
         }
         if (json_object_get(l, "remote")) {
             JsonValue *r = json_object_get(l, "remote");
-            for (const char *const *k = (const char *const[]){ "server", "connections", NULL };
-                 *k; k++) {
-                if (json_object_get_string(r, *k)) {
-                    printf("%s: %s\n", *k, json_object_get_string(r, *k));
-                }
+            if (json_object_get_string(r, "server")) {
+                printf("server: %s\n", json_object_get_string(r, "server"));
+            }
+            if (json_object_get(r, "connections")) {
+                printf("connections: %" G_GINT64_FORMAT "\n",
+                       json_object_get_int(r, "connections", 0));
             }
         }
         if (json_object_get_string(l, "backing_file")) {

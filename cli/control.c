@@ -265,8 +265,17 @@ JsonValue *control_describe_protocol(BlockDriverState *bs)
     lines = g_strsplit(bdi.extra, "\n", -1);
     for (char **l = lines; *l; l++) {
         char *sep = strstr(*l, ": ");
-        if (sep) {
-            *sep = '\0';
+        char *end;
+        long long n;
+
+        if (!sep) {
+            continue;
+        }
+        *sep = '\0';
+        n = strtoll(sep + 2, &end, 10);
+        if (end != sep + 2 && *end == '\0') {
+            json_object_set_int(o, *l, n);
+        } else {
             json_object_set_string(o, *l, sep + 2);
         }
     }

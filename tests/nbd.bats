@@ -164,7 +164,7 @@ print(os.lseek(fd, 0, os.SEEK_DATA), os.lseek(fd, 2 << 20, os.SEEK_HOLE))' "$MP"
     start_nbdkit log --filter=log file "$T/served.img" logfile="$T/nbdkit.log"
     blkfuse_mount -f raw -o connections=2 "$(nbd_unix_uri log)" "$MP"
     run blkfuse list --json
-    [[ $output == *'"connections": "2"'* ]]
+    [[ $output == *'"connections": 2'* ]]
     cmp "$MP" "$T/served.img"
     grep -q "connection=2 " "$T/nbdkit.log"
     blkfuse unmount "$MP"
@@ -174,7 +174,7 @@ print(os.lseek(fd, 0, os.SEEK_DATA), os.lseek(fd, 2 << 20, os.SEEK_HOLE))' "$MP"
     blkfuse_mount -f raw -o connections=4 "$(nbd_unix_uri single)" "$MP"
     grep -q "does not offer multi-conn: using 1 connection" "$T/daemon.log"
     run blkfuse list --json
-    [[ $output == *'"connections": "1"'* ]]
+    [[ $output == *'"connections": 1'* ]]
     blkfuse unmount "$MP"
 }
 
@@ -189,4 +189,27 @@ print(os.lseek(fd, 0, os.SEEK_DATA), os.lseek(fd, 2 << 20, os.SEEK_HOLE))' "$MP"
     qemu-img convert -f raw -O raw "$(nbd_unix_uri mem)" "$T/server.img"
     cmp "$MP" "$T/server.img"
     blkfuse unmount "$MP"
+}
+
+@test "nbd: nbds+unix:// with a pre-shared key: the right key mounts, a wrong user is refused" {
+    require_nbdkit
+    nbdkit --dump-config | grep -qx 'tls=yes' || skip "nbdkit was built without TLS"
+    echo "alice:$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" >"$T/keys.psk"
+    chmod 600 "$T/keys.psk"
+    start_nbdkit tls --tls=require --tls-psk="$T/keys.psk" memory 8M
+    # The server wants TLS: a plain connection is refused, naming it.
+    run blkfuse mount --log-file "$T/daemon.log" -f raw "$(nbd_unix_uri tls)" "$MP"
+    ((status != 0))
+    [[ $output == *"NBD server unix:$T/tls.sock"*TLS* ]]
+    run blkfuse mount --log-file "$T/daemon.log" -f raw -o "tls-psk-file=$T/keys.psk,tls-username=bob" \
+        "nbds+unix:///?socket=$T/tls.sock" "$MP"
+    ((status != 0))
+    [[ $output == *"bob"* ]]
+    blkfuse_mount -f raw -o "tls-psk-file=$T/keys.psk,tls-username=alice" \
+        "nbds+unix:///?socket=$T/tls.sock" "$MP"
+    head -c 1M /dev/urandom >"$T/data"
+    dd if="$T/data" of="$MP" bs=1M conv=notrunc,fsync status=none
+    cmp <(head -c 1M "$MP") "$T/data"
+    blkfuse unmount "$MP"
+    EXPECTED_LOG_ERRORS="NBD server"
 }
