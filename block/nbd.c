@@ -48,6 +48,7 @@
 
 #include <inttypes.h>
 #include <libnbd.h>
+#include <sys/socket.h>
 #include <sys/timerfd.h>
 #include <unistd.h>
 
@@ -80,6 +81,7 @@ typedef struct NbdConn {
     bool watch_write;           /* fd registered for writability too */
     int kick_pending;           /* atomic: a refresh bottom half is scheduled */
     bool down_logged;           /* the error that it is DOWN was logged */
+    bool reconnecting;          /* atomic: nbd_reconnect_co is scheduled or runs */
 } NbdConn;
 
 struct BDRVNbdState {
@@ -108,6 +110,7 @@ struct BDRVNbdState {
     bool can_fast_zero;
     bool can_block_status;
     bool multi_conn;
+    bool closing;               /* home thread: the node is being closed, stop reconnecting */
 
     /* st_blocks: bytes allocated on the server, from a walk over block status (at open, and
      * again in the background after writes, when someone asks) */
@@ -181,7 +184,7 @@ static char *nbd_uri_query(const char *uri, const char *key)
  * uri without secrets, for everything people see: the authority loses a password
  * (user:password@ becomes user@), the query keeps only socket=, a fragment goes.  Caller frees.
  */
-char *nbd_uri_redact(const char *uri)
+static char *nbd_uri_redact(const char *uri)
 {
     const char *auth = strstr(uri, "://");
     const char *path, *query;
@@ -529,6 +532,24 @@ static void nbd_conn_kick_bh(void *opaque)
 }
 
 /*
+ * Make h dead if it is not, so that libnbd fails every command still in flight on it (ENOTCONN,
+ * through their completion callbacks) before it is closed: nbd_close would free them silently,
+ * and their requests would wait forever.  A connection given up on while alive (a server that
+ * answered ESHUTDOWN) gets here.
+ */
+static void nbd_kill_handle(struct nbd_handle *h)
+{
+    int fd = nbd_aio_get_fd(h);
+
+    if (fd >= 0 && !nbd_aio_is_dead(h) && !nbd_aio_is_closed(h)) {
+        shutdown(fd, SHUT_RDWR);
+        for (int i = 0; i < 8 && !nbd_aio_is_dead(h) && !nbd_aio_is_closed(h); i++) {
+            nbd_aio_notify_read(h);
+        }
+    }
+}
+
+/*
  * Home thread: connect again until the deadline; then READY (waiters issue their commands
  * again) or DOWN (waiters fail with EIO).
  */
@@ -546,7 +567,8 @@ static void coroutine_fn nbd_reconnect_co(void *opaque)
     c->h = NULL;
     g_mutex_unlock(&c->lock);
     if (old) {
-        nbd_close(old);     /* dead: libnbd has failed its commands (ENOTCONN) already */
+        nbd_kill_handle(old);
+        nbd_close(old);
     }
 
     for (;;) {
@@ -579,6 +601,7 @@ static void coroutine_fn nbd_reconnect_co(void *opaque)
             g_mutex_unlock(&c->lock);
             nbd_conn_attach(c);
             c->down_logged = false;
+            __atomic_store_n(&c->reconnecting, false, __ATOMIC_RELEASE);
             log_info("reconnected to the NBD server %s (connection %u)", s->server, c->index);
             return;
         }
@@ -590,19 +613,20 @@ static void coroutine_fn nbd_reconnect_co(void *opaque)
             first_try = false;
         }
         now = get_clock_ns();
-        if (now >= deadline) {
+        if (now >= deadline || s->closing) {
             g_mutex_lock(&c->lock);
             c->state = CONN_DOWN;
             c->next_try_ns = now + NBD_RETRY_MAX_NS;
             co_queue_restart_all(&c->waiters);
             g_mutex_unlock(&c->lock);
-            if (!c->down_logged) {
+            if (!c->down_logged && !s->closing) {
                 c->down_logged = true;
                 log_error("%s: requests fail with EIO until the server is back (tried for "
                           "%" PRId64 " s, -o reconnect-timeout=SECONDS)",
                           err ? err->message : s->server,
                           (int64_t)(s->reconnect_timeout_ns / 1000000000LL));
             }
+            __atomic_store_n(&c->reconnecting, false, __ATOMIC_RELEASE);
             return;
         }
         nbd_co_sleep_until(MIN(now + backoff, deadline));
@@ -625,6 +649,7 @@ static void nbd_conn_lost(NbdConn *c, unsigned gen)
     if (c->gen == gen && c->state == CONN_READY) {
         c->state = CONN_RECONNECTING;
         c->deadline_ns = get_clock_ns() + s->reconnect_timeout_ns;
+        c->reconnecting = true;
         log_warning("connection %u to the NBD server %s lost: reconnecting for up to %" PRId64
                     " s (-o reconnect-timeout=SECONDS)", c->index, s->server,
                     (int64_t)(s->reconnect_timeout_ns / 1000000000LL));
@@ -700,6 +725,7 @@ static int coroutine_fn nbd_conn_wait_ready(NbdConn *c)
             c->state = CONN_RECONNECTING;
             c->deadline_ns = get_clock_ns();
             c->next_try_ns = c->deadline_ns + NBD_RETRY_MAX_NS;
+            c->reconnecting = true;
             aio_bh_schedule(c->s->home, nbd_reconnect_bh, c);
         }
         co_queue_wait(&c->waiters, &c->lock);
@@ -1179,7 +1205,14 @@ static void nbd_close_drv(BlockDriverState *bs)
 {
     BDRVNbdState *s = bs->opaque;
 
-    /* A background walk of the allocation runs in this (home) thread: let it end. */
+    /* A background walk of the allocation, or a reconnection, runs in this (home) thread:
+     * let them end (a reconnection gives up after its current attempt). */
+    s->closing = true;
+    for (unsigned i = 0; s->conns && i < s->nr_conns; i++) {
+        while (__atomic_load_n(&s->conns[i].reconnecting, __ATOMIC_ACQUIRE)) {
+            aio_poll(s->home, true);
+        }
+    }
     while (__atomic_load_n(&s->alloc_walking, __ATOMIC_ACQUIRE)) {
         aio_poll(s->home, true);
     }
