@@ -1,24 +1,32 @@
 /* nbd.c - the nbd protocol driver: images served over NBD (nbd://, nbd+unix://, nbds://,
  * nbds+unix://), on libnbd's asynchronous API.
  *
- * Threads and event loops.  A node has one or more connections (-o connections=N, when the
- * server offers multi-conn), each a libnbd handle.  Every connection has one home event loop:
- * the AioContext of the thread that opened the node (the daemon's main thread, which runs for
- * the daemon's whole life).  Only the home thread drives a connection's socket: its fd is
- * registered there with aio_set_fd_handler for the directions nbd_aio_get_direction asks for,
- * and the home thread calls nbd_aio_notify_read/write, connects, notices a dead connection,
- * reconnects, and swaps and closes handles.
+ * Threads and event loops.  Every connection (a libnbd handle) has one home event loop, and only
+ * the home thread drives its socket: the fd is registered there with aio_set_fd_handler for the
+ * directions nbd_aio_get_direction asks for, and the home thread calls nbd_aio_notify_read/write,
+ * connects, notices a dead connection, reconnects, and swaps and closes handles.
  *
- * Requests run in coroutines in any thread (the export's queue threads, the main thread at open
- * and close).  A request picks a connection (round robin), issues its command with
- * nbd_aio_pread/pwrite/... under the connection's lock (libnbd handles are thread-safe; the lock
- * only keeps the handle from being swapped meanwhile), and yields.  libnbd sends the request at
- * once from the issuing thread when the socket takes it; when it cannot, the issuer asks the
- * home thread (a coalesced bottom half) to watch for writability.  The completion callback runs
- * in the home thread (or in the issuer, if the reply was already there) and only schedules the
- * request's coroutine on its own loop (aio_co_schedule), never enters it: libnbd holds the handle
- * lock during callbacks.  So nothing ever blocks a queue's loop, and the queues share the
- * connections with a lock held for one non-blocking send and a cross-thread wake-up per reply.
+ * - Shared connections (-o connections=N, default 1; N > 1 only when the server offers
+ *   multi-conn) are opened with the node and live in the loop of the thread that opened it
+ *   (the daemon's main thread, which runs for the daemon's whole life).  Requests of that thread
+ *   (open, probe, close) use them, and so do the export's queue threads when the server does not
+ *   offer multi-conn (one connection is then all the protocol allows for consistent flushes).
+ *   A queue thread issues its command on the shared connection itself, under the connection's
+ *   lock (libnbd handles are thread-safe; the lock only keeps the handle from being swapped
+ *   meanwhile); libnbd sends it at once when the socket takes it, else the issuer asks the home
+ *   thread (a coalesced bottom half) to watch for writability.  The reply is read in the home
+ *   thread, whose completion callback wakes the request's coroutine in its own loop: one lock
+ *   held for a non-blocking send and one cross-thread wake-up per request.
+ * - When the server offers multi-conn, each queue's event loop gets N connections of its own
+ *   on its first request (connected asynchronously in that loop; its requests wait meanwhile,
+ *   and use the shared ones if that fails).  Its requests then never leave its thread: issue,
+ *   socket, reply and wake-up are all in the queue's loop.  A flush on one connection covers
+ *   the writes completed on all of them (that is what multi-conn promises).  These connections
+ *   are closed with the node, after the export's queue threads (and loops) have ended.
+ *
+ * Either way a completion callback (run in the home thread, or in the issuer if the reply was
+ * already there) only schedules the request's coroutine (aio_co_schedule), never enters it:
+ * libnbd holds the handle lock during callbacks.  Nothing ever blocks an event loop.
  *
  * Loss of the server.  A command that completes with ENOTCONN/ESHUTDOWN, or that cannot be
  * issued because the handle is dead, marks the connection lost: it goes to RECONNECTING, and
@@ -64,9 +72,13 @@ typedef enum { CONN_READY, CONN_RECONNECTING, CONN_DOWN } NbdConnState;
 
 typedef struct BDRVNbdState BDRVNbdState;
 
+typedef struct NbdCtxConns NbdCtxConns;
+
 typedef struct NbdConn {
     BDRVNbdState *s;
     unsigned index;
+    AioContext *home;           /* the event loop that drives it */
+    NbdCtxConns *set;           /* a queue's own connection: its set; NULL for a shared one */
 
     GMutex lock;                /* protects h (against swapping), state, gen, the times, waiters */
     struct nbd_handle *h;       /* NULL while reconnecting; swapped by the home thread only */
@@ -84,6 +96,14 @@ typedef struct NbdConn {
     bool reconnecting;          /* atomic: nbd_reconnect_co is scheduled or runs */
 } NbdConn;
 
+/* The connections of one queue's event loop (when the server offers multi-conn). */
+struct NbdCtxConns {
+    AioContext *ctx;
+    unsigned n;
+    NbdConn *conns;
+    bool failed;                /* atomic: they could not connect: the queue uses the shared ones */
+};
+
 struct BDRVNbdState {
     char *uri;                  /* as given: for libnbd only (may hold secrets) */
     char *server;               /* "unix:PATH" or "HOST[:PORT]", for messages */
@@ -98,6 +118,8 @@ struct BDRVNbdState {
     unsigned conns_asked;       /* connections=N as given */
     NbdConn *conns;
     unsigned next_conn;         /* atomic round robin */
+    GMutex ctx_lock;            /* protects ctx_conns */
+    GHashTable *ctx_conns;      /* AioContext * -> NbdCtxConns *: queues' own connections */
 
     int64_t size;
     uint32_t min_block;
@@ -494,7 +516,7 @@ static void nbd_conn_refresh(NbdConn *c)
     want_write = nbd_aio_get_direction(c->h) & LIBNBD_AIO_DIRECTION_WRITE;
     if (want_write != c->watch_write) {
         c->watch_write = want_write;
-        aio_set_fd_handler(c->s->home, c->fd, nbd_conn_readable,
+        aio_set_fd_handler(c->home, c->fd, nbd_conn_readable,
                            want_write ? nbd_conn_writable : NULL, c);
     }
 }
@@ -504,7 +526,7 @@ static void nbd_conn_attach(NbdConn *c)
     c->fd = nbd_aio_get_fd(c->h);
     c->watch_write = false;
     if (c->fd >= 0) {
-        aio_set_fd_handler(c->s->home, c->fd, nbd_conn_readable, NULL, c);
+        aio_set_fd_handler(c->home, c->fd, nbd_conn_readable, NULL, c);
         nbd_conn_refresh(c);
     }
 }
@@ -512,7 +534,7 @@ static void nbd_conn_attach(NbdConn *c)
 static void nbd_conn_detach(NbdConn *c)
 {
     if (c->fd >= 0) {
-        aio_set_fd_handler(c->s->home, c->fd, NULL, NULL, NULL);
+        aio_set_fd_handler(c->home, c->fd, NULL, NULL, NULL);
         c->fd = -1;
     }
 }
@@ -602,7 +624,12 @@ static void coroutine_fn nbd_reconnect_co(void *opaque)
             nbd_conn_attach(c);
             c->down_logged = false;
             __atomic_store_n(&c->reconnecting, false, __ATOMIC_RELEASE);
-            log_info("reconnected to the NBD server %s (connection %u)", s->server, c->index);
+            if (c->set && c->gen == 1) {
+                log_debug("%s: a queue's own connection %u is up", s->server, c->index);
+            } else {
+                log_info("reconnected to the NBD server %s (connection %u)", s->server,
+                         c->index);
+            }
             return;
         }
         if (h) {
@@ -614,6 +641,13 @@ static void coroutine_fn nbd_reconnect_co(void *opaque)
         }
         now = get_clock_ns();
         if (now >= deadline || s->closing) {
+            if (c->set && c->gen == 0) {
+                /* A queue's own connection that never came up: it keeps the shared ones. */
+                log_warning("%s: a queue's own connection failed (%s): it uses the shared "
+                            "connections", s->server, err ? err->message : "?");
+                __atomic_store_n(&c->set->failed, true, __ATOMIC_RELEASE);
+                c->down_logged = true;
+            }
             g_mutex_lock(&c->lock);
             c->state = CONN_DOWN;
             c->next_try_ns = now + NBD_RETRY_MAX_NS;
@@ -653,7 +687,7 @@ static void nbd_conn_lost(NbdConn *c, unsigned gen)
         log_warning("connection %u to the NBD server %s lost: reconnecting for up to %" PRId64
                     " s (-o reconnect-timeout=SECONDS)", c->index, s->server,
                     (int64_t)(s->reconnect_timeout_ns / 1000000000LL));
-        aio_bh_schedule(s->home, nbd_reconnect_bh, c);
+        aio_bh_schedule(c->home, nbd_reconnect_bh, c);
     }
     g_mutex_unlock(&c->lock);
 }
@@ -708,7 +742,66 @@ static int64_t nbd_issue(struct nbd_handle *h, NbdCmd *cmd, NbdReq *r)
     g_assert_not_reached();
 }
 
-/* Wait (lock held, released while waiting) until c is READY; -EIO when it is DOWN. */
+static void nbd_conn_init(BDRVNbdState *s, NbdConn *c, unsigned index, AioContext *home,
+                          NbdCtxConns *set)
+{
+    c->s = s;
+    c->index = index;
+    c->home = home;
+    c->set = set;
+    c->fd = -1;
+    g_mutex_init(&c->lock);
+    co_queue_init(&c->waiters);
+}
+
+/*
+ * The calling queue's own connections, created (and connected, by nbd_reconnect_co in this
+ * loop: requests wait for it like for a reconnection) on its first request.  ctx_lock held.
+ */
+static NbdCtxConns *nbd_ctx_conns_new(BDRVNbdState *s, AioContext *ctx)
+{
+    NbdCtxConns *set = g_new0(NbdCtxConns, 1);
+
+    set->ctx = ctx;
+    set->n = s->nr_conns;
+    set->conns = g_new0(NbdConn, set->n);
+    for (unsigned i = 0; i < set->n; i++) {
+        NbdConn *c = &set->conns[i];
+        nbd_conn_init(s, c, i, ctx, set);
+        c->state = CONN_RECONNECTING;
+        c->deadline_ns = get_clock_ns() + s->connect_timeout_ns;
+        c->reconnecting = true;
+        aio_bh_schedule(ctx, nbd_reconnect_bh, c);
+    }
+    g_hash_table_insert(s->ctx_conns, ctx, set);
+    return set;
+}
+
+/* The connection for a request of the calling thread: its queue's own when the server offers
+ * multi-conn, else (and in the home loop) one of the shared ones; round robin among them. */
+static NbdConn *nbd_pick_conn(BDRVNbdState *s)
+{
+    AioContext *ctx = aio_get_current();
+    unsigned i = __atomic_fetch_add(&s->next_conn, 1, __ATOMIC_RELAXED);
+
+    if (ctx != s->home && s->multi_conn) {
+        NbdCtxConns *set;
+
+        g_mutex_lock(&s->ctx_lock);
+        set = g_hash_table_lookup(s->ctx_conns, ctx);
+        if (!set) {
+            set = nbd_ctx_conns_new(s, ctx);
+        }
+        g_mutex_unlock(&s->ctx_lock);
+        if (!__atomic_load_n(&set->failed, __ATOMIC_ACQUIRE)) {
+            return &set->conns[i % set->n];
+        }
+    }
+    return &s->conns[i % s->nr_conns];
+}
+
+/* Wait (lock held, released while waiting) until c is READY; -EIO when it is DOWN; -EAGAIN
+ * when it is a queue's own connection that never came up (use a shared one). */
 static int coroutine_fn nbd_conn_wait_ready(NbdConn *c)
 {
     bool waited = false;
@@ -716,6 +809,9 @@ static int coroutine_fn nbd_conn_wait_ready(NbdConn *c)
     for (;;) {
         if (c->state == CONN_READY) {
             return 0;
+        }
+        if (c->state == CONN_DOWN && c->set && c->gen == 0) {
+            return -EAGAIN;
         }
         if (c->state == CONN_DOWN) {
             if (waited || get_clock_ns() < c->next_try_ns) {
@@ -726,7 +822,7 @@ static int coroutine_fn nbd_conn_wait_ready(NbdConn *c)
             c->deadline_ns = get_clock_ns();
             c->next_try_ns = c->deadline_ns + NBD_RETRY_MAX_NS;
             c->reconnecting = true;
-            aio_bh_schedule(c->s->home, nbd_reconnect_bh, c);
+            aio_bh_schedule(c->home, nbd_reconnect_bh, c);
         }
         co_queue_wait(&c->waiters, &c->lock);
         waited = true;
@@ -741,9 +837,8 @@ static bool nbd_error_is_loss(int err)
 /* Issue cmd and wait for its reply, across reconnections.  Returns 0 or -errno. */
 static int coroutine_fn nbd_co_cmd(BDRVNbdState *s, NbdCmd *cmd, NbdReq *r)
 {
-    unsigned i = __atomic_fetch_add(&s->next_conn, 1, __ATOMIC_RELAXED) % s->nr_conns;
-    NbdConn *c = &s->conns[i];
-    bool home = aio_get_current() == s->home;
+    NbdConn *c = nbd_pick_conn(s);
+    bool home = aio_get_current() == c->home;
 
     for (;;) {
         unsigned gen;
@@ -757,6 +852,12 @@ static int coroutine_fn nbd_co_cmd(BDRVNbdState *s, NbdCmd *cmd, NbdReq *r)
         ret = nbd_conn_wait_ready(c);
         if (ret < 0) {
             g_mutex_unlock(&c->lock);
+            if (ret == -EAGAIN) {
+                /* This queue's own connections never came up: the shared ones. */
+                c = nbd_pick_conn(s);
+                home = aio_get_current() == c->home;
+                continue;
+            }
             return ret;
         }
         gen = c->gen;
@@ -779,7 +880,7 @@ static int coroutine_fn nbd_co_cmd(BDRVNbdState *s, NbdCmd *cmd, NbdReq *r)
         if (home) {
             nbd_conn_check(c);
         } else if (want_write && !__atomic_exchange_n(&c->kick_pending, 1, __ATOMIC_ACQ_REL)) {
-            aio_bh_schedule(s->home, nbd_conn_kick_bh, c);
+            aio_bh_schedule(c->home, nbd_conn_kick_bh, c);
         }
         coroutine_yield();
         if (r->error == 0) {
@@ -1111,6 +1212,28 @@ static bool nbd_read_export_info(BlockDriverState *bs, BDRVNbdState *s, struct n
 
 static void nbd_close_conns(BDRVNbdState *s)
 {
+    if (s->ctx_conns) {
+        GHashTableIter it;
+        gpointer value;
+
+        /* The queues' own connections: their loops have stopped (an export's queue threads
+         * end before its image is closed), so there is no handler to remove. */
+        g_hash_table_iter_init(&it, s->ctx_conns);
+        while (g_hash_table_iter_next(&it, NULL, &value)) {
+            NbdCtxConns *set = value;
+            for (unsigned i = 0; i < set->n; i++) {
+                if (set->conns[i].h) {
+                    nbd_close(set->conns[i].h);
+                }
+                g_mutex_clear(&set->conns[i].lock);
+            }
+            g_free(set->conns);
+            g_free(set);
+        }
+        g_hash_table_destroy(s->ctx_conns);
+        s->ctx_conns = NULL;
+        g_mutex_clear(&s->ctx_lock);
+    }
     for (unsigned i = 0; s->conns && i < s->nr_conns; i++) {
         NbdConn *c = &s->conns[i];
         if (aio_get_current() == s->home) {
@@ -1155,6 +1278,8 @@ static int nbd_open(BlockDriverState *bs, BlockOptions *opts, int flags, GError 
         return -EINVAL;
     }
     s->home = aio_get_current();
+    g_mutex_init(&s->ctx_lock);
+    s->ctx_conns = g_hash_table_new(NULL, NULL);
 
     first = nbd_connect_sync(s, errp);
     if (!first) {
@@ -1178,11 +1303,7 @@ static int nbd_open(BlockDriverState *bs, BlockOptions *opts, int flags, GError 
     s->conns = g_new0(NbdConn, s->nr_conns);
     for (unsigned i = 0; i < s->nr_conns; i++) {
         NbdConn *c = &s->conns[i];
-        c->s = s;
-        c->index = i;
-        c->fd = -1;
-        g_mutex_init(&c->lock);
-        co_queue_init(&c->waiters);
+        nbd_conn_init(s, c, i, s->home, NULL);
         c->state = CONN_READY;
         c->h = i == 0 ? first : nbd_connect_sync(s, errp);
         if (!c->h) {

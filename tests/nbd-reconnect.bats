@@ -34,15 +34,17 @@ bytes_written() {
     blkfuse stats --json "$1" | sed -n 's/^  "bytes_written": \([0-9]*\),*$/\1/p'
 }
 
-@test "nbd-reconnect: the server killed and restarted under fio: no error, nothing acknowledged lost" {
-    require fio
+# kill_under_fio [FILTER PARAMETER]: fio writes and verifies through blkfuse while the
+# server is killed and restarted; then what blkfuse shows must be what the server holds.
+kill_under_fio() {
     make_raw "$T/served.img" 64M
-    start_nbdkit srv file "$T/served.img"
+    local server=(${1:-} file "$T/served.img" ${2:-})
+    start_nbdkit srv "${server[@]}"
     blkfuse_mount -f raw -o reconnect-timeout=30 "$(nbd_unix_uri srv)" "$MP"
     # Random writes at depth 16, each block then read back and checked by fio.
     fio --name=v --filename="$MP" --rw=randwrite --bs=4k --size=32M --iodepth=16 \
-        --ioengine=libaio --direct=1 --verify=crc32c --verify_fatal=1 --verify_state_save=0 --randrepeat=1 \
-        --output="$T/fio.out" 3>&- &
+        --ioengine=libaio --direct=1 --verify=crc32c --verify_fatal=1 --randrepeat=1 \
+        --verify_state_save=0 --output="$T/fio.out" 3>&- &
     fio_pid=$!
     PIDS+=("$fio_pid")
     # Kill the server once writes flow, while fio still runs.
@@ -54,13 +56,24 @@ bytes_written() {
     stop_server "$NBD_PID"
     _pid_alive "$fio_pid"
     wait_for_log "connection 0 to the NBD server unix:$T/srv.sock lost"
-    start_nbdkit srv file "$T/served.img"
+    start_nbdkit srv "${server[@]}"
     wait "$fio_pid"
     wait_for_log "reconnected to the NBD server unix:$T/srv.sock"
     # What blkfuse shows is what the server holds.
     cp "$MP" "$T/seen.img"
     blkfuse unmount "$MP"
     cmp "$T/seen.img" "$T/served.img"
+}
+
+@test "nbd-reconnect: the server killed and restarted under fio: no error, nothing acknowledged lost" {
+    require fio
+    kill_under_fio
+    EXPECTED_LOG_ERRORS="NBD server"
+}
+
+@test "nbd-reconnect: the same on the main loop's shared connection (a server without multi-conn)" {
+    require fio
+    kill_under_fio --filter=multi-conn multi-conn-mode=disable
     EXPECTED_LOG_ERRORS="NBD server"
 }
 
