@@ -154,6 +154,7 @@ typedef struct NbdCmd {
 /* One issued command: filled by libnbd's callbacks, in whichever thread runs them. */
 typedef struct NbdReq {
     Coroutine *co;
+    bool called;                /* atomic: the completion callback ran (and scheduled co) */
     int error;                  /* errno from the completion, 0 = success */
     bool have_extent;
     uint32_t extent_len;
@@ -713,6 +714,7 @@ static int nbd_done_cb(void *opaque, int *error)
     NbdReq *r = opaque;
 
     r->error = *error;
+    __atomic_store_n(&r->called, true, __ATOMIC_RELEASE);
     /* Never enter it here: libnbd holds the handle's lock, and the coroutine may issue more. */
     aio_co_schedule(coroutine_get_context(r->co), r->co);
     return 1;   /* retire the command */
@@ -868,6 +870,12 @@ static int coroutine_fn nbd_co_cmd(BDRVNbdState *s, NbdCmd *cmd, NbdReq *r)
                         nbd_error_is_loss(err);
             g_autofree char *msg = lost ? NULL : nbd_error_line();
             g_mutex_unlock(&c->lock);
+            /* libnbd may have queued the command and failed it (its callback has then
+             * scheduled us) before it returned the error: take that wake-up first, or it would
+             * resume us in the middle of a later wait. */
+            if (__atomic_load_n(&r->called, __ATOMIC_ACQUIRE)) {
+                coroutine_yield();
+            }
             if (lost) {
                 nbd_conn_lost(c, gen);
                 continue;

@@ -78,6 +78,32 @@ setup() {
     EXPECTED_LOG_ERRORS="NBD server"
 }
 
+@test "nbd: a server that accepts but never answers fails the mount after -o connect-timeout" {
+    require python3
+    # A socket that listens (the connection is accepted by the kernel) and never says a word.
+    python3 -c 'import socket, sys, time
+s = socket.socket(socket.AF_UNIX)
+s.bind(sys.argv[1])
+s.listen(8)
+open(sys.argv[2], "w").close()
+time.sleep(120)' "$T/mute.sock" "$T/mute.ready" 3>&- &
+    PIDS+=($!)
+    deadline=$(($(_now_ms) + 10000))
+    until [[ -e $T/mute.ready ]]; do
+        (($(_now_ms) < deadline)) || { echo "no listener" >&2; return 1; }
+        sleep 0.02
+    done
+    start=$(_now_ms)
+    run blkfuse mount --log-file "$T/daemon.log" -f raw -o connect-timeout=1 \
+        "nbd+unix:///?socket=$T/mute.sock" "$MP"
+    ((status != 0))
+    [[ ${#lines[@]} == 1 ]]
+    [[ $output == *"NBD server unix:$T/mute.sock: no answer within 1 s"* ]]
+    elapsed=$(($(_now_ms) - start))
+    ((elapsed >= 900 && elapsed < 8000))
+    EXPECTED_LOG_ERRORS="NBD server"
+}
+
 @test "nbd: a read-only server: a read-write mount says to use -r, and -r mounts it read-only" {
     require_nbdkit
     start_nbdkit ro -r memory 8M
