@@ -49,7 +49,9 @@ _blkfuse_o_keys() {
     mount)
         echo "format= ro rw read-only growable cache= queues= transport= snapshot snapshot-name=
               allow_other allow-remote-backing passthrough= stats= id= daemon= log-file=
-              verbose offset= size= l2-cache-size= locking=off aio= fault-rules=" ;;
+              verbose offset= size= l2-cache-size= locking=off aio= fault-rules=
+              connections= connect-timeout= reconnect-timeout= tls-certs= tls-psk-file=
+              tls-username=" ;;
     create)
         echo "cluster_size= lazy_refcounts= extended_l2= compression_type= preallocation=
               refcount_bits= compat=" ;;
