@@ -25,6 +25,9 @@ extern const BlockDriver bdrv_fault;
 #ifdef CONFIG_LIBRBD
 extern const BlockDriver bdrv_rbd;
 #endif
+#ifdef CONFIG_LIBNBD
+extern const BlockDriver bdrv_nbd;
+#endif
 
 /* Every driver blkfuse has.  Protocols first; formats in probing order; filters last. */
 static const BlockDriver *const block_drivers[] = {
@@ -32,6 +35,9 @@ static const BlockDriver *const block_drivers[] = {
     &bdrv_null,
 #ifdef CONFIG_LIBRBD
     &bdrv_rbd,
+#endif
+#ifdef CONFIG_LIBNBD
+    &bdrv_nbd,
 #endif
     &bdrv_raw,
     &bdrv_qcow2,
@@ -72,7 +78,15 @@ static bool has_prefix(const BlockDriver *drv, const char *filename, size_t len)
 {
     const char *p = drv->protocol_prefix;
 
-    return p && strlen(p) == len && strncmp(p, filename, len) == 0;
+    if (p && strlen(p) == len && strncmp(p, filename, len) == 0) {
+        return true;
+    }
+    for (const char *const *q = drv->protocol_prefixes; q && *q; q++) {
+        if (strlen(*q) == len && strncmp(*q, filename, len) == 0) {
+            return true;
+        }
+    }
+    return false;
 }
 
 const BlockDriver *bdrv_find_protocol(const char *filename)
@@ -476,7 +490,8 @@ BlockDriverState *bdrv_open(const char *filename, const char *format, BlockOptio
         flags |= BDRV_O_PROBED;
     }
 
-    bs = bdrv_new(drv, filename, flags);
+    /* The protocol node's name: a remote one's is shown without secrets. */
+    bs = bdrv_new(drv, file->filename, flags);
     bs->file = bdrv_child_new(file, "file");
     bdrv_refresh_limits(bs);
     if (drv->bdrv_open(bs, opts, flags, errp) < 0) {

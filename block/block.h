@@ -162,6 +162,8 @@ struct BlockDriver {
     size_t instance_size;       /* Required. Size of bs->opaque, zero-allocated before open */
     bool is_protocol;           /* true: opens a filename (file, null); false: format on a child */
     const char *protocol_prefix;/* Optional. "null" makes "null:..." filenames use this driver */
+    const char *const *protocol_prefixes; /* Optional. More prefixes, NULL-terminated: "nbds"
+                                 * makes "nbds://..." filenames use this driver too */
     bool is_filter;             /* true: inserted between a format and its protocol node by a
                                  * block option (fault: fault-rules=), never named as a format */
 
@@ -185,8 +187,8 @@ struct BlockDriver {
     int coroutine_fn (*bdrv_co_pread)(BlockDriverState *bs, int64_t offset, int64_t bytes,
                                       void *buf, BdrvRequestFlags flags);
 
-    /* Optional (NULL: node is read-only).  Write bytes at offset from buf.  Only BDRV_REQ_FUA
-     * may be set in flags; a driver that does not handle it leaves it to io.c (flush after).
+    /* Optional (NULL: node is read-only).  Write bytes at offset from buf.  flags holds only
+     * what bs->supported_write_flags has (BDRV_REQ_FUA); io.c emulates the rest (flush after).
      * offset is aligned to request_alignment, and so is bytes except in one case: a write that
      * ends at or past the node's current end may end unaligned (io.c pads only up to the end of
      * the node), and the driver then writes exactly those bytes, so that the node grows to
@@ -297,6 +299,9 @@ struct BlockDriverState {
     bool read_only;
     int refcnt;
     BlockLimits bl;
+    /* Request flags the driver's bdrv_co_pwrite handles itself (BDRV_REQ_FUA), set at open;
+     * io.c emulates the others (FUA: a flush after the write). */
+    BdrvRequestFlags supported_write_flags;
 
     BdrvChild *file;            /* protocol child of a format node, or NULL */
     BdrvChild *backing;         /* backing image of a format node, or NULL */

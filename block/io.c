@@ -109,8 +109,8 @@ static int coroutine_fn do_pwrite(BlockDriverState *bs, int64_t offset, int64_t 
     if (!bs->drv->bdrv_co_pwrite) {
         return -EROFS;
     }
-    ret = bs->drv->bdrv_co_pwrite(bs, offset, bytes, buf, flags & ~BDRV_REQ_FUA);
-    if (ret >= 0 && (flags & BDRV_REQ_FUA)) {
+    ret = bs->drv->bdrv_co_pwrite(bs, offset, bytes, buf, flags & bs->supported_write_flags);
+    if (ret >= 0 && (flags & BDRV_REQ_FUA) && !(bs->supported_write_flags & BDRV_REQ_FUA)) {
         ret = bdrv_co_flush(bs);
     }
     return ret;

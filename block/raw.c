@@ -28,6 +28,8 @@ static int raw_open(BlockDriverState *bs, BlockOptions *opts, int flags, GError 
     int64_t file_len = bdrv_getlength(bs->file->bs);
 
     co_mutex_init(&s->guard_lock);
+    /* A write is the file's write: FUA goes down with it. */
+    bs->supported_write_flags = bs->file->bs->supported_write_flags & BDRV_REQ_FUA;
     if (!block_options_take_size(opts, "offset", &s->offset, NULL, errp) ||
         !block_options_take_size(opts, "size", &s->size, &s->has_size, errp)) {
         return -EINVAL;

@@ -78,7 +78,8 @@ static const CliOption mount_options[] = {
       "(/dev/fuse), auto (default: uring when the kernel offers it, else dev)" },
     { "options", 'o', "KEY=VALUE,...", "format and protocol options: raw offset=,size=; qcow2 "
       "l2-cache-size=; file locking=off, aio=io_uring|native|threads, inline-write-max=SIZE; "
-      "rbd connect-timeout=SECONDS, reconnect-timeout=SECONDS; fault-rules=PATH (testing); and "
+      "nbd and rbd connect-timeout=SECONDS, reconnect-timeout=SECONDS; nbd connections=N, "
+      "tls-certs=DIR, tls-psk-file=FILE, tls-username=NAME; fault-rules=PATH (testing); and "
       "every option here by its long name (ro, format=qcow2, cache=none, ...), as mount(8) and "
       "fstab give them" },
     { "snapshot", OPT_SNAPSHOT, NULL, "send writes to a temporary overlay that is deleted at "
@@ -1255,7 +1256,12 @@ static int cmd_info(GHashTable *o, int argc, char **argv)
         g_autoptr(GPtrArray) bitmaps = NULL;
         BlockDriverState *file = p->file ? p->file->bs : p;
 
+        JsonValue *remote = control_describe_protocol(p);
+
         json_object_set_string(layer, "filename", file->filename);
+        if (remote) {
+            json_object_set(layer, "remote", remote);
+        }
         json_object_set_string(layer, "format", p->drv->format_name);
         json_object_set_int(layer, "virtual_size", bdrv_getlength(p));
         json_object_set_int(layer, "disk_size", bdrv_get_allocated_file_size(p));
@@ -1380,6 +1386,16 @@ static int cmd_info(GHashTable *o, int argc, char **argv)
                 printf("        name: %s\n        granularity: %" G_GINT64_FORMAT "\n",
                        json_object_get_string(b, "name"),
                        json_object_get_int(b, "granularity", 0));
+            }
+        }
+        if (json_object_get(l, "remote")) {
+            JsonValue *r = json_object_get(l, "remote");
+            if (json_object_get_string(r, "server")) {
+                printf("server: %s\n", json_object_get_string(r, "server"));
+            }
+            if (json_object_get(r, "connections")) {
+                printf("connections: %" G_GINT64_FORMAT "\n",
+                       json_object_get_int(r, "connections", 0));
             }
         }
         if (json_object_get_string(l, "backing_file")) {

@@ -248,10 +248,46 @@ static JsonValue *reply_ok(void)
 
 /* --- export descriptions --- */
 
+JsonValue *control_describe_protocol(BlockDriverState *bs)
+{
+    BlockDriverInfo bdi = { 0 };
+    JsonValue *o;
+    g_auto(GStrv) lines = NULL;
+
+    while (bs->file) {
+        bs = bs->file->bs;
+    }
+    if (!bs->drv->bdrv_get_info || bs->drv->bdrv_get_info(bs, &bdi) < 0 || !bdi.extra) {
+        g_free(bdi.extra);
+        return NULL;
+    }
+    o = json_new_object();
+    lines = g_strsplit(bdi.extra, "\n", -1);
+    for (char **l = lines; *l; l++) {
+        char *sep = strstr(*l, ": ");
+        char *end;
+        long long n;
+
+        if (!sep) {
+            continue;
+        }
+        *sep = '\0';
+        n = strtoll(sep + 2, &end, 10);
+        if (end != sep + 2 && *end == '\0') {
+            json_object_set_int(o, *l, n);
+        } else {
+            json_object_set_string(o, *l, sep + 2);
+        }
+    }
+    g_free(bdi.extra);
+    return o;
+}
+
 static JsonValue *describe_export(BlockExport *exp)
 {
     JsonValue *o = json_new_object();
     JsonValue *stats = json_new_object();
+    JsonValue *remote;
     BlockBackendStats st;
     char since[32];
     struct tm tm;
@@ -263,6 +299,9 @@ static JsonValue *describe_export(BlockExport *exp)
     json_object_set_string(o, "id", exp->id);
     json_object_set_int(o, "pid", getpid());
     json_object_set_string(o, "image", exp->image);
+    if ((remote = control_describe_protocol(blk_bs(exp->blk)))) {
+        json_object_set(o, "remote", remote);
+    }
     json_object_set_string(o, "format", exp->format);
     json_object_set_string(o, "mountpoint", exp->mountpoint);
     json_object_set_bool(o, "read_only", exp->read_only || blk_is_read_only(exp->blk));

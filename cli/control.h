@@ -48,6 +48,12 @@ void control_server_request_exit(ControlServer *srv);
 /* Build the export description used by "list" and "stats". */
 JsonValue *control_describe_exports(const char *mountpoint_filter);
 
+/* What the protocol node under bs (following file children down) says about itself as an
+ * object of strings ({"server": ..., "connections": ...} for a remote image), or NULL when it
+ * says nothing (local files). */
+struct BlockDriverState;
+JsonValue *control_describe_protocol(struct BlockDriverState *bs);
+
 /* --- without a socket: fuzzing and tests --- */
 
 /* A server that does not listen.  dry_run: "mount" and "unmount" requests are validated, then

@@ -57,7 +57,8 @@ _blkfuse_o_keys() {
         echo "format= ro rw read-only growable cache= queues= transport= snapshot snapshot-name=
               changed= allow_other allow-remote-backing passthrough= stats= id= daemon= log-file=
               verbose offset= size= l2-cache-size= locking=off aio= fault-rules=
-              connect-timeout= reconnect-timeout= inline-write-max=" ;;
+              connections= connect-timeout= reconnect-timeout= tls-certs= tls-psk-file=
+              tls-username= inline-write-max=" ;;
     create)
         echo "cluster_size= lazy_refcounts= extended_l2= compression_type= preallocation=
               refcount_bits= compat=" ;;

@@ -221,6 +221,12 @@ BlockExport *blk_exp_add(const BlockExportOptions *opts, GError **errp)
     if (!exp->blk) {
         goto fail;
     }
+    if (!opts->snapshot && bdrv_find_protocol(exp->image)->protocol_prefix) {
+        /* A remote image is shown as its protocol node names it: without secrets. */
+        BlockDriverState *top = blk_bs(exp->blk);
+        g_free(exp->image);
+        exp->image = g_strdup(top->file ? top->file->bs->filename : top->filename);
+    }
     blk_set_write_through(exp->blk, write_through);
     exp->format = g_strdup(opts->snapshot ? blk_bs(exp->blk)->backing->bs->drv->format_name :
                            blk_bs(exp->blk)->drv->format_name);

@@ -177,7 +177,7 @@ static void test_mount_paths(void)
             "absolute path or a protocol name");
     refused("{\"cmd\": \"mount\", \"image\": \"\", \"mountpoint\": \"/m\"}", "image",
             "absolute path");
-    refused("{\"cmd\": \"mount\", \"image\": \"nbd:host:1\", \"mountpoint\": \"/m\"}", "image",
+    refused("{\"cmd\": \"mount\", \"image\": \"gopher:host:1\", \"mountpoint\": \"/m\"}", "image",
             "absolute path or a protocol name");
     refused("{\"cmd\": \"mount\", \"image\": \"/i\", \"mountpoint\": \"m\"}", "mountpoint",
             "absolute path");
