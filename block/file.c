@@ -17,6 +17,7 @@
  */
 #include "config.h"
 #include "block/block.h"
+#include "block/progress.h"
 #include "block/io-engine.h"
 #include "block/util.h"
 
@@ -737,6 +738,24 @@ static int coroutine_fn file_co_preallocate(BlockDriverState *bs, int64_t offset
     return ret == -EOPNOTSUPP || ret == -ENOSYS ? 0 : ret;
 }
 
+/* preallocation=full, as QEMU's: write zeros over [start, end), so that every block is
+ * allocated and written (fallocate alone leaves unwritten extents, and thin storage unbacked);
+ * reports progress (block/progress.h). */
+static int coroutine_fn file_write_zeros(BlockDriverState *bs, int64_t start, int64_t end)
+{
+    const int64_t chunk = 4 * 1024 * 1024;
+    uint8_t *zeros = blk_blockalign(chunk);
+    int ret = 0;
+
+    memset(zeros, 0, chunk);
+    for (int64_t pos = start; pos < end && ret >= 0; pos += chunk) {
+        ret = bdrv_co_pwrite(bs, pos, MIN(chunk, end - pos), zeros, 0);
+        block_progress_report(MIN(pos + chunk, end) - start, end - start);
+    }
+    blk_vfree(zeros);
+    return ret < 0 ? ret : 0;
+}
+
 static int coroutine_fn file_co_truncate(BlockDriverState *bs, int64_t offset, bool exact,
                                          PreallocMode prealloc, GError **errp)
 {
@@ -763,7 +782,9 @@ static int coroutine_fn file_co_truncate(BlockDriverState *bs, int64_t offset, b
     __atomic_store_n(&s->size, offset, __ATOMIC_RELAXED);
     if (offset > old && prealloc != PREALLOC_MODE_OFF) {
         ret = file_co_fallocate(s, 0, old, offset - old);
-        if (ret >= 0 && prealloc == PREALLOC_MODE_FULL) {
+        if (ret >= 0 && prealloc == PREALLOC_MODE_FULL && !s->direct) {
+            ret = file_write_zeros(bs, old, offset);
+        } else if (ret >= 0 && prealloc == PREALLOC_MODE_FULL) {
             ret = bdrv_co_pwrite_zeroes(bs, old, offset - old, BDRV_REQ_NO_FALLBACK);
             if (ret == -ENOTSUP) {
                 ret = 0;        /* fallocate'd space of a regular file already reads as zeros */

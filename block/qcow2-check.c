@@ -42,6 +42,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include "block/progress.h"
 #include "block/qcow2.h"
 #include "block/util.h"
 
@@ -467,6 +468,11 @@ static int coroutine_fn walk_l1(Check *c, uint64_t l1_offset, uint32_t l1_size, 
         uint64_t entry = GUINT64_FROM_BE(l1[i]);
         uint64_t l2_offset = entry & L1E_OFFSET_MASK;
 
+        if (flags & WALK_FRAG_INFO) {
+            /* The active table's walk is most of a check: 0 to 80 %. */
+            block_progress_report((uint64_t)i * 4, (uint64_t)l1_size * 5);
+        }
+
         if (!entry) {
             continue;
         }
@@ -617,6 +623,10 @@ static int coroutine_fn compare_refcounts(Check *c, BdrvCheckMode fix, uint64_t 
         uint64_t rc, ref = c->refs[i];
         int64_t *fixed = NULL;
         int ret = get_refcount(c, i, &rc);
+
+        if ((i & 0xffff) == 0) {
+            block_progress_report(c->nb * 4 + i, c->nb * 5);       /* 80 to 100 % */
+        }
 
         if (ret < 0) {
             report(c, "Can't get refcount for cluster %" PRIu64 ": %s", i, g_strerror(-ret));

@@ -754,8 +754,11 @@ static int coroutine_fn qcow2_shrink(BlockDriverState *bs, uint64_t offset, GErr
 }
 
 /* Make the file reach host_end for preallocated clusters, with the requested preallocation
- * (metadata: a sparse extension).  Lock not held. */
-static int coroutine_fn extend_file(BlockDriverState *bs, uint64_t host_end,
+ * (metadata: a sparse extension).  The clusters allocated from start (the file's end before
+ * they were) that lie inside the file already, between the L2 tables and refcount blocks
+ * allocated with them, are reserved with fallocate (falloc and full alike: zeros written
+ * there would land on that metadata).  Lock not held. */
+static int coroutine_fn extend_file(BlockDriverState *bs, uint64_t start, uint64_t host_end,
                                     PreallocMode prealloc, GError **errp)
 {
     BDRVQcow2State *s = bs->opaque;
@@ -764,7 +767,17 @@ static int coroutine_fn extend_file(BlockDriverState *bs, uint64_t host_end,
     GError *local = NULL;
     int ret;
 
-    if (flen < 0 || host_end <= (uint64_t)flen) {
+    if (flen < 0) {
+        return 0;
+    }
+    if (mode != PREALLOC_MODE_OFF && start < MIN(host_end, (uint64_t)flen)) {
+        ret = bdrv_co_preallocate(bs->file->bs, start, MIN(host_end, (uint64_t)flen) - start);
+        if (ret < 0) {
+            error_setg_errno(errp, -ret, "%s: cannot preallocate", bs->filename);
+            return ret;
+        }
+    }
+    if (host_end <= (uint64_t)flen) {
         return 0;
     }
     ret = bdrv_co_truncate(bs->file->bs, host_end, false, mode, &local);
@@ -827,16 +840,19 @@ static int coroutine_fn qcow2_grow(BlockDriverState *bs, uint64_t offset, Preall
     }
     if (prealloc != PREALLOC_MODE_OFF) {
         uint64_t host_end = 0;
+        int64_t start;
 
         co_mutex_lock(&s->lock);
         qcow2_trim_file(bs);    /* extend_file preallocates from the file's end */
-        ret = s->corrupt_stop ? -EROFS : qcow2_preallocate(bs, old, offset - old, &host_end);
+        start = bdrv_getlength(bs->file->bs);
+        ret = s->corrupt_stop ? -EROFS : start < 0 ? (int)start :
+              qcow2_preallocate(bs, old, offset - old, &host_end);
         co_mutex_unlock(&s->lock);
         if (ret < 0) {
             error_setg_errno(errp, ret, "%s: cannot preallocate", bs->filename);
             return ret;
         }
-        ret = extend_file(bs, host_end, prealloc, errp);
+        ret = extend_file(bs, start, host_end, prealloc, errp);
         if (ret < 0) {
             return ret;
         }

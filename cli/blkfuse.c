@@ -7,9 +7,12 @@
 #include "config.h"
 #include "block/aio.h"
 #include "block/backend.h"
+#include "block/progress.h"
 #include "block/util.h"
 #include "cli/control.h"
 #include "cli/json-util.h"
+#include "cli/mount-helper.h"
+#include "cli/sd-notify.h"
 #include "fuse/export.h"
 #include "fuse/passthrough.h"
 
@@ -73,7 +76,8 @@ static const CliOption mount_options[] = {
       "(/dev/fuse), auto (default: uring when the kernel offers it, else dev)" },
     { "options", 'o', "KEY=VALUE,...", "format and protocol options: raw offset=,size=; qcow2 "
       "l2-cache-size=; file locking=off, aio=io_uring|native|threads; fault-rules=PATH "
-      "(testing)" },
+      "(testing); and every option here by its long name (ro, format=qcow2, cache=none, ...), "
+      "as mount(8) and fstab give them" },
     { "snapshot", OPT_SNAPSHOT, NULL, "send writes to a temporary overlay that is deleted at "
       "unmount; the image stays untouched" },
     { "snapshot-name", OPT_SNAPSHOT_NAME, "NAME", "export the internal snapshot NAME "
@@ -125,6 +129,8 @@ static const CliOption create_options[] = {
     { "options", 'o', "KEY=VALUE,...", "format options: qcow2 cluster_size=, lazy_refcounts=, "
       "extended_l2=, compression_type=, preallocation=, refcount_bits=, compat=; raw "
       "preallocation=" },
+    { "progress", 'p', NULL, "show progress (of preallocation) on standard error, when it is "
+      "a terminal" },
     { NULL },
 };
 
@@ -154,6 +160,7 @@ static const CliOption check_options[] = {
       "corruption that can be repaired (all); opens the image read-write" },
     { "output", OPT_OUTPUT, "human|json", "report format (default human)" },
     { "format", 'f', "FORMAT", "image format; probed if not given" },
+    { "progress", 'p', NULL, "show progress on standard error, when it is a terminal" },
     { NULL },
 };
 
@@ -324,6 +331,108 @@ static const char *opt_str(GHashTable *o, const char *name)
     return g_hash_table_lookup(o, name);
 }
 
+/* The option of c named key in a -o list: its long name, with '_' for '-' (allow_other) and
+ * the names mount(8) uses (ro, rw: read-only), but never -o itself. */
+static const CliOption *mount_option_by_key(const CliCommand *c, const char *key)
+{
+    g_autofree char *name = !strcmp(key, "ro") || !strcmp(key, "rw") ? g_strdup("read-only") :
+                            g_strdelimit(g_strdup(key), "_", '-');
+
+    for (const CliOption *opt = c->options; opt->name; opt++) {
+        if (!strcmp(opt->name, name) && strcmp(opt->name, "options") && key[0] != '_') {
+            return opt;
+        }
+    }
+    return NULL;
+}
+
+/*
+ * Take c's own options out of its -o list (o["options"]), so that every option has a -o
+ * spelling, as mount(8) and fstab give them: "-o ro,format=qcow2,cache=none,offset=1M" is
+ * "--read-only --format=qcow2 --cache=none -o offset=1M".  A flag takes no value, or on/off
+ * (yes/no, true/false, 1/0); rw turns read-only off, sync is cache=writethrough.  Options of
+ * mount(8), systemd and fuse that mean nothing here (mount_option_is_generic) are dropped;
+ * the rest stay in o["options"] for the image's drivers.  A value that contradicts the same
+ * option given on the command line is an error.
+ */
+static bool mount_options_from_o(const CliCommand *c, GHashTable *o, GError **errp)
+{
+    g_auto(GStrv) items = NULL;
+    g_autoptr(GString) rest = g_string_new(NULL);
+    g_autoptr(GHashTable) given = g_hash_table_new(g_str_hash, g_str_equal);
+    GHashTableIter it;
+    gpointer key;
+
+    if (!opt_str(o, "options")) {
+        return true;
+    }
+    g_hash_table_iter_init(&it, o);
+    while (g_hash_table_iter_next(&it, &key, NULL)) {
+        g_hash_table_add(given, key);           /* what the command line set */
+    }
+    items = g_strsplit(opt_str(o, "options"), ",", -1);
+    for (char **p = items; *p; p++) {
+        char *eq = strchr(*p, '=');
+        g_autofree char *k = eq ? g_strndup(*p, eq - *p) : g_strdup(*p);
+        const char *v = eq ? eq + 1 : NULL;
+        const CliOption *opt;
+        bool on = true;
+
+        if (!**p || mount_option_is_generic(k)) {
+            continue;
+        }
+        if (!strcmp(k, "sync") && !v) {
+            g_free(k);
+            k = g_strdup("cache");
+            v = "writethrough";
+        }
+        opt = mount_option_by_key(c, k);
+        if (!opt) {
+            g_string_append_printf(rest, "%s%s", rest->len ? "," : "", *p);
+            continue;
+        }
+        if (opt->arg && (!v || !*v)) {
+            error_setg(errp, "-o %s needs a value (%s=%s)", k, k, opt->arg);
+            return false;
+        }
+        if (!opt->arg && v) {
+            if (!strcmp(v, "on") || !strcmp(v, "yes") || !strcmp(v, "true") ||
+                !strcmp(v, "1")) {
+                on = true;
+            } else if (!strcmp(v, "off") || !strcmp(v, "no") || !strcmp(v, "false") ||
+                       !strcmp(v, "0")) {
+                on = false;
+            } else {
+                error_setg(errp, "-o %s takes no value, or on or off, not '%s'", k, v);
+                return false;
+            }
+        }
+        if (!strcmp(k, "rw")) {
+            on = !on;
+        }
+        if (g_hash_table_contains(given, opt->name)) {
+            const char *cur = opt_str(o, opt->name);
+            if (opt->arg ? strcmp(cur, v) != 0 : !on) {
+                error_setg(errp, "-o %s contradicts --%s given as well", *p, opt->name);
+                return false;
+            }
+            continue;
+        }
+        if (on) {
+            g_hash_table_replace(o, g_strdup(opt->name), g_strdup(opt->arg ? v : ""));
+        } else {
+            g_hash_table_remove(o, opt->name);
+        }
+    }
+    if (rest->len) {
+        g_hash_table_replace(o, g_strdup("options"), g_string_free(g_steal_pointer(&rest),
+                                                                    false));
+    } else {
+        g_hash_table_remove(o, "options");
+    }
+    return true;
+}
+
 static bool opt_flag(GHashTable *o, const char *name)
 {
     return g_hash_table_contains(o, name);
@@ -371,6 +480,62 @@ static void signal_read(void *opaque)
             s->terminating = true;
             control_server_request_exit(s->srv);
         }
+    }
+}
+
+/* Logs of daemons that did not exit cleanly stay in the runtime directory for inspection, the
+ * newest CRASH_LOGS_KEPT of them: older ones go when a new daemon starts logging there. */
+#define CRASH_LOGS_KEPT 8
+
+typedef struct CrashLog {
+    char *path;
+    gint64 mtime;
+} CrashLog;
+
+static gint crash_log_newer_first(gconstpointer a, gconstpointer b)
+{
+    const CrashLog *x = a, *y = b;
+
+    return x->mtime < y->mtime ? 1 : x->mtime > y->mtime ? -1 : strcmp(x->path, y->path);
+}
+
+/* True while a process pid exists (a zombie too: its log is not in the way yet). */
+static bool process_exists(long pid)
+{
+    return kill(pid, 0) == 0 || errno == EPERM;
+}
+
+static void prune_crash_logs(const char *dir)
+{
+    g_autoptr(GDir) d = g_dir_open(dir, 0, NULL);
+    g_autoptr(GArray) logs = g_array_new(false, false, sizeof(CrashLog));
+    const char *name;
+
+    while (d && (name = g_dir_read_name(d))) {
+        char *end;
+        long pid = strtol(name, &end, 10);
+        struct stat st;
+        CrashLog l;
+
+        if (end == name || strcmp(end, ".log") || pid <= 0 || pid > INT_MAX ||
+            pid == getpid() || process_exists(pid)) {
+            continue;
+        }
+        l.path = g_build_filename(dir, name, NULL);
+        if (lstat(l.path, &st) < 0 || !S_ISREG(st.st_mode)) {
+            g_free(l.path);
+            continue;
+        }
+        l.mtime = (gint64)st.st_mtim.tv_sec * G_USEC_PER_SEC + st.st_mtim.tv_nsec / 1000;
+        g_array_append_val(logs, l);
+    }
+    g_array_sort(logs, crash_log_newer_first);
+    for (guint i = 0; i < logs->len; i++) {
+        CrashLog *l = &g_array_index(logs, CrashLog, i);
+        if (i >= CRASH_LOGS_KEPT) {
+            unlink(l->path);
+        }
+        g_free(l->path);
     }
 }
 
@@ -454,6 +619,9 @@ static int daemon_run(const DaemonConfig *cfg)
             g_autofree char *dir = control_runtime_dir(true, NULL);
             fallback_log = dir ? g_strdup_printf("%s/%d.log", dir, getpid()) : NULL;
             log_file = fallback_log;
+            if (dir) {
+                prune_crash_logs(dir);
+            }
         }
     }
     if (!log_open(log_file, &err)) {
@@ -522,9 +690,11 @@ static int daemon_run(const DaemonConfig *cfg)
         }
     }
 
+    sd_notify_state("READY=1");         /* blkfuse.service: the socket is up (and the export) */
     while (!control_server_should_exit(srv)) {
         aio_poll(ctx, true);
     }
+    sd_notify_state("STOPPING=1");
     blk_exp_close_all();
     control_server_free(srv);
     aio_set_fd_handler_external(ctx, sig.fd, NULL, NULL, NULL);
@@ -543,6 +713,9 @@ fail:
     log_error("%s", err->message);
     if (report_fd >= 0) {
         report_to_parent(report_fd, err->message);
+        if (fallback_log) {
+            unlink(fallback_log);   /* the caller prints the error: a refusal leaves nothing */
+        }
     } else if (cfg->log_file) {
         fprintf(stderr, "blkfuse: %s\n", err->message);
     }
@@ -1131,6 +1304,59 @@ static int cmd_info(GHashTable *o, int argc, char **argv)
     return 0;
 }
 
+/* --- progress (-p) --- */
+
+/* Progress of the command's long operation on stderr, as qemu-img -p prints it: only when -p
+ * was given and stderr is a terminal. */
+typedef struct CliProgress {
+    bool active;
+    double shown;
+} CliProgress;
+
+static CliProgress cli_progress;
+
+static void progress_print(void *opaque, double pct)
+{
+    CliProgress *p = opaque;
+
+    if (pct == p->shown || (pct < 100.0 && pct - p->shown < 0.01)) {
+        return;
+    }
+    p->shown = pct;
+    fprintf(stderr, "\r    (%.2f/100%%)", pct);
+}
+
+static void progress_start(GHashTable *o)
+{
+    if (!opt_flag(o, "progress") || !isatty(STDERR_FILENO)) {
+        return;
+    }
+    cli_progress = (CliProgress) { .active = true, .shown = -1.0 };
+    block_progress_set(progress_print, &cli_progress);
+    progress_print(&cli_progress, 0.0);
+}
+
+/* Clear the progress line for a line of other output on stderr. */
+static void progress_clear_line(void)
+{
+    if (cli_progress.active) {
+        fprintf(stderr, "\r%20s\r", "");
+    }
+}
+
+static void progress_end(bool complete)
+{
+    if (!cli_progress.active) {
+        return;
+    }
+    if (complete) {
+        progress_print(&cli_progress, 100.0);
+    }
+    fprintf(stderr, "\n");
+    block_progress_set(NULL, NULL);
+    cli_progress.active = false;
+}
+
 static int cmd_create(GHashTable *o, int argc, char **argv)
 {
     const CliCommand *c = &commands[5];
@@ -1157,10 +1383,13 @@ static int cmd_create(GHashTable *o, int argc, char **argv)
     if (opt_str(o, "options") && !block_options_parse(bopts, opt_str(o, "options"), &err)) {
         return usage_error(c, "%s", err->message);
     }
+    progress_start(o);
     if (!bdrv_create(argv[0], opt_str(o, "format") ? opt_str(o, "format") : "raw", size,
                      opt_str(o, "backing"), opt_str(o, "backing-format"), bopts, &err)) {
+        progress_end(false);
         return fail("%s", err->message);
     }
+    progress_end(true);
     return 0;
 }
 
@@ -1177,6 +1406,7 @@ enum {
 
 static void check_report_line(void *opaque, const char *line)
 {
+    progress_clear_line();
     fprintf(stderr, "%s\n", line);
 }
 
@@ -1291,11 +1521,15 @@ static int cmd_check(GHashTable *o, int argc, char **argv)
         bdrv_unref(bs);
         return CHECK_UNSUPPORTED;
     }
+    progress_start(o);
+    block_progress_range(0, fix ? 50 : 100);        /* a repair is checked again */
     ret = bdrv_check(bs, &res, fix);
     if (ret == 0 && (res.corruptions_fixed || res.leaks_fixed)) {
         BdrvCheckResult again = { .report = check_report_line };
 
+        block_progress_range(50, 100);
         if (!json) {
+            progress_clear_line();
             printf("The following inconsistencies were found and repaired:\n\n"
                    "    %" G_GINT64_FORMAT " leaked clusters\n"
                    "    %" G_GINT64_FORMAT " corruptions\n\n"
@@ -1308,6 +1542,7 @@ static int cmd_check(GHashTable *o, int argc, char **argv)
         again.corruptions_fixed = res.corruptions_fixed;
         res = again;
     }
+    progress_end(ret == 0);
     if (ret == 0) {
         if (json) {
             check_print_json(&res, argv[0], bs->drv->format_name);
@@ -1328,6 +1563,47 @@ static int cmd_check(GHashTable *o, int argc, char **argv)
     return res.corruptions ? CHECK_CORRUPTIONS : res.leaks ? CHECK_LEAKS : CHECK_CLEAN;
 }
 
+/* One line: the version and the optional features built in (configure's summary). */
+static void print_version(void)
+{
+    static const char *const features[] = {
+#ifdef CONFIG_LIBURING
+        "io_uring",
+#endif
+#ifdef CONFIG_LIBNBD
+        "nbd",
+#endif
+#ifdef CONFIG_LIBRBD
+        "rbd",
+#endif
+#ifdef CONFIG_ZLIB
+        "zlib",
+#endif
+#ifdef CONFIG_ZSTD
+        "zstd",
+#endif
+#ifdef CONFIG_SANITIZERS
+        "sanitizers",
+#endif
+        NULL,
+    };
+    g_autofree char *list = g_strjoinv(", ", (char **)features);
+
+    printf("blkfuse %s (features: %s)\n", BLKFUSE_VERSION, *list ? list : "none");
+}
+
+/* "blkfuse mount" with its options as parsed: c's own options taken out of -o first. */
+static int run_mount(GHashTable *o, int argc, char **argv)
+{
+    const CliCommand *c = find_command("mount");
+    g_autoptr(GError) err = NULL;
+
+    if (!mount_options_from_o(c, o, &err)) {
+        return usage_error(c, "%s", err->message);
+    }
+    return cmd_mount(o, argc, argv);
+}
+
 int main(int argc, char **argv)
 {
     const CliCommand *c = NULL;
@@ -1335,6 +1611,9 @@ int main(int argc, char **argv)
     int status = 0;
     int first;
 
+    if (mount_helper_invoked(argv[0])) {
+        return mount_helper_main(argc, argv, run_mount);
+    }
     if (argc < 2) {
         return usage_error(NULL, "no command given");
     }
@@ -1343,7 +1622,7 @@ int main(int argc, char **argv)
         return 0;
     }
     if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "-V")) {
-        printf("blkfuse %s\n", BLKFUSE_VERSION);
+        print_version();
         return 0;
     }
     for (size_t i = 0; i < G_N_ELEMENTS(commands); i++) {
@@ -1369,5 +1648,5 @@ int main(int argc, char **argv)
     if (argc > c->max_args) {
         return usage_error(c, "unexpected argument '%s'", argv[c->max_args]);
     }
-    return c->run(opts, argc, argv);
+    return c->run == cmd_mount ? run_mount(opts, argc, argv) : c->run(opts, argc, argv);
 }

@@ -149,6 +149,22 @@ expect_usage_error() {
     [[ $output =~ ^blkfuse\ [0-9]+\.[0-9]+\.[0-9]+ ]]
 }
 
+@test "blkfuse --version lists the optional features config.h says were built in" {
+    local config=$BATS_TEST_DIRNAME/../config.h define feature listed
+    run -0 blkfuse --version
+    echo "$output"
+    [[ $output == *"(features: "*")" ]]
+    listed=" $(sed 's/.*(features: \(.*\))$/\1/; s/,//g' <<<"$output") "
+    for define in LIBURING:io_uring LIBNBD:nbd LIBRBD:rbd ZLIB:zlib ZSTD:zstd; do
+        feature=${define#*:}
+        if grep -q "^#define CONFIG_${define%%:*} 1" "$config"; then
+            [[ $listed == *" $feature "* ]] || { echo "$feature missing"; false; }
+        else
+            [[ $listed != *" $feature "* ]] || { echo "$feature listed"; false; }
+        fi
+    done
+}
+
 # --- runtime errors exit 1 ----------------------------------------------------------------
 
 @test "unmount of a file that is not a blkfuse mount fails with exit 1" {

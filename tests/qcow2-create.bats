@@ -70,6 +70,20 @@ created_ok() {
     done
 }
 
+@test "qcow2 create: falloc and full preallocate past the first L2 table's reach (1.1 GiB)" {
+    local p used
+    for p in falloc full; do
+        blkfuse create -f qcow2 -o "preallocation=$p" "$T/big.qcow2" 1100M
+        run qemu-img check "$T/big.qcow2"
+        [[ $output == *"100.00% allocated"* ]]
+        # Every data cluster is in the file: its blocks, not only its length.
+        used=$(du -k "$T/big.qcow2" | cut -f1)
+        echo "$p: $used KiB used"
+        ((used >= 1100 * 1024))
+        rm -f "$T/big.qcow2"
+    done
+}
+
 @test "qcow2 create: backing file and format, size taken from the backing file" {
     require_fuse
     qemu-img create -q -f raw "$T/base.raw" 6M
