@@ -10,7 +10,7 @@
 #include "block/progress.h"
 #include "block/util.h"
 #include "cli/control.h"
-#include "cli/json.h"
+#include "cli/json-util.h"
 #include "cli/mount-helper.h"
 #include "cli/sd-notify.h"
 #include "fuse/export.h"
@@ -867,21 +867,21 @@ static int cmd_mount(GHashTable *o, int argc, char **argv)
                            "give them to 'blkfuse serve', not with --daemon");
     }
     if (opt_str(o, "daemon")) {
-        g_autoptr(JsonValue) req = json_new_object();
-        g_autoptr(JsonValue) reply = NULL;
+        g_autoptr(json_t) req = json_object();
+        g_autoptr(json_t) reply = NULL;
         g_autofree char *image = g_canonicalize_filename(eo.image, NULL);
         g_autofree char *mp = g_canonicalize_filename(eo.mountpoint, NULL);
 
-        json_object_set_string(req, "cmd", "mount");
+        json_object_set_new(req, "cmd", json_string("mount"));
         /* The daemon runs elsewhere: paths go absolute; a protocol name goes as it is. */
-        json_object_set_string(req, "image", bdrv_find_protocol(eo.image)->protocol_prefix ?
-                               eo.image : image);
-        json_object_set_string(req, "mountpoint", mp);
+        json_object_set_new(req, "image", json_util_string(
+                                bdrv_find_protocol(eo.image)->protocol_prefix ? eo.image : image));
+        json_object_set_new(req, "mountpoint", json_util_string(mp));
         if (eo.id) {
-            json_object_set_string(req, "id", eo.id);
+            json_object_set_new(req, "id", json_util_string(eo.id));
         }
         if (eo.format) {
-            json_object_set_string(req, "format", eo.format);
+            json_object_set_new(req, "format", json_util_string(eo.format));
         }
         if (opt_str(o, "options") || opt_str(o, "changed")) {
             /* --changed=BITMAP is the format option changed=BITMAP */
@@ -890,37 +890,38 @@ static int cmd_mount(GHashTable *o, int argc, char **argv)
             g_autofree char *all = g_strjoin(opt_str(o, "options") && changed ? "," : "",
                                              opt_str(o, "options") ? opt_str(o, "options") : "",
                                              changed ? changed : "", NULL);
-            json_object_set_string(req, "options", all);
+            json_object_set_new(req, "options", json_util_string(all));
         }
         if (opt_str(o, "snapshot-name")) {
-            json_object_set_string(req, "snapshot_name", opt_str(o, "snapshot-name"));
+            json_object_set_new(req, "snapshot_name",
+                                json_util_string(opt_str(o, "snapshot-name")));
         }
-        json_object_set_bool(req, "read_only", eo.read_only);
-        json_object_set_bool(req, "growable", eo.growable);
-        json_object_set_bool(req, "allow_other", eo.allow_other);
-        json_object_set_bool(req, "snapshot", eo.snapshot);
+        json_object_set_new(req, "read_only", json_boolean(eo.read_only));
+        json_object_set_new(req, "growable", json_boolean(eo.growable));
+        json_object_set_new(req, "allow_other", json_boolean(eo.allow_other));
+        json_object_set_new(req, "snapshot", json_boolean(eo.snapshot));
         if (eo.allow_remote_backing) {
-            json_object_set_bool(req, "allow_remote_backing", true);
+            json_object_set_new(req, "allow_remote_backing", json_true());
         }
         if (cache) {
-            json_object_set_string(req, "cache", cache);
+            json_object_set_new(req, "cache", json_util_string(cache));
         }
-        json_object_set_int(req, "queues", eo.queues);
+        json_object_set_new(req, "queues", json_integer(eo.queues));
         if (eo.transport) {
-            json_object_set_string(req, "transport", eo.transport);
+            json_object_set_new(req, "transport", json_util_string(eo.transport));
         }
         if (opt_str(o, "passthrough")) {
-            json_object_set_string(req, "passthrough", opt_str(o, "passthrough"));
+            json_object_set_new(req, "passthrough", json_util_string(opt_str(o, "passthrough")));
         }
         if (opt_str(o, "stats")) {
-            json_object_set_string(req, "stats", opt_str(o, "stats"));
+            json_object_set_new(req, "stats", json_util_string(opt_str(o, "stats")));
         }
         reply = control_call(opt_str(o, "daemon"), req, 60000, &err);
         if (!reply) {
             return fail("%s", err->message);
         }
-        if (!json_object_get_bool(reply, "ok", false)) {
-            return fail("%s", json_object_get_string(reply, "error"));
+        if (!json_util_get_bool(reply, "ok", false)) {
+            return fail("%s", json_string_value(json_object_get(reply, "error")));
         }
         return 0;
     }
@@ -970,32 +971,32 @@ static int cmd_serve(GHashTable *o, int argc, char **argv)
 /* Every export of every daemon in the runtime directory, as (socket, export) pairs. */
 typedef struct FoundExport {
     char *socket;
-    JsonValue *exp;             /* borrowed from replies */
+    json_t *exp;                /* borrowed from replies */
 } FoundExport;
 
 static GPtrArray *collect_exports(GPtrArray **replies_out)
 {
     g_autoptr(GPtrArray) socks = control_find_daemons();
     GPtrArray *found = g_ptr_array_new_with_free_func(g_free);
-    GPtrArray *replies = g_ptr_array_new_with_free_func((GDestroyNotify)json_free);
+    GPtrArray *replies = g_ptr_array_new_with_free_func((GDestroyNotify)json_decref);
 
     for (guint i = 0; i < socks->len; i++) {
-        g_autoptr(JsonValue) req = json_new_object();
-        JsonValue *reply;
-        JsonValue *exports;
+        g_autoptr(json_t) req = json_object();
+        json_t *reply;
+        json_t *exports;
 
-        json_object_set_string(req, "cmd", "list");
+        json_object_set_new(req, "cmd", json_string("list"));
         reply = control_call(socks->pdata[i], req, 10000, NULL);
         if (!reply) {
             continue;
         }
         g_ptr_array_add(replies, reply);
         exports = json_object_get(reply, "exports");
-        for (guint j = 0; j < json_array_length(exports); j++) {
+        for (guint j = 0; j < json_array_size(exports); j++) {
             FoundExport *f = g_new0(FoundExport, 1);
             f->socket = NULL;
             f->exp = json_array_get(exports, j);
-            json_object_set_string(f->exp, "socket", socks->pdata[i]);
+            json_object_set_new(f->exp, "socket", json_util_string(socks->pdata[i]));
             g_ptr_array_add(found, f);
         }
     }
@@ -1003,14 +1004,14 @@ static GPtrArray *collect_exports(GPtrArray **replies_out)
     return found;
 }
 
-static JsonValue *find_export_by_mountpoint(GPtrArray *found, const char *mp)
+static json_t *find_export_by_mountpoint(GPtrArray *found, const char *mp)
 {
     g_autofree char *real = realpath(mp, NULL);
     g_autofree char *canon = g_canonicalize_filename(mp, NULL);
 
     for (guint i = 0; i < found->len; i++) {
         FoundExport *f = found->pdata[i];
-        const char *emp = json_object_get_string(f->exp, "mountpoint");
+        const char *emp = json_string_value(json_object_get(f->exp, "mountpoint"));
         if ((real && !g_strcmp0(emp, real)) || !g_strcmp0(emp, canon)) {
             return f->exp;
         }
@@ -1051,9 +1052,9 @@ static int cmd_unmount(GHashTable *o, int argc, char **argv)
 {
     g_autoptr(GPtrArray) replies = NULL;
     g_autoptr(GPtrArray) found = collect_exports(&replies);
-    JsonValue *exp = find_export_by_mountpoint(found, argv[0]);
-    g_autoptr(JsonValue) req = json_new_object();
-    g_autoptr(JsonValue) reply = NULL;
+    json_t *exp = find_export_by_mountpoint(found, argv[0]);
+    g_autoptr(json_t) req = json_object();
+    g_autoptr(json_t) reply = NULL;
     g_autoptr(GError) err = NULL;
     g_autofree char *canon = g_canonicalize_filename(argv[0], NULL);
     int ret;
@@ -1080,21 +1081,21 @@ static int cmd_unmount(GHashTable *o, int argc, char **argv)
         }
         return fail("%s: not a blkfuse mount (see 'blkfuse list')", argv[0]);
     }
-    json_object_set_string(req, "cmd", "unmount");
-    json_object_set_string(req, "mountpoint", json_object_get_string(exp, "mountpoint"));
-    json_object_set_bool(req, "force", opt_flag(o, "force"));
-    reply = control_call(json_object_get_string(exp, "socket"), req, 0, &err);
+    json_object_set_new(req, "cmd", json_string("unmount"));
+    json_object_set_new(req, "mountpoint", json_incref(json_object_get(exp, "mountpoint")));
+    json_object_set_new(req, "force", json_boolean(opt_flag(o, "force")));
+    reply = control_call(json_string_value(json_object_get(exp, "socket")), req, 0, &err);
     if (!reply) {
         return fail("%s", err->message);
     }
-    if (!json_object_get_bool(reply, "ok", false)) {
-        return fail("%s", json_object_get_string(reply, "error"));
+    if (!json_util_get_bool(reply, "ok", false)) {
+        return fail("%s", json_string_value(json_object_get(reply, "error")));
     }
-    if (!json_object_get_bool(reply, "exiting", false)) {
+    if (!json_util_get_bool(reply, "exiting", false)) {
         return 0;
     }
     /* The daemon flushed and closed the image; wait until it has exited too. */
-    pid = json_object_get_int(reply, "pid", 0);
+    pid = json_util_get_int(reply, "pid", 0);
     ret = pid > 0 ? wait_pid_exit(pid, 60 * 1000) : 0;
     if (ret == -ETIMEDOUT) {
         return fail("%s: unmounted, but daemon %d has not exited after 60 s; see its log",
@@ -1123,17 +1124,14 @@ static int cmd_list(GHashTable *o, int argc, char **argv)
     int width[NCOL] = { 0 };
 
     if (opt_flag(o, "json")) {
-        g_autoptr(JsonValue) arr = json_new_array();
+        g_autoptr(json_t) arr = json_array();
         g_autofree char *text = NULL;
         for (guint i = 0; i < found->len; i++) {
             FoundExport *f = found->pdata[i];
-            /* Move the export object out of its reply into our array. */
-            JsonValue *copy = NULL;
-            g_autofree char *s = json_to_string(f->exp);
-            copy = json_parse(s, strlen(s), NULL);
-            json_array_append(arr, copy);
+            /* The export object is shared with its reply, which keeps its own reference. */
+            json_array_append_new(arr, json_incref(f->exp));
         }
-        text = json_to_string_pretty(arr);
+        text = json_dumps(arr, JSON_INDENT(2));
         printf("%s\n", text);
         return 0;
     }
@@ -1149,24 +1147,24 @@ static int cmd_list(GHashTable *o, int argc, char **argv)
         g_ptr_array_add(rows, h);
     }
     for (guint i = 0; i < found->len; i++) {
-        JsonValue *e = ((FoundExport *)found->pdata[i])->exp;
+        json_t *e = ((FoundExport *)found->pdata[i])->exp;
         char **row = g_new0(char *, NCOL + 1);
-        const char *since = json_object_get_string(e, "since");
-        row[0] = g_strdup(json_object_get_string(e, "id"));
-        row[1] = g_strdup_printf("%" G_GINT64_FORMAT, json_object_get_int(e, "pid", 0));
-        row[2] = g_strdup(json_object_get_string(e, "image"));
-        row[3] = g_strdup(json_object_get_string(e, "format"));
-        row[4] = g_strdup(json_object_get_string(e, "mountpoint"));
-        row[5] = g_strdup_printf("%s%s%s%s", json_object_get_bool(e, "read_only", false) ?
+        const char *since = json_string_value(json_object_get(e, "since"));
+        row[0] = g_strdup(json_string_value(json_object_get(e, "id")));
+        row[1] = g_strdup_printf("%" G_GINT64_FORMAT, json_util_get_int(e, "pid", 0));
+        row[2] = g_strdup(json_string_value(json_object_get(e, "image")));
+        row[3] = g_strdup(json_string_value(json_object_get(e, "format")));
+        row[4] = g_strdup(json_string_value(json_object_get(e, "mountpoint")));
+        row[5] = g_strdup_printf("%s%s%s%s", json_util_get_bool(e, "read_only", false) ?
                                  "ro" : "rw",
-                                 json_object_get_bool(e, "growable", false) ? ",grow" : "",
-                                 json_object_get_bool(e, "snapshot", false) ? ",snap" : "",
-                                 json_object_get_bool(e, "passthrough", false) ? ",pt" : "");
-        row[6] = g_strdup(json_object_get_string(e, "transport"));
-        row[7] = g_strdup_printf("%" G_GINT64_FORMAT, json_object_get_int(e, "clients", 0));
-        row[8] = human_bytes(json_object_get_int(e, "bytes_read", 0));
-        row[9] = human_bytes(json_object_get_int(e, "bytes_written", 0));
-        row[10] = g_strdup(json_object_get_string(e, "owner"));
+                                 json_util_get_bool(e, "growable", false) ? ",grow" : "",
+                                 json_util_get_bool(e, "snapshot", false) ? ",snap" : "",
+                                 json_util_get_bool(e, "passthrough", false) ? ",pt" : "");
+        row[6] = g_strdup(json_string_value(json_object_get(e, "transport")));
+        row[7] = g_strdup_printf("%" G_GINT64_FORMAT, json_util_get_int(e, "clients", 0));
+        row[8] = human_bytes(json_util_get_int(e, "bytes_read", 0));
+        row[9] = human_bytes(json_util_get_int(e, "bytes_written", 0));
+        row[10] = g_strdup(json_string_value(json_object_get(e, "owner")));
         row[11] = g_strndup(since ? since : "", 19);
         if (row[11][0]) {
             row[11][10] = ' ';
@@ -1193,41 +1191,42 @@ static int cmd_stats(GHashTable *o, int argc, char **argv)
 {
     g_autoptr(GPtrArray) replies = NULL;
     g_autoptr(GPtrArray) found = collect_exports(&replies);
-    JsonValue *exp = find_export_by_mountpoint(found, argv[0]);
-    JsonValue *stats;
+    json_t *exp = find_export_by_mountpoint(found, argv[0]);
+    const char *mode, *transport;
+    json_t *stats;
 
     if (!exp) {
         return fail("%s: not a blkfuse mount (see 'blkfuse list')", argv[0]);
     }
     stats = json_object_get(exp, "stats");
     if (opt_flag(o, "json")) {
-        g_autofree char *text = json_to_string_pretty(exp);
+        g_autofree char *text = json_dumps(exp, JSON_INDENT(2));
         printf("%s\n", text);
         return 0;
     }
+    transport = json_string_value(json_object_get(exp, "transport"));
     printf("export %s: %s on %s, transport %s, %" G_GINT64_FORMAT " clients, %" G_GINT64_FORMAT
-           " in flight\n", json_object_get_string(exp, "id"),
-           json_object_get_string(exp, "image"), json_object_get_string(exp, "mountpoint"),
-           json_object_get_string(exp, "transport") ? json_object_get_string(exp, "transport") :
-           "?", json_object_get_int(exp, "clients", 0),
-           json_object_get_int(stats, "in_flight", 0));
-    if (json_object_get_bool(exp, "passthrough", false)) {
+           " in flight\n", json_string_value(json_object_get(exp, "id")),
+           json_string_value(json_object_get(exp, "image")),
+           json_string_value(json_object_get(exp, "mountpoint")), transport ? transport : "?",
+           json_util_get_int(exp, "clients", 0), json_util_get_int(stats, "in_flight", 0));
+    mode = json_string_value(json_object_get(exp, "passthrough_mode"));
+    if (json_util_get_bool(exp, "passthrough", false)) {
         printf("passthrough: on (%s); reads and writes go from the kernel to the image and are "
-               "not counted below\n", json_object_get_string(exp, "passthrough_mode"));
+               "not counted below\n", mode);
     } else {
-        const char *why = json_object_get_string(exp, "passthrough_reason");
-        printf("passthrough: off (%s%s%s)\n", json_object_get_string(exp, "passthrough_mode"),
-               why ? ": " : "", why ? why : "");
+        const char *why = json_string_value(json_object_get(exp, "passthrough_reason"));
+        printf("passthrough: off (%s%s%s)\n", mode, why ? ": " : "", why ? why : "");
     }
     printf("%-14s %12s %12s %8s %14s %14s\n", "kind", "ops", "bytes", "failed",
            "avg latency us", "max latency us");
     for (int i = 0; i < BLK_STAT__MAX; i++) {
-        JsonValue *k = json_object_get(stats, blk_stat_names[i]);
+        json_t *k = json_object_get(stats, blk_stat_names[i]);
         printf("%-14s %12" G_GINT64_FORMAT " %12" G_GINT64_FORMAT " %8" G_GINT64_FORMAT
-               " %14.1f %14.1f\n", blk_stat_names[i], json_object_get_int(k, "ops", 0),
-               json_object_get_int(k, "bytes", 0), json_object_get_int(k, "failed", 0),
-               json_object_get_double(k, "avg_latency_us", 0),
-               json_object_get_double(k, "max_latency_us", 0));
+               " %14.1f %14.1f\n", blk_stat_names[i], json_util_get_int(k, "ops", 0),
+               json_util_get_int(k, "bytes", 0), json_util_get_int(k, "failed", 0),
+               json_util_get_double(k, "avg_latency_us", 0),
+               json_util_get_double(k, "max_latency_us", 0));
     }
     return 0;
 }
@@ -1235,7 +1234,7 @@ static int cmd_stats(GHashTable *o, int argc, char **argv)
 static int cmd_info(GHashTable *o, int argc, char **argv)
 {
     g_autoptr(GError) err = NULL;
-    g_autoptr(JsonValue) chain = json_new_array();
+    g_autoptr(json_t) chain = json_array();
     int flags = BDRV_O_NO_LOCK |
                 (opt_flag(o, "allow-remote-backing") ? BDRV_O_ALLOW_REMOTE_BACKING : 0);
     BlockDriverState *bs = bdrv_open(argv[0], opt_str(o, "format"), NULL, flags, &err);
@@ -1250,168 +1249,168 @@ static int cmd_info(GHashTable *o, int argc, char **argv)
         return fail("%s", err->message);
     }
     for (BlockDriverState *p = bs; p; p = p->backing ? p->backing->bs : NULL) {
-        JsonValue *layer = json_new_object();
+        json_t *layer = json_object();
         BlockDriverInfo bdi = { 0 };
         g_autoptr(GPtrArray) snaps = NULL;
         g_autoptr(GPtrArray) bitmaps = NULL;
         BlockDriverState *file = p->file ? p->file->bs : p;
 
-        JsonValue *remote = control_describe_protocol(p);
+        json_t *remote = control_describe_protocol(p);
 
-        json_object_set_string(layer, "filename", file->filename);
+        json_object_set_new(layer, "filename", json_util_string(file->filename));
         if (remote) {
-            json_object_set(layer, "remote", remote);
+            json_object_set_new(layer, "remote", remote);
         }
-        json_object_set_string(layer, "format", p->drv->format_name);
-        json_object_set_int(layer, "virtual_size", bdrv_getlength(p));
-        json_object_set_int(layer, "disk_size", bdrv_get_allocated_file_size(p));
+        json_object_set_new(layer, "format", json_util_string(p->drv->format_name));
+        json_object_set_new(layer, "virtual_size", json_integer(bdrv_getlength(p)));
+        json_object_set_new(layer, "disk_size", json_integer(bdrv_get_allocated_file_size(p)));
         if (p->drv->bdrv_get_info && p->drv->bdrv_get_info(p, &bdi) >= 0) {
             if (bdi.version) {
-                json_object_set_int(layer, "version", bdi.version);
+                json_object_set_new(layer, "version", json_integer(bdi.version));
             }
             if (bdi.cluster_size) {
-                json_object_set_int(layer, "cluster_size", bdi.cluster_size);
+                json_object_set_new(layer, "cluster_size", json_integer(bdi.cluster_size));
             }
             if (bdi.refcount_bits) {
-                json_object_set_int(layer, "refcount_bits", bdi.refcount_bits);
+                json_object_set_new(layer, "refcount_bits", json_integer(bdi.refcount_bits));
             }
-            json_object_set_bool(layer, "extended_l2", bdi.extended_l2);
-            json_object_set_bool(layer, "lazy_refcounts", bdi.lazy_refcounts);
+            json_object_set_new(layer, "extended_l2", json_boolean(bdi.extended_l2));
+            json_object_set_new(layer, "lazy_refcounts", json_boolean(bdi.lazy_refcounts));
             if (bdi.compression_type) {
-                json_object_set_string(layer, "compression_type", bdi.compression_type);
+                json_object_set_new(layer, "compression_type",
+                                    json_util_string(bdi.compression_type));
             }
-            json_object_set_bool(layer, "dirty", bdi.dirty);
-            json_object_set_bool(layer, "corrupt", bdi.corrupt);
+            json_object_set_new(layer, "dirty", json_boolean(bdi.dirty));
+            json_object_set_new(layer, "corrupt", json_boolean(bdi.corrupt));
             g_free(bdi.extra);
         }
         if (p->backing_file) {
-            json_object_set_string(layer, "backing_file", p->backing_file);
+            json_object_set_new(layer, "backing_file", json_util_string(p->backing_file));
         }
         if (p->backing_format) {
-            json_object_set_string(layer, "backing_format", p->backing_format);
+            json_object_set_new(layer, "backing_format", json_util_string(p->backing_format));
         }
         if (p->drv->bdrv_snapshot_list && p->drv->bdrv_snapshot_list(p, &snaps) >= 0 && snaps) {
-            JsonValue *arr = json_new_array();
+            json_t *arr = json_array();
             for (guint i = 0; i < snaps->len; i++) {
                 BlockSnapshotInfo *sn = snaps->pdata[i];
-                JsonValue *s = json_new_object();
-                json_object_set_string(s, "id", sn->id);
-                json_object_set_string(s, "name", sn->name);
-                json_object_set_int(s, "disk_size", sn->disk_size);
-                json_object_set_int(s, "vm_state_size", sn->vm_state_size);
-                json_object_set_int(s, "date_sec", sn->date_sec);
-                json_array_append(arr, s);
+                json_t *s = json_object();
+                json_object_set_new(s, "id", json_util_string(sn->id));
+                json_object_set_new(s, "name", json_util_string(sn->name));
+                json_object_set_new(s, "disk_size", json_integer(sn->disk_size));
+                json_object_set_new(s, "vm_state_size", json_integer(sn->vm_state_size));
+                json_object_set_new(s, "date_sec", json_integer(sn->date_sec));
+                json_array_append_new(arr, s);
                 block_snapshot_info_free(sn);
             }
             g_ptr_array_set_free_func(snaps, NULL);
-            json_object_set(layer, "snapshots", arr);
+            json_object_set_new(layer, "snapshots", arr);
         }
         if (p->drv->bdrv_bitmap_list && p->drv->bdrv_bitmap_list(p, &bitmaps) >= 0 &&
             bitmaps->len) {
             /* qemu-img info's members and flag names */
-            JsonValue *arr = json_new_array();
+            json_t *arr = json_array();
             for (guint i = 0; i < bitmaps->len; i++) {
                 BlockBitmapInfo *bm = bitmaps->pdata[i];
-                JsonValue *b = json_new_object();
-                JsonValue *bm_flags = json_new_array();
+                json_t *b = json_object();
+                json_t *bm_flags = json_array();
                 if (bm->in_use) {
-                    json_array_append(bm_flags, json_new_string("in-use"));
+                    json_array_append_new(bm_flags, json_string("in-use"));
                 }
                 if (bm->enabled) {
-                    json_array_append(bm_flags, json_new_string("auto"));
+                    json_array_append_new(bm_flags, json_string("auto"));
                 }
-                json_object_set(b, "flags", bm_flags);
-                json_object_set_string(b, "name", bm->name);
-                json_object_set_int(b, "granularity", bm->granularity);
-                json_array_append(arr, b);
+                json_object_set_new(b, "flags", bm_flags);
+                json_object_set_new(b, "name", json_util_string(bm->name));
+                json_object_set_new(b, "granularity", json_integer(bm->granularity));
+                json_array_append_new(arr, b);
             }
-            json_object_set(layer, "bitmaps", arr);
+            json_object_set_new(layer, "bitmaps", arr);
         }
-        json_array_append(chain, layer);
+        json_array_append_new(chain, layer);
     }
     bdrv_unref(bs);
 
     if (opt_flag(o, "json")) {
         g_autofree char *text = NULL;
-        JsonValue *top = json_array_get(chain, 0);
-        g_autofree char *s = json_to_string(top);
-        JsonValue *copy = json_parse(s, strlen(s), NULL);
-        json_object_set(copy, "backing_chain", g_steal_pointer(&chain));
-        text = json_to_string_pretty(copy);
-        json_free(copy);
+        /* The top layer's members plus the whole chain: a shallow copy, as the chain holds
+         * the top layer itself. */
+        g_autoptr(json_t) top = json_copy(json_array_get(chain, 0));
+
+        json_object_set_new(top, "backing_chain", json_incref(chain));
+        text = json_dumps(top, JSON_INDENT(2));
         printf("%s\n", text);
         return 0;
     }
-    for (guint i = 0; i < json_array_length(chain); i++) {
-        JsonValue *l = json_array_get(chain, i);
-        g_autofree char *vs = human_bytes(json_object_get_int(l, "virtual_size", 0));
-        g_autofree char *ds = human_bytes(json_object_get_int(l, "disk_size", 0));
-        JsonValue *snaps = json_object_get(l, "snapshots");
-        JsonValue *bitmaps = json_object_get(l, "bitmaps");
+    for (guint i = 0; i < json_array_size(chain); i++) {
+        json_t *l = json_array_get(chain, i);
+        g_autofree char *vs = human_bytes(json_util_get_int(l, "virtual_size", 0));
+        g_autofree char *ds = human_bytes(json_util_get_int(l, "disk_size", 0));
+        json_t *snaps = json_object_get(l, "snapshots");
+        const char *compression = json_string_value(json_object_get(l, "compression_type"));
+        const char *backing_file = json_string_value(json_object_get(l, "backing_file"));
+        const char *backing_format = json_string_value(json_object_get(l, "backing_format"));
+        json_t *bitmaps = json_object_get(l, "bitmaps");
 
         if (i > 0) {
             printf("\nbacking file %u:\n", i);
         }
         printf("image: %s\nformat: %s\nvirtual size: %s (%" G_GINT64_FORMAT " bytes)\n"
-               "disk size: %s\n", json_object_get_string(l, "filename"),
-               json_object_get_string(l, "format"), vs,
-               json_object_get_int(l, "virtual_size", 0), ds);
+               "disk size: %s\n", json_string_value(json_object_get(l, "filename")),
+               json_string_value(json_object_get(l, "format")), vs,
+               json_util_get_int(l, "virtual_size", 0), ds);
         if (json_object_get(l, "cluster_size")) {
             printf("cluster size: %" G_GINT64_FORMAT "\n",
-                   json_object_get_int(l, "cluster_size", 0));
+                   json_util_get_int(l, "cluster_size", 0));
         }
         if (json_object_get(l, "version")) {
             printf("version: %" G_GINT64_FORMAT "\nrefcount bits: %" G_GINT64_FORMAT "\n"
                    "extended l2: %s\nlazy refcounts: %s\ncompression type: %s\n"
-                   "dirty: %s\ncorrupt: %s\n", json_object_get_int(l, "version", 0),
-                   json_object_get_int(l, "refcount_bits", 0),
-                   json_object_get_bool(l, "extended_l2", false) ? "yes" : "no",
-                   json_object_get_bool(l, "lazy_refcounts", false) ? "yes" : "no",
-                   json_object_get_string(l, "compression_type") ?
-                   json_object_get_string(l, "compression_type") : "zlib",
-                   json_object_get_bool(l, "dirty", false) ? "yes" : "no",
-                   json_object_get_bool(l, "corrupt", false) ? "yes" : "no");
+                   "dirty: %s\ncorrupt: %s\n", json_util_get_int(l, "version", 0),
+                   json_util_get_int(l, "refcount_bits", 0),
+                   json_util_get_bool(l, "extended_l2", false) ? "yes" : "no",
+                   json_util_get_bool(l, "lazy_refcounts", false) ? "yes" : "no",
+                   compression ? compression : "zlib",
+                   json_util_get_bool(l, "dirty", false) ? "yes" : "no",
+                   json_util_get_bool(l, "corrupt", false) ? "yes" : "no");
         }
-        if (json_array_length(bitmaps) > 0) {
+        if (json_array_size(bitmaps) > 0) {
             /* the layout of qemu-img info's "bitmaps:" section */
             printf("bitmaps:\n");
-            for (guint j = 0; j < json_array_length(bitmaps); j++) {
-                JsonValue *b = json_array_get(bitmaps, j);
-                JsonValue *bm_flags = json_object_get(b, "flags");
+            for (guint j = 0; j < json_array_size(bitmaps); j++) {
+                json_t *b = json_array_get(bitmaps, j);
+                json_t *bm_flags = json_object_get(b, "flags");
                 printf("    [%u]:\n        flags:\n", j);
-                for (guint k = 0; k < json_array_length(bm_flags); k++) {
+                for (guint k = 0; k < json_array_size(bm_flags); k++) {
                     printf("            [%u]: %s\n", k,
-                           json_get_string(json_array_get(bm_flags, k)));
+                           json_string_value(json_array_get(bm_flags, k)));
                 }
                 printf("        name: %s\n        granularity: %" G_GINT64_FORMAT "\n",
-                       json_object_get_string(b, "name"),
-                       json_object_get_int(b, "granularity", 0));
+                       json_string_value(json_object_get(b, "name")),
+                       json_util_get_int(b, "granularity", 0));
             }
         }
         if (json_object_get(l, "remote")) {
-            JsonValue *r = json_object_get(l, "remote");
-            if (json_object_get_string(r, "server")) {
-                printf("server: %s\n", json_object_get_string(r, "server"));
+            json_t *r = json_object_get(l, "remote");
+            if (json_string_value(json_object_get(r, "server"))) {
+                printf("server: %s\n", json_string_value(json_object_get(r, "server")));
             }
             if (json_object_get(r, "connections")) {
                 printf("connections: %" G_GINT64_FORMAT "\n",
-                       json_object_get_int(r, "connections", 0));
+                       json_util_get_int(r, "connections", 0));
             }
         }
-        if (json_object_get_string(l, "backing_file")) {
-            printf("backing file: %s%s%s%s\n", json_object_get_string(l, "backing_file"),
-                   json_object_get_string(l, "backing_format") ? " (format " : "",
-                   json_object_get_string(l, "backing_format") ?
-                   json_object_get_string(l, "backing_format") : "",
-                   json_object_get_string(l, "backing_format") ? ")" : "");
+        if (backing_file) {
+            printf("backing file: %s%s%s%s\n", backing_file, backing_format ? " (format " : "",
+                   backing_format ? backing_format : "", backing_format ? ")" : "");
         }
-        if (json_array_length(snaps) > 0) {
+        if (json_array_size(snaps) > 0) {
             printf("snapshots:\n  %-6s %-20s %12s\n", "ID", "NAME", "DISK SIZE");
-            for (guint j = 0; j < json_array_length(snaps); j++) {
-                JsonValue *s = json_array_get(snaps, j);
-                g_autofree char *sz = human_bytes(json_object_get_int(s, "disk_size", 0));
-                printf("  %-6s %-20s %12s\n", json_object_get_string(s, "id"),
-                       json_object_get_string(s, "name"), sz);
+            for (guint j = 0; j < json_array_size(snaps); j++) {
+                json_t *s = json_array_get(snaps, j);
+                g_autofree char *sz = human_bytes(json_util_get_int(s, "disk_size", 0));
+                printf("  %-6s %-20s %12s\n", json_string_value(json_object_get(s, "id")),
+                       json_string_value(json_object_get(s, "name")), sz);
             }
         }
     }
@@ -1557,7 +1556,7 @@ static void check_print_human(const BdrvCheckResult *r)
 static void check_print_json(const BdrvCheckResult *r, const char *filename,
                              const char *format)
 {
-    g_autoptr(JsonValue) j = json_new_object();
+    g_autoptr(json_t) j = json_object();
     g_autofree char *text = NULL;
     const struct { const char *key; int64_t value; } counters[] = {
         { "image-end-offset", r->image_end_offset },
@@ -1571,15 +1570,15 @@ static void check_print_json(const BdrvCheckResult *r, const char *filename,
         { "compressed-clusters", r->compressed_clusters },
     };
 
-    json_object_set_string(j, "filename", filename);
-    json_object_set_string(j, "format", format);
-    json_object_set_int(j, "check-errors", r->check_errors);
+    json_object_set_new(j, "filename", json_util_string(filename));
+    json_object_set_new(j, "format", json_util_string(format));
+    json_object_set_new(j, "check-errors", json_integer(r->check_errors));
     for (size_t i = 0; i < G_N_ELEMENTS(counters); i++) {
         if (counters[i].value) {
-            json_object_set_int(j, counters[i].key, counters[i].value);
+            json_object_set_new(j, counters[i].key, json_integer(counters[i].value));
         }
     }
-    text = json_to_string_pretty(j);
+    text = json_dumps(j, JSON_INDENT(2));
     printf("%s\n", text);
 }
 
@@ -1814,17 +1813,17 @@ static int cmd_map(GHashTable *o, int argc, char **argv)
         return fail("%s", err->message);
     }
     if (json) {
-        g_autoptr(JsonValue) arr = json_new_array();
+        g_autoptr(json_t) arr = json_array();
         g_autofree char *text = NULL;
 
         for (guint i = 0; i < ranges->len; i++) {
             const uint64_t *r = &g_array_index(ranges, uint64_t, 2 * i);
-            JsonValue *e = json_new_object();
-            json_object_set_int(e, "start", r[0]);
-            json_object_set_int(e, "length", r[1]);
-            json_array_append(arr, e);
+            json_t *e = json_object();
+            json_object_set_new(e, "start", json_integer(r[0]));
+            json_object_set_new(e, "length", json_integer(r[1]));
+            json_array_append_new(arr, e);
         }
-        text = json_to_string_pretty(arr);
+        text = json_dumps(arr, JSON_INDENT(2));
         printf("%s\n", text);
         return 0;
     }

@@ -198,7 +198,7 @@ static void conn_flush(ControlConn *c)
 
 /* Queue one reply line; send it at once if the socket takes it (or, during conn_process,
  * with the others at its end). */
-static void conn_send(ControlConn *c, JsonValue *reply)
+static void conn_send(ControlConn *c, json_t *reply)
 {
     g_autofree char *text = NULL;
 
@@ -213,7 +213,7 @@ static void conn_send(ControlConn *c, JsonValue *reply)
         conn_close(c);
         return;
     }
-    text = json_to_string(reply);
+    text = json_dumps(reply, JSON_COMPACT);
     g_string_append(c->out, text);
     g_string_append_c(c->out, '\n');
     /* Requests run in a batch: their replies go out together at its end. */
@@ -227,31 +227,31 @@ static void conn_send(ControlConn *c, JsonValue *reply)
 
 static void conn_send_error(ControlConn *c, int err, const char *field, const char *msg)
 {
-    g_autoptr(JsonValue) r = json_new_object();
+    g_autoptr(json_t) r = json_object();
 
-    json_object_set_bool(r, "ok", false);
-    json_object_set_string(r, "error", msg);
-    json_object_set_int(r, "errno", err < 0 ? -err : err);
+    json_object_set_new(r, "ok", json_false());
+    json_object_set_new(r, "error", json_util_string(msg));
+    json_object_set_new(r, "errno", json_integer(err < 0 ? -err : err));
     if (field) {
-        json_object_set_string(r, "field", field);
+        json_object_set_new(r, "field", json_util_string(field));
     }
     conn_send(c, r);
 }
 
-static JsonValue *reply_ok(void)
+static json_t *reply_ok(void)
 {
-    JsonValue *r = json_new_object();
+    json_t *r = json_object();
 
-    json_object_set_bool(r, "ok", true);
+    json_object_set_new(r, "ok", json_true());
     return r;
 }
 
 /* --- export descriptions --- */
 
-JsonValue *control_describe_protocol(BlockDriverState *bs)
+json_t *control_describe_protocol(BlockDriverState *bs)
 {
     BlockDriverInfo bdi = { 0 };
-    JsonValue *o;
+    json_t *o;
     g_auto(GStrv) lines = NULL;
 
     while (bs->file) {
@@ -261,7 +261,7 @@ JsonValue *control_describe_protocol(BlockDriverState *bs)
         g_free(bdi.extra);
         return NULL;
     }
-    o = json_new_object();
+    o = json_object();
     lines = g_strsplit(bdi.extra, "\n", -1);
     for (char **l = lines; *l; l++) {
         char *sep = strstr(*l, ": ");
@@ -274,20 +274,20 @@ JsonValue *control_describe_protocol(BlockDriverState *bs)
         *sep = '\0';
         n = strtoll(sep + 2, &end, 10);
         if (end != sep + 2 && *end == '\0') {
-            json_object_set_int(o, *l, n);
+            json_object_set_new(o, *l, json_integer(n));
         } else {
-            json_object_set_string(o, *l, sep + 2);
+            json_object_set_new(o, *l, json_util_string(sep + 2));
         }
     }
     g_free(bdi.extra);
     return o;
 }
 
-static JsonValue *describe_export(BlockExport *exp)
+static json_t *describe_export(BlockExport *exp)
 {
-    JsonValue *o = json_new_object();
-    JsonValue *stats = json_new_object();
-    JsonValue *remote;
+    json_t *o = json_object();
+    json_t *stats = json_object();
+    json_t *remote;
     BlockBackendStats st;
     char since[32];
     struct tm tm;
@@ -296,63 +296,142 @@ static JsonValue *describe_export(BlockExport *exp)
     localtime_r(&exp->since, &tm);
     strftime(since, sizeof(since), "%Y-%m-%dT%H:%M:%S%z", &tm);
 
-    json_object_set_string(o, "id", exp->id);
-    json_object_set_int(o, "pid", getpid());
-    json_object_set_string(o, "image", exp->image);
+    json_object_set_new(o, "id", json_util_string(exp->id));
+    json_object_set_new(o, "pid", json_integer(getpid()));
+    json_object_set_new(o, "image", json_util_string(exp->image));
     if ((remote = control_describe_protocol(blk_bs(exp->blk)))) {
-        json_object_set(o, "remote", remote);
+        json_object_set_new(o, "remote", remote);
     }
-    json_object_set_string(o, "format", exp->format);
-    json_object_set_string(o, "mountpoint", exp->mountpoint);
-    json_object_set_bool(o, "read_only", exp->read_only || blk_is_read_only(exp->blk));
-    json_object_set_bool(o, "growable", exp->growable);
-    json_object_set_bool(o, "snapshot", exp->snapshot);
-    json_object_set_string(o, "cache", exp->cache);
-    json_object_set_int(o, "queues", exp->queues);
-    json_object_set_string(o, "transport", exp->transport ? exp->transport : "");
-    json_object_set_string(o, "passthrough_mode", fuse_passthrough_mode_name(exp->passthrough_mode));
-    json_object_set_bool(o, "passthrough", exp->passthrough);
+    json_object_set_new(o, "format", json_util_string(exp->format));
+    json_object_set_new(o, "mountpoint", json_util_string(exp->mountpoint));
+    json_object_set_new(o, "read_only",
+                        json_boolean(exp->read_only || blk_is_read_only(exp->blk)));
+    json_object_set_new(o, "growable", json_boolean(exp->growable));
+    json_object_set_new(o, "snapshot", json_boolean(exp->snapshot));
+    json_object_set_new(o, "cache", json_util_string(exp->cache));
+    json_object_set_new(o, "queues", json_integer(exp->queues));
+    json_object_set_new(o, "transport", json_util_string(exp->transport ? exp->transport : ""));
+    json_object_set_new(o, "passthrough_mode",
+                        json_string(fuse_passthrough_mode_name(exp->passthrough_mode)));
+    json_object_set_new(o, "passthrough", json_boolean(exp->passthrough));
     if (!exp->passthrough && exp->passthrough_reason) {
-        json_object_set_string(o, "passthrough_reason", exp->passthrough_reason);
+        json_object_set_new(o, "passthrough_reason", json_util_string(exp->passthrough_reason));
     }
-    json_object_set_string(o, "stats_mode", exp->coarse_stats ? "coarse" : "full");
-    json_object_set_int(o, "size", blk_getlength(exp->blk));
-    json_object_set_int(o, "clients", blk_exp_clients(exp));
-    json_object_set_int(o, "owner_uid", exp->owner);
-    json_object_set_string(o, "owner", g_get_user_name());
-    json_object_set_string(o, "since", since);
-    json_object_set_int(o, "since_epoch", exp->since);
-    json_object_set_int(o, "bytes_read", st.bytes[BLK_STAT_READ]);
-    json_object_set_int(o, "bytes_written", st.bytes[BLK_STAT_WRITE]);
-    json_object_set_int(o, "ops_read", st.ops[BLK_STAT_READ]);
-    json_object_set_int(o, "ops_written", st.ops[BLK_STAT_WRITE]);
+    json_object_set_new(o, "stats_mode", json_string(exp->coarse_stats ? "coarse" : "full"));
+    json_object_set_new(o, "size", json_integer(blk_getlength(exp->blk)));
+    json_object_set_new(o, "clients", json_integer(blk_exp_clients(exp)));
+    json_object_set_new(o, "owner_uid", json_integer(exp->owner));
+    json_object_set_new(o, "owner", json_util_string(g_get_user_name()));
+    json_object_set_new(o, "since", json_util_string(since));
+    json_object_set_new(o, "since_epoch", json_integer(exp->since));
+    json_object_set_new(o, "bytes_read", json_integer(st.bytes[BLK_STAT_READ]));
+    json_object_set_new(o, "bytes_written", json_integer(st.bytes[BLK_STAT_WRITE]));
+    json_object_set_new(o, "ops_read", json_integer(st.ops[BLK_STAT_READ]));
+    json_object_set_new(o, "ops_written", json_integer(st.ops[BLK_STAT_WRITE]));
     for (int i = 0; i < BLK_STAT__MAX; i++) {
-        JsonValue *k = json_new_object();
-        json_object_set_int(k, "ops", st.ops[i]);
-        json_object_set_int(k, "bytes", st.bytes[i]);
-        json_object_set_int(k, "failed", st.failed[i]);
-        json_object_set_double(k, "avg_latency_us",
-                               st.ops[i] ? st.total_ns[i] / 1000.0 / st.ops[i] : 0.0);
-        json_object_set_double(k, "max_latency_us", st.max_ns[i] / 1000.0);
-        json_object_set(stats, blk_stat_names[i], k);
+        json_t *k = json_object();
+        json_object_set_new(k, "ops", json_integer(st.ops[i]));
+        json_object_set_new(k, "bytes", json_integer(st.bytes[i]));
+        json_object_set_new(k, "failed", json_integer(st.failed[i]));
+        json_object_set_new(k, "avg_latency_us",
+                            json_util_real(st.ops[i] ? st.total_ns[i] / 1000.0 / st.ops[i] : 0.0));
+        json_object_set_new(k, "max_latency_us", json_util_real(st.max_ns[i] / 1000.0));
+        json_object_set_new(stats, blk_stat_names[i], k);
     }
-    json_object_set_int(stats, "in_flight", st.in_flight);
-    json_object_set(o, "stats", stats);
+    json_object_set_new(stats, "in_flight", json_integer(st.in_flight));
+    json_object_set_new(o, "stats", stats);
     return o;
 }
 
-JsonValue *control_describe_exports(const char *mountpoint_filter)
+json_t *control_describe_exports(const char *mountpoint_filter)
 {
-    JsonValue *arr = json_new_array();
+    json_t *arr = json_array();
 
     for (GList *l = blk_exp_list(); l; l = l->next) {
         BlockExport *exp = l->data;
         if (mountpoint_filter && strcmp(exp->mountpoint, mountpoint_filter) != 0) {
             continue;
         }
-        json_array_append(arr, describe_export(exp));
+        json_array_append_new(arr, describe_export(exp));
     }
     return arr;
+}
+
+/* --- parsing --- */
+
+#define CONTROL_JSON_DEPTH 64           /* deepest nesting of arrays and objects in a line */
+
+/* True if v nests no more than levels arrays and objects (v itself included). */
+static bool nesting_within(json_t *v, int levels)
+{
+    const char *key;
+    json_t *child;
+    size_t i;
+
+    if (!json_is_object(v) && !json_is_array(v)) {
+        return true;
+    }
+    if (levels == 0) {
+        return false;
+    }
+    if (json_is_array(v)) {
+        json_array_foreach(v, i, child) {
+            if (!nesting_within(child, levels - 1)) {
+                return false;
+            }
+        }
+        return true;
+    }
+    json_object_foreach(v, key, child) {
+        if (!nesting_within(child, levels - 1)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* What went wrong, in the protocol's words for the errors its tests and clients rely on;
+ * jansson's own text for the syntax errors. */
+static const char *parse_error_text(const json_error_t *jerr)
+{
+    switch (json_error_code(jerr)) {
+    case json_error_invalid_utf8:
+        return "invalid UTF-8";
+    case json_error_null_character:
+    case json_error_null_byte_in_key:
+        return "\\u0000 is not allowed in strings";
+    case json_error_duplicate_key:
+        return "duplicate key";
+    case json_error_numeric_overflow:
+        /* jansson says "too big integer", "too big negative integer", "real number overflow". */
+        return strstr(jerr->text, "integer") ?
+               "integer out of range: integers must fit in 64 bits" :
+               "number out of range: too large for a double";
+    case json_error_stack_overflow:
+        return "nesting deeper than " G_STRINGIFY(CONTROL_JSON_DEPTH) " levels";
+    default:
+        return jerr->text;
+    }
+}
+
+json_t *control_parse_json(const char *text, size_t len, GError **errp)
+{
+    json_error_t jerr;
+    /* JSON_DECODE_ANY: a scalar parses, so that the caller can say a request is an object.
+     * JSON_ALLOW_NUL stays off: \u0000 is refused, as C strings could not hold it. */
+    json_t *v = json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+
+    if (!v) {
+        error_setg(errp, "invalid JSON at offset %d: %s", jerr.position,
+                   parse_error_text(&jerr));
+        return NULL;
+    }
+    if (!nesting_within(v, CONTROL_JSON_DEPTH)) {
+        json_decref(v);
+        error_setg(errp, "invalid JSON: nesting deeper than %d levels", CONTROL_JSON_DEPTH);
+        return NULL;
+    }
+    return v;
 }
 
 /* --- request validation --- */
@@ -507,13 +586,13 @@ static const FieldSpec no_fields[] = {
     { NULL },
 };
 
-static const char *json_type_name(JsonType t)
+static const char *json_type_name(const json_t *v)
 {
-    switch (t) {
+    switch (json_typeof(v)) {
     case JSON_NULL: return "null";
-    case JSON_BOOL: return "a boolean";
-    case JSON_INT: return "an integer";
-    case JSON_DOUBLE: return "a number with a fraction or exponent";
+    case JSON_TRUE: case JSON_FALSE: return "a boolean";
+    case JSON_INTEGER: return "an integer";
+    case JSON_REAL: return "a number with a fraction or exponent";
     case JSON_STRING: return "a string";
     case JSON_ARRAY: return "an array";
     case JSON_OBJECT: return "an object";
@@ -522,30 +601,33 @@ static const char *json_type_name(JsonType t)
 }
 
 /* Check one member's value against its spec; the message names the field. */
-static bool check_field(const FieldSpec *f, JsonValue *v, GError **errp)
+static bool check_field(const FieldSpec *f, json_t *v, GError **errp)
 {
-    static const JsonType want[] = {
-        [FIELD_STRING] = JSON_STRING, [FIELD_BOOL] = JSON_BOOL, [FIELD_INT] = JSON_INT,
+    static const char *const want[] = {
+        [FIELD_STRING] = "a string", [FIELD_BOOL] = "a boolean", [FIELD_INT] = "an integer",
     };
+    bool type_ok = f->type == FIELD_STRING ? json_is_string(v) :
+                   f->type == FIELD_BOOL ? json_is_boolean(v) : json_is_integer(v);
     g_autoptr(GError) err = NULL;
 
-    if (json_type(v) != want[f->type]) {
-        error_setg(errp, "\"%s\": expected %s, not %s", f->name, json_type_name(want[f->type]),
-                   json_type_name(json_type(v)));
+    if (!type_ok) {
+        error_setg(errp, "\"%s\": expected %s, not %s", f->name, want[f->type],
+                   json_type_name(v));
         return false;
     }
-    if (f->type == FIELD_INT && (json_get_int(v) < f->min || json_get_int(v) > f->max)) {
+    if (f->type == FIELD_INT &&
+        (json_integer_value(v) < f->min || json_integer_value(v) > f->max)) {
         error_setg(errp, "\"%s\": must be from %" PRId64 " to %" PRId64 ", not %" PRId64,
-                   f->name, f->min, f->max, json_get_int(v));
+                   f->name, f->min, f->max, (int64_t)json_integer_value(v));
         return false;
     }
     if (f->type == FIELD_STRING) {
         size_t max = f->max_len ? f->max_len : CONTROL_PATH_MAX;
-        if (strlen(json_get_string(v)) > max) {
+        if (json_string_length(v) > max) {
             error_setg(errp, "\"%s\": longer than %zu bytes", f->name, max);
             return false;
         }
-        if (f->check && !f->check(json_get_string(v), &err)) {
+        if (f->check && !f->check(json_string_value(v), &err)) {
             error_setg(errp, "\"%s\": %s", f->name, err->message);
             return false;
         }
@@ -555,14 +637,14 @@ static bool check_field(const FieldSpec *f, JsonValue *v, GError **errp)
 
 /* Check every member of req against fields: each known, of the right type and value, and the
  * required ones present.  On error, *bad_field names the field (or is NULL). */
-static bool validate_request(const char *cmd, const FieldSpec *fields, JsonValue *req,
+static bool validate_request(const char *cmd, const FieldSpec *fields, json_t *req,
                              const char **bad_field, GError **errp)
 {
     const char *key;
-    JsonValue *v;
+    json_t *v;
 
     *bad_field = NULL;
-    for (guint i = 0; json_object_iter(req, i, &key, &v); i++) {
+    json_object_foreach(req, key, v) {
         const FieldSpec *f = fields;
 
         if (!strcmp(key, "cmd")) {
@@ -593,21 +675,21 @@ static bool validate_request(const char *cmd, const FieldSpec *fields, JsonValue
 
 /* --- commands --- */
 
-static void cmd_list(ControlConn *c, JsonValue *req)
+static void cmd_list(ControlConn *c, json_t *req)
 {
-    g_autoptr(JsonValue) r = reply_ok();
+    g_autoptr(json_t) r = reply_ok();
 
-    json_object_set_int(r, "pid", getpid());
-    json_object_set_bool(r, "serve", c->srv->serve);
-    json_object_set(r, "exports",
-                    control_describe_exports(json_object_get_string(req, "mountpoint")));
+    json_object_set_new(r, "pid", json_integer(getpid()));
+    json_object_set_new(r, "serve", json_boolean(c->srv->serve));
+    json_object_set_new(r, "exports", control_describe_exports(
+                            json_string_value(json_object_get(req, "mountpoint"))));
     conn_send(c, r);
 }
 
-static void cmd_unmount(ControlConn *c, JsonValue *req)
+static void cmd_unmount(ControlConn *c, json_t *req)
 {
-    const char *mp = json_object_get_string(req, "mountpoint");
-    const char *id = json_object_get_string(req, "id");
+    const char *mp = json_string_value(json_object_get(req, "mountpoint"));
+    const char *id = json_string_value(json_object_get(req, "id"));
     g_autoptr(GError) err = NULL;
     BlockExport *exp;
 
@@ -631,39 +713,39 @@ static void cmd_unmount(ControlConn *c, JsonValue *req)
         conn_send_error(c, ENOTSUP, NULL, "dry run: nothing unmounted");
         return;
     }
-    if (blk_exp_request_remove(exp, json_object_get_bool(req, "force", false), &err) < 0) {
+    if (blk_exp_request_remove(exp, json_util_get_bool(req, "force", false), &err) < 0) {
         conn_send_error(c, err->code, NULL, err->message);
         return;
     }
     c->waiting_for = exp;       /* reply from the removed notifier */
 }
 
-static void cmd_mount(ControlConn *c, JsonValue *req)
+static void cmd_mount(ControlConn *c, json_t *req)
 {
     g_autoptr(GError) err = NULL;
     g_autoptr(GHashTable) opts = block_options_new();
-    const char *o = json_object_get_string(req, "options");
-    const char *snapshot_name = json_object_get_string(req, "snapshot_name");
+    const char *o = json_string_value(json_object_get(req, "options"));
+    const char *snapshot_name = json_string_value(json_object_get(req, "snapshot_name"));
+    const char *passthrough = json_string_value(json_object_get(req, "passthrough"));
     BlockExportOptions eo = {
         .type = "fuse",
-        .id = json_object_get_string(req, "id"),
-        .image = json_object_get_string(req, "image"),
-        .format = json_object_get_string(req, "format"),
+        .id = json_string_value(json_object_get(req, "id")),
+        .image = json_string_value(json_object_get(req, "image")),
+        .format = json_string_value(json_object_get(req, "format")),
         .opts = opts,
-        .mountpoint = json_object_get_string(req, "mountpoint"),
-        .read_only = json_object_get_bool(req, "read_only", false) || snapshot_name,
-        .growable = json_object_get_bool(req, "growable", false),
-        .allow_other = json_object_get_bool(req, "allow_other", false),
-        .snapshot = json_object_get_bool(req, "snapshot", false),
-        .cache = json_object_get_string(req, "cache"),
-        .queues = json_object_get_int(req, "queues", 1),
-        .transport = json_object_get_string(req, "transport"),
-        .allow_remote_backing = json_object_get_bool(req, "allow_remote_backing", false),
-        .coarse_stats = json_object_get_string(req, "stats") &&
-                        !strcmp(json_object_get_string(req, "stats"), "coarse"),
+        .mountpoint = json_string_value(json_object_get(req, "mountpoint")),
+        .read_only = json_util_get_bool(req, "read_only", false) || snapshot_name,
+        .growable = json_util_get_bool(req, "growable", false),
+        .allow_other = json_util_get_bool(req, "allow_other", false),
+        .snapshot = json_util_get_bool(req, "snapshot", false),
+        .cache = json_string_value(json_object_get(req, "cache")),
+        .queues = json_util_get_int(req, "queues", 1),
+        .transport = json_string_value(json_object_get(req, "transport")),
+        .allow_remote_backing = json_util_get_bool(req, "allow_remote_backing", false),
+        .coarse_stats = !g_strcmp0(json_string_value(json_object_get(req, "stats")), "coarse"),
     };
     BlockExport *exp;
-    g_autoptr(JsonValue) r = NULL;
+    g_autoptr(json_t) r = NULL;
 
     if (eo.snapshot && eo.read_only) {
         conn_send_error(c, EINVAL, "snapshot", snapshot_name ?
@@ -675,8 +757,8 @@ static void cmd_mount(ControlConn *c, JsonValue *req)
         conn_send_error(c, EINVAL, "options", err->message);
         return;
     }
-    if (json_object_get_string(req, "passthrough")) {
-        fuse_passthrough_mode_parse(json_object_get_string(req, "passthrough"), &eo.passthrough);
+    if (passthrough) {
+        fuse_passthrough_mode_parse(passthrough, &eo.passthrough);
     }
     if (snapshot_name) {
         g_hash_table_replace(opts, g_strdup("snapshot-name"), g_strdup(snapshot_name));
@@ -695,13 +777,13 @@ static void cmd_mount(ControlConn *c, JsonValue *req)
         return;
     }
     r = reply_ok();
-    json_object_set(r, "export", describe_export(exp));
+    json_object_set_new(r, "export", describe_export(exp));
     conn_send(c, r);
 }
 
-static void cmd_quit(ControlConn *c, JsonValue *req)
+static void cmd_quit(ControlConn *c, json_t *req)
 {
-    g_autoptr(JsonValue) r = reply_ok();
+    g_autoptr(json_t) r = reply_ok();
 
     conn_send(c, r);
     c->srv->exit_requested = true;
@@ -709,7 +791,7 @@ static void cmd_quit(ControlConn *c, JsonValue *req)
 
 static const struct {
     const char *name;
-    void (*fn)(ControlConn *c, JsonValue *req);
+    void (*fn)(ControlConn *c, json_t *req);
     const FieldSpec *fields;
 } commands[] = {
     { "list", cmd_list, list_fields },
@@ -723,25 +805,25 @@ static const struct {
 static void conn_dispatch(ControlConn *c, const char *line, size_t len)
 {
     g_autoptr(GError) err = NULL;
-    g_autoptr(JsonValue) req = json_parse(line, len, &err);
-    JsonValue *cmdv;
+    g_autoptr(json_t) req = control_parse_json(line, len, &err);
+    json_t *cmdv;
     const char *cmd, *bad;
 
     if (!req) {
         conn_send_error(c, EINVAL, NULL, err->message);
         return;
     }
-    if (json_type(req) != JSON_OBJECT) {
+    if (!json_is_object(req)) {
         conn_send_error(c, EINVAL, NULL, "a request is a JSON object");
         return;
     }
     cmdv = json_object_get(req, "cmd");
-    if (json_type(cmdv) != JSON_STRING) {
+    if (!json_is_string(cmdv)) {
         conn_send_error(c, EINVAL, "cmd", cmdv ? "\"cmd\": expected a string" :
                         "\"cmd\": required (list, stats, mount, unmount or quit)");
         return;
     }
-    cmd = json_get_string(cmdv);
+    cmd = json_string_value(cmdv);
     for (size_t i = 0; i < G_N_ELEMENTS(commands); i++) {
         if (strcmp(commands[i].name, cmd) == 0) {
             if (!validate_request(cmd, commands[i].fields, req, &bad, &err)) {
@@ -847,16 +929,16 @@ static bool uid_allowed(ControlServer *srv, uid_t uid)
 /* Tell a refused client why, if its socket takes it now, and hang up. */
 static void refuse(ControlServer *srv, int fd, uid_t uid, int err, const char *msg)
 {
-    g_autoptr(JsonValue) r = json_new_object();
+    g_autoptr(json_t) r = json_object();
     g_autofree char *text = NULL;
     g_autofree char *line = NULL;
     int64_t now = g_get_monotonic_time();
     ssize_t n;
 
-    json_object_set_bool(r, "ok", false);
-    json_object_set_string(r, "error", msg);
-    json_object_set_int(r, "errno", err);
-    text = json_to_string(r);
+    json_object_set_new(r, "ok", json_false());
+    json_object_set_new(r, "error", json_util_string(msg));
+    json_object_set_new(r, "errno", json_integer(err));
+    text = json_dumps(r, JSON_COMPACT);
     line = g_strconcat(text, "\n", NULL);
     n = send(fd, line, strlen(line), MSG_NOSIGNAL | MSG_DONTWAIT);
     (void)n;
@@ -914,12 +996,12 @@ static void export_removed(BlockExport *exp, const char *reason, void *opaque)
     for (GList *l = copy; l; l = l->next) {
         ControlConn *c = l->data;
         if (c->waiting_for == exp) {
-            g_autoptr(JsonValue) r = reply_ok();
+            g_autoptr(json_t) r = reply_ok();
             c->waiting_for = NULL;
             c->resume = true;
-            json_object_set_string(r, "reason", reason);
-            json_object_set_bool(r, "exiting", srv->exit_requested);
-            json_object_set_int(r, "pid", getpid());
+            json_object_set_new(r, "reason", json_util_string(reason));
+            json_object_set_new(r, "exiting", json_boolean(srv->exit_requested));
+            json_object_set_new(r, "pid", json_integer(getpid()));
             conn_send(c, r);
             conn_update_handlers(c);
         }
@@ -1189,10 +1271,10 @@ static int connect_to(const char *path, GError **errp)
     return fd;
 }
 
-JsonValue *control_call(const char *path, const JsonValue *request, int timeout_ms,
-                        GError **errp)
+json_t *control_call(const char *path, const json_t *request, int timeout_ms,
+                     GError **errp)
 {
-    g_autofree char *text = json_to_string(request);
+    g_autofree char *text = json_dumps(request, JSON_COMPACT);
     g_autofree char *line = g_strconcat(text, "\n", NULL);
     g_autoptr(GString) in = g_string_new(NULL);
     int64_t deadline = timeout_ms > 0 ? g_get_monotonic_time() + timeout_ms * 1000LL : 0;
@@ -1236,7 +1318,7 @@ JsonValue *control_call(const char *path, const JsonValue *request, int timeout_
         g_string_append_len(in, buf, n);
     }
     close(fd);
-    return json_parse(in->str, nl - in->str, errp);
+    return control_parse_json(in->str, nl - in->str, errp);
 }
 
 GPtrArray *control_find_daemons(void)

@@ -24,7 +24,7 @@
 #include <stdbool.h>
 #include <sys/types.h>
 #include <glib.h>
-#include "cli/json.h"
+#include "cli/json-util.h"
 
 typedef struct ControlServer ControlServer;
 
@@ -45,14 +45,21 @@ void control_server_free(ControlServer *srv);
 bool control_server_should_exit(ControlServer *srv);
 void control_server_request_exit(ControlServer *srv);
 
-/* Build the export description used by "list" and "stats". */
-JsonValue *control_describe_exports(const char *mountpoint_filter);
+/* Build the export description used by "list" and "stats": a new JSON array. */
+json_t *control_describe_exports(const char *mountpoint_filter);
+
+/* Parse one line of the protocol (len bytes, no NUL needed) with the protocol's rules: any JSON
+ * value (the caller checks it is an object), surrounding whitespace allowed, nothing after it;
+ * refused: invalid UTF-8, \u0000, duplicate keys, integers outside int64, numbers too large for
+ * a double, nesting deeper than 64 levels.  Returns a new reference, or NULL with *errp set to
+ * "invalid JSON at offset N: WHAT". */
+json_t *control_parse_json(const char *text, size_t len, GError **errp);
 
 /* What the protocol node under bs (following file children down) says about itself as an
  * object of strings ({"server": ..., "connections": ...} for a remote image), or NULL when it
  * says nothing (local files). */
 struct BlockDriverState;
-JsonValue *control_describe_protocol(struct BlockDriverState *bs);
+json_t *control_describe_protocol(struct BlockDriverState *bs);
 
 /* --- without a socket: fuzzing and tests --- */
 
@@ -75,9 +82,10 @@ bool control_parse_users(const char *spec, GArray *out, GError **errp);
 /* --- client --- */
 
 /* Send request to the daemon at path and return its reply (NULL with errp set on transport
- * errors; an {"ok": false} reply is returned as is).  timeout_ms <= 0: wait forever. */
-JsonValue *control_call(const char *path, const JsonValue *request, int timeout_ms,
-                        GError **errp);
+ * errors; an {"ok": false} reply is returned as is): a new reference.  timeout_ms <= 0: wait
+ * forever. */
+json_t *control_call(const char *path, const json_t *request, int timeout_ms,
+                     GError **errp);
 
 /* Paths of every daemon socket in the runtime directory (stale ones are removed). */
 GPtrArray *control_find_daemons(void);

@@ -32,11 +32,15 @@ refused() {
 @test "invalid mount fields are refused with an error naming the field; the daemon lives on" {
     start_serve
     MOUNTS+=("$T/m")
-    local base="\"cmd\": \"mount\", \"image\": \"$T/disk.raw\", \"mountpoint\": \"$T/m\""
+    local reply base="\"cmd\": \"mount\", \"image\": \"$T/disk.raw\", \"mountpoint\": \"$T/m\""
     refused "{$base, \"queues\": -1}" queues
     refused "{$base, \"queues\": 0}" queues
     refused "{$base, \"queues\": 1000000}" queues
-    refused "{$base, \"queues\": 18446744073709551615}" queues
+    # Past int64 the parser itself refuses the number, before any field is looked at.
+    reply=$(ctl "{$base, \"queues\": 18446744073709551615}")
+    [[ $(json_get ok <<<"$reply") == False && $(json_get errno <<<"$reply") == 22 ]]
+    [[ $(json_get error <<<"$reply") == *"integers must fit in 64 bits"* ]]
+    ! is_mounted "$T/m" || false
     refused "{$base, \"queues\": \"2\"}" queues
     refused "{$base, \"queues\": 1.5}" queues
     refused "{$base, \"read_only\": \"no\"}" read_only

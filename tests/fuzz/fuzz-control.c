@@ -6,7 +6,7 @@
 #include "config.h"
 #include "fuzz.h"
 #include "cli/control.h"
-#include "cli/json.h"
+#include "cli/json-util.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -17,17 +17,17 @@
 static void check_reply(const char *line, size_t len)
 {
     g_autoptr(GError) err = NULL;
-    g_autoptr(JsonValue) r = json_parse(line, len, &err);
-    JsonValue *ok;
+    g_autoptr(json_t) r = control_parse_json(line, len, &err);
+    json_t *ok;
 
-    if (!r || json_type(r) != JSON_OBJECT) {
+    if (!r || !json_is_object(r)) {
         fprintf(stderr, "fuzz-control: reply is not a JSON object: %.*s (%s)\n", (int)len, line,
                 err ? err->message : "not an object");
         abort();
     }
     ok = json_object_get(r, "ok");
-    if (json_type(ok) != JSON_BOOL ||
-        (!json_get_bool(ok) && !json_object_get_string(r, "error"))) {
+    if (!json_is_boolean(ok) ||
+        (!json_is_true(ok) && !json_string_value(json_object_get(r, "error")))) {
         fprintf(stderr, "fuzz-control: reply without \"ok\" or \"error\": %.*s\n", (int)len,
                 line);
         abort();
