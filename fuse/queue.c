@@ -519,6 +519,10 @@ static int fuse_export_create(BlockExport *blk_exp, const BlockExportOptions *op
         if (ret < 0) {
             goto fail;
         }
+    } else {
+        /* The handshake read INIT through the device transport's buffers on queue 0; another
+         * transport brings its own state there: free those first. */
+        fuse_transport_dev.queue_cleanup(&exp->queues[0]);
     }
 
     for (unsigned i = 0; i < exp->nr_queues; i++) {
