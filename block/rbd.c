@@ -21,7 +21,6 @@
 
 #include <rados/librados.h>
 #include <rbd/librbd.h>
-#include <dlfcn.h>
 
 /*
  * librados and librbd are loaded at the first rbd: open (dlopen), not when blkfuse starts.
@@ -72,26 +71,15 @@ static const char *const rbdlib_names[] = { [RADOS] = "librados.so.2", [RBD] = "
 static gpointer rbdlib_load_once(gpointer unused)
 {
     static char why[512];
-    void *h[G_N_ELEMENTS(rbdlib_names)];
-
-    for (size_t i = 0; i < G_N_ELEMENTS(rbdlib_names); i++) {
-        h[i] = dlopen(rbdlib_names[i], RTLD_NOW | RTLD_LOCAL);
-        if (!h[i]) {
-            g_snprintf(why, sizeof(why), "cannot load %s (%s): install it (Debian: librbd1)",
-                       rbdlib_names[i], dlerror());
-            return why;
-        }
-    }
-#define X(lib, name) \
-    rbdlib.name = (__typeof__(name) *)dlsym(h[lib], #name); \
-    if (!rbdlib.name) { \
-        g_snprintf(why, sizeof(why), "%s has no %s: librbd 15 (Ceph Octopus) or later is " \
-                   "needed", rbdlib_names[lib], #name); \
-        return why; \
-    }
-    RBD_LIB_FUNCS(X)
+    static const LibSym syms[] = {
+#define X(lib, name) { lib, #name, (void **)&rbdlib.name },
+        RBD_LIB_FUNCS(X)
 #undef X
-    return NULL;
+    };
+
+    return (gpointer)load_libraries(rbdlib_names, G_N_ELEMENTS(rbdlib_names), syms,
+                                    G_N_ELEMENTS(syms), "Debian: librbd1, Ceph 15 or later",
+                                    why, sizeof(why));
 }
 
 static bool rbdlib_load(GError **errp)

@@ -2,6 +2,7 @@
 #include "config.h"
 #include "block/util.h"
 
+#include <dlfcn.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -245,4 +246,29 @@ char *mount_fstype_at(const char *path)
         }
     }
     return fstype;
+}
+
+const char *load_libraries(const char *const *sonames, size_t nlibs, const LibSym *syms,
+                           size_t nsyms, const char *install_hint, char *why, size_t whylen)
+{
+    void *h[8];
+
+    g_assert(nlibs <= G_N_ELEMENTS(h));
+    for (size_t i = 0; i < nlibs; i++) {
+        h[i] = dlopen(sonames[i], RTLD_NOW | RTLD_LOCAL);
+        if (!h[i]) {
+            g_snprintf(why, whylen, "cannot load %s (%s): install it (%s)", sonames[i],
+                       dlerror(), install_hint);
+            return why;
+        }
+    }
+    for (size_t i = 0; i < nsyms; i++) {
+        *syms[i].ptr = dlsym(h[syms[i].lib], syms[i].name);
+        if (!*syms[i].ptr) {
+            g_snprintf(why, whylen, "%s has no %s: a newer version is needed (%s)",
+                       sonames[syms[i].lib], syms[i].name, install_hint);
+            return why;
+        }
+    }
+    return NULL;
 }

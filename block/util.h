@@ -63,4 +63,19 @@ char *mount_fstype_at(const char *path);
 /* Nanoseconds from CLOCK_MONOTONIC. */
 int64_t get_clock_ns(void);
 
+/* --- optional client libraries, loaded when first needed --- */
+
+/* One function to find: in library number lib of the list, stored through ptr. */
+typedef struct LibSym {
+    int lib;
+    const char *name;
+    void **ptr;
+} LibSym;
+
+/* dlopen each soname (RTLD_NOW | RTLD_LOCAL) and dlsym each of syms from its library.  Returns
+ * NULL, or why not as one line in why (whylen bytes), naming the library or function and what
+ * to install (install_hint, e.g. "Debian: librbd1").  Not thread-safe: call it under a GOnce. */
+const char *load_libraries(const char *const *sonames, size_t nlibs, const LibSym *syms,
+                           size_t nsyms, const char *install_hint, char *why, size_t whylen);
+
 #endif
