@@ -12,16 +12,14 @@
 #include "block/qcow2.h"
 #include "block/util.h"
 
-#define QCOW2_V2_HEADER_LEN     72
-#define QCOW2_V3_HEADER_LEN     104
-#define QCOW2_CREATE_HEADER_LEN 112
 #define QCOW2_L2_CACHE_MAX      (128ULL * 1024 * 1024)
 
 static int qcow2_probe(const uint8_t *buf, int buf_size, const char *filename)
 {
     /* Any version claims the image, as in QEMU: a future version must fail to open with
      * "unsupported qcow2 version", not silently pass for a raw image. */
-    if (buf_size >= 8 && ldbe32(buf) == QCOW2_MAGIC && ldbe32(buf + 4) >= 2) {
+    if (buf_size >= 8 && ldbe32(buf + QCOW2_HDR_MAGIC) == QCOW2_MAGIC &&
+        ldbe32(buf + QCOW2_HDR_VERSION) >= 2) {
         return 100;
     }
     return 0;
@@ -39,16 +37,17 @@ static char *feature_names(BDRVQcow2State *s, uint64_t bits)
 
     for (int bit = 0; bit < 64; bit++) {
         const char *name = NULL;
-        char buf[48];
+        char buf[QCOW2_FEAT_NAME_LEN + 1];
 
         if (!(bits & (1ULL << bit))) {
             continue;
         }
-        for (uint32_t i = 0; s->feature_table && i + 48 <= s->feature_table_len; i += 48) {
+        for (uint32_t i = 0; s->feature_table && i + QCOW2_FEAT_ENTRY_SIZE <=
+             s->feature_table_len; i += QCOW2_FEAT_ENTRY_SIZE) {
             const uint8_t *f = (const uint8_t *)s->feature_table + i;
-            if (f[0] == 0 && f[1] == bit) {
-                memcpy(buf, f + 2, 46);
-                buf[46] = 0;
+            if (f[QCOW2_FEAT_TYPE] == QCOW2_FEAT_INCOMPAT && f[QCOW2_FEAT_BIT] == bit) {
+                memcpy(buf, f + QCOW2_FEAT_NAME, QCOW2_FEAT_NAME_LEN);
+                buf[QCOW2_FEAT_NAME_LEN] = 0;
                 name = buf;
                 break;
             }
@@ -100,137 +99,196 @@ typedef struct Qcow2OpenArgs {
     int ret;
 } Qcow2OpenArgs;
 
-static int coroutine_fn qcow2_do_open(Qcow2OpenArgs *a)
-{
-    BlockDriverState *bs = a->bs;
-    BDRVQcow2State *s = bs->opaque;
-    GError **errp = a->errp;
-    const char *fn = bs->filename ? bs->filename : "image";
-    uint8_t first[QCOW2_CREATE_HEADER_LEN];
-    g_autofree uint8_t *hdr = NULL;
-    int64_t flen;
-    uint32_t magic, cluster_bits, crypt, rt_clusters, refcount_order = 4;
-    uint64_t backing_off, l1_bytes, rt_bytes;
+/* What the open reads from the first cluster beyond what BDRVQcow2State keeps. */
+typedef struct Qcow2HeaderScan {
+    const char *fn;                  /* the image, for messages */
+    int64_t flen;                    /* the file's length */
+    uint32_t cluster_bits;
+    uint32_t crypt;
+    uint32_t rt_clusters;
+    uint32_t refcount_order;
+    uint64_t backing_off;
     uint32_t backing_len;
-    uint64_t ext_pos, hdr_read;
-    const uint8_t *bitmaps_ext = NULL;
-    uint32_t bitmaps_ext_len = 0;
+    uint8_t *cluster0;               /* the whole first cluster (owned), zero-padded */
+    const uint8_t *bitmaps_ext;      /* the bitmaps extension's data in cluster0, or NULL */
+    uint32_t bitmaps_ext_len;
+} Qcow2HeaderScan;
+
+static void header_scan_clear(Qcow2HeaderScan *h)
+{
+    g_clear_pointer(&h->cluster0, g_free);
+}
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(Qcow2HeaderScan, header_scan_clear)
+
+/* The fixed header fields (version 2, and version 3's when it is one). */
+static void parse_header_fields(BDRVQcow2State *s, const uint8_t *hdr, Qcow2HeaderScan *h)
+{
+    h->backing_off = ldbe64(hdr + QCOW2_HDR_BACKING_OFFSET);
+    h->backing_len = ldbe32(hdr + QCOW2_HDR_BACKING_SIZE);
+    s->size = ldbe64(hdr + QCOW2_HDR_SIZE);
+    h->crypt = ldbe32(hdr + QCOW2_HDR_CRYPT_METHOD);
+    s->l1_size = ldbe32(hdr + QCOW2_HDR_L1_SIZE);
+    s->l1_table_offset = ldbe64(hdr + QCOW2_HDR_L1_OFFSET);
+    s->refcount_table_offset = ldbe64(hdr + QCOW2_HDR_REFTABLE_OFFSET);
+    h->rt_clusters = ldbe32(hdr + QCOW2_HDR_REFTABLE_CLUSTERS);
+    s->nb_snapshots = ldbe32(hdr + QCOW2_HDR_NB_SNAPSHOTS);
+    s->snapshots_offset = ldbe64(hdr + QCOW2_HDR_SNAPSHOTS_OFFSET);
+    h->refcount_order = 4;
+    s->header_length = QCOW2_V2_HEADER_LEN;
+    if (s->version == 3) {
+        s->incompat = ldbe64(hdr + QCOW2_HDR_INCOMPAT);
+        s->compat = ldbe64(hdr + QCOW2_HDR_COMPAT);
+        s->autoclear = ldbe64(hdr + QCOW2_HDR_AUTOCLEAR);
+        h->refcount_order = ldbe32(hdr + QCOW2_HDR_REFCOUNT_ORDER);
+        s->header_length = ldbe32(hdr + QCOW2_HDR_HEADER_LENGTH);
+    }
+}
+
+/* Read and check the fixed part of the header. */
+static int coroutine_fn read_header(BlockDriverState *bs, Qcow2HeaderScan *h, GError **errp)
+{
+    BDRVQcow2State *s = bs->opaque;
+    const char *fn = h->fn;
+    uint8_t first[QCOW2_CREATE_HEADER_LEN];
     int ret;
 
-    co_mutex_init(&s->lock);
-    g_mutex_init(&s->bitmap_lock);      /* futex based: nothing to clear */
-    s->grow_base = -1;
-    s->checking = a->flags & BDRV_O_CHECK;
-    s->pending_frees = g_array_new(FALSE, FALSE, sizeof(Qcow2PendingFree));
-
-    flen = bdrv_getlength(bs->file->bs);
-    if (flen < 0) {
-        error_setg_errno(errp, flen, "%s: cannot get file size", fn);
-        return flen;
+    h->flen = bdrv_getlength(bs->file->bs);
+    if (h->flen < 0) {
+        error_setg_errno(errp, h->flen, "%s: cannot get file size", fn);
+        return h->flen;
     }
-    if (flen < QCOW2_V2_HEADER_LEN) {
+    if (h->flen < QCOW2_V2_HEADER_LEN) {
         error_setg(errp, "%s: not a qcow2 image (file too short)", fn);
         return -EINVAL;
     }
     memset(first, 0, sizeof(first));
-    ret = bdrv_co_pread(bs->file->bs, 0, MIN((int64_t)sizeof(first), flen), first, 0);
+    ret = bdrv_co_pread(bs->file->bs, 0, MIN((int64_t)sizeof(first), h->flen), first, 0);
     if (ret < 0) {
         error_setg_errno(errp, ret, "%s: cannot read the qcow2 header", fn);
         return ret;
     }
-    magic = ldbe32(first);
-    if (magic != QCOW2_MAGIC) {
+    if (ldbe32(first + QCOW2_HDR_MAGIC) != QCOW2_MAGIC) {
         error_setg(errp, "%s: not a qcow2 image (bad magic)", fn);
         return -EINVAL;
     }
-    s->version = ldbe32(first + 4);
+    s->version = ldbe32(first + QCOW2_HDR_VERSION);
     if (s->version != 2 && s->version != 3) {
         error_setg(errp, "%s: unsupported qcow2 version %d", fn, s->version);
         return -ENOTSUP;
     }
-    cluster_bits = ldbe32(first + 20);
-    if (cluster_bits < QCOW2_MIN_CLUSTER_BITS || cluster_bits > QCOW2_MAX_CLUSTER_BITS) {
-        error_setg(errp, "%s: unsupported qcow2 cluster size 2^%u", fn, cluster_bits);
+    h->cluster_bits = ldbe32(first + QCOW2_HDR_CLUSTER_BITS);
+    if (h->cluster_bits < QCOW2_MIN_CLUSTER_BITS || h->cluster_bits > QCOW2_MAX_CLUSTER_BITS) {
+        error_setg(errp, "%s: unsupported qcow2 cluster size 2^%u", fn, h->cluster_bits);
         return -EINVAL;
     }
-    backing_off = ldbe64(first + 8);
-    backing_len = ldbe32(first + 16);
-    s->size = ldbe64(first + 24);
-    crypt = ldbe32(first + 32);
-    s->l1_size = ldbe32(first + 36);
-    s->l1_table_offset = ldbe64(first + 40);
-    s->refcount_table_offset = ldbe64(first + 48);
-    rt_clusters = ldbe32(first + 56);
-    s->nb_snapshots = ldbe32(first + 60);
-    s->snapshots_offset = ldbe64(first + 64);
-
+    parse_header_fields(s, first, h);
     if (s->version == 3) {
-        s->incompat = ldbe64(first + 72);
-        s->compat = ldbe64(first + 80);
-        s->autoclear = ldbe64(first + 88);
-        refcount_order = ldbe32(first + 96);
-        s->header_length = ldbe32(first + 100);
         if (s->header_length < QCOW2_V3_HEADER_LEN || s->header_length % 8 ||
-            s->header_length > (1U << cluster_bits)) {
+            s->header_length > (1U << h->cluster_bits)) {
             error_setg(errp, "%s: invalid qcow2 header length %u", fn, s->header_length);
             return -EINVAL;
         }
-        if (refcount_order > 6) {
-            error_setg(errp, "%s: invalid qcow2 refcount order %u", fn, refcount_order);
+        if (h->refcount_order > 6) {
+            error_setg(errp, "%s: invalid qcow2 refcount order %u", fn, h->refcount_order);
             return -EINVAL;
         }
-    } else {
-        s->header_length = QCOW2_V2_HEADER_LEN;
     }
+    return 0;
+}
 
-    /* The whole first cluster: header, extensions, backing file name. */
-    hdr_read = MIN((uint64_t)flen, 1ULL << cluster_bits);
-    hdr = g_malloc0(1ULL << cluster_bits);
-    ret = bdrv_co_pread(bs->file->bs, 0, hdr_read, hdr, 0);
+/* The whole first cluster: header, extensions, backing file name. */
+static int coroutine_fn read_header_cluster(BlockDriverState *bs, Qcow2HeaderScan *h,
+                                            GError **errp)
+{
+    uint64_t csize = 1ULL << h->cluster_bits;
+    int ret;
+
+    h->cluster0 = g_malloc0(csize);
+    ret = bdrv_co_pread(bs->file->bs, 0, MIN((uint64_t)h->flen, csize), h->cluster0, 0);
     if (ret < 0) {
-        error_setg_errno(errp, ret, "%s: cannot read the qcow2 header", fn);
-        return ret;
+        error_setg_errno(errp, ret, "%s: cannot read the qcow2 header", h->fn);
     }
+    return ret;
+}
 
-    /* Header extensions */
-    ext_pos = s->header_length;
-    while (ext_pos + 8 <= (1ULL << cluster_bits)) {
-        uint32_t type = ldbe32(hdr + ext_pos);
-        uint32_t len = ldbe32(hdr + ext_pos + 4);
+/* Header extensions: backing format, feature names, bitmaps (kept for check_features);
+ * encryption refused; the others preserved, not interpreted. */
+static int read_extensions(BlockDriverState *bs, Qcow2HeaderScan *h, GError **errp)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t csize = 1ULL << h->cluster_bits;
+    uint64_t pos = s->header_length;
+
+    while (pos + QCOW2_EXT_HDR_SIZE <= csize) {
+        uint32_t type = ldbe32(h->cluster0 + pos + QCOW2_EXT_HDR_TYPE);
+        uint32_t len = ldbe32(h->cluster0 + pos + QCOW2_EXT_HDR_LEN);
+        const uint8_t *data = h->cluster0 + pos + QCOW2_EXT_HDR_SIZE;
 
         if (type == QCOW2_EXT_END) {
             break;
         }
-        if (len > (1ULL << cluster_bits) - ext_pos - 8) {
-            error_setg(errp, "%s: qcow2 header extension %#x is too large", fn, type);
+        if (len > csize - pos - QCOW2_EXT_HDR_SIZE) {
+            error_setg(errp, "%s: qcow2 header extension %#x is too large", h->fn, type);
             return -EINVAL;
         }
         switch (type) {
         case QCOW2_EXT_BACKING_FORMAT:
             if (len > QCOW2_MAX_BACKING_NAME) {
-                error_setg(errp, "%s: qcow2 backing format name too long", fn);
+                error_setg(errp, "%s: qcow2 backing format name too long", h->fn);
                 return -EINVAL;
             }
             g_free(bs->backing_format);
-            bs->backing_format = g_strndup((char *)hdr + ext_pos + 8, len);
+            bs->backing_format = g_strndup((const char *)data, len);
             break;
         case QCOW2_EXT_FEATURE_TABLE:
             g_free(s->feature_table);
-            s->feature_table = g_memdup2(hdr + ext_pos + 8, len);
+            s->feature_table = g_memdup2(data, len);
             s->feature_table_len = len;
             break;
         case QCOW2_EXT_CRYPTO:
-            error_setg(errp, "%s: encrypted qcow2 images are not supported", fn);
+            error_setg(errp, "%s: encrypted qcow2 images are not supported", h->fn);
             return -ENOTSUP;
         case QCOW2_EXT_BITMAPS:
-            bitmaps_ext = hdr + ext_pos + 8;    /* read once the geometry is known */
-            bitmaps_ext_len = len;
+            h->bitmaps_ext = data;      /* read once the geometry is known */
+            h->bitmaps_ext_len = len;
             break;
         default:
             break;      /* data file name, unknown: preserved, not interpreted */
         }
-        ext_pos += 8 + ROUND_UP((uint64_t)len, 8);
+        pos += QCOW2_EXT_HDR_SIZE + ROUND_UP((uint64_t)len, 8);
     }
+    return 0;
+}
+
+/* The compression type field against its incompatible feature bit. */
+static int check_compression_type(BDRVQcow2State *s, const Qcow2HeaderScan *h, GError **errp)
+{
+    s->compression_type = QCOW2_COMPRESSION_ZLIB;
+    if (s->header_length > QCOW2_HDR_COMPRESSION_TYPE) {
+        s->compression_type = h->cluster0[QCOW2_HDR_COMPRESSION_TYPE];
+    }
+    if (s->incompat & QCOW2_INCOMPAT_COMPRESSION) {
+        if (s->compression_type != QCOW2_COMPRESSION_ZSTD) {
+            error_setg(errp, "%s: unsupported qcow2 compression type %d", h->fn,
+                       s->compression_type);
+            return -ENOTSUP;
+        }
+    } else if (s->compression_type != QCOW2_COMPRESSION_ZLIB) {
+        error_setg(errp, "%s: qcow2 compression type %d set without its feature bit", h->fn,
+                   s->compression_type);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* Features: refuse what we cannot handle, set the geometry, read the bitmaps extension, and
+ * honour the corrupt bit. */
+static int check_features(BlockDriverState *bs, const Qcow2HeaderScan *h, int flags,
+                          GError **errp)
+{
+    BDRVQcow2State *s = bs->opaque;
+    const char *fn = h->fn;
+    int ret;
 
     if (s->incompat & ~QCOW2_INCOMPAT_KNOWN) {
         g_autofree char *names = feature_names(s, s->incompat & ~QCOW2_INCOMPAT_KNOWN);
@@ -241,68 +299,74 @@ static int coroutine_fn qcow2_do_open(Qcow2OpenArgs *a)
         error_setg(errp, "%s: qcow2 images with an external data file are not supported", fn);
         return -ENOTSUP;
     }
-    if (crypt != 0) {
+    if (h->crypt != 0) {
         error_setg(errp, "%s: encrypted qcow2 images are not supported", fn);
         return -ENOTSUP;
     }
-    s->compression_type = QCOW2_COMPRESSION_ZLIB;
-    if (s->header_length > 104) {
-        s->compression_type = hdr[104];
+    ret = check_compression_type(s, h, errp);
+    if (ret < 0) {
+        return ret;
     }
-    if (s->incompat & QCOW2_INCOMPAT_COMPRESSION) {
-        if (s->compression_type != QCOW2_COMPRESSION_ZSTD) {
-            error_setg(errp, "%s: unsupported qcow2 compression type %d", fn,
-                       s->compression_type);
-            return -ENOTSUP;
-        }
-    } else if (s->compression_type != QCOW2_COMPRESSION_ZLIB) {
-        error_setg(errp, "%s: qcow2 compression type %d set without its feature bit", fn,
-                   s->compression_type);
-        return -EINVAL;
-    }
-    if ((s->incompat & QCOW2_INCOMPAT_EXTL2) && cluster_bits < 14) {
+    if ((s->incompat & QCOW2_INCOMPAT_EXTL2) && h->cluster_bits < 14) {
         error_setg(errp, "%s: qcow2 extended L2 entries need 16 KiB clusters or larger", fn);
         return -EINVAL;
     }
-    qcow2_set_geometry(s, cluster_bits, s->incompat & QCOW2_INCOMPAT_EXTL2, refcount_order);
-    if (bitmaps_ext) {
+    qcow2_set_geometry(s, h->cluster_bits, s->incompat & QCOW2_INCOMPAT_EXTL2,
+                       h->refcount_order);
+    if (h->bitmaps_ext) {
         /* malformed: a read-only open (or a check) goes on without the bitmaps */
-        ret = qcow2_bitmaps_parse_ext(s, fn, bitmaps_ext, bitmaps_ext_len,
-                                      s->checking || !(a->flags & BDRV_O_RDWR), errp);
+        ret = qcow2_bitmaps_parse_ext(s, fn, h->bitmaps_ext, h->bitmaps_ext_len,
+                                      s->checking || !(flags & BDRV_O_RDWR), errp);
         if (ret < 0) {
             return ret;
         }
     }
 
     if ((s->incompat & QCOW2_INCOMPAT_CORRUPT) && !s->checking) {
-        if (a->flags & BDRV_O_RDWR) {
+        if (flags & BDRV_O_RDWR) {
             error_setg(errp, "%s: qcow2 image is marked corrupt and cannot be opened "
                        "read-write; run 'qemu-img check -r all' to repair it", fn);
             return -EACCES;
         }
         log_warning("%s: qcow2 image is marked corrupt; opened read-only", fn);
     }
+    return 0;
+}
 
-    /* Backing file name */
-    if (backing_off) {
-        if (backing_len > QCOW2_MAX_BACKING_NAME || backing_off > (1ULL << cluster_bits) ||
-            backing_off + backing_len > (1ULL << cluster_bits)) {
-            error_setg(errp, "%s: invalid qcow2 backing file name location", fn);
-            return -EINVAL;
-        }
-        g_free(bs->backing_file);
-        bs->backing_file = g_strndup((char *)hdr + backing_off, backing_len);
-        if (!bs->backing_file[0]) {
-            g_clear_pointer(&bs->backing_file, g_free);
-        }
+/* Backing file name */
+static int read_backing_name(BlockDriverState *bs, const Qcow2HeaderScan *h, GError **errp)
+{
+    uint64_t csize = 1ULL << h->cluster_bits;
+
+    if (!h->backing_off) {
+        return 0;
     }
+    if (h->backing_len > QCOW2_MAX_BACKING_NAME || h->backing_off > csize ||
+        h->backing_off + h->backing_len > csize) {
+        error_setg(errp, "%s: invalid qcow2 backing file name location", h->fn);
+        return -EINVAL;
+    }
+    g_free(bs->backing_file);
+    bs->backing_file = g_strndup((const char *)h->cluster0 + h->backing_off, h->backing_len);
+    if (!bs->backing_file[0]) {
+        g_clear_pointer(&bs->backing_file, g_free);
+    }
+    return 0;
+}
 
-    /* Sizes and the L1 table */
+/* Sizes and the L1 table */
+static int coroutine_fn load_l1_table(BlockDriverState *bs, const Qcow2HeaderScan *h,
+                                      GError **errp)
+{
+    BDRVQcow2State *s = bs->opaque;
+    const char *fn = h->fn;
+    uint64_t l1_bytes = (uint64_t)s->l1_size * 8;
+    int ret;
+
     if (s->size > (uint64_t)INT64_MAX - s->cluster_size) {
         error_setg(errp, "%s: invalid qcow2 image size", fn);
         return -EINVAL;
     }
-    l1_bytes = (uint64_t)s->l1_size * 8;
     if (l1_bytes > QCOW2_MAX_L1_BYTES) {
         error_setg(errp, "%s: qcow2 L1 table too large (%u entries)", fn, s->l1_size);
         return -EFBIG;
@@ -315,7 +379,7 @@ static int coroutine_fn qcow2_do_open(Qcow2OpenArgs *a)
         error_setg(errp, "%s: qcow2 L1 table offset is not cluster aligned", fn);
         return -EINVAL;
     }
-    if (s->l1_size && s->l1_table_offset + l1_bytes > (uint64_t)flen && !s->checking) {
+    if (s->l1_size && s->l1_table_offset + l1_bytes > (uint64_t)h->flen && !s->checking) {
         error_setg(errp, "%s: qcow2 L1 table lies beyond the end of the file", fn);
         return -EINVAL;
     }
@@ -330,29 +394,38 @@ static int coroutine_fn qcow2_do_open(Qcow2OpenArgs *a)
             s->l1_table[i] = GUINT64_FROM_BE(s->l1_table[i]);
         }
     }
+    return 0;
+}
 
-    /* Refcount table */
-    rt_bytes = (uint64_t)rt_clusters << cluster_bits;
-    if ((rt_clusters == 0 && !s->checking) || rt_bytes > QCOW2_MAX_REFTABLE_BYTES) {
+/* Refcount table */
+static int coroutine_fn load_refcount_table(BlockDriverState *bs, const Qcow2HeaderScan *h,
+                                            GError **errp)
+{
+    BDRVQcow2State *s = bs->opaque;
+    const char *fn = h->fn;
+    uint64_t rt_bytes = (uint64_t)h->rt_clusters << h->cluster_bits;
+    uint64_t in_file;
+    int ret;
+
+    if ((h->rt_clusters == 0 && !s->checking) || rt_bytes > QCOW2_MAX_REFTABLE_BYTES) {
         error_setg(errp, "%s: invalid qcow2 refcount table size (%u clusters)", fn,
-                   rt_clusters);
+                   h->rt_clusters);
         return -EINVAL;
     }
     if (!s->refcount_table_offset || (s->refcount_table_offset & (s->cluster_size - 1)) ||
-        (s->refcount_table_offset >= (uint64_t)flen && !s->checking)) {
+        (s->refcount_table_offset >= (uint64_t)h->flen && !s->checking)) {
         error_setg(errp, "%s: invalid qcow2 refcount table offset", fn);
         return -EINVAL;
     }
     s->refcount_table_size = rt_bytes / 8;
     s->refcount_table = g_new0(uint64_t, s->refcount_table_size);
-    {
-        uint64_t n = MIN(rt_bytes, (uint64_t)MAX(flen - (int64_t)s->refcount_table_offset, 0));
-        if (n) {
-            ret = bdrv_co_pread(bs->file->bs, s->refcount_table_offset, n, s->refcount_table, 0);
-            if (ret < 0) {
-                error_setg_errno(errp, ret, "%s: cannot read the qcow2 refcount table", fn);
-                return ret;
-            }
+    in_file = MIN(rt_bytes, (uint64_t)MAX(h->flen - (int64_t)s->refcount_table_offset, 0));
+    if (in_file) {
+        ret = bdrv_co_pread(bs->file->bs, s->refcount_table_offset, in_file, s->refcount_table,
+                            0);
+        if (ret < 0) {
+            error_setg_errno(errp, ret, "%s: cannot read the qcow2 refcount table", fn);
+            return ret;
         }
     }
     for (uint32_t i = 0; i < s->refcount_table_size; i++) {
@@ -363,30 +436,125 @@ static int coroutine_fn qcow2_do_open(Qcow2OpenArgs *a)
             return -EINVAL;
         }
     }
+    return 0;
+}
 
+/* Caches: the L2 cache covers the whole image up to QCOW2_L2_CACHE_MAX unless told its size,
+ * the refcount block cache a quarter of that. */
+static void create_caches(BDRVQcow2State *s, const Qcow2OpenArgs *a)
+{
+    uint64_t l2_bytes = a->l2_cache_size;
+    uint64_t need = (uint64_t)MAX(s->l1_size, 1) * s->cluster_size;
+    uint64_t l2_n, rb_n;
+
+    if (!l2_bytes) {
+        l2_bytes = ((8ULL << 30) >> s->cluster_bits) * s->l2_entry_size;
+        l2_bytes = MIN(l2_bytes, QCOW2_L2_CACHE_MAX);
+        l2_bytes = MIN(l2_bytes, need);
+    }
+    l2_n = MAX(l2_bytes / s->cluster_size, 4);
+    l2_n = MIN(l2_n, 1U << 20);
+    rb_n = a->rb_cache_size ? a->rb_cache_size / s->cluster_size : l2_n / 4;
+    rb_n = MIN(MAX(rb_n, 4), 1U << 18);
+    s->l2_cache = qcow2_cache_new(l2_n, true, s->cluster_size);
+    s->rb_cache = qcow2_cache_new(rb_n, false, s->cluster_size);
+}
+
+/* A read-write open: lazy refcounts, overlap protection, the repair of an image that was not
+ * closed cleanly, and the autoclear bits we do not keep up to date cleared. */
+static int coroutine_fn prepare_for_writing(BlockDriverState *bs, const char *fn,
+                                            GError **errp)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t keep;
+    int ret;
+
+    s->lazy_refcounts = s->version >= 3 && (s->compat & QCOW2_COMPAT_LAZY_REFCOUNTS);
+    if (!s->checking) {
+        qcow2_overlap_init(bs);     /* a check writes the file directly, not through it */
+    }
+    if ((s->incompat & QCOW2_INCOMPAT_DIRTY) && !s->checking) {
+        log_info("%s: qcow2 image was not closed cleanly; repairing refcounts", fn);
+        ret = qcow2_rebuild_refcounts(bs, errp);
+        if (ret < 0) {
+            return ret;
+        }
+        qcow2_overlap_refresh(s);       /* a new refcount table and blocks */
+    }
+    /* Unknown autoclear features are dropped (their data may not survive our writes);
+     * the bitmaps bit stays when the bitmaps are valid: they are kept up to date. */
+    keep = s->nb_bitmaps ? QCOW2_AUTOCLEAR_BITMAPS : 0;
+    if (s->autoclear & ~keep) {
+        ret = qcow2_write_header_field(bs, QCOW2_HDR_AUTOCLEAR, 8, s->autoclear & keep);
+        if (ret == 0) {
+            ret = qcow2_flush_file(bs);
+        }
+        if (ret < 0) {
+            error_setg_errno(errp, ret, "%s: cannot update the qcow2 header", fn);
+            return ret;
+        }
+        s->autoclear &= keep;
+    }
+    return 0;
+}
+
+/* Everything the first cluster says: header, extensions, features, backing file name. */
+static int coroutine_fn open_header(BlockDriverState *bs, Qcow2HeaderScan *h, int flags,
+                                    GError **errp)
+{
+    int ret;
+
+    ret = read_header(bs, h, errp);
+    if (ret < 0) {
+        return ret;
+    }
+    ret = read_header_cluster(bs, h, errp);
+    if (ret < 0) {
+        return ret;
+    }
+    ret = read_extensions(bs, h, errp);
+    if (ret < 0) {
+        return ret;
+    }
+    ret = check_features(bs, h, flags, errp);
+    if (ret < 0) {
+        return ret;
+    }
+    return read_backing_name(bs, h, errp);
+}
+
+static int coroutine_fn qcow2_do_open(Qcow2OpenArgs *a)
+{
+    BlockDriverState *bs = a->bs;
+    BDRVQcow2State *s = bs->opaque;
+    GError **errp = a->errp;
+    const char *fn = bs->filename ? bs->filename : "image";
+    g_auto(Qcow2HeaderScan) h = { .fn = fn };
+    int ret;
+
+    co_mutex_init(&s->lock);
+    g_mutex_init(&s->bitmap_lock);      /* futex based: nothing to clear */
+    s->grow_base = -1;
+    s->checking = a->flags & BDRV_O_CHECK;
+    s->pending_frees = g_array_new(FALSE, FALSE, sizeof(Qcow2PendingFree));
+
+    ret = open_header(bs, &h, a->flags, errp);
+    if (ret < 0) {
+        return ret;
+    }
+    ret = load_l1_table(bs, &h, errp);
+    if (ret < 0) {
+        return ret;
+    }
+    ret = load_refcount_table(bs, &h, errp);
+    if (ret < 0) {
+        return ret;
+    }
     ret = qcow2_read_snapshots(bs, errp);
     if (ret < 0) {
         return ret;
     }
-
-    /* Caches */
-    {
-        uint64_t l2_bytes = a->l2_cache_size;
-        uint64_t need = (uint64_t)MAX(s->l1_size, 1) * s->cluster_size;
-        uint64_t l2_n, rb_n;
-
-        if (!l2_bytes) {
-            l2_bytes = ((8ULL << 30) >> cluster_bits) * s->l2_entry_size;
-            l2_bytes = MIN(l2_bytes, QCOW2_L2_CACHE_MAX);
-            l2_bytes = MIN(l2_bytes, need);
-        }
-        l2_n = MAX(l2_bytes / s->cluster_size, 4);
-        l2_n = MIN(l2_n, 1U << 20);
-        rb_n = a->rb_cache_size ? a->rb_cache_size / s->cluster_size : l2_n / 4;
-        rb_n = MIN(MAX(rb_n, 4), 1U << 18);
-        s->l2_cache = qcow2_cache_new(l2_n, true, s->cluster_size);
-        s->rb_cache = qcow2_cache_new(rb_n, false, s->cluster_size);
-    }
+    create_caches(s, a);
 
     s->read_only = !(a->flags & BDRV_O_RDWR);
     if (a->snapshot) {
@@ -400,33 +568,10 @@ static int coroutine_fn qcow2_do_open(Qcow2OpenArgs *a)
             return ret;
         }
     }
-
     if (!s->read_only) {
-        s->lazy_refcounts = s->version >= 3 && (s->compat & QCOW2_COMPAT_LAZY_REFCOUNTS);
-        if (!s->checking) {
-            qcow2_overlap_init(bs);     /* a check writes the file directly, not through it */
-        }
-        if ((s->incompat & QCOW2_INCOMPAT_DIRTY) && !s->checking) {
-            log_info("%s: qcow2 image was not closed cleanly; repairing refcounts", fn);
-            ret = qcow2_rebuild_refcounts(bs, errp);
-            if (ret < 0) {
-                return ret;
-            }
-            qcow2_overlap_refresh(s);       /* a new refcount table and blocks */
-        }
-        /* Unknown autoclear features are dropped (their data may not survive our writes);
-         * the bitmaps bit stays when the bitmaps are valid: they are kept up to date. */
-        uint64_t keep = s->nb_bitmaps ? QCOW2_AUTOCLEAR_BITMAPS : 0;
-        if (s->autoclear & ~keep) {
-            ret = qcow2_write_header_field(bs, QCOW2_HDR_AUTOCLEAR, 8, s->autoclear & keep);
-            if (ret == 0) {
-                ret = qcow2_flush_file(bs);
-            }
-            if (ret < 0) {
-                error_setg_errno(errp, ret, "%s: cannot update the qcow2 header", fn);
-                return ret;
-            }
-            s->autoclear &= keep;
+        ret = prepare_for_writing(bs, fn, errp);
+        if (ret < 0) {
+            return ret;
         }
     }
     if (!s->checking) {

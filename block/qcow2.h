@@ -40,12 +40,44 @@
 #define QCOW2_COMPRESSION_ZLIB      0
 #define QCOW2_COMPRESSION_ZSTD      1
 
-/* Header field offsets, for in-place updates that leave extensions untouched. */
-#define QCOW2_HDR_SIZE              24
-#define QCOW2_HDR_L1_SIZE           36   /* followed by l1_table_offset at 40 */
-#define QCOW2_HDR_REFTABLE_OFFSET   48   /* followed by refcount_table_clusters at 56 */
-#define QCOW2_HDR_INCOMPAT          72
-#define QCOW2_HDR_AUTOCLEAR         88
+/* The header: byte offsets of its fields (all big endian). */
+#define QCOW2_HDR_MAGIC             0    /* u32 QCOW2_MAGIC */
+#define QCOW2_HDR_VERSION           4    /* u32 2 or 3 */
+#define QCOW2_HDR_BACKING_OFFSET    8    /* u64 backing file name in the first cluster, or 0 */
+#define QCOW2_HDR_BACKING_SIZE      16   /* u32 its length */
+#define QCOW2_HDR_CLUSTER_BITS      20   /* u32 */
+#define QCOW2_HDR_SIZE              24   /* u64 virtual size */
+#define QCOW2_HDR_CRYPT_METHOD      32   /* u32 0 = not encrypted */
+#define QCOW2_HDR_L1_SIZE           36   /* u32 entries */
+#define QCOW2_HDR_L1_OFFSET         40   /* u64 */
+#define QCOW2_HDR_REFTABLE_OFFSET   48   /* u64 */
+#define QCOW2_HDR_REFTABLE_CLUSTERS 56   /* u32 */
+#define QCOW2_HDR_NB_SNAPSHOTS      60   /* u32 */
+#define QCOW2_HDR_SNAPSHOTS_OFFSET  64   /* u64 */
+#define QCOW2_V2_HEADER_LEN         72   /* version 2 ends here; version 3 goes on: */
+#define QCOW2_HDR_INCOMPAT          72   /* u64 incompatible feature bits */
+#define QCOW2_HDR_COMPAT            80   /* u64 compatible feature bits */
+#define QCOW2_HDR_AUTOCLEAR         88   /* u64 autoclear feature bits */
+#define QCOW2_HDR_REFCOUNT_ORDER    96   /* u32 */
+#define QCOW2_HDR_HEADER_LENGTH     100  /* u32 bytes of header before the extensions */
+#define QCOW2_V3_HEADER_LEN         104  /* the shortest version 3 header */
+#define QCOW2_HDR_COMPRESSION_TYPE  104  /* u8, when the header length covers it */
+#define QCOW2_CREATE_HEADER_LEN     112  /* what we write: 104 + compression type, padded */
+
+/* A header extension: u32 type, u32 length of the data, the data padded to 8 bytes. */
+#define QCOW2_EXT_HDR_TYPE          0
+#define QCOW2_EXT_HDR_LEN           4
+#define QCOW2_EXT_HDR_SIZE          8
+
+/* A feature name table entry (extension QCOW2_EXT_FEATURE_TABLE). */
+#define QCOW2_FEAT_TYPE             0    /* u8 0 incompatible, 1 compatible, 2 autoclear */
+#define QCOW2_FEAT_BIT              1    /* u8 */
+#define QCOW2_FEAT_NAME             2    /* 46 bytes, NUL-padded */
+#define QCOW2_FEAT_NAME_LEN         46
+#define QCOW2_FEAT_ENTRY_SIZE       48
+#define QCOW2_FEAT_INCOMPAT         0    /* the feature types */
+#define QCOW2_FEAT_COMPAT           1
+#define QCOW2_FEAT_AUTOCLEAR        2
 
 /* L1/L2/refcount table entries */
 #define QCOW_OFLAG_COPIED           (1ULL << 63)
