@@ -1280,32 +1280,16 @@ static bool parse_create_opts(BlockOptions *opts, Qcow2CreateOpts *o, GError **e
 
 static void put_ext(uint8_t *buf, size_t *pos, uint32_t type, const void *data, uint32_t len)
 {
-    stbe32(buf + *pos, type);
-    stbe32(buf + *pos + 4, len);
-    memcpy(buf + *pos + 8, data, len);
-    *pos += 8 + ROUND_UP(len, 8);
+    stbe32(buf + *pos + QCOW2_EXT_HDR_TYPE, type);
+    stbe32(buf + *pos + QCOW2_EXT_HDR_LEN, len);
+    memcpy(buf + *pos + QCOW2_EXT_HDR_SIZE, data, len);
+    *pos += QCOW2_EXT_HDR_SIZE + ROUND_UP(len, 8);
 }
 
-static int coroutine_fn qcow2_co_create(BlockDriverState *file, uint64_t size,
-                                        const char *backing_file, const char *backing_fmt,
-                                        BlockOptions *opts, GError **errp)
+/* What the options and names ask for, checked before anything is written. */
+static int check_create_args(const Qcow2CreateOpts *o, uint64_t size, const char *backing_file,
+                             const char *backing_fmt, GError **errp)
 {
-    Qcow2CreateOpts o = { 0 };
-    uint64_t cs;
-    int cb;
-    uint8_t *buf;
-    size_t pos, hlen, need;
-    uint8_t ft[8 * 48];
-    size_t ftlen = 0;
-    BlockDriverState fake = { 0 };
-    BdrvChild child = { .name = (char *)"file", .bs = file };
-    BDRVQcow2State *s;
-    Qcow2OpenArgs a = { 0 };
-    int ret;
-
-    if (!parse_create_opts(opts, &o, errp)) {
-        return -EINVAL;
-    }
     if (backing_file && strlen(backing_file) > QCOW2_MAX_BACKING_NAME) {
         error_setg(errp, "backing file name too long");
         return -EINVAL;
@@ -1314,68 +1298,92 @@ static int coroutine_fn qcow2_co_create(BlockDriverState *file, uint64_t size,
         error_setg(errp, "backing format name too long");
         return -EINVAL;
     }
-    if (backing_file && o.prealloc != PREALLOC_MODE_OFF && !o.extended_l2) {
+    if (backing_file && o->prealloc != PREALLOC_MODE_OFF && !o->extended_l2) {
         error_setg(errp, "a backing file and preallocation can only be used together with "
                    "extended_l2=on");
         return -EINVAL;
     }
-    cs = o.cluster_size;
-    cb = ctz64(cs);
-    if (size > (uint64_t)INT64_MAX - cs) {
+    if (size > (uint64_t)INT64_MAX - o->cluster_size) {
         error_setg(errp, "image size too large");
         return -EFBIG;
     }
+    return 0;
+}
 
-    buf = blk_blockalign(3 * cs);
-    memset(buf, 0, 3 * cs);
-    hlen = o.version == 3 ? QCOW2_CREATE_HEADER_LEN : QCOW2_V2_HEADER_LEN;
-    stbe32(buf, QCOW2_MAGIC);
-    stbe32(buf + 4, o.version);
-    stbe32(buf + 20, cb);
-    stbe64(buf + 24, 0);                 /* size: set after the L1 table exists */
-    stbe64(buf + 48, cs);                /* refcount table in cluster 1 */
-    stbe32(buf + 56, 1);
-    if (o.version == 3) {
-        uint64_t incompat = 0;
-        if (o.extended_l2) {
-            incompat |= QCOW2_INCOMPAT_EXTL2;
-        }
-        if (o.compression_type != QCOW2_COMPRESSION_ZLIB) {
-            incompat |= QCOW2_INCOMPAT_COMPRESSION;
-        }
-        stbe64(buf + 72, incompat);
-        stbe64(buf + 80, o.lazy_refcounts ? QCOW2_COMPAT_LAZY_REFCOUNTS : 0);
-        stbe32(buf + 96, o.refcount_order);
-        stbe32(buf + 100, hlen);
-        buf[104] = o.compression_type;
+/* The feature name table, as QEMU writes it; returns its length. */
+static size_t build_feature_table(uint8_t *ft, size_t ft_size)
+{
+    static const struct { uint8_t type, bit; const char *name; } feats[] = {
+        { QCOW2_FEAT_INCOMPAT, 0, "dirty bit" },
+        { QCOW2_FEAT_INCOMPAT, 1, "corrupt bit" },
+        { QCOW2_FEAT_INCOMPAT, 2, "external data file" },
+        { QCOW2_FEAT_INCOMPAT, 3, "compression type" },
+        { QCOW2_FEAT_INCOMPAT, 4, "extended L2 entries" },
+        { QCOW2_FEAT_COMPAT, 0, "lazy refcounts" },
+        { QCOW2_FEAT_AUTOCLEAR, 0, "bitmaps" },
+        { QCOW2_FEAT_AUTOCLEAR, 1, "raw external data" },
+    };
 
-        /* feature name table, as QEMU writes it */
-        {
-            static const struct { uint8_t type, bit; const char *name; } feats[] = {
-                { 0, 0, "dirty bit" }, { 0, 1, "corrupt bit" },
-                { 0, 2, "external data file" }, { 0, 3, "compression type" },
-                { 0, 4, "extended L2 entries" }, { 1, 0, "lazy refcounts" },
-                { 2, 0, "bitmaps" }, { 2, 1, "raw external data" },
-            };
-            memset(ft, 0, sizeof(ft));
-            for (size_t i = 0; i < G_N_ELEMENTS(feats); i++) {
-                ft[i * 48] = feats[i].type;
-                ft[i * 48 + 1] = feats[i].bit;
-                strncpy((char *)ft + i * 48 + 2, feats[i].name, 46);
-            }
-            ftlen = sizeof(ft);
-        }
+    g_assert(ft_size >= sizeof(feats) / sizeof(feats[0]) * QCOW2_FEAT_ENTRY_SIZE);
+    memset(ft, 0, ft_size);
+    for (size_t i = 0; i < G_N_ELEMENTS(feats); i++) {
+        uint8_t *f = ft + i * QCOW2_FEAT_ENTRY_SIZE;
+        f[QCOW2_FEAT_TYPE] = feats[i].type;
+        f[QCOW2_FEAT_BIT] = feats[i].bit;
+        strncpy((char *)f + QCOW2_FEAT_NAME, feats[i].name, QCOW2_FEAT_NAME_LEN);
     }
-    need = hlen + (backing_fmt ? 8 + ROUND_UP(strlen(backing_fmt), 8) : 0) + 8 +
-           (backing_file ? strlen(backing_file) : 0);
-    if (need + 8 + ftlen > cs) {
+    return G_N_ELEMENTS(feats) * QCOW2_FEAT_ENTRY_SIZE;
+}
+
+/* The fixed header of a new image of size 0 whose refcount table is in cluster 1; returns
+ * the header's length. */
+static size_t put_create_header(uint8_t *buf, const Qcow2CreateOpts *o)
+{
+    size_t hlen = o->version == 3 ? QCOW2_CREATE_HEADER_LEN : QCOW2_V2_HEADER_LEN;
+    uint64_t incompat = 0;
+
+    stbe32(buf + QCOW2_HDR_MAGIC, QCOW2_MAGIC);
+    stbe32(buf + QCOW2_HDR_VERSION, o->version);
+    stbe32(buf + QCOW2_HDR_CLUSTER_BITS, ctz64(o->cluster_size));
+    stbe64(buf + QCOW2_HDR_SIZE, 0);     /* size: set after the L1 table exists */
+    stbe64(buf + QCOW2_HDR_REFTABLE_OFFSET, o->cluster_size);    /* refcount table in cluster 1 */
+    stbe32(buf + QCOW2_HDR_REFTABLE_CLUSTERS, 1);
+    if (o->version < 3) {
+        return hlen;
+    }
+    if (o->extended_l2) {
+        incompat |= QCOW2_INCOMPAT_EXTL2;
+    }
+    if (o->compression_type != QCOW2_COMPRESSION_ZLIB) {
+        incompat |= QCOW2_INCOMPAT_COMPRESSION;
+    }
+    stbe64(buf + QCOW2_HDR_INCOMPAT, incompat);
+    stbe64(buf + QCOW2_HDR_COMPAT, o->lazy_refcounts ? QCOW2_COMPAT_LAZY_REFCOUNTS : 0);
+    stbe32(buf + QCOW2_HDR_REFCOUNT_ORDER, o->refcount_order);
+    stbe32(buf + QCOW2_HDR_HEADER_LENGTH, hlen);
+    buf[QCOW2_HDR_COMPRESSION_TYPE] = o->compression_type;
+    return hlen;
+}
+
+/* After the fixed header of hlen bytes: the extensions (backing format, feature name table
+ * when it fits) and the backing file name, all in the first cluster. */
+static bool put_header_tail(uint8_t *buf, size_t hlen, const Qcow2CreateOpts *o,
+                            const char *backing_file, const char *backing_fmt, GError **errp)
+{
+    uint64_t cs = o->cluster_size;
+    uint8_t ft[8 * QCOW2_FEAT_ENTRY_SIZE];
+    size_t ftlen = o->version == 3 ? build_feature_table(ft, sizeof(ft)) : 0;
+    size_t pos, need;
+
+    need = hlen + (backing_fmt ? QCOW2_EXT_HDR_SIZE + ROUND_UP(strlen(backing_fmt), 8) : 0) +
+           QCOW2_EXT_HDR_SIZE + (backing_file ? strlen(backing_file) : 0);
+    if (need + QCOW2_EXT_HDR_SIZE + ftlen > cs) {
         ftlen = 0;          /* small clusters: leave out the optional feature name table */
     }
     if (need > cs) {
-        blk_vfree(buf);
         error_setg(errp, "backing file name does not fit in a %" G_GUINT64_FORMAT
                    "-byte header cluster", cs);
-        return -EINVAL;
+        return false;
     }
     pos = hlen;
     if (backing_fmt) {
@@ -1384,17 +1392,37 @@ static int coroutine_fn qcow2_co_create(BlockDriverState *file, uint64_t size,
     if (ftlen) {
         put_ext(buf, &pos, QCOW2_EXT_FEATURE_TABLE, ft, ftlen);
     }
-    pos += 8;                            /* end of extensions */
+    pos += QCOW2_EXT_HDR_SIZE;           /* end of extensions */
     if (backing_file) {
         size_t len = strlen(backing_file);
-        stbe64(buf + 8, pos);
-        stbe32(buf + 16, len);
+        stbe64(buf + QCOW2_HDR_BACKING_OFFSET, pos);
+        stbe32(buf + QCOW2_HDR_BACKING_SIZE, len);
         memcpy(buf + pos, backing_file, len);
+    }
+    return true;
+}
+
+/* The first three clusters of a new image of size 0: header, refcount table, and the
+ * refcount block describing clusters 0-2; written and flushed. */
+static int coroutine_fn write_empty_image(BlockDriverState *file, const Qcow2CreateOpts *o,
+                                          const char *backing_file, const char *backing_fmt,
+                                          GError **errp)
+{
+    uint64_t cs = o->cluster_size;
+    uint8_t *buf = blk_blockalign(3 * cs);
+    size_t hlen;
+    int ret;
+
+    memset(buf, 0, 3 * cs);
+    hlen = put_create_header(buf, o);
+    if (!put_header_tail(buf, hlen, o, backing_file, backing_fmt, errp)) {
+        blk_vfree(buf);
+        return -EINVAL;
     }
     /* refcount table -> refcount block in cluster 2, describing clusters 0-2 */
     stbe64(buf + cs, 2 * cs);
     for (int i = 0; i < 3; i++) {
-        qcow2_refblock_set(buf + 2 * cs, o.refcount_order, i, 1);
+        qcow2_refblock_set(buf + 2 * cs, o->refcount_order, i, 1);
     }
     ret = bdrv_co_pwrite(file, 0, 3 * cs, buf, 0);
     blk_vfree(buf);
@@ -1403,23 +1431,32 @@ static int coroutine_fn qcow2_co_create(BlockDriverState *file, uint64_t size,
     }
     if (ret < 0) {
         error_setg_errno(errp, ret, "%s: cannot write the qcow2 header", file->filename);
-        return ret;
     }
+    return ret;
+}
 
-    /* Open what we wrote and size it through the normal code paths. */
+/* Open what write_empty_image wrote and size it through the normal code paths. */
+static int coroutine_fn size_new_image(BlockDriverState *file, uint64_t size,
+                                       const char *backing_file, PreallocMode prealloc,
+                                       GError **errp)
+{
+    BlockDriverState fake = { 0 };
+    BdrvChild child = { .name = (char *)"file", .bs = file };
+    Qcow2OpenArgs a = { 0 };
+    int ret;
+
     fake.drv = &bdrv_qcow2;
     fake.filename = file->filename;
     fake.open_flags = BDRV_O_RDWR | BDRV_O_NO_BACKING;
     fake.file = &child;
     fake.opaque = g_malloc0(sizeof(BDRVQcow2State));
     fake.backing_file = backing_file ? g_strdup(backing_file) : NULL;
-    s = fake.opaque;
     a.bs = &fake;
     a.flags = BDRV_O_RDWR | BDRV_O_NO_BACKING;
     a.errp = errp;
     ret = qcow2_do_open(&a);
     if (ret == 0) {
-        ret = qcow2_do_truncate(&fake, size, o.prealloc, false, errp);
+        ret = qcow2_do_truncate(&fake, size, prealloc, false, errp);
     }
     if (ret == 0) {
         ret = qcow2_do_close(&fake);
@@ -1427,11 +1464,32 @@ static int coroutine_fn qcow2_co_create(BlockDriverState *file, uint64_t size,
             error_setg_errno(errp, ret, "%s: cannot write qcow2 metadata", file->filename);
         }
     }
-    qcow2_free_state(s);
+    qcow2_free_state(fake.opaque);
     g_free(fake.opaque);
     g_free(fake.backing_file);
     g_free(fake.backing_format);
     return ret;
+}
+
+static int coroutine_fn qcow2_co_create(BlockDriverState *file, uint64_t size,
+                                        const char *backing_file, const char *backing_fmt,
+                                        BlockOptions *opts, GError **errp)
+{
+    Qcow2CreateOpts o = { 0 };
+    int ret;
+
+    if (!parse_create_opts(opts, &o, errp)) {
+        return -EINVAL;
+    }
+    ret = check_create_args(&o, size, backing_file, backing_fmt, errp);
+    if (ret < 0) {
+        return ret;
+    }
+    ret = write_empty_image(file, &o, backing_file, backing_fmt, errp);
+    if (ret < 0) {
+        return ret;
+    }
+    return size_new_image(file, size, backing_file, o.prealloc, errp);
 }
 
 const BlockDriver bdrv_qcow2 = {
