@@ -1,6 +1,8 @@
 /* qcow2.h - qcow2 format driver: on-disk constants, driver state and the interfaces between
  * qcow2.c (open/close/I/O/create), qcow2-cluster.c (L1/L2 mapping), qcow2-refcount.c
- * (refcounts, allocation, metadata caches) and qcow2-snapshot.c (internal snapshot table).
+ * (refcounts, allocation), qcow2-cache.c (the L2 table and refcount block caches),
+ * qcow2-snapshot.c (internal snapshot table), qcow2-check.c (check and repair),
+ * qcow2-overlap.c (metadata-overlap protection) and qcow2-bitmap.c (persistent dirty bitmaps).
  *
  * Threads: all metadata (header fields, L1 table, both caches, refcount table, pending frees)
  * is protected by BDRVQcow2State.lock, a CoMutex; every function below that takes a
@@ -125,6 +127,7 @@ typedef struct Qcow2CacheEntry {
 typedef struct Qcow2Cache {
     Qcow2CacheEntry *entries;
     int size;
+    uint32_t table_size;     /* bytes of one table: the cluster size */
     bool is_l2;              /* writing back an L2 table needs the refcounts durable first */
     uint64_t lru_counter;
     GHashTable *index;       /* offset -> entry index + 1 */
@@ -331,7 +334,7 @@ static inline void qcow2_l2_set(const BDRVQcow2State *s, void *table, uint32_t i
     }
 }
 
-/* --- metadata caches (qcow2-refcount.c) --- */
+/* --- metadata table caches (qcow2-cache.c) --- */
 
 Qcow2Cache *qcow2_cache_new(int size, bool is_l2, uint32_t table_size);
 void qcow2_cache_free(Qcow2Cache *c);
