@@ -147,6 +147,12 @@ int coroutine_fn qcow2_get_refcount(BlockDriverState *bs, uint64_t cluster_index
     return 0;
 }
 
+/* Does refcount table entry ti exist and point to a refcount block? */
+static bool refblock_exists(const BDRVQcow2State *s, uint64_t ti)
+{
+    return ti < s->refcount_table_size && (s->refcount_table[ti] & REFT_OFFSET_MASK);
+}
+
 static bool is_reserved(BDRVQcow2State *s, uint64_t ci, uint64_t *skip_to)
 {
     for (int i = 0; i < s->nresv; i++) {
@@ -183,7 +189,7 @@ static int64_t coroutine_fn find_free(BlockDriverState *bs, uint64_t n)
             run = 0;
             continue;
         }
-        if (ti >= s->refcount_table_size || !(s->refcount_table[ti] & REFT_OFFSET_MASK)) {
+        if (!refblock_exists(s, ti)) {
             rc = 0;
         } else {
             ret = qcow2_get_refcount(bs, ci, &rc);
@@ -263,8 +269,7 @@ int coroutine_fn qcow2_update_refcount(BlockDriverState *bs, uint64_t offset, ui
                 if (ret < 0) {
                     return ret;
                 }
-            } else if (ti >= s->refcount_table_size ||
-                       !(s->refcount_table[ti] & REFT_OFFSET_MASK)) {
+            } else if (!refblock_exists(s, ti)) {
                 log_warning("%s: qcow2: freeing cluster %#" G_GINT64_MODIFIER "x without "
                             "refcount block", bs->filename, ci << s->cluster_bits);
                 return -EIO;
@@ -307,6 +312,173 @@ int coroutine_fn qcow2_update_refcount(BlockDriverState *bs, uint64_t offset, ui
     return ret;
 }
 
+/* Where a new refcount table goes: `table_clusters` clusters of table at cluster index `start`,
+ * followed by the new refcount blocks that the area itself needs (one for each refcount table
+ * index in `need_ti` whose block does not exist yet). */
+typedef struct ReftableArea {
+    uint64_t entries;            /* entries of the new table */
+    uint64_t start;              /* cluster index */
+    uint64_t table_clusters;
+    uint64_t new_blocks;         /* == need_ti->len */
+    GArray *need_ti;             /* uint64_t */
+} ReftableArea;
+
+static uint64_t area_clusters(const ReftableArea *r)
+{
+    return r->table_clusters + r->new_blocks;
+}
+
+/* Find free space for a table of at least min_entries entries and the refcount blocks that
+ * describe it: the blocks needed depend on where the area lands, and the table must cover
+ * them, so search until the two agree. */
+static int coroutine_fn plan_reftable_area(BlockDriverState *bs, uint64_t min_entries,
+                                           ReftableArea *r)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t per_cluster = s->cluster_size / 8;
+
+    r->entries = MAX(min_entries, (uint64_t)s->refcount_table_size * 3 / 2);
+    r->entries = MAX(r->entries, per_cluster);
+    r->entries = ROUND_UP(r->entries, per_cluster);
+    r->new_blocks = 0;
+    for (int iter = 0; iter < 64; iter++) {
+        int64_t start;
+        uint64_t first_ti, last_ti;
+
+        r->table_clusters = r->entries / per_cluster;
+        if (r->table_clusters * s->cluster_size > QCOW2_MAX_REFTABLE_BYTES * 4ULL) {
+            return -EFBIG;
+        }
+        start = find_free(bs, area_clusters(r));
+        if (start < 0) {
+            return start;
+        }
+        r->start = start;
+        first_ti = r->start >> s->rb_bits;
+        last_ti = (r->start + area_clusters(r) - 1) >> s->rb_bits;
+        if (last_ti >= r->entries) {
+            r->entries = ROUND_UP(last_ti + 1, per_cluster);
+            continue;
+        }
+        g_array_set_size(r->need_ti, 0);
+        for (uint64_t ti = first_ti; ti <= last_ti; ti++) {
+            if (!refblock_exists(s, ti)) {
+                g_array_append_val(r->need_ti, ti);
+            }
+        }
+        if (r->need_ti->len == r->new_blocks) {
+            return 0;
+        }
+        r->new_blocks = r->need_ti->len;
+    }
+    return -EIO;
+}
+
+/* New refcount blocks, written before anything points at them; then the refcounts of the
+ * area's clusters that existing blocks describe, and every dirty block written. */
+static int coroutine_fn write_area_refcounts(BlockDriverState *bs, const ReftableArea *r,
+                                             uint64_t *new_table)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t end = r->start + area_clusters(r);
+    int ret;
+
+    for (uint64_t j = 0; j < r->new_blocks; j++) {
+        uint64_t ti = g_array_index(r->need_ti, uint64_t, j);
+        uint64_t boff = (r->start + r->table_clusters + j) << s->cluster_bits;
+        uint64_t base = ti << s->rb_bits;
+        void *tbl;
+
+        ret = qcow2_cache_get(bs, s->rb_cache, boff, true, &tbl);
+        if (ret < 0) {
+            return ret;
+        }
+        for (uint64_t ci = r->start; ci < end; ci++) {
+            if ((ci >> s->rb_bits) == ti) {
+                qcow2_refblock_set(tbl, s->refcount_order, ci - base, 1);
+            }
+        }
+        ret = qcow2_cache_write(bs, s->rb_cache, tbl);
+        qcow2_cache_put(s->rb_cache, tbl);
+        if (ret < 0) {
+            return ret;
+        }
+        new_table[ti] = boff;
+    }
+    /* Area clusters covered by existing refcount blocks. */
+    for (uint64_t ci = r->start; ci < end; ci++) {
+        if (refblock_exists(s, ci >> s->rb_bits)) {
+            ret = qcow2_update_refcount(bs, ci << s->cluster_bits, 1, 1);
+            if (ret < 0) {
+                return ret;
+            }
+        }
+    }
+    return qcow2_cache_flush(bs, s->rb_cache);
+}
+
+/* Write the new table (entries in host order in new_table) in its area, then flush. */
+static int coroutine_fn write_new_reftable(BlockDriverState *bs, const ReftableArea *r,
+                                           uint64_t *new_table)
+{
+    BDRVQcow2State *s = bs->opaque;
+    int ret;
+
+    for (uint64_t i = 0; i < r->entries; i++) {
+        new_table[i] = GUINT64_TO_BE(new_table[i]);
+    }
+    ret = qcow2_meta_pwrite(bs, QCOW2_META_NONE, "a new refcount table",
+                            r->start << s->cluster_bits, r->table_clusters * s->cluster_size,
+                            new_table);
+    for (uint64_t i = 0; i < r->entries; i++) {
+        new_table[i] = GUINT64_FROM_BE(new_table[i]);
+    }
+    if (ret < 0) {
+        return ret;
+    }
+    return qcow2_flush_file(bs);
+}
+
+/* The header's refcount table offset and size, written together, then flushed. */
+static int coroutine_fn write_reftable_location(BlockDriverState *bs, uint64_t offset,
+                                                uint32_t clusters)
+{
+    uint8_t hdr[QCOW2_HDR_REFTABLE_CLUSTERS + 4 - QCOW2_HDR_REFTABLE_OFFSET];
+    int ret;
+
+    stbe64(hdr, offset);
+    stbe32(hdr + QCOW2_HDR_REFTABLE_CLUSTERS - QCOW2_HDR_REFTABLE_OFFSET, clusters);
+    ret = qcow2_meta_pwrite(bs, QCOW2_META_HEADER, "the header", QCOW2_HDR_REFTABLE_OFFSET,
+                            sizeof(hdr), hdr);
+    if (ret < 0) {
+        return ret;
+    }
+    return qcow2_flush_file(bs);
+}
+
+/* The header points at the new table: take it into use and drop the old table's refcount
+ * (in the cache, written with the next refcount write-back). */
+static int coroutine_fn switch_to_new_reftable(BlockDriverState *bs, const ReftableArea *r,
+                                               const uint64_t *new_table)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t old_off = s->refcount_table_offset;
+    uint64_t old_tc = DIV_ROUND_UP((uint64_t)s->refcount_table_size * 8, s->cluster_size);
+
+    g_free(s->refcount_table);
+    s->refcount_table = g_new(uint64_t, r->entries);
+    memcpy(s->refcount_table, new_table, r->entries * 8);
+    s->refcount_table_size = r->entries;
+    s->refcount_table_offset = r->start << s->cluster_bits;
+    qcow2_overlap_refresh(s);       /* a new table */
+    s->rc_unsynced = false;
+    /* Nothing references the old table any more. */
+    if (old_off && old_tc) {
+        return qcow2_update_refcount(bs, old_off, old_tc * s->cluster_size, -1);
+    }
+    return 0;
+}
+
 /* Grow the refcount table to at least min_entries entries.  The new table and the refcount
  * blocks needed to describe it are placed together in free space and describe themselves.
  *
@@ -317,147 +489,39 @@ int coroutine_fn qcow2_update_refcount(BlockDriverState *bs, uint64_t offset, ui
 static int coroutine_fn grow_reftable(BlockDriverState *bs, uint64_t min_entries)
 {
     BDRVQcow2State *s = bs->opaque;
-    uint64_t per_cluster = s->cluster_size / 8;
-    uint64_t new_entries, tc = 0, m = 0, area_start = 0, old_off, old_tc;
+    ReftableArea r = { .need_ti = g_array_new(FALSE, FALSE, sizeof(uint64_t)) };
     uint64_t *new_table = NULL;
-    GArray *need = g_array_new(FALSE, FALSE, sizeof(uint64_t));
-    int ret = 0, iter;
+    int ret;
 
-    new_entries = MAX(min_entries, (uint64_t)s->refcount_table_size * 3 / 2);
-    new_entries = MAX(new_entries, per_cluster);
-    new_entries = ROUND_UP(new_entries, per_cluster);
-
-    for (iter = 0; iter < 64; iter++) {
-        int64_t start;
-        uint64_t first_ti, last_ti;
-
-        tc = new_entries / per_cluster;
-        if (tc * s->cluster_size > QCOW2_MAX_REFTABLE_BYTES * 4ULL) {
-            ret = -EFBIG;
-            goto out;
-        }
-        start = find_free(bs, tc + m);
-        if (start < 0) {
-            ret = start;
-            goto out;
-        }
-        area_start = start;
-        first_ti = area_start >> s->rb_bits;
-        last_ti = (area_start + tc + m - 1) >> s->rb_bits;
-        if (last_ti >= new_entries) {
-            new_entries = ROUND_UP(last_ti + 1, per_cluster);
-            continue;
-        }
-        g_array_set_size(need, 0);
-        for (uint64_t ti = first_ti; ti <= last_ti; ti++) {
-            if (ti >= s->refcount_table_size || !(s->refcount_table[ti] & REFT_OFFSET_MASK)) {
-                g_array_append_val(need, ti);
-            }
-        }
-        if (need->len == m) {
-            break;
-        }
-        m = need->len;
-    }
-    if (iter == 64) {
-        ret = -EIO;
+    ret = plan_reftable_area(bs, min_entries, &r);
+    if (ret < 0) {
         goto out;
     }
-
     g_assert(s->nresv < 8);
-    s->resv_start[s->nresv] = area_start;
-    s->resv_end[s->nresv] = area_start + tc + m;
+    s->resv_start[s->nresv] = r.start;
+    s->resv_end[s->nresv] = r.start + area_clusters(&r);
     s->nresv++;
     ret = qcow2_pre_write(bs, QCOW2_META_NONE, "a new refcount table",
-                          area_start << s->cluster_bits, (tc + m) << s->cluster_bits);
+                          r.start << s->cluster_bits, area_clusters(&r) << s->cluster_bits);
     if (ret < 0) {
         goto out_unreserve;
     }
 
-    new_table = blk_blockalign(tc * s->cluster_size);
-    memset(new_table, 0, tc * s->cluster_size);
+    new_table = blk_blockalign(r.table_clusters * s->cluster_size);
+    memset(new_table, 0, r.table_clusters * s->cluster_size);
     for (uint32_t i = 0; i < s->refcount_table_size; i++) {
         new_table[i] = s->refcount_table[i];
     }
-
-    /* New refcount blocks, written before anything points at them. */
-    for (uint64_t j = 0; j < m; j++) {
-        uint64_t ti = g_array_index(need, uint64_t, j);
-        uint64_t boff = (area_start + tc + j) << s->cluster_bits;
-        uint64_t base = ti << s->rb_bits;
-        void *tbl;
-
-        ret = qcow2_cache_get(bs, s->rb_cache, boff, true, &tbl);
-        if (ret < 0) {
-            goto out_unreserve;
-        }
-        for (uint64_t ci = area_start; ci < area_start + tc + m; ci++) {
-            if ((ci >> s->rb_bits) == ti) {
-                qcow2_refblock_set(tbl, s->refcount_order, ci - base, 1);
-            }
-        }
-        ret = qcow2_cache_write(bs, s->rb_cache, tbl);
-        qcow2_cache_put(s->rb_cache, tbl);
-        if (ret < 0) {
-            goto out_unreserve;
-        }
-        new_table[ti] = boff;
+    /* blocks -> (flush) table -> flush -> header -> flush -> old table freed */
+    ret = write_area_refcounts(bs, &r, new_table);
+    if (ret == 0) {
+        ret = write_new_reftable(bs, &r, new_table);
     }
-    /* Area clusters covered by existing refcount blocks. */
-    for (uint64_t ci = area_start; ci < area_start + tc + m; ci++) {
-        uint64_t ti = ci >> s->rb_bits;
-        if (ti < s->refcount_table_size && (s->refcount_table[ti] & REFT_OFFSET_MASK)) {
-            ret = qcow2_update_refcount(bs, ci << s->cluster_bits, 1, 1);
-            if (ret < 0) {
-                goto out_unreserve;
-            }
-        }
+    if (ret == 0) {
+        ret = write_reftable_location(bs, r.start << s->cluster_bits, r.table_clusters);
     }
-    ret = qcow2_cache_flush(bs, s->rb_cache);
-    if (ret < 0) {
-        goto out_unreserve;
-    }
-    for (uint64_t i = 0; i < new_entries; i++) {
-        new_table[i] = GUINT64_TO_BE(new_table[i]);
-    }
-    ret = qcow2_meta_pwrite(bs, QCOW2_META_NONE, "a new refcount table",
-                            area_start << s->cluster_bits, tc * s->cluster_size, new_table);
-    for (uint64_t i = 0; i < new_entries; i++) {
-        new_table[i] = GUINT64_FROM_BE(new_table[i]);
-    }
-    if (ret < 0) {
-        goto out_unreserve;
-    }
-    ret = qcow2_flush_file(bs);
-    if (ret < 0) {
-        goto out_unreserve;
-    }
-    {
-        uint8_t hdr[12];
-        stbe64(hdr, area_start << s->cluster_bits);
-        stbe32(hdr + 8, tc);
-        ret = qcow2_meta_pwrite(bs, QCOW2_META_HEADER, "the header", QCOW2_HDR_REFTABLE_OFFSET,
-                                12, hdr);
-        if (ret < 0) {
-            goto out_unreserve;
-        }
-    }
-    ret = qcow2_flush_file(bs);
-    if (ret < 0) {
-        goto out_unreserve;
-    }
-    old_off = s->refcount_table_offset;
-    old_tc = DIV_ROUND_UP((uint64_t)s->refcount_table_size * 8, s->cluster_size);
-    g_free(s->refcount_table);
-    s->refcount_table = g_new(uint64_t, new_entries);
-    memcpy(s->refcount_table, new_table, new_entries * 8);
-    s->refcount_table_size = new_entries;
-    s->refcount_table_offset = area_start << s->cluster_bits;
-    qcow2_overlap_refresh(s);       /* a new table */
-    s->rc_unsynced = false;
-    /* Nothing references the old table any more. */
-    if (old_off && old_tc) {
-        ret = qcow2_update_refcount(bs, old_off, old_tc * s->cluster_size, -1);
+    if (ret == 0) {
+        ret = switch_to_new_reftable(bs, &r, new_table);
     }
 
 out_unreserve:
@@ -466,8 +530,25 @@ out:
     if (new_table) {
         blk_vfree(new_table);
     }
-    g_array_free(need, TRUE);
+    g_array_free(r.need_ti, TRUE);
     return ret;
+}
+
+/* The first cluster of the range refcount block ti describes that no allocation has
+ * reserved, or UINT64_MAX: where a block that describes itself can go (every cluster of a
+ * range without a block is free). */
+static uint64_t first_unreserved(BDRVQcow2State *s, uint64_t ti)
+{
+    uint64_t base = ti << s->rb_bits;
+
+    for (uint64_t ci = base; ci < base + (1ULL << s->rb_bits); ci++) {
+        uint64_t skip;
+        if (!is_reserved(s, ci, &skip)) {
+            return ci;
+        }
+        ci = skip - 1;
+    }
+    return UINT64_MAX;
 }
 
 /* Make sure refcount table entry ti points to a refcount block.
@@ -479,7 +560,7 @@ out:
 static int coroutine_fn ensure_refblock(BlockDriverState *bs, uint64_t ti)
 {
     BDRVQcow2State *s = bs->opaque;
-    uint64_t base, b = UINT64_MAX, boff;
+    uint64_t b, boff;
     void *tbl;
     int ret;
 
@@ -493,28 +574,10 @@ static int coroutine_fn ensure_refblock(BlockDriverState *bs, uint64_t ti)
         return 0;
     }
 
-    /* Prefer a block that describes itself: every cluster of its range is free. */
-    base = ti << s->rb_bits;
-    for (uint64_t ci = base; ci < base + (1ULL << s->rb_bits); ci++) {
-        uint64_t skip;
-        if (!is_reserved(s, ci, &skip)) {
-            b = ci;
-            break;
-        }
-        ci = skip - 1;
-    }
+    /* Prefer a block that describes itself; else one allocated elsewhere. */
+    b = first_unreserved(s, ti);
     if (b != UINT64_MAX) {
         boff = b << s->cluster_bits;
-        ret = qcow2_pre_write(bs, QCOW2_META_NONE, "a new refcount block", boff,
-                              s->cluster_size);
-        if (ret < 0) {
-            return ret;
-        }
-        ret = qcow2_cache_get(bs, s->rb_cache, boff, true, &tbl);
-        if (ret < 0) {
-            return ret;
-        }
-        qcow2_refblock_set(tbl, s->refcount_order, b - base, 1);
     } else {
         int64_t off = qcow2_alloc_clusters(bs, 1);
         if (off < 0) {
@@ -525,15 +588,17 @@ static int coroutine_fn ensure_refblock(BlockDriverState *bs, uint64_t ti)
             return qcow2_update_refcount(bs, off, s->cluster_size, -1);
         }
         boff = off;
-        ret = qcow2_pre_write(bs, QCOW2_META_NONE, "a new refcount block", boff,
-                              s->cluster_size);
-        if (ret < 0) {
-            return ret;
-        }
-        ret = qcow2_cache_get(bs, s->rb_cache, boff, true, &tbl);
-        if (ret < 0) {
-            return ret;
-        }
+    }
+    ret = qcow2_pre_write(bs, QCOW2_META_NONE, "a new refcount block", boff, s->cluster_size);
+    if (ret < 0) {
+        return ret;
+    }
+    ret = qcow2_cache_get(bs, s->rb_cache, boff, true, &tbl);
+    if (ret < 0) {
+        return ret;
+    }
+    if (b != UINT64_MAX) {
+        qcow2_refblock_set(tbl, s->refcount_order, b - (ti << s->rb_bits), 1);
     }
     ret = qcow2_cache_write(bs, s->rb_cache, tbl);
     qcow2_cache_put(s->rb_cache, tbl);
