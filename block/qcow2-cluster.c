@@ -425,13 +425,19 @@ static uint64_t sc_mask(BDRVQcow2State *s, uint64_t a, uint64_t b)
            ~((1ULL << first) - 1);
 }
 
+/* Does a write to the cluster of L2 entry e need a new host cluster (none, shared,
+ * compressed, or damaged)? */
+static bool cluster_needs_new(BDRVQcow2State *s, uint64_t e)
+{
+    uint64_t off = e & L2E_OFFSET_MASK;
+    return !(e & QCOW_OFLAG_COPIED) || (e & QCOW_OFLAG_COMPRESSED) || !off ||
+           (off & (s->cluster_size - 1));
+}
+
 /* Can a write of [a, b) of this cluster go straight to the host cluster? */
 static bool write_in_place(BDRVQcow2State *s, uint64_t e, uint64_t bm, uint64_t a, uint64_t b)
 {
-    uint64_t off = e & L2E_OFFSET_MASK;
-
-    if (!(e & QCOW_OFLAG_COPIED) || (e & QCOW_OFLAG_COMPRESSED) || !off ||
-        (off & (s->cluster_size - 1))) {
+    if (cluster_needs_new(s, e)) {
         return false;
     }
     if (!s->ext_l2) {
@@ -441,13 +447,6 @@ static bool write_in_place(BDRVQcow2State *s, uint64_t e, uint64_t bm, uint64_t 
         uint64_t m = sc_mask(s, a, b);
         return (bm & m) == m && !(bm & (m << 32));
     }
-}
-
-static bool cluster_needs_new(BDRVQcow2State *s, uint64_t e)
-{
-    uint64_t off = e & L2E_OFFSET_MASK;
-    return !(e & QCOW_OFLAG_COPIED) || (e & QCOW_OFLAG_COMPRESSED) || !off ||
-           (off & (s->cluster_size - 1));
 }
 
 /* A run of k new host clusters at host for the guest clusters from cstart: the write covers
@@ -530,6 +529,141 @@ static int coroutine_fn write_run_data(BlockDriverState *bs, const Qcow2AllocRun
     return 0;
 }
 
+/* The cluster at l2i is ours (allocated, not shared, not compressed): write [a, b) of it
+ * (offsets from cstart, b = end clamped to the cluster) with the untouched parts of the units
+ * it touches filled in, and mark those units written.  Returns bytes written or -errno. */
+static int64_t coroutine_fn write_own_cluster(BlockDriverState *bs, void *table, uint32_t l2i,
+                                              uint64_t cstart, uint64_t a, uint64_t end,
+                                              const uint8_t *buf)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t cs = s->cluster_size;
+    uint64_t e0 = qcow2_l2_entry(s, table, l2i), bm0 = qcow2_l2_bitmap(s, table, l2i);
+    uint64_t host = e0 & L2E_OFFSET_MASK;
+    uint64_t b = MIN(end - cstart, cs);
+    uint64_t unit = s->ext_l2 ? s->sc_size : cs;
+    uint64_t ra = ROUND_DOWN(a, unit), rb = MIN(ROUND_UP(b, unit), cs);
+    uint8_t *wbuf;
+    int ret;
+
+    /* preallocated, or with subclusters not yet written: its first writes are checked
+     * like a new cluster's (writes in place are not) */
+    ret = qcow2_pre_write(bs, QCOW2_META_NONE, "guest data", host, cs);
+    if (ret < 0) {
+        return ret;
+    }
+    wbuf = blk_blockalign(rb - ra);
+    ret = qcow2_read_entry_range(bs, cstart + ra, a - ra, e0, bm0, wbuf);
+    if (ret == 0) {
+        ret = qcow2_read_entry_range(bs, cstart + b, rb - b, e0, bm0, wbuf + (b - ra));
+    }
+    if (ret == 0) {
+        memcpy(wbuf + (a - ra), buf, b - a);
+        ret = bdrv_co_pwrite(bs->file->bs, host + ra, rb - ra, wbuf, 0);
+    }
+    blk_vfree(wbuf);
+    if (ret < 0) {
+        return ret;
+    }
+    s->l2_needs_flush = true;   /* data and fill durable before the entry changes */
+    if (s->ext_l2) {
+        uint64_t m = sc_mask(s, ra, rb);
+        bm0 = (bm0 | m) & ~(m << 32);
+        qcow2_l2_set(s, table, l2i, e0, bm0);
+    } else {
+        qcow2_l2_set(s, table, l2i, e0 & ~QCOW_OFLAG_ZERO, 0);
+    }
+    qcow2_cache_mark_dirty(s->l2_cache, table);
+    return b - a;
+}
+
+/* Extend the run from the cluster at l2i over the following clusters of this L2 table that
+ * the write reaches and that need new clusters too (all but the last are fully covered): one
+ * allocation, one data write and one L2 update for the whole run.  Fills in everything of r
+ * but host; r->cstart, r->a, r->e0 and r->bm0 are set by the caller. */
+static void plan_alloc_run(BDRVQcow2State *s, const void *table, uint32_t l2i, uint64_t end,
+                           Qcow2AllocRun *r)
+{
+    uint64_t cs = s->cluster_size;
+    uint64_t k = 1;
+    bool full0 = !s->ext_l2 || (r->e0 & QCOW_OFLAG_COMPRESSED) || (r->e0 & L2E_OFFSET_MASK);
+    bool fulll;
+
+    while (r->cstart + k * cs < end && l2i + k < s->l2_size &&
+           cluster_needs_new(s, qcow2_l2_entry(s, table, l2i + k))) {
+        k++;
+    }
+    r->k = k;
+    r->blast = MIN(end - (r->cstart + (k - 1) * cs), cs);
+    r->last_e = qcow2_l2_entry(s, table, l2i + k - 1);
+    r->last_bm = qcow2_l2_bitmap(s, table, l2i + k - 1);
+    fulll = !s->ext_l2 || (r->last_e & QCOW_OFLAG_COMPRESSED) || (r->last_e & L2E_OFFSET_MASK);
+    r->ra = full0 ? 0 : ROUND_DOWN(r->a, s->sc_size);
+    r->rb = fulll ? cs : MIN(ROUND_UP(r->blast, s->sc_size), cs);
+}
+
+/* The extended L2 bitmap of cluster j of the run, whose old entry was e/bm: the subclusters
+ * written are allocated, those of an old host cluster keep their state, a compressed cluster
+ * was written whole. */
+static uint64_t run_entry_bitmap(BDRVQcow2State *s, const Qcow2AllocRun *r, uint64_t j,
+                                 uint64_t e, uint64_t bm)
+{
+    uint64_t cs = s->cluster_size;
+    uint64_t wa = j == 0 ? r->a : 0;
+    uint64_t wb = j == r->k - 1 ? r->blast : cs;
+    uint64_t m = sc_mask(s, ROUND_DOWN(wa, s->sc_size), MIN(ROUND_UP(wb, s->sc_size), cs));
+
+    if (e & QCOW_OFLAG_COMPRESSED) {
+        return QCOW2_BITMAP_ALLOC_ALL;     /* whole cluster was written */
+    }
+    if (e & L2E_OFFSET_MASK) {
+        return (bm & QCOW2_BITMAP_ALLOC_ALL) | m | ((bm & QCOW2_BITMAP_ZERO_ALL) & ~(m << 32));
+    }
+    return m | ((bm & QCOW2_BITMAP_ZERO_ALL) & ~(m << 32));
+}
+
+/* The cluster at l2i needs a new host cluster: allocate one for it and the clusters after it
+ * that the write also reaches (plan_alloc_run), write the data with its fill, point the L2
+ * entries at them.  Returns bytes written or -errno. */
+static int64_t coroutine_fn write_new_clusters(BlockDriverState *bs, void *table, uint32_t l2i,
+                                               uint64_t cstart, uint64_t a, uint64_t end,
+                                               const uint8_t *buf)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t cs = s->cluster_size;
+    Qcow2AllocRun run = { .cstart = cstart, .a = a, .e0 = qcow2_l2_entry(s, table, l2i),
+                          .bm0 = qcow2_l2_bitmap(s, table, l2i) };
+    int64_t host;
+    int ret;
+
+    plan_alloc_run(s, table, l2i, end, &run);
+    host = qcow2_alloc_clusters(bs, run.k);
+    if (host < 0) {
+        return host;
+    }
+    ret = qcow2_pre_write(bs, QCOW2_META_NONE, "guest data", host, run.k * cs);
+    if (ret < 0) {
+        return ret;
+    }
+    qcow2_grow_file_ahead(bs, host + run.k * cs);
+    run.host = host;
+    ret = write_run_data(bs, &run, buf);
+    if (ret < 0) {
+        return ret;
+    }
+    s->l2_needs_flush = true;   /* data and fill durable before the entries */
+    for (uint64_t j = 0; j < run.k; j++) {
+        uint64_t e = qcow2_l2_entry(s, table, l2i + j);
+        uint64_t bm = qcow2_l2_bitmap(s, table, l2i + j);
+        uint64_t nbm = s->ext_l2 ? run_entry_bitmap(s, &run, j, e, bm) : 0;
+
+        qcow2_l2_set(s, table, l2i + j, (host + j * cs) | QCOW_OFLAG_COPIED, nbm);
+        qcow2_free_l2_entry(bs, e);
+    }
+    qcow2_cache_mark_dirty(s->l2_cache, table);
+    return (run.k - 1) * cs + run.blast - a;
+}
+
 /* Slow path for the write at [offset, end) starting in a cluster that cannot be written in
  * place.  Handles one cluster, or a run of clusters needing new host clusters.  Lock held.
  * Returns bytes consumed or -errno.
@@ -550,131 +684,21 @@ static int64_t coroutine_fn write_alloc(BlockDriverState *bs, uint64_t offset, u
                                         const uint8_t *buf)
 {
     BDRVQcow2State *s = bs->opaque;
-    uint64_t cs = s->cluster_size;
     uint64_t cluster = offset >> s->cluster_bits;
     uint32_t l1i = cluster >> s->l2_bits;
     uint32_t l2i = cluster & (s->l2_size - 1);
     uint64_t cstart = cluster << s->cluster_bits;
-    uint64_t a = offset - cstart;
     void *table;
-    uint64_t e0, bm0;
     int64_t ret;
-    uint8_t *wbuf = NULL;
 
     ret = qcow2_get_l2_for_write(bs, l1i, &table);
     if (ret < 0) {
         return ret;
     }
-    e0 = qcow2_l2_entry(s, table, l2i);
-    bm0 = qcow2_l2_bitmap(s, table, l2i);
-
-    if (!cluster_needs_new(s, e0)) {
-        /* Host cluster is ours: fill the untouched parts of the units we write. */
-        uint64_t host = e0 & L2E_OFFSET_MASK;
-        uint64_t b = MIN(end - cstart, cs);
-        uint64_t unit = s->ext_l2 ? s->sc_size : cs;
-        uint64_t ra = ROUND_DOWN(a, unit), rb = MIN(ROUND_UP(b, unit), cs);
-
-        /* preallocated, or with subclusters not yet written: its first writes are checked
-         * like a new cluster's (writes in place are not) */
-        ret = qcow2_pre_write(bs, QCOW2_META_NONE, "guest data", host, cs);
-        if (ret < 0) {
-            goto out;
-        }
-        wbuf = blk_blockalign(rb - ra);
-        ret = qcow2_read_entry_range(bs, cstart + ra, a - ra, e0, bm0, wbuf);
-        if (ret == 0) {
-            ret = qcow2_read_entry_range(bs, cstart + b, rb - b, e0, bm0, wbuf + (b - ra));
-        }
-        if (ret < 0) {
-            goto out;
-        }
-        memcpy(wbuf + (a - ra), buf, b - a);
-        ret = bdrv_co_pwrite(bs->file->bs, host + ra, rb - ra, wbuf, 0);
-        if (ret < 0) {
-            goto out;
-        }
-        s->l2_needs_flush = true;   /* data and fill durable before the entry changes */
-        if (s->ext_l2) {
-            uint64_t m = sc_mask(s, ra, rb);
-            bm0 = (bm0 | m) & ~(m << 32);
-            qcow2_l2_set(s, table, l2i, e0, bm0);
-        } else {
-            qcow2_l2_set(s, table, l2i, e0 & ~QCOW_OFLAG_ZERO, 0);
-        }
-        qcow2_cache_mark_dirty(s->l2_cache, table);
-        ret = b - a;
-        goto out;
-    }
-
-    /* New host clusters for a run [cluster, cluster + k). */
-    {
-        Qcow2AllocRun run = { .cstart = cstart, .a = a, .e0 = e0, .bm0 = bm0 };
-        uint64_t k = 1;
-        int64_t host;
-        bool full0 = !s->ext_l2 || (e0 & QCOW_OFLAG_COMPRESSED) || (e0 & L2E_OFFSET_MASK);
-        bool fulll;
-
-        /* extend over the following clusters of this L2 table that the write reaches and that
-         * need new clusters too (all but the last are fully covered): one allocation, one
-         * data write and one L2 update for the whole run */
-        while (cstart + k * cs < end && l2i + k < s->l2_size &&
-               cluster_needs_new(s, qcow2_l2_entry(s, table, l2i + k))) {
-            k++;
-        }
-        run.k = k;
-        run.blast = MIN(end - (cstart + (k - 1) * cs), cs);
-        run.last_e = qcow2_l2_entry(s, table, l2i + k - 1);
-        run.last_bm = qcow2_l2_bitmap(s, table, l2i + k - 1);
-        fulll = !s->ext_l2 || (run.last_e & QCOW_OFLAG_COMPRESSED) ||
-                (run.last_e & L2E_OFFSET_MASK);
-        run.ra = full0 ? 0 : ROUND_DOWN(a, s->sc_size);
-        run.rb = fulll ? cs : MIN(ROUND_UP(run.blast, s->sc_size), cs);
-
-        host = qcow2_alloc_clusters(bs, k);
-        if (host < 0) {
-            ret = host;
-            goto out;
-        }
-        ret = qcow2_pre_write(bs, QCOW2_META_NONE, "guest data", host, k * cs);
-        if (ret < 0) {
-            goto out;
-        }
-        qcow2_grow_file_ahead(bs, host + k * cs);
-        run.host = host;
-        ret = write_run_data(bs, &run, buf);
-        if (ret < 0) {
-            goto out;
-        }
-        s->l2_needs_flush = true;   /* data and fill durable before the entries */
-        for (uint64_t j = 0; j < k; j++) {
-            uint64_t e = qcow2_l2_entry(s, table, l2i + j);
-            uint64_t bm = qcow2_l2_bitmap(s, table, l2i + j);
-            uint64_t ne = (host + j * cs) | QCOW_OFLAG_COPIED;
-            uint64_t nbm = 0;
-            if (s->ext_l2) {
-                uint64_t wa = j == 0 ? a : 0;
-                uint64_t wb = j == k - 1 ? run.blast : cs;
-                uint64_t m = sc_mask(s, ROUND_DOWN(wa, s->sc_size),
-                                     MIN(ROUND_UP(wb, s->sc_size), cs));
-                if (e & QCOW_OFLAG_COMPRESSED) {
-                    nbm = QCOW2_BITMAP_ALLOC_ALL;     /* whole cluster was written */
-                } else if (e & L2E_OFFSET_MASK) {
-                    nbm = (bm & QCOW2_BITMAP_ALLOC_ALL) | m |
-                          ((bm & QCOW2_BITMAP_ZERO_ALL) & ~(m << 32));
-                } else {
-                    nbm = m | ((bm & QCOW2_BITMAP_ZERO_ALL) & ~(m << 32));
-                }
-            }
-            qcow2_l2_set(s, table, l2i + j, ne, nbm);
-            qcow2_free_l2_entry(bs, e);
-        }
-        qcow2_cache_mark_dirty(s->l2_cache, table);
-        ret = (k - 1) * cs + run.blast - a;
-    }
-out:
-    if (wbuf) {
-        blk_vfree(wbuf);
+    if (!cluster_needs_new(s, qcow2_l2_entry(s, table, l2i))) {
+        ret = write_own_cluster(bs, table, l2i, cstart, offset - cstart, end, buf);
+    } else {
+        ret = write_new_clusters(bs, table, l2i, cstart, offset - cstart, end, buf);
     }
     qcow2_cache_put(s->l2_cache, table);
     return ret;
