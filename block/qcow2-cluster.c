@@ -1059,6 +1059,39 @@ int coroutine_fn qcow2_free_beyond(BlockDriverState *bs, uint64_t from)
     return 0;
 }
 
+/* New host clusters for the longest run of entries from l2i (at most n) that have none (nor
+ * compressed data) and, with zeros_only, read as zeros: allocated together and checked against
+ * the metadata (`what` names them in the log; they may be written in place later, unchecked).
+ * Returns their host offset, 0 with *run 0 when the entry at l2i has a host cluster, or
+ * -errno. */
+static int64_t coroutine_fn alloc_unmapped_run(BlockDriverState *bs, const void *table,
+                                               uint32_t l2i, uint64_t n, bool zeros_only,
+                                               const char *what, uint64_t *run)
+{
+    BDRVQcow2State *s = bs->opaque;
+    int64_t host;
+    int ret;
+
+    *run = 0;
+    while (*run < n) {
+        uint64_t e = qcow2_l2_entry(s, table, l2i + *run);
+        if ((e & (L2E_OFFSET_MASK | QCOW_OFLAG_COMPRESSED)) ||
+            (zeros_only && !(e & QCOW_OFLAG_ZERO))) {
+            break;
+        }
+        (*run)++;
+    }
+    if (*run == 0) {
+        return 0;
+    }
+    host = qcow2_alloc_clusters(bs, *run);
+    if (host < 0) {
+        return host;
+    }
+    ret = qcow2_pre_write(bs, QCOW2_META_NONE, what, host, *run * s->cluster_size);
+    return ret < 0 ? ret : host;
+}
+
 /* Write order: the new clusters' refcounts (cached) -> the L2 entries (cached), written back as
  * in write_alloc (refcount blocks -> flush -> L2 table); the caller extends the file to reach
  * the clusters before it flushes the metadata (qcow2_grow). */
@@ -1089,29 +1122,16 @@ int coroutine_fn qcow2_preallocate(BlockDriverState *bs, uint64_t offset, uint64
             return ret;
         }
         for (uint64_t i = 0; i < n;) {
-            uint64_t run = 0;
-            int64_t host;
-            while (i + run < n) {
-                uint64_t e = qcow2_l2_entry(s, table, l2i + i + run);
-                if (e & (L2E_OFFSET_MASK | QCOW_OFLAG_COMPRESSED)) {
-                    break;
-                }
-                run++;
+            uint64_t run;
+            int64_t host = alloc_unmapped_run(bs, table, l2i + i, n - i, false,
+                                              "preallocated data", &run);
+            if (host < 0) {
+                qcow2_cache_put(s->l2_cache, table);
+                return host;
             }
             if (run == 0) {
                 i++;
                 continue;
-            }
-            host = qcow2_alloc_clusters(bs, run);
-            if (host >= 0) {
-                /* entries that may be written in place later: checked now */
-                int r = qcow2_pre_write(bs, QCOW2_META_NONE, "preallocated data", host,
-                                        run * cs);
-                host = r < 0 ? r : host;
-            }
-            if (host < 0) {
-                qcow2_cache_put(s->l2_cache, table);
-                return host;
             }
             for (uint64_t j = 0; j < run; j++) {
                 /* with a backing file, extended L2 leaves the subclusters unallocated so
@@ -1223,39 +1243,25 @@ int coroutine_fn qcow2_reserve(BlockDriverState *bs, uint64_t offset, uint64_t b
             break;
         }
         for (uint64_t i = 0; i < n && ret == 0;) {
-            uint64_t run = 0;
-            int64_t host;
-
-            /* clusters without a host cluster whose contents a preallocated entry can keep */
-            while (i + run < n) {
-                uint64_t e = qcow2_l2_entry(s, table, l2i + i + run);
-                if ((e & (L2E_OFFSET_MASK | QCOW_OFLAG_COMPRESSED)) ||
-                    (!s->ext_l2 && backing && !(e & QCOW_OFLAG_ZERO))) {
-                    break;
-                }
-                run++;
+            uint64_t run;
+            /* clusters without a host cluster whose contents a preallocated entry can keep:
+             * without extended L2, over a backing file, only those that read zeros */
+            int64_t host = alloc_unmapped_run(bs, table, l2i + i, n - i, !s->ext_l2 && backing,
+                                              "reserved data", &run);
+            if (host < 0) {
+                ret = host;
+                break;
             }
             if (run == 0) {
                 i++;
                 continue;
             }
-            host = qcow2_alloc_clusters(bs, run);
-            if (host >= 0) {
-                int r = qcow2_pre_write(bs, QCOW2_META_NONE, "reserved data", host, run * cs);
-                host = r < 0 ? r : host;
-            }
-            if (host < 0) {
-                ret = host;
-                break;
-            }
             for (uint64_t j = 0; j < run; j++) {
                 uint32_t k = l2i + i + j;
-                uint64_t e = qcow2_l2_entry(s, table, k);
                 uint64_t ne = (host + j * cs) | QCOW_OFLAG_COPIED;
                 if (!s->ext_l2) {
                     ne |= QCOW_OFLAG_ZERO;  /* reads zeros, as it did */
                 }
-                (void)e;
                 qcow2_l2_set(s, table, k, ne, qcow2_l2_bitmap(s, table, k));
             }
             qcow2_cache_mark_dirty(s->l2_cache, table);
