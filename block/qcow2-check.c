@@ -227,16 +227,11 @@ static int coroutine_fn rb_flush(Check *c)
 static int coroutine_fn rb_lookup(Check *c, uint64_t ci, RbSlot **slot)
 {
     BDRVQcow2State *s = c->s;
-    uint64_t ti = ci >> s->rb_bits;
-    uint64_t off;
+    uint64_t off = qcow2_refblock_offset(s, ci);
     RbSlot *victim = NULL;
     int ret;
 
     *slot = NULL;
-    if (ti >= s->refcount_table_size) {
-        return 0;
-    }
-    off = s->refcount_table[ti] & REFT_OFFSET_MASK;
     if (!off) {
         return 0;
     }

@@ -124,16 +124,11 @@ int coroutine_fn qcow2_mark_dirty(BlockDriverState *bs)
 int coroutine_fn qcow2_get_refcount(BlockDriverState *bs, uint64_t cluster_index, uint64_t *rc)
 {
     BDRVQcow2State *s = bs->opaque;
-    uint64_t ti = cluster_index >> s->rb_bits;
-    uint64_t off;
+    uint64_t off = qcow2_refblock_offset(s, cluster_index);
     void *tbl;
     int ret;
 
     *rc = 0;
-    if (ti >= s->refcount_table_size) {
-        return 0;
-    }
-    off = s->refcount_table[ti] & REFT_OFFSET_MASK;
     if (!off) {
         return 0;
     }

@@ -69,22 +69,16 @@ static char *feature_names(BDRVQcow2State *s, uint64_t bits)
 
 static void qcow2_free_state(BDRVQcow2State *s)
 {
-    qcow2_cache_free(s->l2_cache);
-    s->l2_cache = NULL;
-    qcow2_cache_free(s->rb_cache);
-    s->rb_cache = NULL;
-    g_free(s->l1_table);
-    s->l1_table = NULL;
-    g_free(s->refcount_table);
-    s->refcount_table = NULL;
-    g_free(s->feature_table);
-    s->feature_table = NULL;
+    g_clear_pointer(&s->l2_cache, qcow2_cache_free);
+    g_clear_pointer(&s->rb_cache, qcow2_cache_free);
+    g_clear_pointer(&s->l1_table, g_free);
+    g_clear_pointer(&s->refcount_table, g_free);
+    g_clear_pointer(&s->feature_table, g_free);
     qcow2_free_snapshots(s);
     qcow2_bitmaps_free(s);
     qcow2_overlap_free(s);
     if (s->pending_frees) {
-        g_array_free(s->pending_frees, TRUE);
-        s->pending_frees = NULL;
+        g_array_free(g_steal_pointer(&s->pending_frees), TRUE);
     }
 }
 
@@ -744,51 +738,40 @@ static int coroutine_fn qcow2_co_pread(BlockDriverState *bs, int64_t offset, int
     return 0;
 }
 
-static int coroutine_fn qcow2_co_pwrite(BlockDriverState *bs, int64_t offset, int64_t bytes,
-                                        const void *buf, BdrvRequestFlags flags)
+/* Guest data of [offset, offset + bytes) is about to change: -EROFS on a read-only image,
+ * else the bitmaps are told first (qcow2_bitmaps_before_change). */
+static int coroutine_fn before_guest_change(BlockDriverState *bs, int64_t offset,
+                                            int64_t bytes)
 {
     BDRVQcow2State *s = bs->opaque;
-    int ret;
 
     if (qcow2_is_read_only(s)) {
         return -EROFS;
     }
-    ret = qcow2_bitmaps_before_change(bs, offset, bytes);
-    if (ret < 0) {
-        return ret;
-    }
-    return qcow2_do_pwrite(bs, offset, bytes, buf);
+    return qcow2_bitmaps_before_change(bs, offset, bytes);
+}
+
+static int coroutine_fn qcow2_co_pwrite(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                                        const void *buf, BdrvRequestFlags flags)
+{
+    int ret = before_guest_change(bs, offset, bytes);
+
+    return ret < 0 ? ret : qcow2_do_pwrite(bs, offset, bytes, buf);
 }
 
 static int coroutine_fn qcow2_co_pwrite_zeroes(BlockDriverState *bs, int64_t offset,
                                                int64_t bytes, BdrvRequestFlags flags)
 {
-    BDRVQcow2State *s = bs->opaque;
-    int ret;
+    int ret = before_guest_change(bs, offset, bytes);
 
-    if (qcow2_is_read_only(s)) {
-        return -EROFS;
-    }
-    ret = qcow2_bitmaps_before_change(bs, offset, bytes);
-    if (ret < 0) {
-        return ret;
-    }
-    return qcow2_zero_range(bs, offset, bytes, flags & BDRV_REQ_MAY_UNMAP);
+    return ret < 0 ? ret : qcow2_zero_range(bs, offset, bytes, flags & BDRV_REQ_MAY_UNMAP);
 }
 
 static int coroutine_fn qcow2_co_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes)
 {
-    BDRVQcow2State *s = bs->opaque;
-    int ret;
+    int ret = before_guest_change(bs, offset, bytes);
 
-    if (qcow2_is_read_only(s)) {
-        return -EROFS;
-    }
-    ret = qcow2_bitmaps_before_change(bs, offset, bytes);
-    if (ret < 0) {
-        return ret;
-    }
-    return qcow2_zero_range(bs, offset, bytes, true);
+    return ret < 0 ? ret : qcow2_zero_range(bs, offset, bytes, true);
 }
 
 static int coroutine_fn qcow2_co_preallocate(BlockDriverState *bs, int64_t offset,

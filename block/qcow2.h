@@ -549,6 +549,13 @@ static inline bool qcow2_is_read_only(const BDRVQcow2State *s)
     return __atomic_load_n(&s->read_only, __ATOMIC_ACQUIRE);
 }
 
+/* Host offset of the refcount block that holds cluster ci's refcount, or 0 if it has none. */
+static inline uint64_t qcow2_refblock_offset(const BDRVQcow2State *s, uint64_t ci)
+{
+    uint64_t ti = ci >> s->rb_bits;
+    return ti < s->refcount_table_size ? s->refcount_table[ti] & REFT_OFFSET_MASK : 0;
+}
+
 /* Number of L1 entries needed for a virtual size. */
 static inline uint64_t qcow2_l1_entries_for(const BDRVQcow2State *s, uint64_t size)
 {
