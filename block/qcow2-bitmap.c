@@ -55,7 +55,23 @@
 #define BME_MAX_NAME_SIZE           1023
 #define BME_KNOWN_FLAGS             (QCOW2_BME_IN_USE | QCOW2_BME_AUTO)
 #define BME_TYPE_DIRTY_TRACKING     1
+
+/* A bitmap directory entry (big endian): these fields, then the extra data and the name,
+ * padded to 8 bytes. */
+#define BME_TABLE_OFFSET            0    /* u64 its bitmap table */
+#define BME_TABLE_SIZE              8    /* u32 entries of the table */
+#define BME_FLAGS                   12   /* u32 QCOW2_BME_* */
+#define BME_TYPE                    16   /* u8 BME_TYPE_DIRTY_TRACKING */
+#define BME_GRANULARITY_BITS        17   /* u8 */
+#define BME_NAME_SIZE               18   /* u16 */
+#define BME_EXTRA_SIZE              20   /* u32 */
 #define BME_ENTRY_HDR               24
+
+/* The bitmaps header extension's data (QCOW2_BITMAP_EXT_LEN bytes). */
+#define BMEXT_NB_BITMAPS            0    /* u32 */
+#define BMEXT_RESERVED              4    /* u32 zero */
+#define BMEXT_DIR_SIZE              8    /* u64 bytes of the bitmap directory */
+#define BMEXT_DIR_OFFSET            16   /* u64 */
 
 /* Bitmap table entries: bits 1-8 and 56-63 reserved, bit 0 "all ones" when no offset. */
 #define BME_TABLE_RESERVED_MASK     0xff000000000001feULL
@@ -127,10 +143,10 @@ int qcow2_bitmaps_parse_ext(BDRVQcow2State *s, const char *fn, const uint8_t *da
     if (len != QCOW2_BITMAP_EXT_LEN) {
         bad = "invalid length";
     } else {
-        nb = ldbe32(data);
-        reserved = ldbe32(data + 4);
-        dir_size = ldbe64(data + 8);
-        dir_off = ldbe64(data + 16);
+        nb = ldbe32(data + BMEXT_NB_BITMAPS);
+        reserved = ldbe32(data + BMEXT_RESERVED);
+        dir_size = ldbe64(data + BMEXT_DIR_SIZE);
+        dir_off = ldbe64(data + BMEXT_DIR_OFFSET);
         if (reserved) {
             bad = "reserved field is not zero";
         } else if (nb == 0) {
@@ -173,7 +189,7 @@ static int coroutine_fn write_header_ext(BlockDriverState *bs, uint32_t nb, uint
     g_autofree uint8_t *backing = NULL;
     g_autofree uint8_t *hdr = g_malloc0(cs);
     g_autofree uint8_t *out = g_malloc0(cs);
-    uint8_t ext[8 + QCOW2_BITMAP_EXT_LEN];
+    uint8_t ext[QCOW2_EXT_HDR_SIZE + QCOW2_BITMAP_EXT_LEN];
     bool placed = false;
     int64_t flen = bdrv_getlength(bs->file->bs);
     int ret;
@@ -185,15 +201,15 @@ static int coroutine_fn write_header_ext(BlockDriverState *bs, uint32_t nb, uint
     if (ret < 0) {
         return ret;
     }
-    stbe32(ext, QCOW2_EXT_BITMAPS);
-    stbe32(ext + 4, QCOW2_BITMAP_EXT_LEN);
-    stbe32(ext + 8, nb);
-    stbe32(ext + 12, 0);
-    stbe64(ext + 16, dir_size);
-    stbe64(ext + 24, dir_off);
+    stbe32(ext + QCOW2_EXT_HDR_TYPE, QCOW2_EXT_BITMAPS);
+    stbe32(ext + QCOW2_EXT_HDR_LEN, QCOW2_BITMAP_EXT_LEN);
+    stbe32(ext + QCOW2_EXT_HDR_SIZE + BMEXT_NB_BITMAPS, nb);
+    stbe32(ext + QCOW2_EXT_HDR_SIZE + BMEXT_RESERVED, 0);
+    stbe64(ext + QCOW2_EXT_HDR_SIZE + BMEXT_DIR_SIZE, dir_size);
+    stbe64(ext + QCOW2_EXT_HDR_SIZE + BMEXT_DIR_OFFSET, dir_off);
 
-    backing_off = ldbe64(hdr + 8);
-    backing_len = ldbe32(hdr + 16);
+    backing_off = ldbe64(hdr + QCOW2_HDR_BACKING_OFFSET);
+    backing_len = ldbe32(hdr + QCOW2_HDR_BACKING_SIZE);
     if (backing_off && (backing_off > cs || backing_len > cs - backing_off)) {
         return -EINVAL;                     /* checked at open; the header changed since */
     }
@@ -201,14 +217,15 @@ static int coroutine_fn write_header_ext(BlockDriverState *bs, uint32_t nb, uint
         backing = g_memdup2(hdr + backing_off, MAX(backing_len, 1));
     }
     pos = s->header_length;
-    while (pos + 8 <= cs) {
-        uint32_t type = ldbe32(hdr + pos), len = ldbe32(hdr + pos + 4);
-        uint64_t total = 8 + ROUND_UP((uint64_t)len, 8);
+    while (pos + QCOW2_EXT_HDR_SIZE <= cs) {
+        uint32_t type = ldbe32(hdr + pos + QCOW2_EXT_HDR_TYPE);
+        uint32_t len = ldbe32(hdr + pos + QCOW2_EXT_HDR_LEN);
+        uint64_t total = QCOW2_EXT_HDR_SIZE + ROUND_UP((uint64_t)len, 8);
 
         if (type == QCOW2_EXT_END) {
             break;
         }
-        if (len > cs - pos - 8 || pos + total > cs) {
+        if (len > cs - pos - QCOW2_EXT_HDR_SIZE || pos + total > cs) {
             return -EINVAL;
         }
         if (type == QCOW2_EXT_BITMAPS) {
@@ -230,7 +247,7 @@ static int coroutine_fn write_header_ext(BlockDriverState *bs, uint32_t nb, uint
         memcpy(out + n, ext, sizeof(ext));
         n += sizeof(ext);
     }
-    n += 8;                                 /* end of the extensions (zeros) */
+    n += QCOW2_EXT_HDR_SIZE;                /* end of the extensions (zeros) */
     wstart = QCOW2_HDR_AUTOCLEAR;
     wend = s->header_length + n;
     if (backing_off && wend > backing_off) {
@@ -238,7 +255,7 @@ static int coroutine_fn write_header_ext(BlockDriverState *bs, uint32_t nb, uint
         if (wend + backing_len > cs) {
             return -ENOSPC;
         }
-        stbe64(hdr + 8, wend);
+        stbe64(hdr + QCOW2_HDR_BACKING_OFFSET, wend);
         wstart = 0;
         wend += backing_len;
     } else if (wend > cs) {
@@ -327,8 +344,8 @@ GPtrArray *qcow2_bitmaps_parse_dir(const BDRVQcow2State *s, const uint8_t *dir,
             error_setg(errp, "more bitmaps in the bitmap directory than the header says");
             return NULL;
         }
-        name_size = ldbe16(e + 18);
-        extra = ldbe32(e + 20);
+        name_size = ldbe16(e + BME_NAME_SIZE);
+        extra = ldbe32(e + BME_EXTRA_SIZE);
         esize = ROUND_UP(BME_ENTRY_HDR + (uint64_t)name_size + extra, 8);
         if (esize > dir_size - pos) {
             error_setg(errp, "broken bitmap directory");
@@ -339,8 +356,9 @@ GPtrArray *qcow2_bitmaps_parse_dir(const BDRVQcow2State *s, const uint8_t *dir,
                        (const char *)e + BME_ENTRY_HDR + extra);
             return NULL;
         }
-        flags = ldbe32(e + 12);
-        why = entry_problem(s, size, ldbe64(e), ldbe32(e + 8), flags, e[16], e[17], name_size);
+        flags = ldbe32(e + BME_FLAGS);
+        why = entry_problem(s, size, ldbe64(e + BME_TABLE_OFFSET), ldbe32(e + BME_TABLE_SIZE),
+                            flags, e[BME_TYPE], e[BME_GRANULARITY_BITS], name_size);
         if (why) {
             error_setg(errp, "bitmap '%.*s': %s", (int)name_size,
                        (const char *)e + BME_ENTRY_HDR, why);
@@ -349,9 +367,9 @@ GPtrArray *qcow2_bitmaps_parse_dir(const BDRVQcow2State *s, const uint8_t *dir,
         bm = g_new0(Qcow2Bitmap, 1);
         bm->name = g_strndup((const char *)e + BME_ENTRY_HDR, name_size);
         bm->flags = flags;
-        bm->granularity_bits = e[17];
-        bm->table_offset = ldbe64(e);
-        bm->table_size = ldbe32(e + 8);
+        bm->granularity_bits = e[BME_GRANULARITY_BITS];
+        bm->table_offset = ldbe64(e + BME_TABLE_OFFSET);
+        bm->table_size = ldbe32(e + BME_TABLE_SIZE);
         bm->inconsistent = flags & QCOW2_BME_IN_USE;
         g_ptr_array_add(list, bm);
         pos += esize;
@@ -377,14 +395,16 @@ static uint8_t *build_dir(BDRVQcow2State *s, uint64_t *len)
         Qcow2Bitmap *bm = bitmap_at(s, i);
         size_t name_len = strlen(bm->name);
 
-        stbe64(dir + pos, bm->table_offset);
-        stbe32(dir + pos + 8, bm->table_size);
-        stbe32(dir + pos + 12, bm->flags);
-        dir[pos + 16] = BME_TYPE_DIRTY_TRACKING;
-        dir[pos + 17] = bm->granularity_bits;
-        stbe16(dir + pos + 18, name_len);
-        stbe32(dir + pos + 20, 0);
-        memcpy(dir + pos + BME_ENTRY_HDR, bm->name, name_len);
+        uint8_t *e = dir + pos;
+
+        stbe64(e + BME_TABLE_OFFSET, bm->table_offset);
+        stbe32(e + BME_TABLE_SIZE, bm->table_size);
+        stbe32(e + BME_FLAGS, bm->flags);
+        e[BME_TYPE] = BME_TYPE_DIRTY_TRACKING;
+        e[BME_GRANULARITY_BITS] = bm->granularity_bits;
+        stbe16(e + BME_NAME_SIZE, name_len);
+        stbe32(e + BME_EXTRA_SIZE, 0);
+        memcpy(e + BME_ENTRY_HDR, bm->name, name_len);
         pos += ROUND_UP(BME_ENTRY_HDR + name_len, 8);
     }
     *len = n;

@@ -912,10 +912,9 @@ static int coroutine_fn rebuild_refcounts(Check *c)
         goto out;
     }
     {
-        uint8_t hdr[12];
-        stbe64(hdr, n.table_at << s->cluster_bits);
-        stbe32(hdr + 8, n.table_clusters);
-        ret = bdrv_co_pwrite(c->bs->file->bs, QCOW2_HDR_REFTABLE_OFFSET, 12, hdr, 0);
+        uint8_t hdr[QCOW2_REFTABLE_LOC_LEN];
+        qcow2_put_reftable_loc(hdr, n.table_at << s->cluster_bits, n.table_clusters);
+        ret = bdrv_co_pwrite(c->bs->file->bs, QCOW2_HDR_REFTABLE_OFFSET, sizeof(hdr), hdr, 0);
         if (ret == 0) {
             ret = bdrv_co_flush(c->bs->file->bs);
         }

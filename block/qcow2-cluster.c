@@ -959,7 +959,7 @@ int coroutine_fn qcow2_grow_l1(BlockDriverState *bs, uint64_t min_size)
     uint64_t new_bytes, old_bytes;
     int64_t new_off;
     uint64_t *buf;
-    uint8_t hdr[12];
+    uint8_t hdr[QCOW2_HDR_L1_OFFSET + 8 - QCOW2_HDR_L1_SIZE];    /* L1 size and offset */
     int ret;
 
     if (min_size <= s->l1_size) {
@@ -990,8 +990,9 @@ int coroutine_fn qcow2_grow_l1(BlockDriverState *bs, uint64_t min_size)
         return ret;
     }
     stbe32(hdr, min_size);
-    stbe64(hdr + 4, new_off);
-    ret = qcow2_meta_pwrite(bs, QCOW2_META_HEADER, "the header", QCOW2_HDR_L1_SIZE, 12, hdr);
+    stbe64(hdr + QCOW2_HDR_L1_OFFSET - QCOW2_HDR_L1_SIZE, new_off);
+    ret = qcow2_meta_pwrite(bs, QCOW2_META_HEADER, "the header", QCOW2_HDR_L1_SIZE, sizeof(hdr),
+                            hdr);
     if (ret == 0) {
         ret = qcow2_flush_file(bs);
     }

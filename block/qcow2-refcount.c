@@ -438,11 +438,10 @@ static int coroutine_fn write_new_reftable(BlockDriverState *bs, const ReftableA
 static int coroutine_fn write_reftable_location(BlockDriverState *bs, uint64_t offset,
                                                 uint32_t clusters)
 {
-    uint8_t hdr[QCOW2_HDR_REFTABLE_CLUSTERS + 4 - QCOW2_HDR_REFTABLE_OFFSET];
+    uint8_t hdr[QCOW2_REFTABLE_LOC_LEN];
     int ret;
 
-    stbe64(hdr, offset);
-    stbe32(hdr + QCOW2_HDR_REFTABLE_CLUSTERS - QCOW2_HDR_REFTABLE_OFFSET, clusters);
+    qcow2_put_reftable_loc(hdr, offset, clusters);
     ret = qcow2_meta_pwrite(bs, QCOW2_META_HEADER, "the header", QCOW2_HDR_REFTABLE_OFFSET,
                             sizeof(hdr), hdr);
     if (ret < 0) {

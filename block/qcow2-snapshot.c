@@ -11,6 +11,22 @@
 
 #define QCOW2_MAX_SNAPSHOT_EXTRA 1024
 
+/* A snapshot table entry (big endian): these fields, then the extra data, the id and the
+ * name, padded to 8 bytes. */
+#define SN_L1_TABLE_OFFSET      0    /* u64 */
+#define SN_L1_SIZE              8    /* u32 entries */
+#define SN_ID_SIZE              12   /* u16 */
+#define SN_NAME_SIZE            14   /* u16 */
+#define SN_DATE_SEC             16   /* u32 */
+#define SN_DATE_NSEC            20   /* u32 */
+#define SN_VM_CLOCK_NSEC        24   /* u64 */
+#define SN_VM_STATE_SIZE        32   /* u32 */
+#define SN_EXTRA_SIZE           36   /* u32 bytes of extra data */
+#define SN_ENTRY_HDR            40
+/* The extra data, as far as it goes: */
+#define SN_EXTRA_VM_STATE_SIZE  0    /* u64, replaces the u32 above */
+#define SN_EXTRA_DISK_SIZE      8    /* u64 the virtual size when taken */
+
 void qcow2_free_snapshots(BDRVQcow2State *s)
 {
     for (uint32_t i = 0; s->snapshots && i < s->nb_snapshots; i++) {
@@ -25,7 +41,7 @@ int coroutine_fn qcow2_read_snapshots(BlockDriverState *bs, GError **errp)
 {
     BDRVQcow2State *s = bs->opaque;
     uint64_t pos = s->snapshots_offset;
-    uint8_t hdr[40];
+    uint8_t hdr[SN_ENTRY_HDR];
     int ret;
 
     s->snapshots_size = 0;
@@ -53,15 +69,15 @@ int coroutine_fn qcow2_read_snapshots(BlockDriverState *bs, GError **errp)
                              bs->filename);
             return ret;
         }
-        sn->l1_table_offset = ldbe64(hdr);
-        sn->l1_size = ldbe32(hdr + 8);
-        id_len = ldbe16(hdr + 12);
-        name_len = ldbe16(hdr + 14);
-        sn->date_sec = ldbe32(hdr + 16);
-        sn->date_nsec = ldbe32(hdr + 20);
-        sn->vm_clock_nsec = ldbe64(hdr + 24);
-        sn->vm_state_size = ldbe32(hdr + 32);
-        extra = ldbe32(hdr + 36);
+        sn->l1_table_offset = ldbe64(hdr + SN_L1_TABLE_OFFSET);
+        sn->l1_size = ldbe32(hdr + SN_L1_SIZE);
+        id_len = ldbe16(hdr + SN_ID_SIZE);
+        name_len = ldbe16(hdr + SN_NAME_SIZE);
+        sn->date_sec = ldbe32(hdr + SN_DATE_SEC);
+        sn->date_nsec = ldbe32(hdr + SN_DATE_NSEC);
+        sn->vm_clock_nsec = ldbe64(hdr + SN_VM_CLOCK_NSEC);
+        sn->vm_state_size = ldbe32(hdr + SN_VM_STATE_SIZE);
+        extra = ldbe32(hdr + SN_EXTRA_SIZE);
         sn->disk_size = s->size;
         if (extra > QCOW2_MAX_SNAPSHOT_EXTRA) {
             error_setg(errp, "%s: qcow2: snapshot %u has too much extra data", bs->filename, i);
@@ -78,11 +94,11 @@ int coroutine_fn qcow2_read_snapshots(BlockDriverState *bs, GError **errp)
             }
         }
         sn->extra_size = extra;
-        if (extra >= 8) {
-            sn->vm_state_size = ldbe64(var);
+        if (extra >= SN_EXTRA_VM_STATE_SIZE + 8) {
+            sn->vm_state_size = ldbe64(var + SN_EXTRA_VM_STATE_SIZE);
         }
-        if (extra >= 16) {
-            sn->disk_size = ldbe64(var + 8);
+        if (extra >= SN_EXTRA_DISK_SIZE + 8) {
+            sn->disk_size = ldbe64(var + SN_EXTRA_DISK_SIZE);
         }
         sn->id = g_strndup((char *)var + extra, id_len);
         sn->name = g_strndup((char *)var + extra + id_len, name_len);

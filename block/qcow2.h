@@ -549,6 +549,15 @@ static inline bool qcow2_is_read_only(const BDRVQcow2State *s)
     return __atomic_load_n(&s->read_only, __ATOMIC_ACQUIRE);
 }
 
+/* The header's refcount table offset and size, next to each other: written as one piece of
+ * QCOW2_REFTABLE_LOC_LEN bytes at QCOW2_HDR_REFTABLE_OFFSET when the table moves. */
+#define QCOW2_REFTABLE_LOC_LEN      (QCOW2_HDR_REFTABLE_CLUSTERS + 4 - QCOW2_HDR_REFTABLE_OFFSET)
+static inline void qcow2_put_reftable_loc(uint8_t *buf, uint64_t offset, uint32_t clusters)
+{
+    stbe64(buf, offset);
+    stbe32(buf + QCOW2_HDR_REFTABLE_CLUSTERS - QCOW2_HDR_REFTABLE_OFFSET, clusters);
+}
+
 /* Host offset of the refcount block that holds cluster ci's refcount, or 0 if it has none. */
 static inline uint64_t qcow2_refblock_offset(const BDRVQcow2State *s, uint64_t ci)
 {
