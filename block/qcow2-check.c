@@ -858,16 +858,71 @@ static int place_refcounts(Check *c, NewRefcounts *n)
     return 0;
 }
 
+/* Write the new refcount blocks (placed in n) with the refcounts of c->refs. */
+static int coroutine_fn write_new_refblocks(Check *c, const NewRefcounts *n)
+{
+    BDRVQcow2State *s = c->s;
+    uint64_t per_block = 1ULL << s->rb_bits;
+    uint8_t *buf = blk_blockalign(s->cluster_size);
+    int ret = 0;
+
+    for (uint64_t b = 0; b < n->nblocks; b++) {
+        if (!n->blocks[b]) {
+            continue;
+        }
+        memset(buf, 0, s->cluster_size);
+        for (uint64_t k = b * per_block; k < MIN((b + 1) * per_block, c->nb); k++) {
+            qcow2_refblock_set(buf, s->refcount_order, k - b * per_block,
+                               MIN(c->refs[k], s->refcount_max));
+        }
+        ret = bdrv_co_pwrite(c->bs->file->bs, n->blocks[b] << s->cluster_bits, s->cluster_size,
+                             buf, 0);
+        if (ret < 0) {
+            report(c, "ERROR writing refblock: %s", g_strerror(-ret));
+            break;
+        }
+        c->changed = true;
+    }
+    blk_vfree(buf);
+    return ret;
+}
+
+/* Write the new refcount table (on-disk byte order) -> flush -> the header's table location
+ * -> flush. */
+static int coroutine_fn write_new_reftable(Check *c, const NewRefcounts *n,
+                                           const uint64_t *table)
+{
+    BDRVQcow2State *s = c->s;
+    uint8_t hdr[QCOW2_REFTABLE_LOC_LEN];
+    int ret;
+
+    ret = bdrv_co_pwrite(c->bs->file->bs, n->table_at << s->cluster_bits,
+                         n->table_clusters * s->cluster_size, table, 0);
+    if (ret == 0) {
+        ret = bdrv_co_flush(c->bs->file->bs);
+    }
+    if (ret < 0) {
+        report(c, "ERROR writing reftable: %s", g_strerror(-ret));
+        return ret;
+    }
+    qcow2_put_reftable_loc(hdr, n->table_at << s->cluster_bits, n->table_clusters);
+    ret = bdrv_co_pwrite(c->bs->file->bs, QCOW2_HDR_REFTABLE_OFFSET, sizeof(hdr), hdr, 0);
+    if (ret == 0) {
+        ret = bdrv_co_flush(c->bs->file->bs);
+    }
+    if (ret < 0) {
+        report(c, "ERROR setting reftable: %s", g_strerror(-ret));
+    }
+    return ret;
+}
+
 /* New refcount blocks and table from c->refs, written into free clusters (which c->refs then
  * counts), made durable, and then entered into the header; the old ones become leaks. */
 static int coroutine_fn rebuild_refcounts(Check *c)
 {
     BDRVQcow2State *s = c->s;
-    uint64_t per_block = 1ULL << s->rb_bits;
-    uint64_t per_table_cluster = s->cluster_size / 8;
     NewRefcounts n = { 0 };
     uint64_t table_entries;
-    uint8_t *buf = NULL;
     uint64_t *table = NULL;
     int ret;
 
@@ -876,52 +931,20 @@ static int coroutine_fn rebuild_refcounts(Check *c)
         report(c, "ERROR allocating refcount structure: %s", g_strerror(-ret));
         goto out;
     }
-
-    /* Write the blocks, then the table, then (once both are durable) the header. */
-    buf = blk_blockalign(s->cluster_size);
-    for (uint64_t b = 0; b < n.nblocks; b++) {
-        if (!n.blocks[b]) {
-            continue;
-        }
-        memset(buf, 0, s->cluster_size);
-        for (uint64_t k = b * per_block; k < MIN((b + 1) * per_block, c->nb); k++) {
-            qcow2_refblock_set(buf, s->refcount_order, k - b * per_block,
-                               MIN(c->refs[k], s->refcount_max));
-        }
-        ret = bdrv_co_pwrite(c->bs->file->bs, n.blocks[b] << s->cluster_bits, s->cluster_size,
-                             buf, 0);
-        if (ret < 0) {
-            report(c, "ERROR writing refblock: %s", g_strerror(-ret));
-            goto out;
-        }
-        c->changed = true;
-    }
-    table_entries = n.table_clusters * per_table_cluster;
+    table_entries = n.table_clusters * (s->cluster_size / 8);
     table = blk_blockalign(n.table_clusters * s->cluster_size);
     memset(table, 0, n.table_clusters * s->cluster_size);
     for (uint64_t b = 0; b < n.nblocks; b++) {
         table[b] = GUINT64_TO_BE(n.blocks[b] << s->cluster_bits);
     }
-    ret = bdrv_co_pwrite(c->bs->file->bs, n.table_at << s->cluster_bits,
-                         n.table_clusters * s->cluster_size, table, 0);
+
+    /* Write the blocks, then the table, then (once both are durable) the header. */
+    ret = write_new_refblocks(c, &n);
     if (ret == 0) {
-        ret = bdrv_co_flush(c->bs->file->bs);
+        ret = write_new_reftable(c, &n, table);
     }
     if (ret < 0) {
-        report(c, "ERROR writing reftable: %s", g_strerror(-ret));
         goto out;
-    }
-    {
-        uint8_t hdr[QCOW2_REFTABLE_LOC_LEN];
-        qcow2_put_reftable_loc(hdr, n.table_at << s->cluster_bits, n.table_clusters);
-        ret = bdrv_co_pwrite(c->bs->file->bs, QCOW2_HDR_REFTABLE_OFFSET, sizeof(hdr), hdr, 0);
-        if (ret == 0) {
-            ret = bdrv_co_flush(c->bs->file->bs);
-        }
-        if (ret < 0) {
-            report(c, "ERROR setting reftable: %s", g_strerror(-ret));
-            goto out;
-        }
     }
 
     /* The driver's view follows the header. */
@@ -937,9 +960,6 @@ static int coroutine_fn rebuild_refcounts(Check *c)
 
 out:
     g_free(n.blocks);
-    if (buf) {
-        blk_vfree(buf);
-    }
     if (table) {
         blk_vfree(table);
     }
