@@ -174,6 +174,52 @@ int qcow2_bitmaps_parse_ext(BDRVQcow2State *s, const char *fn, const uint8_t *da
     return 0;
 }
 
+#define BITMAPS_EXT_SIZE (QCOW2_EXT_HDR_SIZE + QCOW2_BITMAP_EXT_LEN)
+
+/* The header extensions of the first cluster hdr (cs bytes; extensions from start) copied to
+ * out, with the bitmaps extension replaced by ext (BITMAPS_EXT_SIZE bytes; NULL: left out) in
+ * its place, or added last; *n is set to their bytes with the end marker. */
+static int rebuild_extensions(const uint8_t *hdr, uint64_t start, uint64_t cs,
+                              const uint8_t *ext, uint8_t *out, uint64_t *n)
+{
+    uint64_t pos = start;
+    bool placed = !ext;
+
+    *n = 0;
+    while (pos + QCOW2_EXT_HDR_SIZE <= cs) {
+        uint32_t type = ldbe32(hdr + pos + QCOW2_EXT_HDR_TYPE);
+        uint32_t len = ldbe32(hdr + pos + QCOW2_EXT_HDR_LEN);
+        uint64_t total = QCOW2_EXT_HDR_SIZE + ROUND_UP((uint64_t)len, 8);
+
+        if (type == QCOW2_EXT_END) {
+            break;
+        }
+        if (len > cs - pos - QCOW2_EXT_HDR_SIZE || pos + total > cs) {
+            return -EINVAL;
+        }
+        if (type == QCOW2_EXT_BITMAPS) {
+            if (!placed) {
+                memcpy(out + *n, ext, BITMAPS_EXT_SIZE);
+                *n += BITMAPS_EXT_SIZE;
+                placed = true;
+            }
+        } else {
+            memcpy(out + *n, hdr + pos, total);
+            *n += total;
+        }
+        pos += total;
+    }
+    if (!placed) {
+        if (*n + BITMAPS_EXT_SIZE > cs) {
+            return -ENOSPC;
+        }
+        memcpy(out + *n, ext, BITMAPS_EXT_SIZE);
+        *n += BITMAPS_EXT_SIZE;
+    }
+    *n += QCOW2_EXT_HDR_SIZE;               /* end of the extensions (zeros) */
+    return 0;
+}
+
 /* Rewrite the autoclear field and the header extensions with the bitmaps extension naming
  * nb bitmaps in a directory of dir_size bytes at dir_off (nb == 0: no extension, autoclear
  * bit 0 clear).  The extension keeps its place when it is there, so only its own bytes change;
@@ -184,13 +230,12 @@ static int coroutine_fn write_header_ext(BlockDriverState *bs, uint32_t nb, uint
                                          uint64_t dir_off)
 {
     BDRVQcow2State *s = bs->opaque;
-    uint64_t cs = s->cluster_size, pos, n = 0, autoclear, backing_off, wstart, wend;
+    uint64_t cs = s->cluster_size, n = 0, autoclear, backing_off, wstart, wend;
     uint32_t backing_len;
     g_autofree uint8_t *backing = NULL;
     g_autofree uint8_t *hdr = g_malloc0(cs);
     g_autofree uint8_t *out = g_malloc0(cs);
-    uint8_t ext[QCOW2_EXT_HDR_SIZE + QCOW2_BITMAP_EXT_LEN];
-    bool placed = false;
+    uint8_t ext[BITMAPS_EXT_SIZE];
     int64_t flen = bdrv_getlength(bs->file->bs);
     int ret;
 
@@ -216,38 +261,10 @@ static int coroutine_fn write_header_ext(BlockDriverState *bs, uint32_t nb, uint
     if (backing_off) {
         backing = g_memdup2(hdr + backing_off, MAX(backing_len, 1));
     }
-    pos = s->header_length;
-    while (pos + QCOW2_EXT_HDR_SIZE <= cs) {
-        uint32_t type = ldbe32(hdr + pos + QCOW2_EXT_HDR_TYPE);
-        uint32_t len = ldbe32(hdr + pos + QCOW2_EXT_HDR_LEN);
-        uint64_t total = QCOW2_EXT_HDR_SIZE + ROUND_UP((uint64_t)len, 8);
-
-        if (type == QCOW2_EXT_END) {
-            break;
-        }
-        if (len > cs - pos - QCOW2_EXT_HDR_SIZE || pos + total > cs) {
-            return -EINVAL;
-        }
-        if (type == QCOW2_EXT_BITMAPS) {
-            if (nb && !placed) {
-                memcpy(out + n, ext, sizeof(ext));
-                n += sizeof(ext);
-                placed = true;
-            }
-        } else {
-            memcpy(out + n, hdr + pos, total);
-            n += total;
-        }
-        pos += total;
+    ret = rebuild_extensions(hdr, s->header_length, cs, nb ? ext : NULL, out, &n);
+    if (ret < 0) {
+        return ret;
     }
-    if (nb && !placed) {
-        if (n + sizeof(ext) > cs) {
-            return -ENOSPC;
-        }
-        memcpy(out + n, ext, sizeof(ext));
-        n += sizeof(ext);
-    }
-    n += QCOW2_EXT_HDR_SIZE;                /* end of the extensions (zeros) */
     wstart = QCOW2_HDR_AUTOCLEAR;
     wend = s->header_length + n;
     if (backing_off && wend > backing_off) {
