@@ -808,6 +808,60 @@ static int coroutine_fn write_zeros_data(BlockDriverState *bs, uint64_t offset, 
     return ret;
 }
 
+/* Make a whole cluster read as zeros: its L2 entry and bitmap (*ne, *nbm) are changed from what
+ * they are.  Its host cluster is kept (preallocated zeros) unless unmap or it cannot be
+ * written in place, else freed; over a backing file the entry says zeros, not unallocated.
+ * -ENOTSUP: a version 2 image over a backing file has no way to say zeros. */
+static int zero_whole_cluster(BlockDriverState *bs, bool backing, bool unmap, uint64_t *ne,
+                              uint64_t *nbm)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t e = *ne;
+    bool keep = !unmap && !cluster_needs_new(s, e);
+
+    if (!s->ext_l2) {
+        if (s->version < 3) {
+            if (backing) {
+                return -ENOTSUP;
+            }
+            *ne = 0;
+            keep = false;
+        } else if (keep) {
+            *ne = (e & (L2E_OFFSET_MASK | QCOW_OFLAG_COPIED)) | QCOW_OFLAG_ZERO;
+        } else {
+            *ne = backing ? QCOW_OFLAG_ZERO : 0;
+        }
+    } else if (keep) {
+        *nbm = QCOW2_BITMAP_ZERO_ALL;
+    } else {
+        *ne = 0;
+        *nbm = backing ? QCOW2_BITMAP_ZERO_ALL : 0;
+    }
+    if (!keep && (e & (L2E_OFFSET_MASK | QCOW_OFLAG_COMPRESSED))) {
+        qcow2_free_l2_entry(bs, e);
+    }
+    return 0;
+}
+
+/* Make the subclusters of [a, b) of a cluster (subcluster-aligned, the caller guarantees) read
+ * as zeros in *nbm, the bitmap of entry e.  -ENOTSUP without extended L2 or for a compressed
+ * cluster. */
+static int zero_subclusters(BDRVQcow2State *s, bool backing, uint64_t a, uint64_t b,
+                            uint64_t e, uint64_t *nbm)
+{
+    uint64_t bm = *nbm, m;
+
+    if (!s->ext_l2 || (e & QCOW_OFLAG_COMPRESSED)) {
+        return -ENOTSUP;
+    }
+    m = sc_mask(s, a, b);
+    *nbm = (bm & ~m) | (m << 32);
+    if (!(e & L2E_OFFSET_MASK) && !backing) {
+        *nbm = bm & ~m;     /* unallocated without backing reads zeros already */
+    }
+    return 0;
+}
+
 /* Zero whole clusters [offset, end) and subcluster-aligned parts by metadata, inside one L2
  * table.  Lock held.  Returns 0, -ENOTSUP for a part that needs data writes (compressed
  * cluster with subclusters), or -errno. */
@@ -848,44 +902,14 @@ static int coroutine_fn zero_meta(BlockDriverState *bs, uint64_t offset, uint64_
         uint64_t e = qcow2_l2_entry(s, table, i);
         uint64_t bm = qcow2_l2_bitmap(s, table, i);
         uint64_t ne = e, nbm = bm;
-        bool keep;
 
         if (a == 0 && b == cs) {
-            keep = !unmap && !cluster_needs_new(s, e);
-            if (!s->ext_l2) {
-                if (s->version < 3) {
-                    if (backing) {
-                        ret = -ENOTSUP;
-                        break;
-                    }
-                    ne = 0;
-                    keep = false;
-                } else if (keep) {
-                    ne = (e & (L2E_OFFSET_MASK | QCOW_OFLAG_COPIED)) | QCOW_OFLAG_ZERO;
-                } else {
-                    ne = backing ? QCOW_OFLAG_ZERO : 0;
-                }
-            } else if (keep) {
-                nbm = QCOW2_BITMAP_ZERO_ALL;
-            } else {
-                ne = 0;
-                nbm = backing ? QCOW2_BITMAP_ZERO_ALL : 0;
-            }
-            if (!keep && (e & (L2E_OFFSET_MASK | QCOW_OFLAG_COMPRESSED))) {
-                qcow2_free_l2_entry(bs, e);
-            }
+            ret = zero_whole_cluster(bs, backing, unmap, &ne, &nbm);
         } else {
-            uint64_t m;
-            /* partial cluster: subcluster-aligned (caller guarantees), extended L2 only */
-            if (!s->ext_l2 || (e & QCOW_OFLAG_COMPRESSED)) {
-                ret = -ENOTSUP;
-                break;
-            }
-            m = sc_mask(s, a, b);
-            nbm = (bm & ~m) | (m << 32);
-            if (!(e & L2E_OFFSET_MASK) && !backing) {
-                nbm = bm & ~m;     /* unallocated without backing reads zeros already */
-            }
+            ret = zero_subclusters(s, backing, a, b, ne, &nbm);
+        }
+        if (ret < 0) {
+            break;
         }
         if (ne != e || nbm != bm) {
             qcow2_l2_set(s, table, i, ne, nbm);
