@@ -469,34 +469,30 @@ void qcow2_overlap_refresh(BDRVQcow2State *s)
     s->sets_built = true;
 }
 
+/* A table entry that pointed to cluster o (0: none) now points to cluster n. */
+static void set_replace(Qcow2ClusterSet *set, uint64_t o, uint64_t n)
+{
+    if (o == n) {
+        return;
+    }
+    if (o) {
+        set_remove(set, o);
+    }
+    if (n) {
+        set_insert(set, n);
+    }
+}
+
 void qcow2_overlap_l1_changed(BDRVQcow2State *s, uint64_t old, uint64_t new)
 {
-    uint64_t o = (old & L1E_OFFSET_MASK) >> s->cluster_bits;
-    uint64_t n = (new & L1E_OFFSET_MASK) >> s->cluster_bits;
-
-    if (o != n) {
-        if (o) {
-            set_remove(&s->l2_set, o);
-        }
-        if (n) {
-            set_insert(&s->l2_set, n);
-        }
-    }
+    set_replace(&s->l2_set, (old & L1E_OFFSET_MASK) >> s->cluster_bits,
+                (new & L1E_OFFSET_MASK) >> s->cluster_bits);
 }
 
 void qcow2_overlap_reftable_changed(BDRVQcow2State *s, uint64_t old, uint64_t new)
 {
-    uint64_t o = (old & REFT_OFFSET_MASK) >> s->cluster_bits;
-    uint64_t n = (new & REFT_OFFSET_MASK) >> s->cluster_bits;
-
-    if (o != n) {
-        if (o) {
-            set_remove(&s->rb_set, o);
-        }
-        if (n) {
-            set_insert(&s->rb_set, n);
-        }
-    }
+    set_replace(&s->rb_set, (old & REFT_OFFSET_MASK) >> s->cluster_bits,
+                (new & REFT_OFFSET_MASK) >> s->cluster_bits);
 }
 
 void coroutine_fn qcow2_overlap_init(BlockDriverState *bs)
