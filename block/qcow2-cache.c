@@ -163,6 +163,18 @@ int coroutine_fn qcow2_cache_get(BlockDriverState *bs, Qcow2Cache *c, uint64_t o
     return 0;
 }
 
+int coroutine_fn qcow2_cache_get_new(BlockDriverState *bs, Qcow2Cache *c, uint64_t offset,
+                                     const char *what, void **table)
+{
+    /* before the cache hands out the cluster as an empty table (it may hold another one) */
+    int ret = qcow2_pre_write(bs, QCOW2_META_NONE, what, offset, c->table_size);
+
+    if (ret < 0) {
+        return ret;
+    }
+    return qcow2_cache_get(bs, c, offset, true, table);
+}
+
 void qcow2_cache_put(Qcow2Cache *c, void *table)
 {
     Qcow2CacheEntry *e = cache_find_table(c, table);

@@ -372,12 +372,7 @@ int coroutine_fn qcow2_get_l2_for_write(BlockDriverState *bs, uint32_t l1i, void
     if (new < 0) {
         return new;
     }
-    /* before the cache hands out the cluster as an empty table (it may hold another one) */
-    ret = qcow2_pre_write(bs, QCOW2_META_NONE, "a new L2 table", new, s->cluster_size);
-    if (ret < 0) {
-        return ret;
-    }
-    ret = qcow2_cache_get(bs, s->l2_cache, new, true, &nt);
+    ret = qcow2_cache_get_new(bs, s->l2_cache, new, "a new L2 table", &nt);
     if (ret < 0) {
         return ret;
     }

@@ -583,11 +583,7 @@ static int coroutine_fn ensure_refblock(BlockDriverState *bs, uint64_t ti)
         }
         boff = off;
     }
-    ret = qcow2_pre_write(bs, QCOW2_META_NONE, "a new refcount block", boff, s->cluster_size);
-    if (ret < 0) {
-        return ret;
-    }
-    ret = qcow2_cache_get(bs, s->rb_cache, boff, true, &tbl);
+    ret = qcow2_cache_get_new(bs, s->rb_cache, boff, "a new refcount block", &tbl);
     if (ret < 0) {
         return ret;
     }

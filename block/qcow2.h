@@ -341,6 +341,10 @@ void qcow2_cache_free(Qcow2Cache *c);
 /* Get the table at host offset (read it unless fresh); pinned until qcow2_cache_put. */
 int coroutine_fn qcow2_cache_get(BlockDriverState *bs, Qcow2Cache *c, uint64_t offset,
                                  bool fresh, void **table);
+/* A new table in a cluster just allocated: checked against the metadata (qcow2_pre_write;
+ * `what` names it in the log), then handed out zeroed and pinned. */
+int coroutine_fn qcow2_cache_get_new(BlockDriverState *bs, Qcow2Cache *c, uint64_t offset,
+                                     const char *what, void **table);
 void qcow2_cache_put(Qcow2Cache *c, void *table);
 void qcow2_cache_mark_dirty(Qcow2Cache *c, void *table);
 /* Write one table now (clears its dirty flag). */
