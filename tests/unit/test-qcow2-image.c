@@ -134,6 +134,36 @@ static void test_create_bad_options(void)
     }
 }
 
+/* The one preallocation parser: qcow2 create options (metadata allowed) and raw creation. */
+static void test_prealloc_parse(void)
+{
+    static const struct { const char *s; PreallocMode mode; } ok[] = {
+        { "off", PREALLOC_MODE_OFF }, { "metadata", PREALLOC_MODE_METADATA },
+        { "falloc", PREALLOC_MODE_FALLOC }, { "full", PREALLOC_MODE_FULL },
+    };
+    g_autoptr(GError) err = NULL;
+    PreallocMode mode;
+
+    for (size_t i = 0; i < G_N_ELEMENTS(ok); i++) {
+        mode = PREALLOC_MODE_OFF;
+        g_assert_true(prealloc_mode_parse(ok[i].s, true, &mode, NULL));
+        g_assert_cmpint(mode, ==, ok[i].mode);
+        if (ok[i].mode != PREALLOC_MODE_METADATA) {
+            mode = PREALLOC_MODE_OFF;
+            g_assert_true(prealloc_mode_parse(ok[i].s, false, &mode, NULL));
+            g_assert_cmpint(mode, ==, ok[i].mode);
+        }
+    }
+    mode = PREALLOC_MODE_FULL;
+    g_assert_false(prealloc_mode_parse("metadata", false, &mode, &err));
+    g_assert_cmpstr(err->message, ==, "invalid preallocation 'metadata' (off, falloc or full)");
+    g_assert_cmpint(mode, ==, PREALLOC_MODE_FULL);
+    g_clear_error(&err);
+    g_assert_false(prealloc_mode_parse("maybe", true, &mode, &err));
+    g_assert_cmpstr(err->message, ==,
+                    "invalid preallocation 'maybe' (off, metadata, falloc or full)");
+}
+
 /* --- allocation on a fresh image --- */
 
 static void test_alloc_fresh(void)
@@ -836,6 +866,7 @@ int main(int argc, char **argv)
 
     uh_test_add("/qcow2/create/options", test_create_options);
     uh_test_add("/qcow2/create/bad-options", test_create_bad_options);
+    uh_test_add("/qcow2/create/prealloc-parse", test_prealloc_parse);
     uh_test_add("/qcow2/alloc/fresh", test_alloc_fresh);
     uh_test_add("/qcow2/read/layouts", test_read_layouts);
     uh_test_add("/qcow2/read/prealloc", test_read_prealloc);
