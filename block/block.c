@@ -44,6 +44,54 @@ static const BlockDriver *const block_drivers[] = {
     &bdrv_fault,
 };
 
+/* --- cache modes --- */
+
+static const struct {
+    const char *name;
+    bool nocache;               /* O_DIRECT */
+    bool write_through;         /* flush after every write */
+} cache_modes[] = {
+    [BLOCK_CACHE_WRITEBACK]     = { "writeback",    false, false },
+    [BLOCK_CACHE_WRITETHROUGH]  = { "writethrough", false, true },
+    [BLOCK_CACHE_NONE]          = { "none",         true,  false },
+    [BLOCK_CACHE_DIRECTSYNC]    = { "directsync",   true,  true },
+};
+
+bool block_cache_mode_parse(const char *s, BlockCacheMode *mode, GError **errp)
+{
+    if (!s) {
+        *mode = BLOCK_CACHE_WRITEBACK;
+        return true;
+    }
+    for (size_t i = 0; i < G_N_ELEMENTS(cache_modes); i++) {
+        if (!strcmp(s, cache_modes[i].name)) {
+            *mode = i;
+            return true;
+        }
+    }
+    error_setg(errp, "invalid cache mode '%s': expected writeback, writethrough, none or "
+               "directsync", s);
+    return false;
+}
+
+const char *block_cache_mode_name(BlockCacheMode mode)
+{
+    g_assert(mode < G_N_ELEMENTS(cache_modes));
+    return cache_modes[mode].name;
+}
+
+int block_cache_mode_open_flags(BlockCacheMode mode)
+{
+    g_assert(mode < G_N_ELEMENTS(cache_modes));
+    return cache_modes[mode].nocache ? BDRV_O_NOCACHE : 0;
+}
+
+bool block_cache_mode_write_through(BlockCacheMode mode)
+{
+    g_assert(mode < G_N_ELEMENTS(cache_modes));
+    return cache_modes[mode].write_through;
+}
+
 /* Drivers added at run time by tests and fuzzers (bdrv_register_driver), searched after the
  * table. */
 static GPtrArray *extra_drivers;

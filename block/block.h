@@ -37,6 +37,27 @@ enum {
                                       * overlay): open it whatever its kind; not inherited */
 };
 
+/* How a node uses the host page cache (--cache): O_DIRECT or not, and whether every write is
+ * flushed (write-through, done by the BlockBackend).  Checked in one place: parse it with
+ * block_cache_mode_parse, then ask the functions below. */
+typedef enum {
+    BLOCK_CACHE_WRITEBACK,      /* host page cache, flushed on request (the default) */
+    BLOCK_CACHE_WRITETHROUGH,   /* host page cache, flushed after every write */
+    BLOCK_CACHE_NONE,           /* O_DIRECT, flushed on request */
+    BLOCK_CACHE_DIRECTSYNC,     /* O_DIRECT, flushed after every write */
+} BlockCacheMode;
+
+/* Parse a cache mode name ("writeback", "writethrough", "none", "directsync"; NULL is the
+ * default, writeback).  Returns false with errp set (errp may be NULL, for callers that say
+ * it in their own words) on any other string. */
+bool block_cache_mode_parse(const char *s, BlockCacheMode *mode, GError **errp);
+/* The name block_cache_mode_parse takes (static). */
+const char *block_cache_mode_name(BlockCacheMode mode);
+/* The open flags of the mode: BDRV_O_NOCACHE or 0. */
+int block_cache_mode_open_flags(BlockCacheMode mode);
+/* True if every write is to be flushed (blk_set_write_through). */
+bool block_cache_mode_write_through(BlockCacheMode mode);
+
 /* Request flags */
 typedef enum {
     BDRV_REQ_FUA          = 1 << 0, /* write: durable before completion */

@@ -308,7 +308,7 @@ static json_t *describe_export(BlockExport *exp)
                         json_boolean(exp->read_only || blk_is_read_only(exp->blk)));
     json_object_set_new(o, "growable", json_boolean(exp->growable));
     json_object_set_new(o, "snapshot", json_boolean(exp->snapshot));
-    json_object_set_new(o, "cache", json_util_string(exp->cache));
+    json_object_set_new(o, "cache", json_string(block_cache_mode_name(exp->cache)));
     json_object_set_new(o, "queues", json_integer(exp->queues));
     json_object_set_new(o, "transport", json_util_string(exp->transport ? exp->transport : ""));
     json_object_set_new(o, "passthrough_mode",
@@ -497,8 +497,9 @@ static bool check_format(const char *s, GError **errp)
 
 static bool check_cache(const char *s, GError **errp)
 {
-    if (strcmp(s, "writeback") && strcmp(s, "writethrough") && strcmp(s, "none") &&
-        strcmp(s, "directsync")) {
+    BlockCacheMode mode;
+
+    if (!block_cache_mode_parse(s, &mode, NULL)) {
         error_setg(errp, "must be writeback, writethrough, none or directsync");
         return false;
     }
