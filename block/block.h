@@ -187,6 +187,9 @@ struct BlockDriver {
                                  * makes "nbds://..." filenames use this driver too */
     bool is_filter;             /* true: inserted between a format and its protocol node by a
                                  * block option (fault: fault-rules=), never named as a format */
+    bool supports_backing;      /* formats: images may name a backing file, and bdrv_co_create
+                                 * takes one; false: bdrv_create refuses a backing file before
+                                 * touching anything */
 
     /* Optional (formats). Returns a score 0..100 that buf (the first bytes of the image, buf_size
      * >= 512 unless the file is shorter) is of this format.  NULL means never probed. */
@@ -298,9 +301,10 @@ struct BlockDriver {
     int coroutine_fn (*bdrv_co_check)(BlockDriverState *bs, BdrvCheckResult *res,
                                       BdrvCheckMode fix);
 
-    /* Optional.  Create an image file: filename's protocol node is already created, empty, and
-     * opened read-write as `file`.  Main thread, coroutine context (called via
-     * aio_run_coroutine).  Consumes its options. */
+    /* Optional (NULL: bdrv_create refuses the format).  Create an image file: filename's
+     * protocol node is already created, empty, and opened read-write as `file`; backing_file
+     * is NULL unless supports_backing.  Main thread, coroutine context (via bdrv_create).
+     * Consumes its options. */
     int coroutine_fn (*bdrv_co_create)(BlockDriverState *file, uint64_t size,
                                        const char *backing_file, const char *backing_fmt,
                                        BlockOptions *opts, GError **errp);
@@ -409,10 +413,10 @@ int bdrv_host_fd(BlockDriverState *bs);
 int64_t bdrv_refresh_length(BlockDriverState *bs);
 
 /* --- the same requests from outside a coroutine ---
- * The one set of synchronous wrappers, for open paths, tools and tests: each runs the
- * coroutine_fn of the same name in a new coroutine on the calling thread's event loop
- * (aio_run_coroutine) and returns its result once it has finished.  Never call them from a
- * coroutine; code that is in one calls the bdrv_co_ functions. */
+ * The one set of synchronous wrappers (block/sync.c, with backend.h's blk_ ones), for open
+ * paths, tools and tests: each runs the coroutine_fn of the same name in a new coroutine on the
+ * calling thread's event loop (aio_run_coroutine) and returns its result once it has finished.
+ * Never call them from a coroutine; code that is in one calls the bdrv_co_ functions. */
 int bdrv_pread(BlockDriverState *bs, int64_t offset, int64_t bytes, void *buf);
 int bdrv_pwrite(BlockDriverState *bs, int64_t offset, int64_t bytes, const void *buf);
 int bdrv_pwrite_zeroes(BlockDriverState *bs, int64_t offset, int64_t bytes,
@@ -431,6 +435,12 @@ int bdrv_block_status(BlockDriverState *bs, int64_t offset, int64_t bytes, int64
 int bdrv_check(BlockDriverState *bs, BdrvCheckResult *res, BdrvCheckMode fix);
 
 /* --- image creation (main thread) --- */
+
+/* bdrv_create's driver step, run as the wrappers above: drv's bdrv_co_create on file, the new,
+ * empty protocol node opened read-write.  Returns 0 or -errno with errp set. */
+int bdrv_create_on(const BlockDriver *drv, BlockDriverState *file, uint64_t size,
+                   const char *backing_file, const char *backing_fmt, BlockOptions *opts,
+                   GError **errp);
 
 /* Create filename as format with the given virtual size (0 with a backing file: its size).
  * Consumes opts; leftovers are an error. */
