@@ -338,8 +338,6 @@ struct BlockDriverState {
     GList *tracked_reqs;
 };
 
-/* Flags a format driver decides for its backing: opened read-only, same cache mode. */
-
 /* --- opening and closing (main thread) --- */
 
 /* The driver table. */
