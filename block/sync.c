@@ -23,7 +23,7 @@ typedef struct SyncReq {
     SyncKind kind;
     BlockBackend *blk;          /* through the front door, or NULL: */
     BlockDriverState *bs;       /* straight to the node (SYNC_CREATE: the new, empty file) */
-    int64_t offset, bytes;      /* SYNC_CREATE: offset is the virtual size */
+    int64_t offset, bytes;
     void *buf;
     BdrvRequestFlags flags;
     bool exact;
@@ -33,6 +33,7 @@ typedef struct SyncReq {
     BdrvCheckResult *res;       /* SYNC_CHECK */
     BdrvCheckMode fix;
     const BlockDriver *drv;     /* SYNC_CREATE */
+    uint64_t size;
     const char *backing_file, *backing_fmt;
     BlockOptions *opts;
     GError **errp;
@@ -82,7 +83,7 @@ static void coroutine_fn sync_req_entry(void *opaque)
         r->ret = bs->drv->bdrv_co_check(bs, r->res, r->fix);
         break;
     case SYNC_CREATE:
-        r->ret = r->drv->bdrv_co_create(bs, r->offset, r->backing_file, r->backing_fmt, r->opts,
+        r->ret = r->drv->bdrv_co_create(bs, r->size, r->backing_file, r->backing_fmt, r->opts,
                                         r->errp);
         break;
     }
@@ -158,7 +159,7 @@ int bdrv_create_on(const BlockDriver *drv, BlockDriverState *file, uint64_t size
                    const char *backing_file, const char *backing_fmt, BlockOptions *opts,
                    GError **errp)
 {
-    return sync_req_run((SyncReq){ .kind = SYNC_CREATE, .drv = drv, .bs = file, .offset = size,
+    return sync_req_run((SyncReq){ .kind = SYNC_CREATE, .drv = drv, .bs = file, .size = size,
                                    .backing_file = backing_file, .backing_fmt = backing_fmt,
                                    .opts = opts, .errp = errp });
 }
