@@ -726,6 +726,27 @@ static bool backing_size(const char *image, const char *backing_file, const char
     return true;
 }
 
+bool prealloc_mode_parse(const char *str, bool allow_metadata, PreallocMode *mode,
+                         GError **errp)
+{
+    static const char *const names[] = {
+        [PREALLOC_MODE_OFF] = "off",
+        [PREALLOC_MODE_METADATA] = "metadata",
+        [PREALLOC_MODE_FALLOC] = "falloc",
+        [PREALLOC_MODE_FULL] = "full",
+    };
+
+    for (size_t i = 0; i < G_N_ELEMENTS(names); i++) {
+        if (!strcmp(str, names[i]) && (allow_metadata || i != PREALLOC_MODE_METADATA)) {
+            *mode = i;
+            return true;
+        }
+    }
+    error_setg(errp, "invalid preallocation '%s' (off, %sfalloc or full)", str,
+               allow_metadata ? "metadata, " : "");
+    return false;
+}
+
 bool bdrv_create(const char *filename, const char *format, uint64_t size,
                  const char *backing_file, const char *backing_fmt, BlockOptions *opts,
                  GError **errp)

@@ -82,6 +82,11 @@ typedef enum {
     PREALLOC_MODE_FULL,
 } PreallocMode;
 
+/* Parse a preallocation option value: off, metadata (only when allow_metadata: formats with
+ * metadata to preallocate), falloc or full.  On failure errp says what is allowed. */
+bool prealloc_mode_parse(const char *str, bool allow_metadata, PreallocMode *mode,
+                         GError **errp);
+
 typedef struct BlockLimits {
     uint32_t request_alignment; /* offsets and lengths must be multiples (padding done by io.c) */
     uint32_t mem_alignment;     /* buffers must be aligned to this (bounced by the driver) */

@@ -1077,19 +1077,8 @@ static bool parse_create_opts(BlockOptions *opts, Qcow2CreateOpts *o, GError **e
         }
     }
     pa = take_opt(opts, "preallocation", "prealloc");
-    if (pa) {
-        if (!strcmp(pa, "off")) {
-            o->prealloc = PREALLOC_MODE_OFF;
-        } else if (!strcmp(pa, "metadata")) {
-            o->prealloc = PREALLOC_MODE_METADATA;
-        } else if (!strcmp(pa, "falloc")) {
-            o->prealloc = PREALLOC_MODE_FALLOC;
-        } else if (!strcmp(pa, "full")) {
-            o->prealloc = PREALLOC_MODE_FULL;
-        } else {
-            error_setg(errp, "invalid preallocation '%s' (off, metadata, falloc or full)", pa);
-            return false;
-        }
+    if (pa && !prealloc_mode_parse(pa, true, &o->prealloc, errp)) {
+        return false;
     }
     rb = take_opt(opts, "refcount_bits", "refcount-bits");
     if (rb) {

@@ -213,12 +213,7 @@ static int coroutine_fn raw_co_create(BlockDriverState *file, uint64_t size,
     g_autofree char *prealloc = block_options_take(opts, "preallocation");
     PreallocMode mode = PREALLOC_MODE_OFF;
 
-    if (prealloc && !strcmp(prealloc, "falloc")) {
-        mode = PREALLOC_MODE_FALLOC;
-    } else if (prealloc && !strcmp(prealloc, "full")) {
-        mode = PREALLOC_MODE_FULL;
-    } else if (prealloc && strcmp(prealloc, "off") != 0) {
-        error_setg(errp, "preallocation must be off, falloc or full, not '%s'", prealloc);
+    if (prealloc && !prealloc_mode_parse(prealloc, false, &mode, errp)) {
         return -EINVAL;
     }
     return bdrv_co_truncate(file, size, true, mode, errp);
