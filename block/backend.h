@@ -72,9 +72,10 @@ int coroutine_fn blk_co_truncate(BlockBackend *blk, int64_t offset, bool exact,
 int coroutine_fn blk_co_block_status(BlockBackend *blk, int64_t offset, int64_t bytes,
                                      int64_t *pnum);
 
-/* The same requests from outside a coroutine (tools and tests), as block.h's bdrv_pread and
- * friends: each runs the blk_co_ function of the same name in a coroutine on the calling
- * thread's event loop and returns its result.  Never call them from a coroutine. */
+/* The same requests from outside a coroutine (tools and tests), by the same mechanism as
+ * block.h's bdrv_pread and friends (block/sync.c): each runs the blk_co_ function of the same
+ * name in a coroutine on the calling thread's event loop and returns its result.  Never call
+ * them from a coroutine. */
 int blk_pread(BlockBackend *blk, int64_t offset, int64_t bytes, void *buf,
               BdrvRequestFlags flags);
 int blk_pwrite(BlockBackend *blk, int64_t offset, int64_t bytes, const void *buf,

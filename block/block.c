@@ -1,12 +1,11 @@
-/* block.c - the block graph: driver table, opening nodes and backing chains, probing, references,
- * image creation and the synchronous wrappers used on set-up paths.
+/* block.c - the block graph: driver table, cache modes, opening nodes and backing chains, probing,
+ * references and image creation (the synchronous wrappers are in sync.c).
  *
  * Threads: everything here runs in the main thread; only bdrv_getlength and the allocation
  * helpers are called from I/O threads.
  */
 #include "config.h"
 #include "block/block.h"
-#include "block/aio.h"
 #include "block/util.h"
 
 #include <fcntl.h>
@@ -43,6 +42,54 @@ static const BlockDriver *const block_drivers[] = {
     &bdrv_qcow2,
     &bdrv_fault,
 };
+
+/* --- cache modes --- */
+
+static const struct {
+    const char *name;
+    bool nocache;               /* O_DIRECT */
+    bool write_through;         /* flush after every write */
+} cache_modes[] = {
+    [BLOCK_CACHE_WRITEBACK]     = { "writeback",    false, false },
+    [BLOCK_CACHE_WRITETHROUGH]  = { "writethrough", false, true },
+    [BLOCK_CACHE_NONE]          = { "none",         true,  false },
+    [BLOCK_CACHE_DIRECTSYNC]    = { "directsync",   true,  true },
+};
+
+bool block_cache_mode_parse(const char *s, BlockCacheMode *mode, GError **errp)
+{
+    if (!s) {
+        *mode = BLOCK_CACHE_WRITEBACK;
+        return true;
+    }
+    for (size_t i = 0; i < G_N_ELEMENTS(cache_modes); i++) {
+        if (!strcmp(s, cache_modes[i].name)) {
+            *mode = i;
+            return true;
+        }
+    }
+    error_setg(errp, "invalid cache mode '%s': expected writeback, writethrough, none or "
+               "directsync", s);
+    return false;
+}
+
+const char *block_cache_mode_name(BlockCacheMode mode)
+{
+    g_assert(mode < G_N_ELEMENTS(cache_modes));
+    return cache_modes[mode].name;
+}
+
+int block_cache_mode_open_flags(BlockCacheMode mode)
+{
+    g_assert(mode < G_N_ELEMENTS(cache_modes));
+    return cache_modes[mode].nocache ? BDRV_O_NOCACHE : 0;
+}
+
+bool block_cache_mode_write_through(BlockCacheMode mode)
+{
+    g_assert(mode < G_N_ELEMENTS(cache_modes));
+    return cache_modes[mode].write_through;
+}
 
 /* Drivers added at run time by tests and fuzzers (bdrv_register_driver), searched after the
  * table. */
@@ -653,162 +700,7 @@ int64_t bdrv_refresh_length(BlockDriverState *bs)
     return bdrv_getlength(bs);
 }
 
-/* --- synchronous wrappers --- */
-
-typedef enum {
-    SYNC_READ, SYNC_WRITE, SYNC_ZEROES, SYNC_DISCARD, SYNC_PREALLOCATE, SYNC_FLUSH,
-    SYNC_TRUNCATE, SYNC_STATUS,
-} SyncKind;
-
-/* One request of any kind, its arguments and its result. */
-typedef struct SyncReq {
-    BlockDriverState *bs;
-    SyncKind kind;
-    int64_t offset, bytes;
-    void *buf;
-    BdrvRequestFlags flags;
-    bool exact;
-    PreallocMode prealloc;
-    GError **errp;
-    int64_t *pnum, *map;
-    BlockDriverState **file;
-    int ret;
-} SyncReq;
-
-static void coroutine_fn sync_req_entry(void *opaque)
-{
-    SyncReq *r = opaque;
-
-    switch (r->kind) {
-    case SYNC_READ:
-        r->ret = bdrv_co_pread(r->bs, r->offset, r->bytes, r->buf, r->flags);
-        break;
-    case SYNC_WRITE:
-        r->ret = bdrv_co_pwrite(r->bs, r->offset, r->bytes, r->buf, r->flags);
-        break;
-    case SYNC_ZEROES:
-        r->ret = bdrv_co_pwrite_zeroes(r->bs, r->offset, r->bytes, r->flags);
-        break;
-    case SYNC_DISCARD:
-        r->ret = bdrv_co_pdiscard(r->bs, r->offset, r->bytes);
-        break;
-    case SYNC_PREALLOCATE:
-        r->ret = bdrv_co_preallocate(r->bs, r->offset, r->bytes);
-        break;
-    case SYNC_FLUSH:
-        r->ret = bdrv_co_flush(r->bs);
-        break;
-    case SYNC_TRUNCATE:
-        r->ret = bdrv_co_truncate(r->bs, r->offset, r->exact, r->prealloc, r->errp);
-        break;
-    case SYNC_STATUS:
-        r->ret = bdrv_co_block_status(r->bs, r->offset, r->bytes, r->pnum, r->map, r->file);
-        break;
-    }
-}
-
-static int sync_req_run(SyncReq r)
-{
-    aio_run_coroutine(sync_req_entry, &r);
-    return r.ret;
-}
-
-int bdrv_pread(BlockDriverState *bs, int64_t offset, int64_t bytes, void *buf)
-{
-    return sync_req_run((SyncReq){ .bs = bs, .kind = SYNC_READ, .offset = offset,
-                                   .bytes = bytes, .buf = buf });
-}
-
-int bdrv_pwrite(BlockDriverState *bs, int64_t offset, int64_t bytes, const void *buf)
-{
-    return sync_req_run((SyncReq){ .bs = bs, .kind = SYNC_WRITE, .offset = offset,
-                                   .bytes = bytes, .buf = (void *)buf });
-}
-
-int bdrv_pwrite_zeroes(BlockDriverState *bs, int64_t offset, int64_t bytes,
-                       BdrvRequestFlags flags)
-{
-    return sync_req_run((SyncReq){ .bs = bs, .kind = SYNC_ZEROES, .offset = offset,
-                                   .bytes = bytes, .flags = flags });
-}
-
-int bdrv_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes)
-{
-    return sync_req_run((SyncReq){ .bs = bs, .kind = SYNC_DISCARD, .offset = offset,
-                                   .bytes = bytes });
-}
-
-int bdrv_preallocate(BlockDriverState *bs, int64_t offset, int64_t bytes)
-{
-    return sync_req_run((SyncReq){ .bs = bs, .kind = SYNC_PREALLOCATE, .offset = offset,
-                                   .bytes = bytes });
-}
-
-int bdrv_flush(BlockDriverState *bs)
-{
-    return sync_req_run((SyncReq){ .bs = bs, .kind = SYNC_FLUSH });
-}
-
-int bdrv_truncate(BlockDriverState *bs, int64_t offset, bool exact, PreallocMode prealloc,
-                  GError **errp)
-{
-    return sync_req_run((SyncReq){ .bs = bs, .kind = SYNC_TRUNCATE, .offset = offset,
-                                   .exact = exact, .prealloc = prealloc, .errp = errp });
-}
-
-int bdrv_block_status(BlockDriverState *bs, int64_t offset, int64_t bytes, int64_t *pnum,
-                      int64_t *map, BlockDriverState **file)
-{
-    return sync_req_run((SyncReq){ .bs = bs, .kind = SYNC_STATUS, .offset = offset,
-                                   .bytes = bytes, .pnum = pnum, .map = map, .file = file });
-}
-
-/* --- checking --- */
-
-typedef struct CheckCo {
-    BlockDriverState *bs;
-    BdrvCheckResult *res;
-    BdrvCheckMode fix;
-    int ret;
-} CheckCo;
-
-static void coroutine_fn check_entry(void *opaque)
-{
-    CheckCo *c = opaque;
-
-    c->ret = c->bs->drv->bdrv_co_check(c->bs, c->res, c->fix);
-}
-
-int bdrv_check(BlockDriverState *bs, BdrvCheckResult *res, BdrvCheckMode fix)
-{
-    CheckCo c = { .bs = bs, .res = res, .fix = fix };
-
-    if (!bs->drv->bdrv_co_check) {
-        return -ENOTSUP;
-    }
-    aio_run_coroutine(check_entry, &c);
-    return c.ret;
-}
-
 /* --- creation --- */
-
-typedef struct CreateCo {
-    const BlockDriver *drv;
-    BlockDriverState *file;
-    uint64_t size;
-    const char *backing_file, *backing_fmt;
-    BlockOptions *opts;
-    GError **errp;
-    int ret;
-} CreateCo;
-
-static void coroutine_fn create_entry(void *opaque)
-{
-    CreateCo *c = opaque;
-
-    c->ret = c->drv->bdrv_co_create(c->file, c->size, c->backing_file, c->backing_fmt,
-                                    c->opts, c->errp);
-}
 
 static bool backing_size(const char *image, const char *backing_file, const char *backing_fmt,
                          uint64_t *size, GError **errp)
@@ -865,12 +757,12 @@ bool bdrv_create(const char *filename, const char *format, uint64_t size,
     int fd;
     bool ok;
 
-    if (!drv || drv->is_protocol) {
+    if (!drv || drv->is_protocol || !drv->bdrv_co_create) {
         error_setg(errp, "cannot create images of format '%s' (known: %s)",
                    format, bdrv_format_list());
         return false;
     }
-    if (backing_file && !drv->bdrv_co_create) {
+    if (backing_file && !drv->supports_backing) {
         error_setg(errp, "format %s does not support backing files", drv->format_name);
         return false;
     }
@@ -896,20 +788,7 @@ bool bdrv_create(const char *filename, const char *format, uint64_t size,
     if (!file) {
         return false;
     }
-    if (drv->bdrv_co_create) {
-        CreateCo c = { .drv = drv, .file = file, .size = size, .backing_file = backing_file,
-                       .backing_fmt = backing_fmt, .opts = opts, .errp = errp };
-        aio_run_coroutine(create_entry, &c);
-        ok = c.ret >= 0;
-    } else {
-        /* raw: the file itself, at the requested size */
-        g_autofree char *prealloc = block_options_take(opts, "preallocation");
-        PreallocMode mode = PREALLOC_MODE_OFF;
-        ok = !prealloc || prealloc_mode_parse(prealloc, false, &mode, errp);
-        if (ok) {
-            ok = bdrv_truncate(file, size, true, mode, errp) >= 0;
-        }
-    }
+    ok = bdrv_create_on(drv, file, size, backing_file, backing_fmt, opts, errp) >= 0;
     what = g_strdup_printf("creating a %s image", drv->format_name);
     if (ok && !block_options_check_empty(opts, what, errp)) {
         ok = false;

@@ -37,6 +37,27 @@ enum {
                                       * overlay): open it whatever its kind; not inherited */
 };
 
+/* How a node uses the host page cache (--cache): O_DIRECT or not, and whether every write is
+ * flushed (write-through, done by the BlockBackend).  Checked in one place: parse it with
+ * block_cache_mode_parse, then ask the functions below. */
+typedef enum {
+    BLOCK_CACHE_WRITEBACK,      /* host page cache, flushed on request (the default) */
+    BLOCK_CACHE_WRITETHROUGH,   /* host page cache, flushed after every write */
+    BLOCK_CACHE_NONE,           /* O_DIRECT, flushed on request */
+    BLOCK_CACHE_DIRECTSYNC,     /* O_DIRECT, flushed after every write */
+} BlockCacheMode;
+
+/* Parse a cache mode name ("writeback", "writethrough", "none", "directsync"; NULL is the
+ * default, writeback).  Returns false with errp set (errp may be NULL, for callers that say
+ * it in their own words) on any other string. */
+bool block_cache_mode_parse(const char *s, BlockCacheMode *mode, GError **errp);
+/* The name block_cache_mode_parse takes (static). */
+const char *block_cache_mode_name(BlockCacheMode mode);
+/* The open flags of the mode: BDRV_O_NOCACHE or 0. */
+int block_cache_mode_open_flags(BlockCacheMode mode);
+/* True if every write is to be flushed (blk_set_write_through). */
+bool block_cache_mode_write_through(BlockCacheMode mode);
+
 /* Request flags */
 typedef enum {
     BDRV_REQ_FUA          = 1 << 0, /* write: durable before completion */
@@ -171,6 +192,9 @@ struct BlockDriver {
                                  * makes "nbds://..." filenames use this driver too */
     bool is_filter;             /* true: inserted between a format and its protocol node by a
                                  * block option (fault: fault-rules=), never named as a format */
+    bool supports_backing;      /* formats: images may name a backing file, and bdrv_co_create
+                                 * takes one; false: bdrv_create refuses a backing file before
+                                 * touching anything */
 
     /* Optional (formats). Returns a score 0..100 that buf (the first bytes of the image, buf_size
      * >= 512 unless the file is shorter) is of this format.  NULL means never probed. */
@@ -282,9 +306,10 @@ struct BlockDriver {
     int coroutine_fn (*bdrv_co_check)(BlockDriverState *bs, BdrvCheckResult *res,
                                       BdrvCheckMode fix);
 
-    /* Optional.  Create an image file: filename's protocol node is already created, empty, and
-     * opened read-write as `file`.  Main thread, coroutine context (called via
-     * aio_run_coroutine).  Consumes its options. */
+    /* Optional (NULL: bdrv_create refuses the format).  Create an image file: filename's
+     * protocol node is already created, empty, and opened read-write as `file`; backing_file
+     * is NULL unless supports_backing.  Main thread, coroutine context (via bdrv_create).
+     * Consumes its options. */
     int coroutine_fn (*bdrv_co_create)(BlockDriverState *file, uint64_t size,
                                        const char *backing_file, const char *backing_fmt,
                                        BlockOptions *opts, GError **errp);
@@ -317,8 +342,6 @@ struct BlockDriverState {
     GMutex reqs_lock;
     GList *tracked_reqs;
 };
-
-/* Flags a format driver decides for its backing: opened read-only, same cache mode. */
 
 /* --- opening and closing (main thread) --- */
 
@@ -393,10 +416,10 @@ int bdrv_host_fd(BlockDriverState *bs);
 int64_t bdrv_refresh_length(BlockDriverState *bs);
 
 /* --- the same requests from outside a coroutine ---
- * The one set of synchronous wrappers, for open paths, tools and tests: each runs the
- * coroutine_fn of the same name in a new coroutine on the calling thread's event loop
- * (aio_run_coroutine) and returns its result once it has finished.  Never call them from a
- * coroutine; code that is in one calls the bdrv_co_ functions. */
+ * The one set of synchronous wrappers (block/sync.c, with backend.h's blk_ ones), for open
+ * paths, tools and tests: each runs the coroutine_fn of the same name in a new coroutine on the
+ * calling thread's event loop (aio_run_coroutine) and returns its result once it has finished.
+ * Never call them from a coroutine; code that is in one calls the bdrv_co_ functions. */
 int bdrv_pread(BlockDriverState *bs, int64_t offset, int64_t bytes, void *buf);
 int bdrv_pwrite(BlockDriverState *bs, int64_t offset, int64_t bytes, const void *buf);
 int bdrv_pwrite_zeroes(BlockDriverState *bs, int64_t offset, int64_t bytes,
@@ -415,6 +438,12 @@ int bdrv_block_status(BlockDriverState *bs, int64_t offset, int64_t bytes, int64
 int bdrv_check(BlockDriverState *bs, BdrvCheckResult *res, BdrvCheckMode fix);
 
 /* --- image creation (main thread) --- */
+
+/* bdrv_create's driver step, run as the wrappers above: drv's bdrv_co_create on file, the new,
+ * empty protocol node opened read-write.  Returns 0 or -errno with errp set. */
+int bdrv_create_on(const BlockDriver *drv, BlockDriverState *file, uint64_t size,
+                   const char *backing_file, const char *backing_fmt, BlockOptions *opts,
+                   GError **errp);
 
 /* Create filename as format with the given virtual size (0 with a backing file: its size).
  * Consumes opts; leftovers are an error. */

@@ -1468,6 +1468,7 @@ const BlockDriver bdrv_qcow2 = {
     .format_name            = "qcow2",
     .instance_size          = sizeof(BDRVQcow2State),
     .is_protocol            = false,
+    .supports_backing       = true,
     .bdrv_probe             = qcow2_probe,
     .bdrv_open              = qcow2_open,
     .bdrv_close             = qcow2_close,

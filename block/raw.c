@@ -205,6 +205,20 @@ static int64_t raw_get_allocated_file_size(BlockDriverState *bs)
     return bdrv_get_allocated_file_size(bs->file->bs);
 }
 
+/* A raw image is the file itself, at the requested size (preallocation=off, falloc or full). */
+static int coroutine_fn raw_co_create(BlockDriverState *file, uint64_t size,
+                                      const char *backing_file, const char *backing_fmt,
+                                      BlockOptions *opts, GError **errp)
+{
+    g_autofree char *prealloc = block_options_take(opts, "preallocation");
+    PreallocMode mode = PREALLOC_MODE_OFF;
+
+    if (prealloc && !prealloc_mode_parse(prealloc, false, &mode, errp)) {
+        return -EINVAL;
+    }
+    return bdrv_co_truncate(file, size, true, mode, errp);
+}
+
 static int raw_probe(const uint8_t *buf, int buf_size, const char *filename)
 {
     return 1;   /* anything is a raw image, if nothing else claims it */
@@ -225,4 +239,5 @@ const BlockDriver bdrv_raw = {
     .bdrv_co_block_status           = raw_co_block_status,
     .bdrv_getlength                 = raw_getlength,
     .bdrv_get_allocated_file_size   = raw_get_allocated_file_size,
+    .bdrv_co_create                 = raw_co_create,
 };

@@ -37,7 +37,6 @@ typedef struct ControlConn {
     ControlServer *srv;
     int refcnt;
     int fd;
-    uid_t uid;
     GString *in;                /* received bytes not yet processed */
     GString *out;               /* replies; bytes before out_sent are sent */
     size_t out_sent;
@@ -90,14 +89,13 @@ char *control_runtime_dir(bool create, GError **errp)
 
 /* --- connections --- */
 
-static ControlConn *conn_new(ControlServer *srv, int fd, uid_t uid)
+static ControlConn *conn_new(ControlServer *srv, int fd)
 {
     ControlConn *c = g_new0(ControlConn, 1);
 
     c->srv = srv;
     c->refcnt = 1;              /* the list's */
     c->fd = fd;
-    c->uid = uid;
     c->in = g_string_new(NULL);
     c->out = g_string_new(NULL);
     srv->conns = g_list_prepend(srv->conns, c);
@@ -308,7 +306,7 @@ static json_t *describe_export(BlockExport *exp)
                         json_boolean(exp->read_only || blk_is_read_only(exp->blk)));
     json_object_set_new(o, "growable", json_boolean(exp->growable));
     json_object_set_new(o, "snapshot", json_boolean(exp->snapshot));
-    json_object_set_new(o, "cache", json_util_string(exp->cache));
+    json_object_set_new(o, "cache", json_string(block_cache_mode_name(exp->cache)));
     json_object_set_new(o, "queues", json_integer(exp->queues));
     json_object_set_new(o, "transport", json_util_string(exp->transport ? exp->transport : ""));
     json_object_set_new(o, "passthrough_mode",
@@ -497,8 +495,9 @@ static bool check_format(const char *s, GError **errp)
 
 static bool check_cache(const char *s, GError **errp)
 {
-    if (strcmp(s, "writeback") && strcmp(s, "writethrough") && strcmp(s, "none") &&
-        strcmp(s, "directsync")) {
+    BlockCacheMode mode;
+
+    if (!block_cache_mode_parse(s, &mode, NULL)) {
         error_setg(errp, "must be writeback, writethrough, none or directsync");
         return false;
     }
@@ -976,7 +975,7 @@ static void server_accept(void *opaque)
         refuse(srv, fd, cred.uid, EAGAIN, "too many control connections; try again later");
         return;
     }
-    conn_update_handlers(conn_new(srv, fd, cred.uid));
+    conn_update_handlers(conn_new(srv, fd));
 }
 
 /* An export is gone: answer the clients waiting for it.  This may run in a nested poll (a
@@ -1150,7 +1149,7 @@ GString *control_server_process(ControlServer *srv, const void *data, size_t len
         g_string_append(out, "{\"ok\":false,\"error\":\"permission denied\",\"errno\":13}\n");
         return out;
     }
-    c = conn_new(srv, -1, uid);
+    c = conn_new(srv, -1);
     conn_ref(c);
     g_string_append_len(c->in, data, len);
     c->eof = true;

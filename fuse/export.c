@@ -63,28 +63,6 @@ static char *absolute_path(const char *path)
     }
 }
 
-static int cache_flags(const char *cache, bool *write_through, GError **errp)
-{
-    *write_through = false;
-    if (!cache || !strcmp(cache, "writeback")) {
-        return 0;
-    }
-    if (!strcmp(cache, "writethrough")) {
-        *write_through = true;
-        return 0;
-    }
-    if (!strcmp(cache, "none")) {
-        return BDRV_O_NOCACHE;
-    }
-    if (!strcmp(cache, "directsync")) {
-        *write_through = true;
-        return BDRV_O_NOCACHE;
-    }
-    error_setg(errp, "invalid cache mode '%s': expected writeback, writethrough, none or "
-               "directsync", cache);
-    return -1;
-}
-
 /* --snapshot: create a temporary qcow2 overlay over the image, open it read-write (the image
  * itself only read-only, as its backing file) and unlink it at once, so that it disappears at
  * unmount or if the daemon dies. */
@@ -160,7 +138,6 @@ static void export_free(BlockExport *exp)
     g_free(exp->id);
     g_free(exp->image);
     g_free(exp->mountpoint);
-    g_free(exp->cache);
     g_free(exp->format);
     g_free(exp->passthrough_reason);
     g_free(exp);
@@ -172,7 +149,7 @@ BlockExport *blk_exp_add(const BlockExportOptions *opts, GError **errp)
     g_autofree char *id = NULL;
     BlockExport *exp;
     FusePassthroughFacts pt_facts;
-    bool write_through;
+    BlockCacheMode cache;
     int flags;
 
     if (!drv) {
@@ -184,10 +161,10 @@ BlockExport *blk_exp_add(const BlockExportOptions *opts, GError **errp)
         error_setg(errp, "an export with id '%s' already exists", id);
         return NULL;
     }
-    flags = cache_flags(opts->cache, &write_through, errp);
-    if (flags < 0) {
+    if (!block_cache_mode_parse(opts->cache, &cache, errp)) {
         return NULL;
     }
+    flags = block_cache_mode_open_flags(cache);
     if (!opts->read_only) {
         flags |= BDRV_O_RDWR;
     }
@@ -202,7 +179,7 @@ BlockExport *blk_exp_add(const BlockExportOptions *opts, GError **errp)
     exp->image = strchr(opts->image, ':') && !g_file_test(opts->image, G_FILE_TEST_EXISTS) ?
                  g_strdup(opts->image) : absolute_path(opts->image);
     exp->mountpoint = absolute_path(opts->mountpoint);
-    exp->cache = g_strdup(opts->cache ? opts->cache : "writeback");
+    exp->cache = cache;
     exp->read_only = opts->read_only;
     exp->growable = opts->growable;
     exp->snapshot = opts->snapshot;
@@ -227,7 +204,7 @@ BlockExport *blk_exp_add(const BlockExportOptions *opts, GError **errp)
         g_free(exp->image);
         exp->image = g_strdup(top->file ? top->file->bs->filename : top->filename);
     }
-    blk_set_write_through(exp->blk, write_through);
+    blk_set_write_through(exp->blk, block_cache_mode_write_through(cache));
     exp->format = g_strdup(opts->snapshot ? blk_bs(exp->blk)->backing->bs->drv->format_name :
                            blk_bs(exp->blk)->drv->format_name);
     if (!decide_passthrough(exp, &pt_facts, errp)) {

@@ -34,7 +34,7 @@ typedef struct BlockExportOptions {
     bool growable;
     bool allow_other;
     bool snapshot;              /* writes go to a temporary overlay */
-    const char *cache;          /* writeback (default), writethrough, none, directsync */
+    const char *cache;          /* block_cache_mode_parse: NULL = writeback */
     unsigned queues;            /* 0 = 1 */
     /* How requests reach the export: "uring" (FUSE-over-io_uring: fails if the kernel does not
      * offer it), "dev" (reads and writes on /dev/fuse), or "auto"/NULL (uring when the kernel
@@ -75,7 +75,7 @@ struct BlockExport {
     char *image;                /* absolute path */
     char *format;
     char *mountpoint;           /* absolute path */
-    char *cache;
+    BlockCacheMode cache;
     bool read_only;
     bool growable;
     bool snapshot;

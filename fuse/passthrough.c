@@ -72,12 +72,15 @@ static bool option_given(BlockOptions *opts, const char *key)
 
 void fuse_passthrough_option_facts(FusePassthroughFacts *f, const BlockExportOptions *opts)
 {
+    BlockCacheMode cache;
+
     memset(f, 0, sizeof(*f));
     f->format_raw_given = opts->format && !strcmp(opts->format, "raw");
     f->sliced = option_given(opts->opts, "offset") || option_given(opts->opts, "size");
     f->faults = option_given(opts->opts, "fault-rules");
     f->snapshot = opts->snapshot;
-    f->cache_writeback = !opts->cache || !strcmp(opts->cache, "writeback");
+    f->cache_writeback = block_cache_mode_parse(opts->cache, &cache, NULL) &&
+                         cache == BLOCK_CACHE_WRITEBACK;
     f->growable = opts->growable;
     f->read_only = opts->read_only;
     f->coarse_stats = opts->coarse_stats;

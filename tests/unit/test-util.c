@@ -428,6 +428,41 @@ static void test_byte_order(void)
     g_assert_cmphex(ldbe64(buf + 3), ==, UINT64_C(0x0102030405060708));
 }
 
+/* Every cache mode parses back from its name, with its flags; NULL is writeback; anything
+ * else is refused with a message naming it. */
+static void test_cache_mode(void)
+{
+    static const struct {
+        const char *name;
+        BlockCacheMode mode;
+        int flags;
+        bool write_through;
+    } modes[] = {
+        { "writeback", BLOCK_CACHE_WRITEBACK, 0, false },
+        { "writethrough", BLOCK_CACHE_WRITETHROUGH, 0, true },
+        { "none", BLOCK_CACHE_NONE, BDRV_O_NOCACHE, false },
+        { "directsync", BLOCK_CACHE_DIRECTSYNC, BDRV_O_NOCACHE, true },
+    };
+    g_autoptr(GError) err = NULL;
+    BlockCacheMode mode = BLOCK_CACHE_DIRECTSYNC;
+
+    for (size_t i = 0; i < G_N_ELEMENTS(modes); i++) {
+        g_assert_true(block_cache_mode_parse(modes[i].name, &mode, &err));
+        g_assert_no_error(err);
+        g_assert_cmpint(mode, ==, modes[i].mode);
+        g_assert_cmpstr(block_cache_mode_name(mode), ==, modes[i].name);
+        g_assert_cmpint(block_cache_mode_open_flags(mode), ==, modes[i].flags);
+        g_assert_cmpint(block_cache_mode_write_through(mode), ==, modes[i].write_through);
+    }
+    g_assert_true(block_cache_mode_parse(NULL, &mode, &err));
+    g_assert_cmpint(mode, ==, BLOCK_CACHE_WRITEBACK);
+    g_assert_false(block_cache_mode_parse("WriteBack", &mode, NULL));
+    g_assert_false(block_cache_mode_parse("unsafe", &mode, &err));
+    g_assert_nonnull(err);
+    g_assert_cmpstr(err->message, ==, "invalid cache mode 'unsafe': expected writeback, "
+                    "writethrough, none or directsync");
+}
+
 static void test_clock(void)
 {
     int64_t a = get_clock_ns();
@@ -454,6 +489,7 @@ int main(int argc, char **argv)
     uh_test_add("/util/options/take-size-bad", test_options_take_size_bad);
     uh_test_add("/util/options/take-bool", test_options_take_bool);
     uh_test_add("/util/options/take-bool-bad", test_options_take_bool_bad);
+    uh_test_add("/util/cache-mode", test_cache_mode);
     uh_test_add("/util/error/setg-errno", test_error_setg_errno);
     uh_test_add("/util/error/setg-prefix", test_error_setg_and_prefix);
     uh_test_add("/util/log/file", test_log_file);
