@@ -586,6 +586,181 @@ static void prune_crash_logs(const char *dir)
     }
 }
 
+/* The caller's side of the fork: read the child's one-line report from FD until it closes.
+ * Returns the caller's exit status: 0 once the child says the mount is live, else 1 with the
+ * child's reason (or where its log is, when it died without one). */
+static int daemon_await_report(const DaemonConfig *cfg, pid_t pid, int fd)
+{
+    char buf[4096];
+    ssize_t n, len = 0;
+    int status;
+
+    while (len < (ssize_t)sizeof(buf) - 1 &&
+           (n = read(fd, buf + len, sizeof(buf) - 1 - len)) != 0) {
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            break;
+        }
+        len += n;
+    }
+    buf[len] = '\0';
+    close(fd);
+    g_strchomp(buf);
+    if (strcmp(buf, "OK") == 0) {
+        return 0;
+    }
+    waitpid(pid, &status, WNOHANG);
+    if (len == 0) {
+        g_autofree char *dir = control_runtime_dir(false, NULL);
+        g_autofree char *where = cfg->log_file ? g_strdup(cfg->log_file) :
+            access("/dev/log", W_OK) == 0 ? g_strdup("the system log") :
+            g_strdup_printf("%s/%d.log", dir, (int)pid);
+        return fail("the daemon exited before the mount was live; see %s", where);
+    }
+    fprintf(stderr, "blkfuse: %s\n", buf);
+    return EXIT_FAILURE;
+}
+
+/* Fork the daemon off.  In the child, returns -1 with *REPORT_FD the pipe to report on; in
+ * the caller, returns its exit status once the child has reported. */
+static int daemon_fork(const DaemonConfig *cfg, int *report_fd)
+{
+    int p[2];
+    pid_t pid;
+
+    if (pipe2(p, O_CLOEXEC) < 0) {
+        return fail("cannot create a pipe: %s", g_strerror(errno));
+    }
+    fflush(NULL);
+    pid = fork();
+    if (pid < 0) {
+        return fail("cannot fork the daemon: %s", g_strerror(errno));
+    }
+    if (pid > 0) {
+        close(p[1]);
+        return daemon_await_report(cfg, pid, p[0]);
+    }
+    close(p[0]);
+    *report_fd = p[1];
+    setsid();
+    /* Close every descriptor we inherited (but stdio until the mount is live, and the
+     * pipe to the parent): a daemon holding its caller's pipes open would keep the caller
+     * (a shell's $(...), a test runner) waiting for an EOF that never comes. */
+    if (*report_fd > 3) {
+        close_range(3, *report_fd - 1, 0);
+    }
+    close_range(*report_fd + 1, ~0U, 0);
+    return -1;
+}
+
+/* Open the daemon's log: the --log-file, else (detached) syslog, else RUNTIME_DIR/PID.log,
+ * returned in *FALLBACK_LOG for removal at a clean exit.  *LOG_FILE is what was opened (NULL:
+ * stderr).  On failure, reports the reason and returns false. */
+static bool daemon_open_log(const DaemonConfig *cfg, int report_fd, const char **log_file,
+                            char **fallback_log)
+{
+    g_autoptr(GError) err = NULL;
+
+    *log_file = cfg->log_file;
+    log_set_verbose(cfg->verbose);
+    if (!*log_file && !cfg->foreground) {
+        if (access("/dev/log", W_OK) == 0) {
+            *log_file = "syslog";
+        } else {
+            /* No syslog here: keep the log where 'blkfuse list' finds the daemon. */
+            g_autofree char *dir = control_runtime_dir(true, NULL);
+            *fallback_log = dir ? g_strdup_printf("%s/%d.log", dir, getpid()) : NULL;
+            *log_file = *fallback_log;
+            if (dir) {
+                prune_crash_logs(dir);
+            }
+        }
+    }
+    if (!log_open(*log_file, &err)) {
+        report_to_parent(report_fd, err->message);
+        if (report_fd < 0) {
+            fprintf(stderr, "blkfuse: %s\n", err->message);
+        }
+        return false;
+    }
+    return true;
+}
+
+/* Signals arrive through a signalfd in the main loop; block them (into MASK) before any
+ * thread starts so every thread inherits the mask. */
+static void daemon_block_signals(sigset_t *mask)
+{
+    sigemptyset(mask);
+    sigaddset(mask, SIGTERM);
+    sigaddset(mask, SIGINT);
+    sigaddset(mask, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, mask, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    /* A loop device on our file may have to write back pages to free memory: the kernel must
+     * not throttle us as if we were an ordinary writer, or reclaim can deadlock on our I/O. */
+    if (prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0) < 0) {
+        log_debug("PR_SET_IO_FLUSHER: %s (loop devices under memory pressure may stall)",
+                  g_strerror(errno));
+    }
+}
+
+/* The mount is live: tell the caller, and let go of its stdio and working directory. */
+static void daemon_detach(int report_fd, const char *log_file)
+{
+    int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+    int errfd = log_file && strcmp(log_file, "syslog") != 0 ?
+                open(log_file, O_WRONLY | O_APPEND | O_CLOEXEC) : -1;
+
+    report_to_parent(report_fd, "OK");
+    if (null >= 0) {
+        dup2(null, STDIN_FILENO);
+        dup2(null, STDOUT_FILENO);
+        dup2(errfd >= 0 ? errfd : null, STDERR_FILENO);   /* stray library messages */
+        close(null);
+    }
+    if (errfd >= 0) {
+        close(errfd);
+    }
+    if (chdir("/") < 0) {
+        log_warning("chdir /: %s", g_strerror(errno));
+    }
+}
+
+/* Start serving: the control socket, the signalfd in SIG and the first export, if any.
+ * Returns the server, or NULL with ERRP set and nothing left behind but SIG's fd. */
+static ControlServer *daemon_start(const DaemonConfig *cfg, AioContext *ctx,
+                                   const sigset_t *mask, SignalState *sig, GError **errp)
+{
+    ControlServer *srv;
+    BlockExport *exp;
+
+    srv = control_server_new(cfg->socket_path, cfg->serve, cfg->allowed_uids, errp);
+    if (!srv) {
+        return NULL;
+    }
+    sig->srv = srv;
+    sig->fd = signalfd(-1, mask, SFD_CLOEXEC | SFD_NONBLOCK);
+    /* External, like the control connections: handled by the main loop, between requests. */
+    aio_set_fd_handler_external(ctx, sig->fd, signal_read, NULL, sig);
+
+    /* No client is served until the first export is up (or has failed): not even in the
+     * loops its opening and closing paths run, top-level as they are here. */
+    aio_disable_external(ctx);
+    exp = cfg->export ? blk_exp_add(cfg->export, errp) : NULL;
+    aio_enable_external(ctx);
+    if (cfg->export && !exp) {
+        control_server_free(srv);
+        return NULL;
+    }
+    if (cfg->serve) {
+        log_info("serving; control socket %s", control_server_path(srv));
+    }
+    return srv;
+}
+
 /* Run the daemon: in this process with --foreground, else in a forked child that reports to
  * the parent once the mount is live (or why it is not).  Returns the exit status. */
 static int daemon_run(const DaemonConfig *cfg)
@@ -595,146 +770,41 @@ static int daemon_run(const DaemonConfig *cfg)
     AioContext *ctx;
     ControlServer *srv;
     SignalState sig = { .fd = -1 };
-    BlockExport *exp;
     sigset_t mask;
-    const char *log_file = cfg->log_file;       /* NULL: stderr; "syslog"; or a file */
+    const char *log_file;                       /* NULL: stderr; "syslog"; or a file */
     g_autofree char *fallback_log = NULL;       /* RUNTIME_DIR/PID.log when there is no syslog */
 
     if (!cfg->foreground) {
-        int p[2];
-        pid_t pid;
-
-        if (pipe2(p, O_CLOEXEC) < 0) {
-            return fail("cannot create a pipe: %s", g_strerror(errno));
-        }
-        fflush(NULL);
-        pid = fork();
-        if (pid < 0) {
-            return fail("cannot fork the daemon: %s", g_strerror(errno));
-        }
-        if (pid > 0) {
-            char buf[4096];
-            ssize_t n, len = 0;
-            int status;
-
-            close(p[1]);
-            while (len < (ssize_t)sizeof(buf) - 1 &&
-                   (n = read(p[0], buf + len, sizeof(buf) - 1 - len)) != 0) {
-                if (n < 0) {
-                    if (errno == EINTR) {
-                        continue;
-                    }
-                    break;
-                }
-                len += n;
-            }
-            buf[len] = '\0';
-            close(p[0]);
-            g_strchomp(buf);
-            if (strcmp(buf, "OK") == 0) {
-                return 0;
-            }
-            waitpid(pid, &status, WNOHANG);
-            if (len == 0) {
-                g_autofree char *dir = control_runtime_dir(false, NULL);
-                g_autofree char *where = cfg->log_file ? g_strdup(cfg->log_file) :
-                    access("/dev/log", W_OK) == 0 ? g_strdup("the system log") :
-                    g_strdup_printf("%s/%d.log", dir, (int)pid);
-                return fail("the daemon exited before the mount was live; see %s", where);
-            }
-            fprintf(stderr, "blkfuse: %s\n", buf);
-            return EXIT_FAILURE;
-        }
-        close(p[0]);
-        report_fd = p[1];
-        setsid();
-        /* Close every descriptor we inherited (but stdio until the mount is live, and the
-         * pipe to the parent): a daemon holding its caller's pipes open would keep the caller
-         * (a shell's $(...), a test runner) waiting for an EOF that never comes. */
-        if (report_fd > 3) {
-            close_range(3, report_fd - 1, 0);
-        }
-        close_range(report_fd + 1, ~0U, 0);
-    }
-
-    log_set_verbose(cfg->verbose);
-    if (!log_file && !cfg->foreground) {
-        if (access("/dev/log", W_OK) == 0) {
-            log_file = "syslog";
-        } else {
-            /* No syslog here: keep the log where 'blkfuse list' finds the daemon. */
-            g_autofree char *dir = control_runtime_dir(true, NULL);
-            fallback_log = dir ? g_strdup_printf("%s/%d.log", dir, getpid()) : NULL;
-            log_file = fallback_log;
-            if (dir) {
-                prune_crash_logs(dir);
-            }
+        int ret = daemon_fork(cfg, &report_fd);
+        if (ret >= 0) {
+            return ret;
         }
     }
-    if (!log_open(log_file, &err)) {
-        report_to_parent(report_fd, err->message);
-        if (report_fd < 0) {
+    if (!daemon_open_log(cfg, report_fd, &log_file, &fallback_log)) {
+        return EXIT_FAILURE;
+    }
+    daemon_block_signals(&mask);
+
+    ctx = aio_get_current();
+    srv = daemon_start(cfg, ctx, &mask, &sig, &err);
+    if (!srv) {
+        if (sig.fd >= 0) {
+            aio_set_fd_handler_external(ctx, sig.fd, NULL, NULL, NULL);
+            close(sig.fd);
+        }
+        log_error("%s", err->message);
+        if (report_fd >= 0) {
+            report_to_parent(report_fd, err->message);
+            if (fallback_log) {
+                unlink(fallback_log);   /* the caller prints the error: a refusal leaves nothing */
+            }
+        } else if (cfg->log_file) {
             fprintf(stderr, "blkfuse: %s\n", err->message);
         }
         return EXIT_FAILURE;
     }
-
-    /* Signals arrive through a signalfd in the main loop; block them before any thread starts
-     * so every thread inherits the mask. */
-    sigemptyset(&mask);
-    sigaddset(&mask, SIGTERM);
-    sigaddset(&mask, SIGINT);
-    sigaddset(&mask, SIGHUP);
-    pthread_sigmask(SIG_BLOCK, &mask, NULL);
-    signal(SIGPIPE, SIG_IGN);
-
-    /* A loop device on our file may have to write back pages to free memory: the kernel must
-     * not throttle us as if we were an ordinary writer, or reclaim can deadlock on our I/O. */
-    if (prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0) < 0) {
-        log_debug("PR_SET_IO_FLUSHER: %s (loop devices under memory pressure may stall)",
-                  g_strerror(errno));
-    }
-
-    ctx = aio_get_current();
-    srv = control_server_new(cfg->socket_path, cfg->serve, cfg->allowed_uids, &err);
-    if (!srv) {
-        goto fail;
-    }
-    sig.srv = srv;
-    sig.fd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
-    /* External, like the control connections: handled by the main loop, between requests. */
-    aio_set_fd_handler_external(ctx, sig.fd, signal_read, NULL, &sig);
-
-    /* No client is served until the first export is up (or has failed): not even in the
-     * loops its opening and closing paths run, top-level as they are here. */
-    aio_disable_external(ctx);
-    exp = cfg->export ? blk_exp_add(cfg->export, &err) : NULL;
-    aio_enable_external(ctx);
-    if (cfg->export && !exp) {
-        control_server_free(srv);
-        goto fail;
-    }
-    if (cfg->serve) {
-        log_info("serving; control socket %s", control_server_path(srv));
-    }
-
     if (report_fd >= 0) {
-        int null = open("/dev/null", O_RDWR | O_CLOEXEC);
-        int errfd = log_file && strcmp(log_file, "syslog") != 0 ?
-                    open(log_file, O_WRONLY | O_APPEND | O_CLOEXEC) : -1;
-        report_to_parent(report_fd, "OK");
-        if (null >= 0) {
-            dup2(null, STDIN_FILENO);
-            dup2(null, STDOUT_FILENO);
-            dup2(errfd >= 0 ? errfd : null, STDERR_FILENO);   /* stray library messages */
-            close(null);
-        }
-        if (errfd >= 0) {
-            close(errfd);
-        }
-        if (chdir("/") < 0) {
-            log_warning("chdir /: %s", g_strerror(errno));
-        }
+        daemon_detach(report_fd, log_file);
     }
 
     sd_notify_state("READY=1");         /* blkfuse.service: the socket is up (and the export) */
@@ -751,22 +821,6 @@ static int daemon_run(const DaemonConfig *cfg)
         unlink(fallback_log);   /* a clean exit; after a crash the log stays for inspection */
     }
     return 0;
-
-fail:
-    if (sig.fd >= 0) {
-        aio_set_fd_handler_external(ctx, sig.fd, NULL, NULL, NULL);
-        close(sig.fd);
-    }
-    log_error("%s", err->message);
-    if (report_fd >= 0) {
-        report_to_parent(report_fd, err->message);
-        if (fallback_log) {
-            unlink(fallback_log);   /* the caller prints the error: a refusal leaves nothing */
-        }
-    } else if (cfg->log_file) {
-        fprintf(stderr, "blkfuse: %s\n", err->message);
-    }
-    return EXIT_FAILURE;
 }
 
 /* --- commands --- */
@@ -788,12 +842,139 @@ static bool parse_queues(const char *s, unsigned *out)
     return true;
 }
 
+/* Check the mount options of O and fill in what EO and BOPTS take from them beyond the plain
+ * flags.  Returns -1 when they are usable, else the exit status of the usage error printed. */
+static int mount_check_options(const CliCommand *c, GHashTable *o, BlockExportOptions *eo,
+                               const DaemonConfig *cfg, GHashTable *bopts)
+{
+    g_autoptr(GError) err = NULL;
+    const char *cache = eo->cache;
+
+    if (!parse_queues(opt_str(o, "queues"), &eo->queues)) {
+        return usage_error(c, "--queues needs a number from 1 to 64, not '%s'",
+                           opt_str(o, "queues"));
+    }
+    if (eo->transport && !blk_exp_transport_valid(eo->transport)) {
+        return usage_error(c, "--transport must be auto, uring or dev, not '%s'", eo->transport);
+    }
+    if (opt_str(o, "passthrough") &&
+        !fuse_passthrough_mode_parse(opt_str(o, "passthrough"), &eo->passthrough)) {
+        return usage_error(c, "--passthrough must be auto, on or off, not '%s'",
+                           opt_str(o, "passthrough"));
+    }
+    if (opt_str(o, "stats") && strcmp(opt_str(o, "stats"), "full") &&
+        strcmp(opt_str(o, "stats"), "coarse")) {
+        return usage_error(c, "--stats must be full or coarse, not '%s'", opt_str(o, "stats"));
+    }
+    eo->coarse_stats = opt_str(o, "stats") && !strcmp(opt_str(o, "stats"), "coarse");
+    if (cache && strcmp(cache, "writeback") && strcmp(cache, "writethrough") &&
+        strcmp(cache, "none") && strcmp(cache, "directsync")) {
+        return usage_error(c, "--cache must be writeback, writethrough, none or directsync, "
+                           "not '%s'", cache);
+    }
+    if (eo->format && !bdrv_find_format(eo->format)) {
+        return usage_error(c, "unknown format '%s' (known: %s)", eo->format,
+                           bdrv_format_list());
+    }
+    if (opt_str(o, "options") && !block_options_parse(bopts, opt_str(o, "options"), &err)) {
+        return usage_error(c, "%s", err->message);
+    }
+    if (opt_str(o, "snapshot-name")) {
+        g_hash_table_replace(bopts, g_strdup("snapshot-name"),
+                             g_strdup(opt_str(o, "snapshot-name")));
+    }
+    if (eo->snapshot && eo->read_only) {
+        return usage_error(c, "--snapshot and --read-only exclude each other");
+    }
+    if (opt_str(o, "changed")) {
+        if (!eo->read_only) {
+            return usage_error(c, "--changed needs --read-only");
+        }
+        g_hash_table_replace(bopts, g_strdup("changed"), g_strdup(opt_str(o, "changed")));
+    }
+    if (eo->id && !control_check_export_id(eo->id, &err)) {
+        return usage_error(c, "--id: %s", err->message);
+    }
+    if (opt_str(o, "daemon") && (cfg->foreground || cfg->log_file || cfg->verbose)) {
+        return usage_error(c, "--foreground, --log-file and --verbose belong to the daemon: "
+                           "give them to 'blkfuse serve', not with --daemon");
+    }
+    return -1;
+}
+
+/* The control request that asks a running daemon for the mount of EO (options O). */
+static json_t *mount_request(GHashTable *o, const BlockExportOptions *eo)
+{
+    json_t *req = json_object();
+    g_autofree char *image = g_canonicalize_filename(eo->image, NULL);
+    g_autofree char *mp = g_canonicalize_filename(eo->mountpoint, NULL);
+
+    json_object_set_new(req, "cmd", json_string("mount"));
+    /* The daemon runs elsewhere: paths go absolute; a protocol name goes as it is. */
+    json_object_set_new(req, "image", json_util_string(
+                            bdrv_find_protocol(eo->image)->protocol_prefix ? eo->image : image));
+    json_object_set_new(req, "mountpoint", json_util_string(mp));
+    if (eo->id) {
+        json_object_set_new(req, "id", json_util_string(eo->id));
+    }
+    if (eo->format) {
+        json_object_set_new(req, "format", json_util_string(eo->format));
+    }
+    if (opt_str(o, "options") || opt_str(o, "changed")) {
+        /* --changed=BITMAP is the format option changed=BITMAP */
+        g_autofree char *changed = opt_str(o, "changed") ?
+            g_strdup_printf("changed=%s", opt_str(o, "changed")) : NULL;
+        g_autofree char *all = g_strjoin(opt_str(o, "options") && changed ? "," : "",
+                                         opt_str(o, "options") ? opt_str(o, "options") : "",
+                                         changed ? changed : "", NULL);
+        json_object_set_new(req, "options", json_util_string(all));
+    }
+    if (opt_str(o, "snapshot-name")) {
+        json_object_set_new(req, "snapshot_name", json_util_string(opt_str(o, "snapshot-name")));
+    }
+    json_object_set_new(req, "read_only", json_boolean(eo->read_only));
+    json_object_set_new(req, "growable", json_boolean(eo->growable));
+    json_object_set_new(req, "allow_other", json_boolean(eo->allow_other));
+    json_object_set_new(req, "snapshot", json_boolean(eo->snapshot));
+    if (eo->allow_remote_backing) {
+        json_object_set_new(req, "allow_remote_backing", json_true());
+    }
+    if (eo->cache) {
+        json_object_set_new(req, "cache", json_util_string(eo->cache));
+    }
+    json_object_set_new(req, "queues", json_integer(eo->queues));
+    if (eo->transport) {
+        json_object_set_new(req, "transport", json_util_string(eo->transport));
+    }
+    if (opt_str(o, "passthrough")) {
+        json_object_set_new(req, "passthrough", json_util_string(opt_str(o, "passthrough")));
+    }
+    if (opt_str(o, "stats")) {
+        json_object_set_new(req, "stats", json_util_string(opt_str(o, "stats")));
+    }
+    return req;
+}
+
+/* mount --daemon=SOCKET: the daemon at SOCKET does the mount.  Returns the exit status. */
+static int mount_by_daemon(GHashTable *o, const BlockExportOptions *eo)
+{
+    g_autoptr(GError) err = NULL;
+    g_autoptr(json_t) req = mount_request(o, eo);
+    g_autoptr(json_t) reply = control_call(opt_str(o, "daemon"), req, 60000, &err);
+
+    if (!reply) {
+        return fail("%s", err->message);
+    }
+    if (!json_util_get_bool(reply, "ok", false)) {
+        return fail("%s", json_string_value(json_object_get(reply, "error")));
+    }
+    return 0;
+}
+
 static int cmd_mount(GHashTable *o, int argc, char **argv)
 {
     const CliCommand *c = &commands[0];
     g_autoptr(GHashTable) bopts = block_options_new();
-    g_autoptr(GError) err = NULL;
-    const char *cache = opt_str(o, "cache");
     BlockExportOptions eo = {
         .type = "fuse",
         .id = opt_str(o, "id"),
@@ -805,7 +986,7 @@ static int cmd_mount(GHashTable *o, int argc, char **argv)
         .growable = opt_flag(o, "growable"),
         .allow_other = opt_flag(o, "allow-other"),
         .snapshot = opt_flag(o, "snapshot"),
-        .cache = cache,
+        .cache = opt_str(o, "cache"),
         .transport = opt_str(o, "transport"),
         .allow_remote_backing = opt_flag(o, "allow-remote-backing"),
     };
@@ -816,114 +997,13 @@ static int cmd_mount(GHashTable *o, int argc, char **argv)
         .verbose = opt_flag(o, "verbose"),
     };
     g_autofree char *log_abs = NULL;
+    int ret = mount_check_options(c, o, &eo, &cfg, bopts);
 
-    if (!parse_queues(opt_str(o, "queues"), &eo.queues)) {
-        return usage_error(c, "--queues needs a number from 1 to 64, not '%s'",
-                           opt_str(o, "queues"));
-    }
-    if (eo.transport && !blk_exp_transport_valid(eo.transport)) {
-        return usage_error(c, "--transport must be auto, uring or dev, not '%s'", eo.transport);
-    }
-    if (opt_str(o, "passthrough") &&
-        !fuse_passthrough_mode_parse(opt_str(o, "passthrough"), &eo.passthrough)) {
-        return usage_error(c, "--passthrough must be auto, on or off, not '%s'",
-                           opt_str(o, "passthrough"));
-    }
-    if (opt_str(o, "stats") && strcmp(opt_str(o, "stats"), "full") &&
-        strcmp(opt_str(o, "stats"), "coarse")) {
-        return usage_error(c, "--stats must be full or coarse, not '%s'", opt_str(o, "stats"));
-    }
-    eo.coarse_stats = opt_str(o, "stats") && !strcmp(opt_str(o, "stats"), "coarse");
-    if (cache && strcmp(cache, "writeback") && strcmp(cache, "writethrough") &&
-        strcmp(cache, "none") && strcmp(cache, "directsync")) {
-        return usage_error(c, "--cache must be writeback, writethrough, none or directsync, "
-                           "not '%s'", cache);
-    }
-    if (eo.format && !bdrv_find_format(eo.format)) {
-        return usage_error(c, "unknown format '%s' (known: %s)", eo.format,
-                           bdrv_format_list());
-    }
-    if (opt_str(o, "options") && !block_options_parse(bopts, opt_str(o, "options"), &err)) {
-        return usage_error(c, "%s", err->message);
-    }
-    if (opt_str(o, "snapshot-name")) {
-        g_hash_table_replace(bopts, g_strdup("snapshot-name"),
-                             g_strdup(opt_str(o, "snapshot-name")));
-    }
-    if (eo.snapshot && eo.read_only) {
-        return usage_error(c, "--snapshot and --read-only exclude each other");
-    }
-    if (opt_str(o, "changed")) {
-        if (!eo.read_only) {
-            return usage_error(c, "--changed needs --read-only");
-        }
-        g_hash_table_replace(bopts, g_strdup("changed"), g_strdup(opt_str(o, "changed")));
-    }
-    if (eo.id && !control_check_export_id(eo.id, &err)) {
-        return usage_error(c, "--id: %s", err->message);
-    }
-    if (opt_str(o, "daemon") && (cfg.foreground || cfg.log_file || cfg.verbose)) {
-        return usage_error(c, "--foreground, --log-file and --verbose belong to the daemon: "
-                           "give them to 'blkfuse serve', not with --daemon");
+    if (ret >= 0) {
+        return ret;
     }
     if (opt_str(o, "daemon")) {
-        g_autoptr(json_t) req = json_object();
-        g_autoptr(json_t) reply = NULL;
-        g_autofree char *image = g_canonicalize_filename(eo.image, NULL);
-        g_autofree char *mp = g_canonicalize_filename(eo.mountpoint, NULL);
-
-        json_object_set_new(req, "cmd", json_string("mount"));
-        /* The daemon runs elsewhere: paths go absolute; a protocol name goes as it is. */
-        json_object_set_new(req, "image", json_util_string(
-                                bdrv_find_protocol(eo.image)->protocol_prefix ? eo.image : image));
-        json_object_set_new(req, "mountpoint", json_util_string(mp));
-        if (eo.id) {
-            json_object_set_new(req, "id", json_util_string(eo.id));
-        }
-        if (eo.format) {
-            json_object_set_new(req, "format", json_util_string(eo.format));
-        }
-        if (opt_str(o, "options") || opt_str(o, "changed")) {
-            /* --changed=BITMAP is the format option changed=BITMAP */
-            g_autofree char *changed = opt_str(o, "changed") ?
-                g_strdup_printf("changed=%s", opt_str(o, "changed")) : NULL;
-            g_autofree char *all = g_strjoin(opt_str(o, "options") && changed ? "," : "",
-                                             opt_str(o, "options") ? opt_str(o, "options") : "",
-                                             changed ? changed : "", NULL);
-            json_object_set_new(req, "options", json_util_string(all));
-        }
-        if (opt_str(o, "snapshot-name")) {
-            json_object_set_new(req, "snapshot_name",
-                                json_util_string(opt_str(o, "snapshot-name")));
-        }
-        json_object_set_new(req, "read_only", json_boolean(eo.read_only));
-        json_object_set_new(req, "growable", json_boolean(eo.growable));
-        json_object_set_new(req, "allow_other", json_boolean(eo.allow_other));
-        json_object_set_new(req, "snapshot", json_boolean(eo.snapshot));
-        if (eo.allow_remote_backing) {
-            json_object_set_new(req, "allow_remote_backing", json_true());
-        }
-        if (cache) {
-            json_object_set_new(req, "cache", json_util_string(cache));
-        }
-        json_object_set_new(req, "queues", json_integer(eo.queues));
-        if (eo.transport) {
-            json_object_set_new(req, "transport", json_util_string(eo.transport));
-        }
-        if (opt_str(o, "passthrough")) {
-            json_object_set_new(req, "passthrough", json_util_string(opt_str(o, "passthrough")));
-        }
-        if (opt_str(o, "stats")) {
-            json_object_set_new(req, "stats", json_util_string(opt_str(o, "stats")));
-        }
-        reply = control_call(opt_str(o, "daemon"), req, 60000, &err);
-        if (!reply) {
-            return fail("%s", err->message);
-        }
-        if (!json_util_get_bool(reply, "ok", false)) {
-            return fail("%s", json_string_value(json_object_get(reply, "error")));
-        }
-        return 0;
+        return mount_by_daemon(o, &eo);
     }
     if (cfg.log_file) {
         log_abs = g_canonicalize_filename(cfg.log_file, NULL);
@@ -1231,6 +1311,200 @@ static int cmd_stats(GHashTable *o, int argc, char **argv)
     return 0;
 }
 
+/* The qcow2-style facts the driver reports (version, cluster size, flags) into LAYER. */
+static void info_add_driver_info(json_t *layer, BlockDriverState *p)
+{
+    BlockDriverInfo bdi = { 0 };
+
+    if (!p->drv->bdrv_get_info || p->drv->bdrv_get_info(p, &bdi) < 0) {
+        return;
+    }
+    if (bdi.version) {
+        json_object_set_new(layer, "version", json_integer(bdi.version));
+    }
+    if (bdi.cluster_size) {
+        json_object_set_new(layer, "cluster_size", json_integer(bdi.cluster_size));
+    }
+    if (bdi.refcount_bits) {
+        json_object_set_new(layer, "refcount_bits", json_integer(bdi.refcount_bits));
+    }
+    json_object_set_new(layer, "extended_l2", json_boolean(bdi.extended_l2));
+    json_object_set_new(layer, "lazy_refcounts", json_boolean(bdi.lazy_refcounts));
+    if (bdi.compression_type) {
+        json_object_set_new(layer, "compression_type", json_util_string(bdi.compression_type));
+    }
+    json_object_set_new(layer, "dirty", json_boolean(bdi.dirty));
+    json_object_set_new(layer, "corrupt", json_boolean(bdi.corrupt));
+    g_free(bdi.extra);
+}
+
+/* The internal snapshots of P, if its driver lists them, as LAYER's "snapshots". */
+static void info_add_snapshots(json_t *layer, BlockDriverState *p)
+{
+    g_autoptr(GPtrArray) snaps = NULL;
+    json_t *arr;
+
+    if (!p->drv->bdrv_snapshot_list || p->drv->bdrv_snapshot_list(p, &snaps) < 0 || !snaps) {
+        return;
+    }
+    arr = json_array();
+    for (guint i = 0; i < snaps->len; i++) {
+        BlockSnapshotInfo *sn = snaps->pdata[i];
+        json_t *s = json_object();
+        json_object_set_new(s, "id", json_util_string(sn->id));
+        json_object_set_new(s, "name", json_util_string(sn->name));
+        json_object_set_new(s, "disk_size", json_integer(sn->disk_size));
+        json_object_set_new(s, "vm_state_size", json_integer(sn->vm_state_size));
+        json_object_set_new(s, "date_sec", json_integer(sn->date_sec));
+        json_array_append_new(arr, s);
+        block_snapshot_info_free(sn);
+    }
+    g_ptr_array_set_free_func(snaps, NULL);
+    json_object_set_new(layer, "snapshots", arr);
+}
+
+/* The persistent dirty bitmaps of P as LAYER's "bitmaps", with qemu-img info's members and
+ * flag names. */
+static void info_add_bitmaps(json_t *layer, BlockDriverState *p)
+{
+    g_autoptr(GPtrArray) bitmaps = NULL;
+    json_t *arr;
+
+    if (!p->drv->bdrv_bitmap_list || p->drv->bdrv_bitmap_list(p, &bitmaps) < 0 ||
+        !bitmaps->len) {
+        return;
+    }
+    arr = json_array();
+    for (guint i = 0; i < bitmaps->len; i++) {
+        BlockBitmapInfo *bm = bitmaps->pdata[i];
+        json_t *b = json_object();
+        json_t *bm_flags = json_array();
+        if (bm->in_use) {
+            json_array_append_new(bm_flags, json_string("in-use"));
+        }
+        if (bm->enabled) {
+            json_array_append_new(bm_flags, json_string("auto"));
+        }
+        json_object_set_new(b, "flags", bm_flags);
+        json_object_set_new(b, "name", json_util_string(bm->name));
+        json_object_set_new(b, "granularity", json_integer(bm->granularity));
+        json_array_append_new(arr, b);
+    }
+    json_object_set_new(layer, "bitmaps", arr);
+}
+
+/* One layer of the backing chain as 'blkfuse info --json' shows it. */
+static json_t *info_layer(BlockDriverState *p)
+{
+    json_t *layer = json_object();
+    BlockDriverState *file = p->file ? p->file->bs : p;
+    json_t *remote = control_describe_protocol(p);
+
+    json_object_set_new(layer, "filename", json_util_string(file->filename));
+    if (remote) {
+        json_object_set_new(layer, "remote", remote);
+    }
+    json_object_set_new(layer, "format", json_util_string(p->drv->format_name));
+    json_object_set_new(layer, "virtual_size", json_integer(bdrv_getlength(p)));
+    json_object_set_new(layer, "disk_size", json_integer(bdrv_get_allocated_file_size(p)));
+    info_add_driver_info(layer, p);
+    if (p->backing_file) {
+        json_object_set_new(layer, "backing_file", json_util_string(p->backing_file));
+    }
+    if (p->backing_format) {
+        json_object_set_new(layer, "backing_format", json_util_string(p->backing_format));
+    }
+    info_add_snapshots(layer, p);
+    info_add_bitmaps(layer, p);
+    return layer;
+}
+
+/* The "bitmaps:" section in the layout of qemu-img info. */
+static void info_print_bitmaps(json_t *bitmaps)
+{
+    printf("bitmaps:\n");
+    for (guint j = 0; j < json_array_size(bitmaps); j++) {
+        json_t *b = json_array_get(bitmaps, j);
+        json_t *bm_flags = json_object_get(b, "flags");
+        printf("    [%u]:\n        flags:\n", j);
+        for (guint k = 0; k < json_array_size(bm_flags); k++) {
+            printf("            [%u]: %s\n", k, json_string_value(json_array_get(bm_flags, k)));
+        }
+        printf("        name: %s\n        granularity: %" G_GINT64_FORMAT "\n",
+               json_string_value(json_object_get(b, "name")),
+               json_util_get_int(b, "granularity", 0));
+    }
+}
+
+/* The server and connections of a remote (nbd:, rbd:) layer. */
+static void info_print_remote(json_t *r)
+{
+    if (json_string_value(json_object_get(r, "server"))) {
+        printf("server: %s\n", json_string_value(json_object_get(r, "server")));
+    }
+    if (json_object_get(r, "connections")) {
+        printf("connections: %" G_GINT64_FORMAT "\n", json_util_get_int(r, "connections", 0));
+    }
+}
+
+static void info_print_snapshots(json_t *snaps)
+{
+    printf("snapshots:\n  %-6s %-20s %12s\n", "ID", "NAME", "DISK SIZE");
+    for (guint j = 0; j < json_array_size(snaps); j++) {
+        json_t *s = json_array_get(snaps, j);
+        g_autofree char *sz = human_bytes(json_util_get_int(s, "disk_size", 0));
+        printf("  %-6s %-20s %12s\n", json_string_value(json_object_get(s, "id")),
+               json_string_value(json_object_get(s, "name")), sz);
+    }
+}
+
+/* Layer I of the chain (0 the top image) as text, in the manner of qemu-img info. */
+static void info_print_layer(json_t *l, guint i)
+{
+    g_autofree char *vs = human_bytes(json_util_get_int(l, "virtual_size", 0));
+    g_autofree char *ds = human_bytes(json_util_get_int(l, "disk_size", 0));
+    json_t *snaps = json_object_get(l, "snapshots");
+    const char *compression = json_string_value(json_object_get(l, "compression_type"));
+    const char *backing_file = json_string_value(json_object_get(l, "backing_file"));
+    const char *backing_format = json_string_value(json_object_get(l, "backing_format"));
+    json_t *bitmaps = json_object_get(l, "bitmaps");
+
+    if (i > 0) {
+        printf("\nbacking file %u:\n", i);
+    }
+    printf("image: %s\nformat: %s\nvirtual size: %s (%" G_GINT64_FORMAT " bytes)\n"
+           "disk size: %s\n", json_string_value(json_object_get(l, "filename")),
+           json_string_value(json_object_get(l, "format")), vs,
+           json_util_get_int(l, "virtual_size", 0), ds);
+    if (json_object_get(l, "cluster_size")) {
+        printf("cluster size: %" G_GINT64_FORMAT "\n", json_util_get_int(l, "cluster_size", 0));
+    }
+    if (json_object_get(l, "version")) {
+        printf("version: %" G_GINT64_FORMAT "\nrefcount bits: %" G_GINT64_FORMAT "\n"
+               "extended l2: %s\nlazy refcounts: %s\ncompression type: %s\n"
+               "dirty: %s\ncorrupt: %s\n", json_util_get_int(l, "version", 0),
+               json_util_get_int(l, "refcount_bits", 0),
+               json_util_get_bool(l, "extended_l2", false) ? "yes" : "no",
+               json_util_get_bool(l, "lazy_refcounts", false) ? "yes" : "no",
+               compression ? compression : "zlib",
+               json_util_get_bool(l, "dirty", false) ? "yes" : "no",
+               json_util_get_bool(l, "corrupt", false) ? "yes" : "no");
+    }
+    if (json_array_size(bitmaps) > 0) {
+        info_print_bitmaps(bitmaps);
+    }
+    if (json_object_get(l, "remote")) {
+        info_print_remote(json_object_get(l, "remote"));
+    }
+    if (backing_file) {
+        printf("backing file: %s%s%s%s\n", backing_file, backing_format ? " (format " : "",
+               backing_format ? backing_format : "", backing_format ? ")" : "");
+    }
+    if (json_array_size(snaps) > 0) {
+        info_print_snapshots(snaps);
+    }
+}
+
 static int cmd_info(GHashTable *o, int argc, char **argv)
 {
     g_autoptr(GError) err = NULL;
@@ -1249,85 +1523,7 @@ static int cmd_info(GHashTable *o, int argc, char **argv)
         return fail("%s", err->message);
     }
     for (BlockDriverState *p = bs; p; p = p->backing ? p->backing->bs : NULL) {
-        json_t *layer = json_object();
-        BlockDriverInfo bdi = { 0 };
-        g_autoptr(GPtrArray) snaps = NULL;
-        g_autoptr(GPtrArray) bitmaps = NULL;
-        BlockDriverState *file = p->file ? p->file->bs : p;
-
-        json_t *remote = control_describe_protocol(p);
-
-        json_object_set_new(layer, "filename", json_util_string(file->filename));
-        if (remote) {
-            json_object_set_new(layer, "remote", remote);
-        }
-        json_object_set_new(layer, "format", json_util_string(p->drv->format_name));
-        json_object_set_new(layer, "virtual_size", json_integer(bdrv_getlength(p)));
-        json_object_set_new(layer, "disk_size", json_integer(bdrv_get_allocated_file_size(p)));
-        if (p->drv->bdrv_get_info && p->drv->bdrv_get_info(p, &bdi) >= 0) {
-            if (bdi.version) {
-                json_object_set_new(layer, "version", json_integer(bdi.version));
-            }
-            if (bdi.cluster_size) {
-                json_object_set_new(layer, "cluster_size", json_integer(bdi.cluster_size));
-            }
-            if (bdi.refcount_bits) {
-                json_object_set_new(layer, "refcount_bits", json_integer(bdi.refcount_bits));
-            }
-            json_object_set_new(layer, "extended_l2", json_boolean(bdi.extended_l2));
-            json_object_set_new(layer, "lazy_refcounts", json_boolean(bdi.lazy_refcounts));
-            if (bdi.compression_type) {
-                json_object_set_new(layer, "compression_type",
-                                    json_util_string(bdi.compression_type));
-            }
-            json_object_set_new(layer, "dirty", json_boolean(bdi.dirty));
-            json_object_set_new(layer, "corrupt", json_boolean(bdi.corrupt));
-            g_free(bdi.extra);
-        }
-        if (p->backing_file) {
-            json_object_set_new(layer, "backing_file", json_util_string(p->backing_file));
-        }
-        if (p->backing_format) {
-            json_object_set_new(layer, "backing_format", json_util_string(p->backing_format));
-        }
-        if (p->drv->bdrv_snapshot_list && p->drv->bdrv_snapshot_list(p, &snaps) >= 0 && snaps) {
-            json_t *arr = json_array();
-            for (guint i = 0; i < snaps->len; i++) {
-                BlockSnapshotInfo *sn = snaps->pdata[i];
-                json_t *s = json_object();
-                json_object_set_new(s, "id", json_util_string(sn->id));
-                json_object_set_new(s, "name", json_util_string(sn->name));
-                json_object_set_new(s, "disk_size", json_integer(sn->disk_size));
-                json_object_set_new(s, "vm_state_size", json_integer(sn->vm_state_size));
-                json_object_set_new(s, "date_sec", json_integer(sn->date_sec));
-                json_array_append_new(arr, s);
-                block_snapshot_info_free(sn);
-            }
-            g_ptr_array_set_free_func(snaps, NULL);
-            json_object_set_new(layer, "snapshots", arr);
-        }
-        if (p->drv->bdrv_bitmap_list && p->drv->bdrv_bitmap_list(p, &bitmaps) >= 0 &&
-            bitmaps->len) {
-            /* qemu-img info's members and flag names */
-            json_t *arr = json_array();
-            for (guint i = 0; i < bitmaps->len; i++) {
-                BlockBitmapInfo *bm = bitmaps->pdata[i];
-                json_t *b = json_object();
-                json_t *bm_flags = json_array();
-                if (bm->in_use) {
-                    json_array_append_new(bm_flags, json_string("in-use"));
-                }
-                if (bm->enabled) {
-                    json_array_append_new(bm_flags, json_string("auto"));
-                }
-                json_object_set_new(b, "flags", bm_flags);
-                json_object_set_new(b, "name", json_util_string(bm->name));
-                json_object_set_new(b, "granularity", json_integer(bm->granularity));
-                json_array_append_new(arr, b);
-            }
-            json_object_set_new(layer, "bitmaps", arr);
-        }
-        json_array_append_new(chain, layer);
+        json_array_append_new(chain, info_layer(p));
     }
     bdrv_unref(bs);
 
@@ -1343,76 +1539,7 @@ static int cmd_info(GHashTable *o, int argc, char **argv)
         return 0;
     }
     for (guint i = 0; i < json_array_size(chain); i++) {
-        json_t *l = json_array_get(chain, i);
-        g_autofree char *vs = human_bytes(json_util_get_int(l, "virtual_size", 0));
-        g_autofree char *ds = human_bytes(json_util_get_int(l, "disk_size", 0));
-        json_t *snaps = json_object_get(l, "snapshots");
-        const char *compression = json_string_value(json_object_get(l, "compression_type"));
-        const char *backing_file = json_string_value(json_object_get(l, "backing_file"));
-        const char *backing_format = json_string_value(json_object_get(l, "backing_format"));
-        json_t *bitmaps = json_object_get(l, "bitmaps");
-
-        if (i > 0) {
-            printf("\nbacking file %u:\n", i);
-        }
-        printf("image: %s\nformat: %s\nvirtual size: %s (%" G_GINT64_FORMAT " bytes)\n"
-               "disk size: %s\n", json_string_value(json_object_get(l, "filename")),
-               json_string_value(json_object_get(l, "format")), vs,
-               json_util_get_int(l, "virtual_size", 0), ds);
-        if (json_object_get(l, "cluster_size")) {
-            printf("cluster size: %" G_GINT64_FORMAT "\n",
-                   json_util_get_int(l, "cluster_size", 0));
-        }
-        if (json_object_get(l, "version")) {
-            printf("version: %" G_GINT64_FORMAT "\nrefcount bits: %" G_GINT64_FORMAT "\n"
-                   "extended l2: %s\nlazy refcounts: %s\ncompression type: %s\n"
-                   "dirty: %s\ncorrupt: %s\n", json_util_get_int(l, "version", 0),
-                   json_util_get_int(l, "refcount_bits", 0),
-                   json_util_get_bool(l, "extended_l2", false) ? "yes" : "no",
-                   json_util_get_bool(l, "lazy_refcounts", false) ? "yes" : "no",
-                   compression ? compression : "zlib",
-                   json_util_get_bool(l, "dirty", false) ? "yes" : "no",
-                   json_util_get_bool(l, "corrupt", false) ? "yes" : "no");
-        }
-        if (json_array_size(bitmaps) > 0) {
-            /* the layout of qemu-img info's "bitmaps:" section */
-            printf("bitmaps:\n");
-            for (guint j = 0; j < json_array_size(bitmaps); j++) {
-                json_t *b = json_array_get(bitmaps, j);
-                json_t *bm_flags = json_object_get(b, "flags");
-                printf("    [%u]:\n        flags:\n", j);
-                for (guint k = 0; k < json_array_size(bm_flags); k++) {
-                    printf("            [%u]: %s\n", k,
-                           json_string_value(json_array_get(bm_flags, k)));
-                }
-                printf("        name: %s\n        granularity: %" G_GINT64_FORMAT "\n",
-                       json_string_value(json_object_get(b, "name")),
-                       json_util_get_int(b, "granularity", 0));
-            }
-        }
-        if (json_object_get(l, "remote")) {
-            json_t *r = json_object_get(l, "remote");
-            if (json_string_value(json_object_get(r, "server"))) {
-                printf("server: %s\n", json_string_value(json_object_get(r, "server")));
-            }
-            if (json_object_get(r, "connections")) {
-                printf("connections: %" G_GINT64_FORMAT "\n",
-                       json_util_get_int(r, "connections", 0));
-            }
-        }
-        if (backing_file) {
-            printf("backing file: %s%s%s%s\n", backing_file, backing_format ? " (format " : "",
-                   backing_format ? backing_format : "", backing_format ? ")" : "");
-        }
-        if (json_array_size(snaps) > 0) {
-            printf("snapshots:\n  %-6s %-20s %12s\n", "ID", "NAME", "DISK SIZE");
-            for (guint j = 0; j < json_array_size(snaps); j++) {
-                json_t *s = json_array_get(snaps, j);
-                g_autofree char *sz = human_bytes(json_util_get_int(s, "disk_size", 0));
-                printf("  %-6s %-20s %12s\n", json_string_value(json_object_get(s, "id")),
-                       json_string_value(json_object_get(s, "name")), sz);
-            }
-        }
+        info_print_layer(json_array_get(chain, i), i);
     }
     return 0;
 }
