@@ -66,8 +66,11 @@
 #define BLKFSX_VERSION "1.0"
 #define ALIGN_BUF 4096
 #define RACE_MAX_LEN (64 * 1024)
+#define OPT_MAX (INT64_MAX / 4)     /* the largest value of a numeric option */
 
 static const char *prog = "blkfsx";
+
+#include "tool-util.h"
 
 /* --- operation kinds ------------------------------------------------------------------ */
 
@@ -193,8 +196,6 @@ typedef struct {
 
 static Opts o;
 
-typedef struct { uint64_t s; } Rng;
-
 static struct {
     int fd, dfd;                /* buffered and O_DIRECT descriptors */
     uint8_t *map;
@@ -226,30 +227,6 @@ static sigjmp_buf sigbus_jmp;
 static volatile sig_atomic_t sigbus_armed;
 
 /* --- pseudo-random numbers and data ---------------------------------------------------- */
-
-static uint64_t splitmix64(uint64_t x)
-{
-    x += 0x9e3779b97f4a7c15ULL;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-    return x ^ (x >> 31);
-}
-
-static void rng_init(Rng *r, uint64_t seed)
-{
-    r->s = splitmix64(seed);
-    if (r->s == 0) {
-        r->s = 0x2545f4914f6cdd1dULL;
-    }
-}
-
-static uint64_t rng_next(Rng *r)
-{
-    r->s ^= r->s >> 12;
-    r->s ^= r->s << 25;
-    r->s ^= r->s >> 27;
-    return r->s * 0x2545f4914f6cdd1dULL;
-}
 
 /* A value in [0, n) (0 when n <= 0). */
 static int64_t rnd(Rng *r, int64_t n)
@@ -291,18 +268,6 @@ static void pattern_fill(uint8_t *buf, uint64_t n, int64_t off, int64_t len, boo
 }
 
 /* --- helpers ------------------------------------------------------------------------- */
-
-static void die(int status, const char *fmt, ...)
-{
-    va_list ap;
-
-    fprintf(stderr, "%s: ", prog);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-    exit(status);
-}
 
 static int64_t round_up(int64_t v, int64_t a)
 {
@@ -1764,27 +1729,6 @@ static void print_summary(void)
 
 /* --- options -------------------------------------------------------------------------- */
 
-static int64_t parse_size(const char *what, const char *s)
-{
-    char *end;
-    unsigned long long v;
-
-    errno = 0;
-    v = strtoull(s, &end, 0);
-    if (errno || end == s || *s == '-') {
-        die(2, "invalid %s '%s'", what, s);
-    }
-    switch (*end) {
-    case 'k': case 'K': v <<= 10; end++; break;
-    case 'm': case 'M': v <<= 20; end++; break;
-    case 'g': case 'G': v <<= 30; end++; break;
-    }
-    if (*end || v > INT64_MAX / 4) {
-        die(2, "invalid %s '%s'", what, s);
-    }
-    return v;
-}
-
 /* Set the kinds named in list (comma-separated names or groups, or "all") to on. */
 static void set_kinds(const char *list, bool on)
 {
@@ -1910,12 +1854,12 @@ static void parse_args(int argc, char **argv)
     set_kinds("all", true);
     while ((c = getopt_long(argc, argv, "N:d:S:l:m:c:k:x:vqhV", longopts, NULL)) != -1) {
         switch (c) {
-        case 'N': o.ops = parse_size("operation count", optarg); break;
-        case 'd': o.duration = parse_size("duration", optarg); break;
-        case 'S': o.seed = parse_size("seed", optarg); have_seed = true; break;
-        case 'l': o.max_len = parse_size("maximum length", optarg); break;
-        case 'm': o.max_size = parse_size("maximum size", optarg); break;
-        case 'c': o.check_every = parse_size("check interval", optarg); break;
+        case 'N': o.ops = parse_size("operation count", optarg, OPT_MAX); break;
+        case 'd': o.duration = parse_size("duration", optarg, OPT_MAX); break;
+        case 'S': o.seed = parse_size("seed", optarg, OPT_MAX); have_seed = true; break;
+        case 'l': o.max_len = parse_size("maximum length", optarg, OPT_MAX); break;
+        case 'm': o.max_size = parse_size("maximum size", optarg, OPT_MAX); break;
+        case 'c': o.check_every = parse_size("check interval", optarg, OPT_MAX); break;
         case 'k':
             if (!kinds_given) {
                 set_kinds("all", false);
@@ -1935,14 +1879,14 @@ static void parse_args(int argc, char **argv)
                 die(2, "unknown format '%s' (raw or qcow2)", optarg);
             }
             break;
-        case OPT_SIZE_ALIGN: o.size_align = parse_size("size alignment", optarg); break;
+        case OPT_SIZE_ALIGN: o.size_align = parse_size("size alignment", optarg, OPT_MAX); break;
         case OPT_GROWABLE: o.growable = true; break;
         case OPT_RAW_IMAGE: o.raw_image = optarg; break;
-        case OPT_BLOCKS_SLACK: o.blocks_slack = parse_size("blocks slack", optarg); break;
+        case OPT_BLOCKS_SLACK: o.blocks_slack = parse_size("blocks slack", optarg, OPT_MAX); break;
         case OPT_NO_BLOCKS: o.blocks_check = false; break;
         case OPT_NO_SHRINK: o.no_shrink = true; break;
         case OPT_DIRECT_INSIDE: o.direct_inside = true; break;
-        case OPT_AIO_DEPTH: o.aio_depth = parse_size("AIO depth", optarg); break;
+        case OPT_AIO_DEPTH: o.aio_depth = parse_size("AIO depth", optarg, OPT_MAX); break;
         case OPT_INIT:
             if (strcmp(optarg, "keep") && strcmp(optarg, "fill")) {
                 die(2, "unknown --init '%s' (keep or fill)", optarg);
@@ -1952,7 +1896,7 @@ static void parse_args(int argc, char **argv)
         case OPT_DUMP: o.dump = optarg; break;
         case OPT_LOG_FILE: o.log_file = optarg; break;
         case OPT_REPLAY: o.replay = optarg; break;
-        case OPT_SHOW_LOG: o.show_log = parse_size("log length", optarg); break;
+        case OPT_SHOW_LOG: o.show_log = parse_size("log length", optarg, OPT_MAX); break;
         case 'v': o.verbose = 1; break;
         case 'q': o.verbose = -1; break;
         case 'h': usage(stdout); exit(0);

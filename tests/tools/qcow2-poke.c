@@ -38,6 +38,10 @@
 
 #define OFFSET_MASK 0x00fffffffffffe00ULL
 
+static const char *prog = "qcow2-poke";
+
+#include "tool-util.h"
+
 static int fd;
 
 static const struct { const char *name; int off, size; } header[] = {
@@ -49,18 +53,6 @@ static const struct { const char *name; int off, size; } header[] = {
     { "compat", 80, 8 }, { "autoclear", 88, 8 }, { "refcount_order", 96, 4 },
     { "header_length", 100, 4 },
 };
-
-static void die(int status, const char *fmt, ...)
-{
-    va_list ap;
-
-    va_start(ap, fmt);
-    fprintf(stderr, "qcow2-poke: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n");
-    va_end(ap);
-    exit(status);
-}
 
 /* Big-endian unsigned of size bytes at off (zeros past the end of the file). */
 static uint64_t get(uint64_t off, int size)
@@ -199,18 +191,11 @@ static void refcount(uint64_t ci, const char *value)
     }
 }
 
-/* xorshift64*: a fixed sequence for a seed, the same on every machine */
-static uint64_t rng_next(uint64_t *x)
-{
-    *x ^= *x >> 12;
-    *x ^= *x << 25;
-    *x ^= *x >> 27;
-    return *x * 0x2545f4914f6cdd1dULL;
-}
-
 static void scramble(uint64_t seed, uint64_t count)
 {
-    uint64_t x = seed * 0x9e3779b97f4a7c15ULL + 1;
+    /* xorshift64* (tool-util.h) from this state: a fixed sequence for a seed, the same on
+     * every machine */
+    Rng x = { seed * 0x9e3779b97f4a7c15ULL + 1 };
     uint64_t cs = 1ULL << hdr("cluster_bits");
     off_t len = lseek(fd, 0, SEEK_END);
 

@@ -44,46 +44,9 @@
 
 static const char *prog = "rwstress";
 
-static void die(int status, const char *fmt, ...)
-{
-    va_list ap;
-
-    fprintf(stderr, "%s: ", prog);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-    exit(status);
-}
+#include "tool-util.h"
 
 /* --- pseudo-random numbers ------------------------------------------------ */
-
-static uint64_t splitmix64(uint64_t x)
-{
-    x += 0x9e3779b97f4a7c15ULL;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-    return x ^ (x >> 31);
-}
-
-/* xorshift64*: never seeded with 0 (splitmix64 of anything is a fine seed). */
-typedef struct { uint64_t s; } Rng;
-
-static void rng_init(Rng *r, uint64_t seed)
-{
-    r->s = splitmix64(seed);
-    if (r->s == 0) {
-        r->s = 0x2545f4914f6cdd1dULL;
-    }
-}
-
-static uint64_t rng_next(Rng *r)
-{
-    r->s ^= r->s >> 12;
-    r->s ^= r->s << 25;
-    r->s ^= r->s >> 27;
-    return r->s * 0x2545f4914f6cdd1dULL;
-}
 
 /* Uniform-enough value in [0, n) for n > 0. */
 static uint64_t rng_below(Rng *r, uint64_t n)
@@ -119,27 +82,6 @@ typedef struct {
     uint64_t range_min, range_max;
 } Opts;
 
-static uint64_t parse_size(const char *what, const char *s)
-{
-    char *end;
-    unsigned long long v;
-
-    errno = 0;
-    v = strtoull(s, &end, 0);
-    if (errno || end == s || *s == '-') {
-        die(2, "invalid %s '%s'", what, s);
-    }
-    switch (*end) {
-    case 'k': case 'K': v <<= 10; end++; break;
-    case 'm': case 'M': v <<= 20; end++; break;
-    case 'g': case 'G': v <<= 30; end++; break;
-    }
-    if (*end) {
-        die(2, "invalid %s '%s'", what, s);
-    }
-    return v;
-}
-
 static void usage(FILE *f)
 {
     fprintf(f,
@@ -174,12 +116,12 @@ static void parse_args(int argc, char **argv, Opts *o)
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (c) {
         case 'f': o->file = optarg; break;
-        case 'o': o->offset = parse_size("offset", optarg); break;
-        case 'l': o->length = parse_size("length", optarg); have_len = true; break;
-        case 's': o->seed = parse_size("seed", optarg); break;
-        case 'n': o->ops = parse_size("ops", optarg); have_ops = true; break;
-        case 'd': o->depth = parse_size("depth", optarg); break;
-        case 'b': o->block = parse_size("block", optarg); break;
+        case 'o': o->offset = parse_size("offset", optarg, UINT64_MAX); break;
+        case 'l': o->length = parse_size("length", optarg, UINT64_MAX); have_len = true; break;
+        case 's': o->seed = parse_size("seed", optarg, UINT64_MAX); break;
+        case 'n': o->ops = parse_size("ops", optarg, UINT64_MAX); have_ops = true; break;
+        case 'd': o->depth = parse_size("depth", optarg, UINT64_MAX); break;
+        case 'b': o->block = parse_size("block", optarg, UINT64_MAX); break;
         case 'D': o->direct = true; break;
         case 'V': o->verify = true; break;
         case 'r':
@@ -188,8 +130,8 @@ static void parse_args(int argc, char **argv, Opts *o)
                 die(2, "--size-range needs MIN:MAX, got '%s'", optarg);
             }
             *colon = '\0';
-            o->range_min = parse_size("size-range minimum", optarg);
-            o->range_max = parse_size("size-range maximum", colon + 1);
+            o->range_min = parse_size("size-range minimum", optarg, UINT64_MAX);
+            o->range_max = parse_size("size-range maximum", colon + 1, UINT64_MAX);
             o->have_range = true;
             break;
         case 'h': usage(stdout); exit(0);
