@@ -9,10 +9,7 @@ load helpers
 load control-helpers
 
 setup() {
-    blkfuse_setup
-    require_fuse
-    require python3
-    SOCK=$T/s.sock
+    control_setup
     STOPPED=()
 }
 

@@ -1,12 +1,23 @@
 # control-helpers.bash - talking to a `blkfuse serve` daemon's control socket
 # directly, for the tests of the control protocol (load it after helpers).
 #
+#   control_setup             the set-up of a control test: blkfuse_setup,
+#                             require_fuse and python3, SOCK=$T/s.sock
 #   start_serve [OPTION...]   start `blkfuse serve --socket $SOCK`, logging to
 #                             $T/daemon.log; sets SERVE_PID (recorded in PIDS)
 #   ctl JSON [SOCKET]         send one request line, print the reply line
 #   ctl_ok JSON [SOCKET]      the same, failing unless the reply says "ok": true
 #   json_get KEY...           print a member of the JSON on stdin (a path of
 #                             keys and array indexes)
+
+# control_setup: the set-up of a test that talks to a serve daemon: blkfuse_setup,
+# require_fuse, require python3 (ctl and json_get need it), and SOCK=$T/s.sock.
+control_setup() {
+    blkfuse_setup
+    require_fuse
+    require python3
+    SOCK=$T/s.sock
+}
 
 # ctl JSON [SOCKET]: send JSON (one request) and print the reply line.  Fails
 # if the daemon closes the connection or does not answer within 10 s.

@@ -4,12 +4,11 @@
 # removed independently (fusermount3 -u, blkfuse unmount), and SIGTERM.
 
 load helpers
+load control-helpers
 
 setup() {
-    blkfuse_setup
-    require_fuse
-    require python3 qemu-img
-    SOCK=$T/s.sock
+    control_setup
+    require qemu-img
     RAW=$T/disk.raw
     QCOW=$T/disk.qcow2
     MP1=$T/raw.mnt
@@ -19,46 +18,18 @@ setup() {
     qemu-img convert -f raw -O qcow2 "$T/q.ref" "$QCOW"
 }
 
-# ctl JSON-REQUEST: send one request line to the serve daemon's control
-# socket and print the reply line.
-ctl() {
-    python3 - "$SOCK" "$1" <<'EOF'
-import socket, sys
-s = socket.socket(socket.AF_UNIX)
-s.settimeout(10)
-s.connect(sys.argv[1])
-s.sendall(sys.argv[2].encode() + b"\n")
-buf = b""
-while not buf.endswith(b"\n"):
-    chunk = s.recv(65536)
-    if not chunk:
-        break
-    buf += chunk
-sys.stdout.write(buf.decode())
-EOF
-}
-
-# start_serve: start `blkfuse serve` on $SOCK; SERVE_PID is its pid (as the
-# daemon reports it), recorded for teardown.
-start_serve() {
-    local i
-    blkfuse serve --socket "$SOCK" --log-file "$T/daemon.log"
-    for ((i = 0; i < 100; i++)); do
-        [[ -S $SOCK ]] && break
-        sleep 0.05
-    done
-    [[ -S $SOCK ]] || { echo "no control socket $SOCK" >&2; return 1; }
-    SERVE_PID=$(ctl '{"cmd": "list"}' | python3 -c 'import json, sys; print(json.load(sys.stdin)["pid"])')
-    PIDS+=("$SERVE_PID")
+# start_serve_here: start_serve (control-helpers.bash), and check the daemon runs and its
+# control socket in the runtime directory is named after it.
+start_serve_here() {
+    start_serve
     _pid_alive "$SERVE_PID"
-    # The daemon's control socket in the runtime directory is named after it.
     [ -e "$XDG_RUNTIME_DIR/blkfuse/$SERVE_PID.sock" ]
 }
 
 # start_two: the serve daemon with a read-write raw export on MP1 and a
 # read-only qcow2 export on MP2.
 start_two() {
-    start_serve
+    start_serve_here
     blkfuse_mount --daemon "$SOCK" --id rawexp "$RAW" "$MP1"
     blkfuse_mount --daemon "$SOCK" --id qexp -r "$QCOW" "$MP2"
 }
@@ -183,7 +154,7 @@ assert r["ok"] is True and r["pid"] == int(sys.argv[2]) and r["exports"] == [], 
 }
 
 @test "SIGTERM ends an idle serve daemon" {
-    start_serve
+    start_serve_here
     kill -TERM "$SERVE_PID"
     wait_for_pid_exit "$SERVE_PID"
     [ ! -e "$SOCK" ]

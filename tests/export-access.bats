@@ -9,11 +9,7 @@ load helpers
 OTHER_UID=65534
 
 setup() {
-    blkfuse_setup
-    require_fuse
-    IMG=$T/disk.img
-    MP=$T/disk.mnt
-    make_pattern "$IMG" 4M
+    export_setup 4M
     # Let the other user reach the mountpoint, so only the export can refuse.
     chmod 0755 "$T"
 }

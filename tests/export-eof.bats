@@ -38,22 +38,30 @@ expect_size() {
     done
 }
 
+# mount_1000 ARGS...: IMG made 1000 random bytes, REF its copy, and IMG mounted on MP with ARGS.
+mount_1000() {
+    head -c 1000 /dev/urandom >"$IMG"
+    cp "$IMG" "$REF"
+    blkfuse_mount "$@" "$IMG" "$MP"
+}
+
+# write_both OFFSET:LENGTH: LENGTH random bytes, written at OFFSET of the export and of REF.
+write_both() {
+    local off=${1%:*} len=${1#*:}
+    head -c "$len" /dev/urandom >"$T/piece@$off"
+    write_at "$MP" "$off" "$T/piece@$off"
+    write_at "$REF" "$off" "$T/piece@$off"
+}
+
 # --- defect: the padding of the last partial sector ------------------------------------------
 
 # A 1000-byte image: 3 bytes at 995, 1 byte at 999, all 1000 bytes, 2 bytes across the last
 # sector boundary; the size of the export and of the image stays 1000 after each one.
 check_last_sector_writes() {
-    local spec off len i=0
-    head -c 1000 /dev/urandom >"$IMG"
-    cp "$IMG" "$REF"
-    blkfuse_mount --cache="$1" "$IMG" "$MP"
+    local spec
+    mount_1000 --cache="$1"
     for spec in 995:3 999:1 0:1000 511:2; do
-        off=${spec%:*}
-        len=${spec#*:}
-        i=$((i + 1))
-        head -c "$len" /dev/urandom >"$T/piece$i"
-        write_at "$MP" "$off" "$T/piece$i"
-        write_at "$REF" "$off" "$T/piece$i"
+        write_both "$spec"
         expect_size 1000 "$MP" "$IMG"
     done
     cmp "$MP" "$REF"
@@ -72,19 +80,12 @@ check_last_sector_writes() {
 
 # --growable: a write past the end grows the image to exactly the end of the write.
 check_growable_writes() {
-    local spec off len i=0 end
-    head -c 1000 /dev/urandom >"$IMG"
-    cp "$IMG" "$REF"
-    blkfuse_mount --growable --cache="$1" "$IMG" "$MP"
+    local spec end
+    mount_1000 --growable --cache="$1"
     # 3 bytes just past the end; 1 byte inside the last sector; 5 bytes after a gap of a few
     # sectors; 700 bytes straddling the end.
     for spec in 1000:3 1001:1 3000:5 2700:700; do
-        off=${spec%:*}
-        len=${spec#*:}
-        i=$((i + 1))
-        head -c "$len" /dev/urandom >"$T/piece$i"
-        write_at "$MP" "$off" "$T/piece$i"
-        write_at "$REF" "$off" "$T/piece$i"
+        write_both "$spec"
         end=$(size_of "$REF")
         expect_size "$end" "$MP" "$IMG"
     done
@@ -115,9 +116,7 @@ fill_ref() {
     need_tool dwrite
     for mode in "${CACHE_MODES[@]}"; do
         echo "cache=$mode"
-        head -c 1000 /dev/urandom >"$IMG"
-        cp "$IMG" "$REF"
-        blkfuse_mount --cache="$mode" "$IMG" "$MP"
+        mount_1000 --cache="$mode"
         # 512 bytes at 512: 488 fit.
         run -0 dwrite --direct "$MP" 512 512
         [ "$output" = 488 ]
@@ -146,9 +145,7 @@ fill_ref() {
 
 @test "--growable: an O_DIRECT write past the end grows the image to its end" {
     need_tool dwrite
-    head -c 1000 /dev/urandom >"$IMG"
-    cp "$IMG" "$REF"
-    blkfuse_mount --growable --cache=none "$IMG" "$MP"
+    mount_1000 --growable --cache=none
     run -0 dwrite --direct "$MP" 512 1024
     [ "$output" = 1024 ]
     fill_ref "$REF" 512 1024
@@ -161,9 +158,7 @@ fill_ref() {
 # (fs/fuse/file.c, fuse_get_res_by_io); the man page says so.  What fits is written all the same.
 @test "an asynchronous O_DIRECT write straddling the end fails with EIO, and what fits is written" {
     need_tool dwrite
-    head -c 1000 /dev/urandom >"$IMG"
-    cp "$IMG" "$REF"
-    blkfuse_mount "$IMG" "$MP"
+    mount_1000
     run -0 dwrite --aio --direct "$MP" 512 512
     [ "$output" = EIO ]
     fill_ref "$REF" 512 488

@@ -7,11 +7,7 @@
 load helpers
 
 setup() {
-    blkfuse_setup
-    require_fuse
-    IMG=$T/disk.img
-    MP=$T/disk.mnt
-    make_pattern "$IMG" 8M
+    export_setup 8M
 }
 
 # The daemon log says it exited and holds no error (teardown checks errors
@@ -104,8 +100,9 @@ log_says_clean_exit() {
 
 @test "unmount is refused with 'in use' while another process holds the file open" {
     blkfuse_mount "$IMG" "$MP"
-    sleep 60 <"$MP" &
+    sleep 60 <"$MP" 3>&- &
     PIDS+=($!)
+    wait_for_open "${PIDS[-1]}"
     run --separate-stderr blkfuse unmount "$MP"
     [ "$status" -eq 1 ]
     [[ $stderr == *"in use"* ]]
@@ -132,19 +129,6 @@ log_says_clean_exit() {
     cmp "$IMG" <(make_pattern /dev/stdout 8M)
 }
 
-# wait_for_log REGEX [SECONDS]: wait until the daemon log has a line matching REGEX (10 s).
-wait_for_log() {
-    local re=$1 secs=${2:-10} deadline
-    deadline=$(($(_now_ms) + secs * 1000))
-    until grep -qE -- "$re" "$BLKFUSE_LOG" 2>/dev/null; do
-        if (($(_now_ms) >= deadline)); then
-            echo "wait_for_log: no line matching '$re' in $BLKFUSE_LOG after ${secs}s" >&2
-            return 1
-        fi
-        sleep 0.05
-    done
-}
-
 # Wait until process $1 holds $MP open on its stdin: its open has been answered (and counted)
 # by the daemon, so an unmount started now finds the file open.
 wait_for_open() {
@@ -159,11 +143,12 @@ wait_for_open() {
     done
 }
 
-# An unmount of an open file waits for it to close with the main loop running: the daemon
-# answers `list` meanwhile, and the unmount ends as soon as the file is closed.
-@test "while an unmount waits for the file to close, list answers; closing it ends the unmount" {
-    local holder upid
-    # A grace period far longer than the test: the unmount must end by the close, not by it.
+# start_waiting_unmount: mount $IMG with an unmount grace period far longer than any test (an
+# unmount that waits must end by the close or by --force, not by the grace period), hold $MP
+# open in process $holder, and start `blkfuse unmount` in process $upid (output in
+# $T/unmount.out); return once the daemon logs that the unmount waits for the open file.
+# Sets the callers' locals holder and upid.
+start_waiting_unmount() {
     BLKFUSE_UNMOUNT_GRACE_MS=120000 blkfuse_mount "$IMG" "$MP"
     sleep 600 <"$MP" 3>&- &
     holder=$!
@@ -172,7 +157,14 @@ wait_for_open() {
     blkfuse unmount "$MP" >"$T/unmount.out" 2>&1 3>&- &
     upid=$!
     PIDS+=("$upid")
-    wait_for_log 'is open \(1 file\); waiting up to 120000 ms'
+    wait_for_log "$BLKFUSE_LOG" 'is open \(1 file\); waiting up to 120000 ms'
+}
+
+# An unmount of an open file waits for it to close with the main loop running: the daemon
+# answers `list` meanwhile, and the unmount ends as soon as the file is closed.
+@test "while an unmount waits for the file to close, list answers; closing it ends the unmount" {
+    local holder upid
+    start_waiting_unmount
     run -0 timeout 10 blkfuse list
     [[ $output == *"$MP"* ]]
     # The unmount was still waiting while list answered.
@@ -203,15 +195,7 @@ wait_for_open() {
 
 @test "unmount --force ends an unmount that waits for the file to close" {
     local holder upid
-    BLKFUSE_UNMOUNT_GRACE_MS=120000 blkfuse_mount "$IMG" "$MP"
-    sleep 600 <"$MP" 3>&- &
-    holder=$!
-    PIDS+=("$holder")
-    wait_for_open "$holder"
-    blkfuse unmount "$MP" >"$T/unmount.out" 2>&1 3>&- &
-    upid=$!
-    PIDS+=("$upid")
-    wait_for_log 'waiting up to 120000 ms'
+    start_waiting_unmount
     blkfuse unmount --force "$MP"
     ! is_mounted "$MP"
     # The waiting unmount ends too, successfully: the export is gone.

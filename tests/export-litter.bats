@@ -6,12 +6,8 @@
 load helpers
 
 setup() {
-    blkfuse_setup
-    require_fuse
-    IMG=$T/disk.img
-    MP=$T/disk.mnt
+    export_setup 1M
     RUN=$XDG_RUNTIME_DIR/blkfuse
-    make_pattern "$IMG" 1M
     # The refused mounts of the daemons started with --log-file say why in the log.
     EXPECTED_LOG_ERRORS='already|is a directory|No such file|unknown option|not a qcow2|invalid|too'
 }

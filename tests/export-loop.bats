@@ -19,32 +19,10 @@ setup() {
 check_ext4_on_loop() {
     make_raw "$IMG" 128M
     blkfuse_mount "$@" "$IMG" "$MP"
-
-    attach_loop "$MP" ${LOSETUP_ARGS[@]+"${LOSETUP_ARGS[@]}"}
-    if [[ " ${LOSETUP_ARGS[*]-} " == *" --direct-io=on "* ]]; then
-        # losetup falls back to buffered I/O silently: make sure it did not.
-        [ "$(losetup -n -O DIO "$LOOP" | tr -d ' ')" = 1 ]
-    fi
-    mkfs.ext4 -q -F "$LOOP"
-    mount_dev "$LOOP" "$FS"
-    write_files "$FS"
-    sync -f "$FS/one-byte"
-    umount "$FS"
-    run fsck.ext4 -n -f "$LOOP"
-    echo "$output"
-    [ "$status" -eq 0 ]
-    detach_loop "$LOOP" "$MP"
+    ext4_on_loop "$MP" "$FS" ${LOSETUP_ARGS[@]+"${LOSETUP_ARGS[@]}"}
     blkfuse unmount "$MP"
-
     # The image itself is a clean ext4 holding the files.
-    run fsck.ext4 -n -f "$IMG"
-    echo "$output"
-    [ "$status" -eq 0 ]
-    attach_loop "$IMG" -r
-    mount_dev "$LOOP" "$FS" -o ro
-    (cd "$FS" && sha256sum --quiet --strict -c "$T/sums")
-    umount "$FS"
-    detach_loop "$LOOP" "$IMG"
+    ext4_image_has_files "$IMG" "$FS"
 }
 
 @test "ext4 on a loop device over the export: files survive, fsck is clean" {

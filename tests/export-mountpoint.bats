@@ -6,12 +6,8 @@
 load helpers
 
 setup() {
-    blkfuse_setup
-    require_fuse
-    IMG=$T/disk.img
+    export_setup 4M
     IMG2=$T/other.img
-    MP=$T/disk.mnt
-    make_pattern "$IMG" 4M
     make_pattern "$IMG2" 2M
     # The refused mounts are logged as errors by the daemons they start.
     EXPECTED_LOG_ERRORS='already|regular file|is a directory'

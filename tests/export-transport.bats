@@ -13,16 +13,6 @@ setup() {
     export_setup 4M
 }
 
-# json_field MOUNTPOINT FIELD: FIELD of the export on MOUNTPOINT in `blkfuse list --json`.
-json_field() {
-    blkfuse list --json | python3 -c '
-import json, sys
-mine = [e for e in json.load(sys.stdin) if e["mountpoint"] == sys.argv[1]]
-assert len(mine) == 1, mine
-print(mine[0][sys.argv[2]])
-' "$1" "$2"
-}
-
 @test "--transport takes auto, uring or dev only" {
     run --separate-stderr blkfuse mount --transport=fast "$IMG" "$MP"
     [ "$status" -eq 2 ]
@@ -33,7 +23,7 @@ print(mine[0][sys.argv[2]])
 @test "--transport=dev serves /dev/fuse; list and stats say so" {
     blkfuse_mount --transport=dev "$IMG" "$MP"
     cmp "$IMG" "$MP"
-    [ "$(json_field "$MP" transport)" = dev ]
+    [ "$(list_field "$MP" transport)" = dev ]
     run -0 --separate-stderr blkfuse list
     [[ ${lines[0]} == *TRANSPORT* ]]
     [[ $output == *"$MP"*" dev "* ]]
@@ -58,7 +48,7 @@ print(mine[0][sys.argv[2]])
     uring_param N
     blkfuse_mount "$IMG" "$MP"
     cmp "$IMG" "$MP"
-    [ "$(json_field "$MP" transport)" = dev ]
+    [ "$(list_field "$MP" transport)" = dev ]
     [ "$(grep -c 'transport dev (/dev/fuse): FUSE-over-io_uring is off' "$BLKFUSE_LOG")" -eq 1 ]
 }
 
@@ -74,7 +64,7 @@ print(mine[0][sys.argv[2]])
     echo "$output"
     [[ $(json_get ok <<<"$output") == False && $output == *"must be auto, uring or dev"* ]]
     blkfuse_mount --daemon "$SOCK" --transport=dev "$IMG" "$MP"
-    [ "$(json_field "$MP" transport)" = dev ]
+    [ "$(list_field "$MP" transport)" = dev ]
     blkfuse unmount "$MP"
 }
 
@@ -96,6 +86,6 @@ print(mine[0][sys.argv[2]])
     # Nothing is left behind: the same mount without the fault works.
     blkfuse_mount --transport=uring "$IMG" "$MP"
     cmp "$IMG" "$MP"
-    [ "$(json_field "$MP" transport)" = uring ]
+    [ "$(list_field "$MP" transport)" = uring ]
     blkfuse unmount "$MP"
 }

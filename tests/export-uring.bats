@@ -23,16 +23,6 @@ setup() {
     make_pattern "$IMG" 8M
 }
 
-# export_field FIELD: FIELD of the export on $MP in `blkfuse list --json`.
-export_field() {
-    blkfuse list --json | python3 -c '
-import json, sys
-mine = [e for e in json.load(sys.stdin) if e["mountpoint"] == sys.argv[1]]
-assert len(mine) == 1, mine
-print(mine[0][sys.argv[2]])
-' "$MP" "$1"
-}
-
 # possible_cpus: how many CPUs the kernel may ever run (its FUSE-over-io_uring queues).
 possible_cpus() {
     python3 -c '
@@ -46,8 +36,8 @@ print(n)'
 @test "--transport=uring serves the file; list and stats say uring, with a queue per CPU" {
     blkfuse_mount --transport=uring "$IMG" "$MP"
     cmp "$IMG" "$MP"
-    [ "$(export_field transport)" = uring ]
-    [ "$(export_field queues)" = "$(possible_cpus)" ]
+    [ "$(list_field "$MP" transport)" = uring ]
+    [ "$(list_field "$MP" queues)" = "$(possible_cpus)" ]
     run -0 --separate-stderr blkfuse stats "$MP"
     [[ ${lines[0]} == *"transport uring"* ]]
 
@@ -64,7 +54,7 @@ print(n)'
 @test "auto uses FUSE-over-io_uring when the kernel offers it, and logs no fallback" {
     blkfuse_mount "$IMG" "$MP"
     cmp "$IMG" "$MP"
-    [ "$(export_field transport)" = uring ]
+    [ "$(list_field "$MP" transport)" = uring ]
     ! grep -q 'transport dev' "$BLKFUSE_LOG"
 }
 

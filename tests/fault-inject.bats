@@ -6,12 +6,8 @@
 load helpers
 
 setup() {
-    blkfuse_setup
-    require_fuse
-    IMG=$T/disk.img
-    MP=$T/disk.mnt
+    export_setup 4M
     RULES=$T/rules
-    make_pattern "$IMG" 4M
 }
 
 @test "fault-rules: a read of the chosen range fails with EIO, the rest reads fine" {

@@ -474,6 +474,17 @@ _regex_quote() {
     printf '%s' "$1" | sed 's/[][\\.*^$+?(){}|]/\\&/g'
 }
 
+# list_field MOUNTPOINT FIELD: FIELD of the one export on MOUNTPOINT in
+# `blkfuse list --json` (fails unless exactly one export is there; needs python3).
+list_field() {
+    blkfuse list --json | python3 -c '
+import json, sys
+mine = [e for e in json.load(sys.stdin) if e["mountpoint"] == sys.argv[1]]
+assert len(mine) == 1, mine
+print(mine[0][sys.argv[2]])
+' "$1" "$2"
+}
+
 # --- loop devices and kernel mounts ------------------------------------------------
 
 # attach_loop FILE [LOSETUP-OPTIONS...]: attach FILE to a free loop device,
@@ -518,6 +529,38 @@ make_pattern() {
     }' >"$path"
 }
 
+# --- qcow2 images ----------------------------------------------------------------------
+
+# bitmap_directory IMAGE: print the file offset of the bitmap directory of the qcow2
+# IMAGE, from its bitmaps header extension (needs python3).  Its entries, as the qcow2
+# spec lays them out: table offset (8 bytes), table size (4), flags (4, in-use is bit 0,
+# auto bit 1), type (1), granularity bits (1), name size (2), extra data size (4).
+bitmap_directory() {
+    python3 - "$1" <<'EOF'
+import struct, sys
+HEADER_LENGTH = 100             # header field: the header's length, extensions follow
+EXT_END, EXT_BITMAPS = 0, 0x23852875
+DIRECTORY_OFFSET = 16           # in the bitmaps extension's data: the directory's offset
+hdr = open(sys.argv[1], "rb").read(65536)
+pos, = struct.unpack_from(">I", hdr, HEADER_LENGTH)
+while True:
+    ext, size = struct.unpack_from(">II", hdr, pos)
+    if ext == EXT_BITMAPS:
+        break
+    if ext == EXT_END:
+        sys.exit("bitmap_directory: %s has no bitmaps extension" % sys.argv[1])
+    pos += 8 + (size + 7) // 8 * 8
+print(struct.unpack_from(">Q", hdr, pos + 8 + DIRECTORY_OFFSET)[0])
+EOF
+}
+
+# poke_byte FILE OFFSET VALUE: write the byte VALUE (0 to 255) at OFFSET of FILE.
+poke_byte() {
+    local oct
+    printf -v oct '\\%03o' "$3"
+    printf "$oct" | dd of="$1" bs=1 seek="$2" conv=notrunc status=none
+}
+
 # --- loop devices and file systems ---------------------------------------------
 
 # detach_loop DEV FILE: detach DEV and wait until no loop device holds FILE
@@ -531,6 +574,42 @@ detach_loop() {
     done
     echo "detach_loop: $file is still attached: $(losetup -n -j "$file")" >&2
     return 1
+}
+
+# ext4_on_loop FILE DIR [LOSETUP-OPTIONS...]: the file system round trip on a loop
+# device over FILE (an export): mkfs.ext4, write_files on DIR, fsck clean, and the
+# device detached again.  With --direct-io=on, checks that losetup did not fall back
+# to buffered I/O (it does so silently).
+ext4_on_loop() {
+    local file=$1 dir=$2
+    shift 2
+    attach_loop "$file" "$@"
+    if [[ " $* " == *" --direct-io=on "* ]]; then
+        [ "$(losetup -n -O DIO "$LOOP" | tr -d ' ')" = 1 ]
+    fi
+    mkfs.ext4 -q -F "$LOOP"
+    mount_dev "$LOOP" "$dir"
+    write_files "$dir"
+    sync -f "$dir/one-byte"
+    umount "$dir"
+    run fsck.ext4 -n -f "$LOOP"
+    echo "$output"
+    [ "$status" -eq 0 ]
+    detach_loop "$LOOP" "$file"
+}
+
+# ext4_image_has_files IMAGE DIR: IMAGE (a raw file) is a clean ext4 holding the files
+# ext4_on_loop wrote (checked mounted read-only on DIR).
+ext4_image_has_files() {
+    local img=$1 dir=$2
+    run fsck.ext4 -n -f "$img"
+    echo "$output"
+    [ "$status" -eq 0 ]
+    attach_loop "$img" -r
+    mount_dev "$LOOP" "$dir" -o ro
+    (cd "$dir" && sha256sum --quiet --strict -c "$T/sums")
+    umount "$dir"
+    detach_loop "$LOOP" "$img"
 }
 
 # write_files DIR: files of assorted sizes (1 byte to 20 MiB, 50 small ones) in

@@ -11,11 +11,7 @@
 load helpers
 
 setup() {
-    blkfuse_setup
-    require_fuse
-    IMG=$T/disk.img
-    MP=$T/disk.mnt
-    make_pattern "$IMG" 4M
+    export_setup 4M
 }
 
 # Skip unless mount(8) can be run in a private mount namespace with an overlay on sbin.

@@ -175,20 +175,7 @@ dirty_map() {
     qemu-img bitmap --add "$T/a.qcow2" b1
     qemu-img bitmap --add "$T/a.qcow2" b2
     # set the in-use flag of the first directory entry (flags at byte 12, bit 0)
-    python3 - "$T/a.qcow2" <<'EOF'
-import struct, sys
-f = open(sys.argv[1], "r+b")
-hdr = f.read(65536)
-pos = struct.unpack(">I", hdr[100:104])[0]
-while True:
-    t, n = struct.unpack(">II", hdr[pos:pos + 8])
-    if t == 0x23852875:
-        break
-    pos += 8 + (n + 7) // 8 * 8
-diroff = struct.unpack(">Q", hdr[pos + 24:pos + 32])[0]
-f.seek(diroff + 15)
-f.write(bytes([3]))
-EOF
+    poke_byte "$T/a.qcow2" $(($(bitmap_directory "$T/a.qcow2") + 15)) 3
     run bitmaps_of "$T/a.qcow2"
     [[ $output == *"b1 65536 [in-use,auto]"* ]]
     run blkfuse bitmap --clear "$T/a.qcow2" b1

@@ -281,20 +281,7 @@ EOF
     require python3
     bitmap_image "$T/a.qcow2"
     # granularity_bits of the first directory entry (byte 17) set to 40: beyond QEMU's limit
-    python3 - "$T/a.qcow2" <<'EOF'
-import struct, sys
-f = open(sys.argv[1], "r+b")
-hdr = f.read(65536)
-pos = struct.unpack(">I", hdr[100:104])[0]
-while True:
-    t, n = struct.unpack(">II", hdr[pos:pos + 8])
-    if t == 0x23852875:
-        break
-    pos += 8 + (n + 7) // 8 * 8
-diroff = struct.unpack(">Q", hdr[pos + 24:pos + 32])[0]
-f.seek(diroff + 17)
-f.write(bytes([40]))
-EOF
+    poke_byte "$T/a.qcow2" $(($(bitmap_directory "$T/a.qcow2") + 17)) 40
     run blkfuse mount --log-file "$T/daemon.log" "$T/a.qcow2" "$T/mp"
     echo "$output"
     [ "$status" -ne 0 ]
@@ -320,33 +307,17 @@ EOF
 }
 
 @test "qcow2 bitmap: the overlap check protects bitmap tables" {
+    local dir table cb
     require python3
+    need_tool qcow2-poke
     qemu-img create -q -f qcow2 "$T/a.qcow2" 64M
     qemu-io -f qcow2 -c 'write -P 0x5a 0 1M' "$T/a.qcow2" >/dev/null
     qemu-img bitmap --add --disable "$T/a.qcow2" off
     # refcount 0 for the bitmap table's cluster: the allocator's next pick
-    python3 - "$T/a.qcow2" <<'PY'
-import struct, sys
-f = open(sys.argv[1], "r+b")
-hdr = f.read(65536)
-cb, = struct.unpack(">I", hdr[20:24])
-rt, = struct.unpack(">Q", hdr[48:56])
-pos = struct.unpack(">I", hdr[100:104])[0]
-while True:
-    t, n = struct.unpack(">II", hdr[pos:pos + 8])
-    if t == 0x23852875:
-        break
-    pos += 8 + (n + 7) // 8 * 8
-diroff, = struct.unpack(">Q", hdr[pos + 24:pos + 32])
-f.seek(diroff)
-table, = struct.unpack(">Q", f.read(8))
-ci = table >> cb
-per_block = (1 << cb) * 8 >> 4
-f.seek(rt + ci // per_block * 8)
-rb, = struct.unpack(">Q", f.read(8))
-f.seek(rb + ci % per_block * 2)
-f.write(b"\0\0")
-PY
+    dir=$(bitmap_directory "$T/a.qcow2")
+    table=$((16#$(od -An -tx1 -j "$dir" -N 8 "$T/a.qcow2" | tr -d ' \n')))
+    cb=$(qcow2-poke "$T/a.qcow2" header cluster_bits)
+    qcow2-poke "$T/a.qcow2" refcount $((table >> cb)) 0
     EXPECTED_LOG_ERRORS='qcow2: prevented a write of .* over the bitmap table'
     blkfuse_mount "$T/a.qcow2" "$T/mp"
     run dd if=/dev/urandom of="$T/mp" bs=64k seek=500 count=1 conv=notrunc,fsync status=none
