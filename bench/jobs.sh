@@ -36,6 +36,11 @@ job_args() {
     echo "--rw=$rw --bs=$bs --ioengine=$engine --iodepth=$qd --numjobs=$nj"
 }
 
+# fio_turn JOB NAME: a turn of run_rounds: IOPS of fio JOB on the file of export NAME,
+# ${file[NAME]} (the caller's associative array file).
+# shellcheck disable=SC2034 # IOPS is what run_rounds reads
+fio_turn() { IOPS=$(fio_iops "$1" "${file[$2]}"); }
+
 # fio_iops JOB FILE: run JOB on FILE for $RUNTIME seconds; print its IOPS (reads + writes).
 fio_iops() {
     local job=$1 file=$2 args out
@@ -66,7 +71,7 @@ jobs_images() {
 
 # jobs_format FMT OUT: the jobs on a FMT image; appends its Markdown section to OUT.
 jobs_format() {
-    local fmt=$1 out=$2 job r i n exp iops
+    local fmt=$1 out=$2 job
     local -a exps=(blkfuse)
     local -A file=() res=()
     local bf_pid bfnull_pid qsd_pid= how
@@ -91,17 +96,7 @@ jobs_format() {
     TRANSPORT=$(stats_field "$W/b.mnt" transport)
     how=$(stats_field "$W/b.mnt" transport),$(stats_field "$W/b.mnt" passthrough)
 
-    n=${#exps[@]}
-    for job in $JOBS; do
-        for ((r = 0; r < ROUNDS; r++)); do
-            for ((i = 0; i < n; i++)); do
-                exp=${exps[(i + r) % n]}
-                iops=$(fio_iops "$job" "${file[$exp]}")
-                res[$exp,$job]+="$iops "
-            done
-        done
-        say "   $job done"
-    done
+    run_rounds res fio_turn "$JOBS" "${exps[@]}"
 
     {
         echo "### fio jobs, $fmt"

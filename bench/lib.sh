@@ -213,6 +213,32 @@ rss_kib() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status" 2>/dev/null 
 # mib KIB: KiB as MiB with one decimal ("?" for nothing).
 mib() { if [[ -n ${1:-} ]]; then awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; else echo "?"; fi; }
 
+# --- rounds ------------------------------------------------------------------------------------
+
+# run_rounds RESULTS MEASURE "JOB ..." NAME...: for each JOB, ROUNDS rounds in which the exports
+# NAME... take turns, the order rotating by one each round (so drift over the run falls on every
+# export alike).  Each turn runs `MEASURE JOB NAME`, which sets IOPS (it runs in this shell, not
+# in a subshell, so it may keep state between turns); IOPS is appended, followed by a space, to
+# RESULTS[NAME,JOB] (RESULTS names the caller's associative array).
+run_rounds() {
+    local -n rr_res=$1
+    local measure=$2 jobs=$3 job r i name
+    shift 3
+    local -a names=("$@")
+    for job in $jobs; do
+        for ((r = 0; r < ROUNDS; r++)); do
+            for ((i = 0; i < ${#names[@]}; i++)); do
+                name=${names[(i + r) % ${#names[@]}]}
+                IOPS=
+                "$measure" "$job" "$name"
+                # shellcheck disable=SC2004 # an associative array (by name), not arithmetic
+                rr_res[$name,$job]+="$IOPS "
+            done
+        done
+        say "   $job done"
+    done
+}
+
 # now_us: wall-clock microseconds, without forking.
 now_us() { local t=${EPOCHREALTIME/./}; echo "$t"; }
 

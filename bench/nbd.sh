@@ -46,7 +46,7 @@ qsd_nbd_mount() {
 
 # nbd_run OUT: the jobs over NBD; appends a Markdown section to OUT.
 nbd_run() {
-    local out=$1 sock=$W/nbd.sock job r i n exp iops
+    local out=$1 sock=$W/nbd.sock job
     local -a exps=(blkfuse blkfuse-2c)
     local -A file=() res=()
 
@@ -63,17 +63,7 @@ nbd_run() {
         exps+=(qsd)
     fi
 
-    n=${#exps[@]}
-    for job in $NBD_JOBS; do
-        for ((r = 0; r < ROUNDS; r++)); do
-            for ((i = 0; i < n; i++)); do
-                exp=${exps[(i + r) % n]}
-                iops=$(fio_iops "$job" "${file[$exp]}")
-                res[$exp,$job]+="$iops "
-            done
-        done
-        say "   $job done"
-    done
+    run_rounds res fio_turn "$NBD_JOBS" "${exps[@]}"
 
     {
         echo "### fio jobs over NBD"

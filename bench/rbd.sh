@@ -40,9 +40,20 @@ rbd_bench_iops() {
     awk '/ops\/sec:/ { for (i = 1; i <= NF; i++) if ($i == "ops/sec:") v = $(i + 1) } END { printf "%d\n", v }' <<<"$out"
 }
 
+# rbd_turn JOB NAME: a turn of run_rounds: blkfuse's fio run of JOB sets how many bytes the
+# next rbd bench of JOB moves.
+rbd_turn() {
+    if [[ $2 == blkfuse ]]; then
+        IOPS=$(fio_iops "$1" "$W/rbd.mnt")
+        RBD_BENCH_BYTES[$1]=$((IOPS * RUNTIME * 4096 > 16777216 ? IOPS * RUNTIME * 4096 : 16777216))
+    else
+        IOPS=$(rbd_bench_iops "$1")
+    fi
+}
+
 # rbd_run OUT: the rbd part; appends a Markdown section to OUT.
 rbd_run() {
-    local out=$1 job r i exp iops b a ratio
+    local out=$1 job b a ratio
     local -a exps=(blkfuse rbd-bench)
     local -A res=() med=()
     declare -gA RBD_BENCH_BYTES=()
@@ -55,21 +66,7 @@ rbd_run() {
     rm -f "$W/rbd.raw"
     bf_mount -f raw "rbd:rbd/bench:conf=$CEPH_CONF" "$W/rbd.mnt"
 
-    for job in $RBD_JOBS; do
-        for ((r = 0; r < ROUNDS; r++)); do
-            for ((i = 0; i < 2; i++)); do
-                exp=${exps[(i + r) % 2]}
-                if [[ $exp == blkfuse ]]; then
-                    iops=$(fio_iops "$job" "$W/rbd.mnt")
-                    RBD_BENCH_BYTES[$job]=$((iops * RUNTIME * 4096 > 16777216 ? iops * RUNTIME * 4096 : 16777216))
-                else
-                    iops=$(rbd_bench_iops "$job")
-                fi
-                res[$exp,$job]+="$iops "
-            done
-        done
-        say "   $job done"
-    done
+    run_rounds res rbd_turn "$RBD_JOBS" "${exps[@]}"
 
     {
         echo "### fio jobs over RBD"
