@@ -79,3 +79,29 @@ model() {
     # cmp read the whole file once; copy-ranges only the 192 KiB of data.
     [ "$read_bytes" -le $((67108864 + 1048576)) ]
 }
+
+@test "copy-ranges on a full file system fails naming DEST, with status 1" {
+    require_root
+    grep -qw tmpfs /proc/filesystems || skip "needs tmpfs"
+    # A 256 KiB tmpfs that 1 MiB of ranges cannot fit in.
+    mount_dev tmpfs "$T/small" -t tmpfs -o size=256k
+    echo "0 1048576" >"$T/ranges"
+    run --separate-stderr blkfuse copy-ranges "$T/src" "$T/small/dst" <"$T/ranges"
+    echo "$stderr"
+    [ "$status" -eq 1 ]
+    [[ $stderr == "blkfuse: $T/small/dst: write of "*"No space left on device"* ]]
+    # With --sparse too (only the data is written, and it still does not fit).
+    rm "$T/small/dst"
+    run --separate-stderr blkfuse copy-ranges --sparse "$T/src" "$T/small/dst" <"$T/ranges"
+    echo "$stderr"
+    [ "$status" -eq 1 ]
+    [[ $stderr == "blkfuse: $T/small/dst: "*"No space left on device"* ]]
+}
+
+@test "copy-ranges to a DEST that refuses every write (/dev/full) fails naming it, status 1" {
+    [[ -c /dev/full && -w /dev/full ]] || skip "needs a writable /dev/full"
+    run --separate-stderr blkfuse copy-ranges "$T/src" /dev/full <<<"0 4096"
+    echo "$stderr"
+    [ "$status" -eq 1 ]
+    [[ $stderr == "blkfuse: /dev/full: write of 4096 bytes at 0: No space left on device" ]]
+}
