@@ -19,6 +19,15 @@ as_other() {
     setpriv --reuid="$OTHER_UID" --regid="$OTHER_UID" --clear-groups "$@"
 }
 
+# refused_to_other CMD...: CMD, run as the other user, fails with "Permission denied" and
+# prints nothing on stdout.
+refused_to_other() {
+    run --separate-stderr as_other "$@"
+    [ "$status" -ne 0 ]
+    [[ $stderr == *"Permission denied"* ]]
+    [ -z "$output" ]
+}
+
 # require_other: skip unless the tests can switch to the other user.
 require_other() {
     require_root
@@ -73,10 +82,7 @@ require_other() {
     require_other
     blkfuse_mount "$IMG" "$MP"
     chmod 0644 "$MP"
-    run --separate-stderr as_other cat "$MP"
-    [ "$status" -ne 0 ]
-    [[ $stderr == *"Permission denied"* ]]
-    [ -z "$output" ]
+    refused_to_other cat "$MP"
 }
 
 @test "with --allow-other another user can read after chmod 0644" {
@@ -87,18 +93,13 @@ require_other() {
     [ "$status" -eq 0 ]
     [ "${output%% *}" = "$(sha256sum <"$IMG" | cut -d' ' -f1)" ]
     # Read, not write: 0644 gives the others no write permission.
-    run --separate-stderr as_other dd if=/dev/zero of="$MP" bs=512 count=1 conv=notrunc
-    [ "$status" -ne 0 ]
-    [[ $stderr == *"Permission denied"* ]]
+    refused_to_other dd if=/dev/zero of="$MP" bs=512 count=1 conv=notrunc
 }
 
 @test "with --allow-other another user still cannot read a 0600 export" {
     require_other
     blkfuse_mount --allow-other "$IMG" "$MP"
-    run --separate-stderr as_other cat "$MP"
-    [ "$status" -ne 0 ]
-    [[ $stderr == *"Permission denied"* ]]
-    [ -z "$output" ]
+    refused_to_other cat "$MP"
 }
 
 @test "with --allow-other chown to another user lets that user read a 0600 export" {

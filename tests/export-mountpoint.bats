@@ -83,15 +83,21 @@ refused_already() {
     [ "$(blkfuse list --json)" = "[]" ] || [ -z "$(blkfuse list --json | tr -d '[:space:][]')" ]
 }
 
+# write_both FILE OFFSET: 100000 random bytes at OFFSET of FILE and of $T/ref, which then
+# read the same.
+write_both() {
+    head -c 100000 /dev/urandom >"$T/piece"
+    dd if="$T/piece" of="$1" bs=100000 seek="$2" oflag=seek_bytes conv=notrunc status=none
+    dd if="$T/piece" of="$T/ref" bs=100000 seek="$2" oflag=seek_bytes conv=notrunc status=none
+    cmp "$1" "$T/ref"
+}
+
 @test "raw: exporting over the image file itself serves and keeps the image" {
     cp "$IMG" "$T/ref"
     blkfuse_mount -f raw "$IMG" "$IMG"
     [ "$(stat -c %s "$IMG")" -eq $((4 * 1048576)) ]
     cmp "$IMG" "$T/ref"
-    head -c 100000 /dev/urandom >"$T/piece"
-    dd if="$T/piece" of="$IMG" bs=100000 seek=12345 oflag=seek_bytes conv=notrunc status=none
-    dd if="$T/piece" of="$T/ref" bs=100000 seek=12345 oflag=seek_bytes conv=notrunc status=none
-    cmp "$IMG" "$T/ref"
+    write_both "$IMG" 12345
     blkfuse unmount "$IMG"
     run ! is_mounted "$IMG"
     # The image existed before the mount, so it stays, now with the data.
@@ -108,10 +114,7 @@ refused_already() {
     blkfuse_mount -f qcow2 "$q" "$q"
     [ "$(stat -c %s "$q")" -eq $((4 * 1048576)) ]
     cmp "$q" "$T/ref"
-    head -c 100000 /dev/urandom >"$T/piece"
-    dd if="$T/piece" of="$q" bs=100000 seek=777777 oflag=seek_bytes conv=notrunc status=none
-    dd if="$T/piece" of="$T/ref" bs=100000 seek=777777 oflag=seek_bytes conv=notrunc status=none
-    cmp "$q" "$T/ref"
+    write_both "$q" 777777
     blkfuse unmount "$q"
     [ -f "$q" ]
     qemu-img check "$q"

@@ -461,6 +461,15 @@ wait_for_log() {
     done
 }
 
+# kill_daemon MOUNTPOINT: SIGKILL the foreground daemon of blkfuse_mount_foreground
+# ($BLKFUSE_PID), as a crash would end it, and take its dead mount off MOUNTPOINT.
+kill_daemon() {
+    kill -9 "$BLKFUSE_PID"
+    wait_for_pid_exit "$BLKFUSE_PID"
+    fusermount3 -u "$1" 2>/dev/null || umount -l "$1" 2>/dev/null || true
+    wait_for_unmount "$1"
+}
+
 # daemon_pid MOUNTPOINT: print the pid of the blkfuse daemon serving
 # MOUNTPOINT, found by its command line (a fallback until blkfuse list says).
 daemon_pid() {
@@ -552,6 +561,22 @@ while True:
     pos += 8 + (size + 7) // 8 * 8
 print(struct.unpack_from(">Q", hdr, pos + 8 + DIRECTORY_OFFSET)[0])
 EOF
+}
+
+# dirty_map IMAGE BITMAP: the ranges (START+LENGTH, one per line) that QEMU sees dirty in
+# BITMAP of the qcow2 IMAGE, through qemu-nbd's export of the bitmap and qemu-img map with
+# the nbd driver's x-dirty-bitmap option (dirty ranges show as "data": false).
+dirty_map() {
+    local img=$1 bm=$2 pid opts
+    opts="driver=nbd,server.type=unix,server.path=$T/nbd.sock"
+    opts+=",x-dirty-bitmap=qemu:dirty-bitmap:$bm"
+    qemu-nbd -r -f qcow2 -B "$bm" -k "$T/nbd.sock" --fork --pid-file="$T/nbd.pid" "$img" ||
+        return 1
+    pid=$(cat "$T/nbd.pid")
+    qemu-img map --output=json --image-opts "$opts" |
+        sed -n 's/.*"start": \([0-9]*\), "length": \([0-9]*\),.*"data": false.*/\1+\2/p'
+    # qemu-nbd without --persistent exits once its only client has gone
+    wait_for_pid_exit "$pid"
 }
 
 # poke_byte FILE OFFSET VALUE: write the byte VALUE (0 to 255) at OFFSET of FILE.

@@ -105,10 +105,7 @@ a_night() {
     [ "$status" -eq 0 ]
     blkfuse_mount_foreground "$T/vm.qcow2" "$T/mp"
     dd if=/dev/urandom of="$T/mp" bs=64k seek=7 count=3 conv=notrunc,fsync status=none
-    kill -9 "$BLKFUSE_PID"
-    wait_for_pid_exit "$BLKFUSE_PID"
-    fusermount3 -u "$T/mp" 2>/dev/null || umount -l "$T/mp" 2>/dev/null || true
-    wait_for_unmount "$T/mp"
+    kill_daemon "$T/mp"
     run blkfuse map --changed=backup-1 "$T/vm.qcow2"
     echo "$output"
     [ "$status" -eq 1 ]

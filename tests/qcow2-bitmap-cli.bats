@@ -29,18 +29,6 @@ check_clean() {
     [[ $output != *leaked* ]]
 }
 
-# dirty_map IMAGE BITMAP: QEMU's dirty ranges of BITMAP (START+LENGTH per line).
-dirty_map() {
-    local pid opts="driver=nbd,server.type=unix,server.path=$T/nbd.sock"
-    opts+=",x-dirty-bitmap=qemu:dirty-bitmap:$2"
-    qemu-nbd -r -f qcow2 -B "$2" -k "$T/nbd.sock" --fork --pid-file="$T/nbd.pid" "$1" ||
-        return 1
-    pid=$(cat "$T/nbd.pid")
-    qemu-img map --output=json --image-opts "$opts" |
-        sed -n 's/.*"start": \([0-9]*\), "length": \([0-9]*\),.*"data": false.*/\1+\2/p'
-    wait_for_pid_exit "$pid"
-}
-
 @test "blkfuse bitmap: --help, bad options and missing actions" {
     run blkfuse bitmap --help
     [ "$status" -eq 0 ]

@@ -18,21 +18,6 @@ setup() {
     require qemu-img qemu-io qemu-nbd fallocate
 }
 
-# dirty_map IMAGE BITMAP: the ranges (START+LENGTH, one per line) that QEMU sees dirty in
-# BITMAP of IMAGE.
-dirty_map() {
-    local img=$1 bm=$2 pid opts
-    opts="driver=nbd,server.type=unix,server.path=$T/nbd.sock"
-    opts+=",x-dirty-bitmap=qemu:dirty-bitmap:$bm"
-    qemu-nbd -r -f qcow2 -B "$bm" -k "$T/nbd.sock" --fork --pid-file="$T/nbd.pid" "$img" ||
-        return 1
-    pid=$(cat "$T/nbd.pid")
-    qemu-img map --output=json --image-opts "$opts" |
-        sed -n 's/.*"start": \([0-9]*\), "length": \([0-9]*\),.*"data": false.*/\1+\2/p'
-    # qemu-nbd without --persistent exits once its only client has gone
-    wait_for_pid_exit "$pid"
-}
-
 # in_use_flags IMAGE: "NAME:in-use" or "NAME:-" per bitmap, from qemu-img info --output=json.
 in_use_flags() {
     qemu-img info -U --output=json "$1" | tr -d ' \n' |
@@ -214,10 +199,7 @@ EOF
     blkfuse_mount_foreground "$T/a.qcow2" "$T/mp"
     # acknowledged and flushed: the write reached the image before the kill
     dd if=/dev/urandom of="$T/mp" bs=64k seek=5 count=4 conv=notrunc,fsync status=none
-    kill -9 "$BLKFUSE_PID"
-    wait_for_pid_exit "$BLKFUSE_PID"
-    fusermount3 -u "$T/mp" 2>/dev/null || umount -l "$T/mp" 2>/dev/null || true
-    wait_for_unmount "$T/mp"
+    kill_daemon "$T/mp"
 
     run in_use_flags "$T/a.qcow2"
     echo "$output"

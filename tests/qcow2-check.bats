@@ -303,6 +303,19 @@ data_intact() {
     data_intact
 }
 
+# repaired_all [TEXT]: blkfuse check -r all repairs a copy of bad.qcow2 (b.qcow2) with status 0,
+# saying TEXT if given, and qemu-img check then finds b.qcow2 clean.
+repaired_all() {
+    cp bad.qcow2 b.qcow2
+    run blkfuse check -r all b.qcow2
+    echo "$output"
+    [ "$status" -eq 0 ]
+    [[ -z ${1:-} || $output == *"$1"* ]]
+    run qemu-img check b.qcow2
+    echo "$output"
+    [ "$status" -eq 0 ]
+}
+
 @test "check: misaligned refcount table entry (check not completed; -r all rebuilds)" {
     damaged plain "reftable 0 0x20200"
     qemu_finds 1 "ERROR refcount block 0 is not cluster aligned; refcount table entry corrupted"
@@ -310,13 +323,7 @@ data_intact() {
     agree -r leaks
     # qemu-img -r all fails here (it marks the image corrupt, then refuses its own
     # rebuild); blkfuse rebuilds the refcounts.  Documented in blkfuse(1).
-    cp bad.qcow2 b.qcow2
-    run blkfuse check -r all b.qcow2
-    echo "$output"
-    [ "$status" -eq 0 ]
-    [[ $output == *"Rebuilding refcount structure"* ]]
-    run qemu-img check b.qcow2
-    [ "$status" -eq 0 ]
+    repaired_all "Rebuilding refcount structure"
     data_intact
 }
 
@@ -327,12 +334,7 @@ data_intact() {
     agree -r leaks
     # qemu-img -r all places the new refcount block over the old one and its
     # overlap check stops it; blkfuse rebuilds.  Documented in blkfuse(1).
-    cp bad.qcow2 b.qcow2
-    run blkfuse check -r all b.qcow2
-    echo "$output"
-    [ "$status" -eq 0 ]
-    run qemu-img check b.qcow2
-    [ "$status" -eq 0 ]
+    repaired_all
     data_intact
 }
 
@@ -347,13 +349,7 @@ data_intact() {
     cp bad.qcow2 q.qcow2
     run qemu-img check -r all q.qcow2
     [[ $output == *"ERROR refcount block 0 refcount=2"* ]]
-    cp bad.qcow2 b.qcow2
-    run blkfuse check -r all b.qcow2
-    echo "$output"
-    [ "$status" -eq 0 ]
-    run qemu-img check b.qcow2
-    echo "$output"
-    [ "$status" -eq 0 ]
+    repaired_all
     qemu-io -r -c 'read -P 0xaa 0 128k' -c 'read -P 0 128k 64k' -c 'read -P 0xbb 1M 64k' \
         b.qcow2 | grep -c '^read' | grep -qx 3
 }
