@@ -848,7 +848,7 @@ static int mount_check_options(const CliCommand *c, GHashTable *o, BlockExportOp
                                const DaemonConfig *cfg, GHashTable *bopts)
 {
     g_autoptr(GError) err = NULL;
-    const char *cache = eo->cache;
+    BlockCacheMode cache_mode;
 
     if (!parse_queues(opt_str(o, "queues"), &eo->queues)) {
         return usage_error(c, "--queues needs a number from 1 to 64, not '%s'",
@@ -867,10 +867,9 @@ static int mount_check_options(const CliCommand *c, GHashTable *o, BlockExportOp
         return usage_error(c, "--stats must be full or coarse, not '%s'", opt_str(o, "stats"));
     }
     eo->coarse_stats = opt_str(o, "stats") && !strcmp(opt_str(o, "stats"), "coarse");
-    if (cache && strcmp(cache, "writeback") && strcmp(cache, "writethrough") &&
-        strcmp(cache, "none") && strcmp(cache, "directsync")) {
+    if (!block_cache_mode_parse(eo->cache, &cache_mode, NULL)) {
         return usage_error(c, "--cache must be writeback, writethrough, none or directsync, "
-                           "not '%s'", cache);
+                           "not '%s'", eo->cache);
     }
     if (eo->format && !bdrv_find_format(eo->format)) {
         return usage_error(c, "unknown format '%s' (known: %s)", eo->format,
