@@ -1708,6 +1708,36 @@ static void check_print_json(const BdrvCheckResult *r, const char *filename,
     printf("%s\n", text);
 }
 
+/* Check BS with FIX into *RES; after a repair, check the image again (as qemu-img does) and
+ * keep what the repair fixed in *RES.  Returns 0 or -errno. */
+static int check_and_repair(BlockDriverState *bs, BdrvCheckResult *res, BdrvCheckMode fix,
+                            bool json)
+{
+    BdrvCheckResult again = { .report = check_report_line };
+    int ret;
+
+    block_progress_range(0, fix ? 50 : 100);        /* a repair is checked again */
+    ret = bdrv_check(bs, res, fix);
+    if (ret != 0 || (!res->corruptions_fixed && !res->leaks_fixed)) {
+        return ret;
+    }
+    block_progress_range(50, 100);
+    if (!json) {
+        progress_clear_line();
+        printf("The following inconsistencies were found and repaired:\n\n"
+               "    %" G_GINT64_FORMAT " leaked clusters\n"
+               "    %" G_GINT64_FORMAT " corruptions\n\n"
+               "Double checking the fixed image now...\n", res->leaks_fixed,
+               res->corruptions_fixed);
+        fflush(stdout);
+    }
+    ret = bdrv_check(bs, &again, 0);
+    again.leaks_fixed = res->leaks_fixed;
+    again.corruptions_fixed = res->corruptions_fixed;
+    *res = again;
+    return ret;
+}
+
 /*
  * blkfuse check [-r leaks|all] [--output=human|json] [-f FORMAT] IMAGE: qemu-img check's
  * behaviour, output and exit status.  Findings go to stderr one per line as they are found,
@@ -1761,26 +1791,7 @@ static int cmd_check(GHashTable *o, int argc, char **argv)
         return CHECK_UNSUPPORTED;
     }
     progress_start(o);
-    block_progress_range(0, fix ? 50 : 100);        /* a repair is checked again */
-    ret = bdrv_check(bs, &res, fix);
-    if (ret == 0 && (res.corruptions_fixed || res.leaks_fixed)) {
-        BdrvCheckResult again = { .report = check_report_line };
-
-        block_progress_range(50, 100);
-        if (!json) {
-            progress_clear_line();
-            printf("The following inconsistencies were found and repaired:\n\n"
-                   "    %" G_GINT64_FORMAT " leaked clusters\n"
-                   "    %" G_GINT64_FORMAT " corruptions\n\n"
-                   "Double checking the fixed image now...\n", res.leaks_fixed,
-                   res.corruptions_fixed);
-            fflush(stdout);
-        }
-        ret = bdrv_check(bs, &again, 0);
-        again.leaks_fixed = res.leaks_fixed;
-        again.corruptions_fixed = res.corruptions_fixed;
-        res = again;
-    }
+    ret = check_and_repair(bs, &res, fix, json);
     progress_end(ret == 0);
     if (ret == 0) {
         if (json) {
@@ -1996,125 +2007,165 @@ static int copy_out(int fd, const uint8_t *buf, size_t len, uint64_t off, bool s
     return 0;
 }
 
+/* One copy-ranges run: SOURCE (in) to DEST (out). */
+typedef struct CopyRanges {
+    const char *src, *dst;
+    int in, out;
+    bool sparse;
+    uint8_t *buf;               /* COPY_CHUNK bytes */
+    uint64_t data_end;          /* SOURCE is data from where SEEK_DATA found it up to here */
+    bool seek_data;             /* SOURCE answers SEEK_DATA (else --sparse reads everything) */
+} CopyRanges;
+
+/* Parse LINE, "OFFSET LENGTH" in bytes, into *off and *len; false if it is not that, or the
+ * range ends past INT64_MAX. */
+static bool copy_parse_range(const char *line, uint64_t *off, uint64_t *len)
+{
+    char *end;
+
+    *off = g_ascii_strtoull(line, &end, 10);
+    if (end == line || !g_ascii_isspace(*end)) {
+        return false;
+    }
+    *len = g_ascii_strtoull(end, &end, 10);
+    return !*end && *off <= INT64_MAX && *len <= INT64_MAX - *off;
+}
+
+/* With --sparse, holes of SOURCE read as zeros, which --sparse leaves unwritten: skip them
+ * without reading them.  Moves *off (shortening *len) to the next data of SOURCE in the range
+ * and returns how many bytes from there are data, or 0 when the rest of the range is a hole.
+ * Without --sparse, or where SEEK_DATA does not work, returns *len. */
+static uint64_t copy_skip_hole(CopyRanges *cr, uint64_t *off, uint64_t *len)
+{
+    if (!cr->sparse || !cr->seek_data) {
+        return *len;
+    }
+    if (*off >= cr->data_end) {
+        off_t d = lseek(cr->in, *off, SEEK_DATA);
+        if (d < 0 && errno == ENXIO) {
+            return 0;                           /* only a hole left */
+        } else if (d < 0) {
+            cr->seek_data = false;              /* not supported: read everything */
+            return *len;
+        }
+        if ((uint64_t)d >= *off + *len) {
+            return 0;
+        }
+        *len -= d - *off;
+        *off = d;
+        d = lseek(cr->in, *off, SEEK_HOLE);
+        cr->data_end = d < 0 ? UINT64_MAX : (uint64_t)d;
+    }
+    return MIN(*len, cr->data_end - *off);
+}
+
+/* Copy LEN bytes at OFF, the range on line LINENO (LINE) of standard input.  Returns the exit
+ * status: 0, or 1 after saying what failed. */
+static int copy_range(CopyRanges *cr, uint64_t off, uint64_t len, unsigned lineno,
+                      const char *line)
+{
+    while (len > 0) {
+        uint64_t want = MIN(copy_skip_hole(cr, &off, &len), COPY_CHUNK);
+        ssize_t n;
+        int err;
+
+        if (want == 0) {
+            break;
+        }
+        n = pread(cr->in, cr->buf, want, off);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        } else if (n < 0) {
+            return fail("%s: read of %" G_GUINT64_FORMAT " bytes at %" G_GUINT64_FORMAT ": %s",
+                        cr->src, want, off, g_strerror(errno));
+        } else if (n == 0) {
+            return fail("%s ends at %" G_GUINT64_FORMAT ", inside the range on line %u of "
+                        "standard input ('%s'): wrong ranges or wrong file?", cr->src, off,
+                        lineno, line);
+        }
+        err = copy_out(cr->out, cr->buf, n, off, cr->sparse);
+        if (err < 0) {
+            return fail("%s: write of %zd bytes at %" G_GUINT64_FORMAT ": %s", cr->dst, n, off,
+                        g_strerror(-err));
+        }
+        off += n;
+        len -= n;
+    }
+    return 0;
+}
+
+/* The end of a copy that went well: a sparse DEST reaches MAX_END, and its data is on disk.
+ * Returns the exit status. */
+static int copy_finish(CopyRanges *cr, uint64_t max_end)
+{
+    if (cr->sparse) {
+        /* Zeros left unwritten at the end of a new DEST: it must still reach that far. */
+        struct stat st;
+        if (fstat(cr->out, &st) < 0 || ((uint64_t)st.st_size < max_end &&
+                                        ftruncate(cr->out, max_end) < 0)) {
+            return fail("%s: cannot extend to %" G_GUINT64_FORMAT " bytes: %s", cr->dst,
+                        max_end, g_strerror(errno));
+        }
+    }
+    if (fdatasync(cr->out) < 0) {
+        return fail("%s: flush: %s", cr->dst, g_strerror(errno));
+    }
+    return 0;
+}
+
 /* One process for every range, where a shell loop would start a dd for each: with a thousand
  * scattered ranges, starting the processes is what the copy costs. */
 static int cmd_copy_ranges(GHashTable *o, int argc, char **argv)
 {
-    const char *src = argv[0], *dst = argv[1];
-    bool sparse = opt_flag(o, "sparse");
+    CopyRanges cr = {
+        .src = argv[0], .dst = argv[1], .sparse = opt_flag(o, "sparse"), .seek_data = true,
+    };
     g_autofree uint8_t *buf = NULL;
     g_autofree char *line = NULL;
     size_t cap = 0;
     unsigned lineno = 0;
-    uint64_t data_end = 0;      /* SOURCE is data from where SEEK_DATA found it up to here */
     uint64_t max_end = 0;       /* the end of the last byte listed */
-    bool seek_data = true;
-    int in, out, ret = 0;
+    int ret = 0;
 
-    in = open(src, O_RDONLY | O_CLOEXEC);
-    if (in < 0) {
-        return fail("%s: cannot open: %s", src, g_strerror(errno));
+    cr.in = open(cr.src, O_RDONLY | O_CLOEXEC);
+    if (cr.in < 0) {
+        return fail("%s: cannot open: %s", cr.src, g_strerror(errno));
     }
-    out = open(dst, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
-    if (out < 0) {
+    cr.out = open(cr.dst, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    if (cr.out < 0) {
         int err = errno;
-        close(in);
-        return fail("%s: cannot open for writing: %s", dst, g_strerror(err));
+        close(cr.in);
+        return fail("%s: cannot open for writing: %s", cr.dst, g_strerror(err));
     }
     /* Read what is listed and nothing more: no readahead past a range (through an export,
      * that would be read from the image and counted). */
-    posix_fadvise(in, 0, 0, POSIX_FADV_RANDOM);
-    buf = g_malloc(COPY_CHUNK);
+    posix_fadvise(cr.in, 0, 0, POSIX_FADV_RANDOM);
+    cr.buf = buf = g_malloc(COPY_CHUNK);
     while (ret == 0 && getline(&line, &cap, stdin) >= 0) {
-        guint64 off, len;
-        char *end;
+        uint64_t off, len;
 
         lineno++;
         g_strstrip(line);
         if (!*line) {
             continue;
         }
-        off = g_ascii_strtoull(line, &end, 10);
-        if (end == line || !g_ascii_isspace(*end)) {
-            ret = fail("standard input, line %u: expected 'OFFSET LENGTH' in bytes, got '%s'",
-                       lineno, line);
-            break;
-        }
-        len = g_ascii_strtoull(end, &end, 10);
-        if (*end || off > INT64_MAX || len > INT64_MAX - off) {
+        if (!copy_parse_range(line, &off, &len)) {
             ret = fail("standard input, line %u: expected 'OFFSET LENGTH' in bytes, got '%s'",
                        lineno, line);
             break;
         }
         max_end = MAX(max_end, off + len);
-        while (len > 0) {
-            uint64_t want = MIN(len, COPY_CHUNK);
-            ssize_t n;
-            int err;
-
-            if (sparse && seek_data) {
-                /* Holes of SOURCE read as zeros, which --sparse leaves unwritten: skip them
-                 * without reading them. */
-                if (off >= data_end) {
-                    off_t d = lseek(in, off, SEEK_DATA);
-                    if (d < 0 && errno == ENXIO) {
-                        break;                          /* only a hole left */
-                    } else if (d < 0) {
-                        seek_data = false;              /* not supported: read everything */
-                        continue;
-                    }
-                    if ((uint64_t)d >= off + len) {
-                        break;
-                    }
-                    len -= d - off;
-                    off = d;
-                    d = lseek(in, off, SEEK_HOLE);
-                    data_end = d < 0 ? UINT64_MAX : (uint64_t)d;
-                    continue;
-                }
-                want = MIN(want, data_end - off);
-            }
-            n = pread(in, buf, want, off);
-            if (n < 0 && errno == EINTR) {
-                continue;
-            } else if (n < 0) {
-                ret = fail("%s: read of %" G_GUINT64_FORMAT " bytes at %" G_GUINT64_FORMAT
-                           ": %s", src, want, off, g_strerror(errno));
-                break;
-            } else if (n == 0) {
-                ret = fail("%s ends at %" G_GUINT64_FORMAT ", inside the range on line %u of "
-                           "standard input ('%s'): wrong ranges or wrong file?", src, off,
-                           lineno, line);
-                break;
-            }
-            err = copy_out(out, buf, n, off, sparse);
-            if (err < 0) {
-                ret = fail("%s: write of %zd bytes at %" G_GUINT64_FORMAT ": %s", dst, n, off,
-                           g_strerror(-err));
-                break;
-            }
-            off += n;
-            len -= n;
-        }
+        ret = copy_range(&cr, off, len, lineno, line);
     }
     if (ret == 0 && ferror(stdin)) {
         ret = fail("standard input: read error: %s", g_strerror(errno));
     }
-    if (ret == 0 && sparse) {
-        /* Zeros left unwritten at the end of a new DEST: it must still reach that far. */
-        struct stat st;
-        if (fstat(out, &st) < 0 || ((uint64_t)st.st_size < max_end &&
-                                    ftruncate(out, max_end) < 0)) {
-            ret = fail("%s: cannot extend to %" G_GUINT64_FORMAT " bytes: %s", dst, max_end,
-                       g_strerror(errno));
-        }
+    if (ret == 0) {
+        ret = copy_finish(&cr, max_end);
     }
-    if (ret == 0 && fdatasync(out) < 0) {
-        ret = fail("%s: flush: %s", dst, g_strerror(errno));
-    }
-    close(in);
-    if (close(out) < 0 && ret == 0) {
-        ret = fail("%s: %s", dst, g_strerror(errno));
+    close(cr.in);
+    if (close(cr.out) < 0 && ret == 0) {
+        ret = fail("%s: %s", cr.dst, g_strerror(errno));
     }
     return ret;
 }
