@@ -171,12 +171,9 @@ fill_ref() {
     cmp "$IMG" "$REF"
 }
 
-# O_DIRECT opens bypass the page cache (FOPEN_DIRECT_IO); other, buffered opens of the export
-# still see what they write, and they see theirs.
-@test "O_DIRECT and buffered opens of one export see each other's writes" {
-    make_raw "$IMG" 1M
-    blkfuse_mount "$IMG" "$MP"
-    run -0 python3 -c '
+# The start of the Python scripts of the next tests: the export mp (argv[1]) opened with
+# O_DIRECT (direct) and without (buffered); block(b) is a page-aligned page of byte b.
+PY_TWO_OPENS='
 import mmap, os, sys
 mp, PS = sys.argv[1], 4096
 def block(b):
@@ -185,6 +182,14 @@ def block(b):
     return m
 direct = os.open(mp, os.O_RDWR | os.O_DIRECT)
 buffered = os.open(mp, os.O_RDWR)
+'
+
+# O_DIRECT opens bypass the page cache (FOPEN_DIRECT_IO); other, buffered opens of the export
+# still see what they write, and they see theirs.
+@test "O_DIRECT and buffered opens of one export see each other's writes" {
+    make_raw "$IMG" 1M
+    blkfuse_mount "$IMG" "$MP"
+    run -0 python3 -c "$PY_TWO_OPENS"'
 # A page the buffered open has cached, then written with O_DIRECT.
 os.pread(buffered, PS, 0)
 os.pwritev(direct, [block(0x11)], 0)
@@ -217,15 +222,7 @@ assert p[0] == 0x22
 @test "an O_DIRECT descriptor can be mapped shared, coherently with its reads and writes" {
     make_raw "$IMG" 1M
     blkfuse_mount "$IMG" "$MP"
-    run python3 -c '
-import mmap, os, sys
-mp, PS = sys.argv[1], 4096
-def block(b):
-    m = mmap.mmap(-1, PS)
-    m.write(bytes([b]) * PS)
-    return m
-direct = os.open(mp, os.O_RDWR | os.O_DIRECT)
-buffered = os.open(mp, os.O_RDWR)
+    run python3 -c "$PY_TWO_OPENS"'
 try:
     m = mmap.mmap(direct, 4 * PS, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
 except OSError as e:
