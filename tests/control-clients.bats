@@ -35,6 +35,11 @@ list_within_1s() {
     ((end - start < 1000))
 }
 
+# no_exports: `blkfuse list --json` shows no export.
+no_exports() {
+    [[ $(blkfuse list --json) == "[]" ]]
+}
+
 @test "a client that disconnects while its mount opens the image leaves the daemon serving" {
     require qemu-img
     # A read of the image the client mounts must block for as long as the test
@@ -133,12 +138,7 @@ open(sys.argv[2], "w").close()
 time.sleep(600)
 EOF
     PIDS+=($!)
-    local i
-    for ((i = 0; i < 400; i++)); do
-        [[ -e $T/hog.ready ]] && break
-        sleep 0.05
-    done
-    [[ -e $T/hog.ready ]]
+    wait_until 20 test -e "$T/hog.ready"
 
     list_within_1s first second
     cmp "$T/a.mnt" "$T/a.raw"
@@ -148,11 +148,7 @@ EOF
     # An external unmount is noticed too.
     fusermount3 -u "$T/a.mnt"
     wait_for_unmount "$T/a.mnt"
-    for ((i = 0; i < 200; i++)); do
-        [[ $(blkfuse list --json) == "[]" ]] && break
-        sleep 0.05
-    done
-    [[ $(blkfuse list --json) == "[]" ]]
+    wait_until 10 no_exports
     kill -TERM "$SERVE_PID"
     wait_for_pid_exit "$SERVE_PID" 10
 }
@@ -175,12 +171,7 @@ EOF
         >"$T/hostile.out" 2>&1 3>&- &
     local hostile=$!
     PIDS+=("$hostile")
-    local i
-    for ((i = 0; i < 600; i++)); do
-        [[ -e $T/progress ]] || ! _pid_alive "$hostile" || { sleep 0.05; continue; }
-        break
-    done
-    [[ -e $T/progress ]] || { cat "$T/hostile.out"; false; }
+    wait_until 30 test -e "$T/progress" || { cat "$T/hostile.out"; false; }
     # In the middle of the storm: list answers, and the export serves I/O.
     list_within_1s victim
     cmp -n 1048576 "$T/victim.mnt" "$T/victim.ref"

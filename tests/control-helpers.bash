@@ -63,13 +63,8 @@ print(v)' "$@"
 # start_serve [OPTION...]: start `blkfuse serve --socket $SOCK` with the log in
 # $T/daemon.log and wait for its socket; SERVE_PID is the daemon's pid.
 start_serve() {
-    local i
     blkfuse serve --socket "$SOCK" --log-file "$T/daemon.log" "$@" 3>&- || return 1
-    for ((i = 0; i < 200; i++)); do
-        [[ -S $SOCK ]] && break
-        sleep 0.05
-    done
-    [[ -S $SOCK ]] || { echo "start_serve: no control socket $SOCK" >&2; return 1; }
+    wait_until 10 test -S "$SOCK" || return 1
     SERVE_PID=$(ctl '{"cmd": "list"}' | json_get pid) || return 1
     PIDS+=("$SERVE_PID")
 }

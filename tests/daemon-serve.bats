@@ -47,6 +47,11 @@ else:
 ' "$1" "$2"
 }
 
+# only_rawexp: rawexp is the only export `blkfuse list --json` gives.
+only_rawexp() {
+    [ "$(listed_ids)" = rawexp ]
+}
+
 # listed_ids: the ids `blkfuse list --json` gives, sorted, space-separated.
 listed_ids() {
     blkfuse list --json | python3 -c '
@@ -107,12 +112,7 @@ EOF
     fusermount3 -u "$MP2"
     wait_for_unmount "$MP2"
     # The daemon notices and drops the export; the other one still serves.
-    local i
-    for ((i = 0; i < 100; i++)); do
-        [ "$(listed_ids)" = rawexp ] && break
-        sleep 0.05
-    done
-    [ "$(listed_ids)" = rawexp ]
+    wait_until 5 only_rawexp
     _pid_alive "$SERVE_PID"
     is_mounted "$MP1"
     cmp "$MP1" "$RAW"

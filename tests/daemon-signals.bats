@@ -137,14 +137,11 @@ signal_during_writes() {
 }
 
 @test "SIGHUP reopens the log file of a serve daemon" {
-    local sock=$T/s.sock pid i
+    local sock=$T/s.sock pid
     make_pattern "$T/a.img" 1M
     make_pattern "$T/b.img" 1M
     blkfuse serve --socket "$sock" --log-file "$T/daemon.log"
-    for ((i = 0; i < 100; i++)); do
-        [[ -S $sock ]] && break
-        sleep 0.05
-    done
+    wait_until 5 test -S "$sock"
     pid=$(pgrep -o -f -- "serve --socket $sock")
     [ -n "$pid" ]
     PIDS+=("$pid")
@@ -213,6 +210,12 @@ signal_during_writes() {
     [ ! -e "$log" ]
 }
 
+# journal_names MOUNTPOINT: the system journal of the last minute has a blkfuse line naming
+# MOUNTPOINT.
+journal_names() {
+    journalctl -q --since "-1min" | grep -q "blkfuse.*$1"
+}
+
 @test "a daemonized mount without --log-file logs to syslog" {
     [[ -S /dev/log ]] || skip "needs syslog (/dev/log)"
     local log
@@ -229,10 +232,6 @@ signal_during_writes() {
     if [[ -n $log ]]; then
         wait_for_log "$log" "blkfuse.*$MP"
     else
-        local deadline=$(($(_now_ms) + 10000))
-        until journalctl -q --since "-1min" | grep -q "blkfuse.*$MP"; do
-            (($(_now_ms) < deadline)) || return 1
-            sleep 0.05
-        done
+        wait_until 10 journal_names "$MP"
     fi
 }

@@ -132,15 +132,12 @@ log_says_clean_exit() {
 # Wait until process $1 holds $MP open on its stdin: its open has been answered (and counted)
 # by the daemon, so an unmount started now finds the file open.
 wait_for_open() {
-    local pid=$1 deadline
-    deadline=$(($(_now_ms) + 10000))
-    until [ "$(readlink "/proc/$pid/fd/0" 2>/dev/null)" = "$MP" ]; do
-        if (($(_now_ms) >= deadline)); then
-            echo "wait_for_open: process $pid did not open $MP within 10s" >&2
-            return 1
-        fi
-        sleep 0.05
-    done
+    wait_until 10 holds_mp "$1"
+}
+
+# holds_mp PID: process PID has $MP open on its stdin.
+holds_mp() {
+    [ "$(readlink "/proc/$1/fd/0" 2>/dev/null)" = "$MP" ]
 }
 
 # start_waiting_unmount: mount $IMG with an unmount grace period far longer than any test (an

@@ -383,30 +383,44 @@ _now_ms() {
     echo $((t / 1000))
 }
 
-# wait_for_mount PATH [SECONDS]: wait until PATH is a FUSE mountpoint (10 s).
-wait_for_mount() {
-    local path=$1 secs=${2:-10} deadline
+# _wait SECONDS MESSAGE CMD...: run CMD every 50 ms until it succeeds; after SECONDS, print
+# MESSAGE on stderr and fail.  The one polling loop of the tests.
+_wait() {
+    local secs=$1 msg=$2 deadline
+    shift 2
     deadline=$(($(_now_ms) + secs * 1000))
-    until is_mounted "$path"; do
+    until "$@"; do
         if (($(_now_ms) >= deadline)); then
-            echo "wait_for_mount: $path not mounted after ${secs}s" >&2
+            echo "$msg" >&2
             return 1
         fi
         sleep 0.05
     done
 }
 
+# _not CMD...: succeed when CMD fails (for _wait and wait_until).
+_not() {
+    ! "$@"
+}
+
+# wait_until SECONDS CMD...: wait until CMD succeeds (it is retried every 50 ms); fail after
+# SECONDS, naming CMD.  For a condition no wait_for_* below names.
+wait_until() {
+    local secs=$1
+    shift
+    _wait "$secs" "wait_until: '$*' did not succeed within ${secs}s" "$@"
+}
+
+# wait_for_mount PATH [SECONDS]: wait until PATH is a FUSE mountpoint (10 s).
+wait_for_mount() {
+    local secs=${2:-10}
+    _wait "$secs" "wait_for_mount: $1 not mounted after ${secs}s" is_mounted "$1"
+}
+
 # wait_for_unmount PATH [SECONDS]: wait until PATH is no longer mounted (10 s).
 wait_for_unmount() {
-    local path=$1 secs=${2:-10} deadline
-    deadline=$(($(_now_ms) + secs * 1000))
-    while is_mounted "$path"; do
-        if (($(_now_ms) >= deadline)); then
-            echo "wait_for_unmount: $path still mounted after ${secs}s" >&2
-            return 1
-        fi
-        sleep 0.05
-    done
+    local secs=${2:-10}
+    _wait "$secs" "wait_for_unmount: $1 still mounted after ${secs}s" _not is_mounted "$1"
 }
 
 # True while PID runs (a zombie counts as exited).
@@ -419,46 +433,33 @@ _pid_alive() {
 
 # wait_for_pid_exit PID [SECONDS]: wait until PID has exited (10 s).
 wait_for_pid_exit() {
-    local pid=$1 secs=${2:-10} deadline
-    deadline=$(($(_now_ms) + secs * 1000))
-    while _pid_alive "$pid"; do
-        if (($(_now_ms) >= deadline)); then
-            echo "wait_for_pid_exit: pid $pid still running after ${secs}s" >&2
-            return 1
-        fi
-        sleep 0.05
-    done
+    local secs=${2:-10}
+    _wait "$secs" "wait_for_pid_exit: pid $1 still running after ${secs}s" _not _pid_alive "$1"
+}
+
+# _writes_done MOUNTPOINT N: the export on MOUNTPOINT has completed N write requests or more
+# (its `blkfuse stats` counter); the count is left in _WRITES.
+_writes_done() {
+    _WRITES=$(blkfuse stats --json "$1" 2>/dev/null |
+        sed -n 's/^ *"ops_written": \([0-9]*\).*/\1/p')
+    ((${_WRITES:-0} >= $2))
 }
 
 # wait_for_writes MOUNTPOINT N [SECONDS]: wait until the export on MOUNTPOINT
 # has completed at least N write requests (its `blkfuse stats` counter), so a
 # test that interrupts a workload knows the workload really wrote (10 s).
 wait_for_writes() {
-    local mp=$1 n=$2 secs=${3:-10} deadline ops
-    deadline=$(($(_now_ms) + secs * 1000))
-    while :; do
-        ops=$(blkfuse stats --json "$mp" 2>/dev/null | sed -n 's/^ *"ops_written": \([0-9]*\).*/\1/p')
-        ((${ops:-0} >= n)) && return 0
-        if (($(_now_ms) >= deadline)); then
-            echo "wait_for_writes: $mp completed ${ops:-no} writes after ${secs}s, expected $n" >&2
-            return 1
-        fi
-        sleep 0.05
-    done
+    local secs=${3:-10}
+    _wait "$secs" "wait_for_writes: $1 has not completed $2 writes after ${secs}s" \
+        _writes_done "$1" "$2" || { echo "wait_for_writes: it completed ${_WRITES:-no}" >&2; false; }
 }
 
 # wait_for_log FILE REGEX [SECONDS]: wait until a line of FILE matches the
 # extended REGEX (10 s), instead of sleeping for a daemon to get there.
 wait_for_log() {
-    local file=$1 re=$2 secs=${3:-10} deadline
-    deadline=$(($(_now_ms) + secs * 1000))
-    until grep -Eq -- "$re" "$file" 2>/dev/null; do
-        if (($(_now_ms) >= deadline)); then
-            echo "wait_for_log: no line matching '$re' in $file after ${secs}s" >&2
-            return 1
-        fi
-        sleep 0.05
-    done
+    local secs=${3:-10}
+    _wait "$secs" "wait_for_log: no line matching '$2' in $1 after ${secs}s" \
+        grep -Eqs -- "$2" "$1"
 }
 
 # kill_daemon MOUNTPOINT: SIGKILL the foreground daemon of blkfuse_mount_foreground
@@ -591,14 +592,16 @@ poke_byte() {
 # detach_loop DEV FILE: detach DEV and wait until no loop device holds FILE
 # (the kernel lets go of the backing file asynchronously).
 detach_loop() {
-    local dev=$1 file=$2 i
-    losetup -d "$dev"
-    for ((i = 0; i < 100; i++)); do
-        [[ -z $(losetup -n -j "$file" 2>/dev/null) ]] && return 0
-        sleep 0.05
-    done
-    echo "detach_loop: $file is still attached: $(losetup -n -j "$file")" >&2
-    return 1
+    losetup -d "$1"
+    _wait 5 "detach_loop: $2 is still attached" _no_loop_on "$2" || {
+        losetup -n -j "$2" >&2
+        false
+    }
+}
+
+# _no_loop_on FILE: no loop device has FILE as its backing file.
+_no_loop_on() {
+    [[ -z $(losetup -n -j "$1" 2>/dev/null) ]]
 }
 
 # ext4_on_loop FILE DIR [LOSETUP-OPTIONS...]: the file system round trip on a loop

@@ -46,8 +46,7 @@ setup() {
         --nbd-server addr.type=unix,addr.path="$T/nbd.sock" \
         --export type=nbd,id=e,node-name=q,writable=on >"$T/qsd.log" 2>&1 &
     PIDS+=("$!")
-    for _ in $(seq 100); do [ -S "$T/nbd.sock" ] && break; sleep 0.05; done
-    [ -S "$T/nbd.sock" ]
+    wait_until 5 test -S "$T/nbd.sock"
     run blkfuse mount --log-file "$T/second.log" "$T/disk.qcow2" "$T/a.img"
     [ "$status" -eq 1 ]
     [[ "$output" == *"in use by another process"* ]]

@@ -608,8 +608,7 @@ EOF
         --nbd-server addr.type=unix,addr.path="$T/nbd.sock" \
         --export type=nbd,id=e,node-name=q,writable=on >"$T/qsd.log" 2>&1 3>&- &
     PIDS+=("$!")
-    for _ in $(seq 200); do [ -S "$T/nbd.sock" ] && break; sleep 0.05; done
-    [ -S "$T/nbd.sock" ]
+    wait_until 10 test -S "$T/nbd.sock"
     run blkfuse check disk.qcow2
     echo "$output"
     [ "$status" -eq 1 ]

@@ -49,8 +49,13 @@ qemu_dump() {
     qemu-io -r -f "$2" -c 'read -v 0 1M' "$1" | grep -v -e '^read ' -e ' ops; '
 }
 
+# mode_is FILE MODE: FILE's permission bits are MODE (octal, as stat %a prints them).
+mode_is() {
+    [ "$(stat -c %a "$1")" = "$2" ]
+}
+
 @test "qcow2 overlap: a write over the L1 table fails with EIO, the image turns corrupt and read-only, the data stays" {
-    local l1 i
+    local l1
     l1=$(header_field "$T/d.qcow2" 40)
     zero_refcount "$T/d.qcow2" "$l1"
     run qemu-img check "$T/d.qcow2"
@@ -86,11 +91,7 @@ qemu_dump() {
     run --separate-stderr dd if=/dev/zero of="$T/mp" bs=4k count=1 seek=2000 conv=notrunc \
         oflag=direct
     [ "$status" -ne 0 ]
-    for ((i = 0; i < 100; i++)); do
-        [ "$(stat -c %a "$T/mp")" = 400 ] && break
-        sleep 0.05
-    done
-    [ "$(stat -c %a "$T/mp")" = 400 ]
+    wait_until 5 mode_is "$T/mp" 400
     run blkfuse list
     echo "$output"
     [[ $(grep -F "$T/mp" <<<"$output") == *" ro "* ]]

@@ -55,11 +55,7 @@ syscall_group_names() {
         --log-file "$T/daemon.log" 3>&- &
     pid=$!
     PIDS+=("$pid")
-    local deadline=$(($(_now_ms) + 30000))
-    until [[ -S $T/serve.sock ]]; do
-        (($(_now_ms) < deadline)) || { echo "no socket"; false; }
-        sleep 0.05
-    done
+    wait_until 30 test -S "$T/serve.sock"
     blkfuse mount --daemon "$T/serve.sock" "$T/disk.qcow2" "$T/q.img"
     MOUNTS+=("$T/q.img")
     dd if="$T/disk.raw" of="$T/q.img" bs=64k conv=notrunc,fsync status=none
