@@ -30,7 +30,7 @@ in_mount_ns() {
     blkfuse=$(command -v blkfuse)
     mkdir -p "$T/sbin"
     ln -sf "$blkfuse" "$T/sbin/mount.fuse.blkfuse"
-    export -f is_mounted _abspath wait_for_pid_exit _pid_alive _now_ms
+    export -f is_mounted _abspath wait_for_pid_exit _wait _not _pid_alive _now_ms
     unshare -m --propagation private bash -c '
         mount -t overlay blkfuse-test-sbin -o "lowerdir=$1:$2" "$2" ||
             { echo "in_mount_ns: cannot put an overlay on $2" >&2; exit 99; }
