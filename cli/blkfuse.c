@@ -1047,16 +1047,12 @@ static int cmd_serve(GHashTable *o, int argc, char **argv)
     return daemon_run(&cfg);
 }
 
-/* Every export of every daemon in the runtime directory, as (socket, export) pairs. */
-typedef struct FoundExport {
-    char *socket;
-    json_t *exp;                /* borrowed from replies */
-} FoundExport;
-
+/* Every export of every daemon in the runtime directory: an array of export objects (json_t *),
+ * each borrowed from its daemon's reply in *REPLIES_OUT and given a "socket" member. */
 static GPtrArray *collect_exports(GPtrArray **replies_out)
 {
     g_autoptr(GPtrArray) socks = control_find_daemons();
-    GPtrArray *found = g_ptr_array_new_with_free_func(g_free);
+    GPtrArray *found = g_ptr_array_new();
     GPtrArray *replies = g_ptr_array_new_with_free_func((GDestroyNotify)json_decref);
 
     for (guint i = 0; i < socks->len; i++) {
@@ -1072,11 +1068,9 @@ static GPtrArray *collect_exports(GPtrArray **replies_out)
         g_ptr_array_add(replies, reply);
         exports = json_object_get(reply, "exports");
         for (guint j = 0; j < json_array_size(exports); j++) {
-            FoundExport *f = g_new0(FoundExport, 1);
-            f->socket = NULL;
-            f->exp = json_array_get(exports, j);
-            json_object_set_new(f->exp, "socket", json_util_string(socks->pdata[i]));
-            g_ptr_array_add(found, f);
+            json_t *exp = json_array_get(exports, j);
+            json_object_set_new(exp, "socket", json_util_string(socks->pdata[i]));
+            g_ptr_array_add(found, exp);
         }
     }
     *replies_out = replies;
@@ -1089,10 +1083,10 @@ static json_t *find_export_by_mountpoint(GPtrArray *found, const char *mp)
     g_autofree char *canon = g_canonicalize_filename(mp, NULL);
 
     for (guint i = 0; i < found->len; i++) {
-        FoundExport *f = found->pdata[i];
-        const char *emp = json_string_value(json_object_get(f->exp, "mountpoint"));
+        json_t *exp = found->pdata[i];
+        const char *emp = json_string_value(json_object_get(exp, "mountpoint"));
         if ((real && !g_strcmp0(emp, real)) || !g_strcmp0(emp, canon)) {
-            return f->exp;
+            return exp;
         }
     }
     return NULL;
@@ -1206,9 +1200,8 @@ static int cmd_list(GHashTable *o, int argc, char **argv)
         g_autoptr(json_t) arr = json_array();
         g_autofree char *text = NULL;
         for (guint i = 0; i < found->len; i++) {
-            FoundExport *f = found->pdata[i];
             /* The export object is shared with its reply, which keeps its own reference. */
-            json_array_append_new(arr, json_incref(f->exp));
+            json_array_append_new(arr, json_incref(found->pdata[i]));
         }
         text = json_dumps(arr, JSON_INDENT(2));
         printf("%s\n", text);
@@ -1226,7 +1219,7 @@ static int cmd_list(GHashTable *o, int argc, char **argv)
         g_ptr_array_add(rows, h);
     }
     for (guint i = 0; i < found->len; i++) {
-        json_t *e = ((FoundExport *)found->pdata[i])->exp;
+        json_t *e = found->pdata[i];
         char **row = g_new0(char *, NCOL + 1);
         const char *since = json_string_value(json_object_get(e, "since"));
         row[0] = g_strdup(json_string_value(json_object_get(e, "id")));
