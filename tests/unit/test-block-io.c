@@ -357,6 +357,28 @@ static void coroutine_fn rmw_writer_entry(void *opaque)
 
 #define RMW_WRITERS 8
 
+/* Writer W writes LEN bytes of FILL at OFF, and REF (the expected file) gets them too. */
+static void rmw_writer_init(RmwWriter *w, BlockDriverState *bs, int64_t off, int64_t len,
+                            uint8_t *buf, int fill, uint8_t *ref, unsigned *done)
+{
+    memset(buf, fill, len);
+    *w = (RmwWriter){ .bs = bs, .offset = off, .bytes = len, .buf = buf,
+                      .ret = -EINPROGRESS, .done = done };
+    memcpy(ref + off, buf, len);
+}
+
+/* Start all RMW_WRITERS writers at once and wait for them; each must succeed. */
+static void rmw_writers_run(RmwWriter *w, unsigned *done)
+{
+    for (int i = 0; i < RMW_WRITERS; i++) {
+        coroutine_enter(coroutine_create(rmw_writer_entry, &w[i]));
+    }
+    uh_poll_until_count(done, RMW_WRITERS);
+    for (int i = 0; i < RMW_WRITERS; i++) {
+        g_assert_cmpint(w[i].ret, ==, 0);
+    }
+}
+
 /* Several coroutines write different unaligned pieces of the same blocks at once; each one's
  * read-modify-write must not undo another's (the padded writes are serialised). */
 static void test_direct_concurrent_rmw(void)
@@ -403,18 +425,10 @@ static void test_direct_concurrent_rmw(void)
                 off = base + 4096 - 5;
             }
             g_assert(off > lo && off + len <= hi);
-            memset(bufs[i], 1 + round * RMW_WRITERS + i, len);
-            w[i] = (RmwWriter){ .bs = bs, .offset = off, .bytes = len, .buf = bufs[i],
-                                .ret = -EINPROGRESS, .done = &done };
-            memcpy(ref + off, bufs[i], len);
+            rmw_writer_init(&w[i], bs, off, len, bufs[i], 1 + round * RMW_WRITERS + i, ref,
+                            &done);
         }
-        for (int i = 0; i < RMW_WRITERS; i++) {
-            coroutine_enter(coroutine_create(rmw_writer_entry, &w[i]));
-        }
-        uh_poll_until_count(&done, RMW_WRITERS);
-        for (int i = 0; i < RMW_WRITERS; i++) {
-            g_assert_cmpint(w[i].ret, ==, 0);
-        }
+        rmw_writers_run(w, &done);
     }
     g_assert_cmpint(bdrv_pread(bs, 0, size, check), ==, 0);
     g_assert_true(memcmp(check, ref, size) == 0);
@@ -455,18 +469,10 @@ static void test_direct_concurrent_eof(void)
             if (i == RMW_WRITERS - 1 && round % 2) {
                 off = size - len;           /* ends exactly at the end of the file */
             }
-            memset(bufs[i], 1 + round * RMW_WRITERS + i, len);
-            w[i] = (RmwWriter){ .bs = bs, .offset = off, .bytes = len, .buf = bufs[i],
-                                .ret = -EINPROGRESS, .done = &done };
-            memcpy(ref + off, bufs[i], len);
+            rmw_writer_init(&w[i], bs, off, len, bufs[i], 1 + round * RMW_WRITERS + i, ref,
+                            &done);
         }
-        for (int i = 0; i < RMW_WRITERS; i++) {
-            coroutine_enter(coroutine_create(rmw_writer_entry, &w[i]));
-        }
-        uh_poll_until_count(&done, RMW_WRITERS);
-        for (int i = 0; i < RMW_WRITERS; i++) {
-            g_assert_cmpint(w[i].ret, ==, 0);
-        }
+        rmw_writers_run(w, &done);
         g_assert_cmpint(uh_file_size(path), ==, size);
     }
     g_assert_cmpint(bdrv_getlength(bs), ==, size);
