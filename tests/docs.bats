@@ -34,3 +34,15 @@ ROOT="$(cd "$BATS_TEST_DIRNAME/.." && pwd)"
         grep -q "blkfuse $cmd" "$ROOT/README.md" || { echo "README lacks blkfuse $cmd"; false; }
     done
 }
+
+@test "the README's first command installs exactly the packages .ci/run installs" {
+    local first readme ci
+    first=$(awk '/^## Quick start/ { q = 1 } q && /^```sh/ { getline; print; exit }' "$ROOT/README.md")
+    [[ $first == *"apt-get install -y "*" && ./configure && make demo" ]] ||
+        { echo "unexpected first command: $first"; false; }
+    readme=$(sed 's/.*apt-get install -y //; s/ &&.*//' <<<"$first" | tr ' ' '\n' | sort)
+    ci=$(sed -n '/^packages=(/,/^)/p' "$ROOT/.ci/run" | sed '1d;$d' | tr -s ' \n' '\n\n' |
+        sed '/^$/d' | sort)
+    [ -n "$ci" ]
+    diff <(echo "$readme") <(echo "$ci") || { echo "README and .ci/run install different packages"; false; }
+}
