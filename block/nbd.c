@@ -167,6 +167,7 @@ static bool nbdlib_load(GError **errp)
 #define nbd_set_tls_psk_file (*nbdlib.nbd_set_tls_psk_file)
 #define nbd_set_tls_username (*nbdlib.nbd_set_tls_username)
 #define nbd_set_uri_allow_local_file (*nbdlib.nbd_set_uri_allow_local_file)
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/timerfd.h>
 #include <unistd.h>
@@ -262,15 +263,29 @@ typedef struct NbdCmd {
     uint32_t flags;             /* LIBNBD_CMD_FLAG_* */
 } NbdCmd;
 
-/* One issued command: filled by libnbd's callbacks, in whichever thread runs them. */
+/* What a command brought back (block status: the first extent). */
 typedef struct NbdReq {
-    Coroutine *co;
-    bool called;                /* atomic: the completion callback ran (and scheduled co) */
-    int error;                  /* errno from the completion, 0 = success */
     bool have_extent;
     uint32_t extent_len;
     uint32_t extent_flags;
 } NbdReq;
+
+/*
+ * One command handed to libnbd, on the heap: it has two owners, the coroutine that issued it and
+ * libnbd, which holds it until it calls the .free callback (after the completion callback; or
+ * instead of it when the handle is closed with the command still queued; or before the issuing
+ * call returns -1).  Its coroutine is woken exactly once per command: by the first of the
+ * completion callback and .free to take the wake (woken), and only if the issuer yields for it.
+ * A late callback thus writes only here, never into a coroutine's stack, and never wakes a
+ * coroutine that has moved on.
+ */
+typedef struct NbdInflight {
+    Coroutine *co;
+    int refs;                   /* atomic: the issuer's and libnbd's */
+    int woken;                  /* atomic: someone took the right to wake co */
+    int error;                  /* errno of the command, 0 = success; valid once co is woken */
+    NbdReq res;
+} NbdInflight;
 
 static void nbd_conn_attach(NbdConn *c);
 static void nbd_conn_detach(NbdConn *c);
@@ -633,9 +648,18 @@ static void nbd_conn_refresh(NbdConn *c)
     }
 }
 
+/*
+ * The home loop watches a duplicate of the handle's socket, closed only by detach: libnbd closes
+ * its own descriptor when the handle dies, and that may happen in another thread (a queue thread
+ * issuing on a shared connection).  Were the loop watching libnbd's descriptor, its number could
+ * be reused (by a control client, a new connection's socket) while the loop still had it
+ * registered: the new file's events would be lost, and detach would remove its handler.
+ */
 static void nbd_conn_attach(NbdConn *c)
 {
-    c->fd = nbd_aio_get_fd(c->h);
+    int fd = nbd_aio_get_fd(c->h);
+
+    c->fd = fd >= 0 ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
     c->watch_write = false;
     if (c->fd >= 0) {
         aio_set_fd_handler(c->home, c->fd, nbd_conn_readable, NULL, c);
@@ -647,6 +671,7 @@ static void nbd_conn_detach(NbdConn *c)
 {
     if (c->fd >= 0) {
         aio_set_fd_handler(c->home, c->fd, NULL, NULL, NULL);
+        close(c->fd);
         c->fd = -1;
     }
 }
@@ -809,31 +834,67 @@ static void nbd_conn_lost(NbdConn *c, unsigned gen)
 static int nbd_extent_cb(void *opaque, const char *metacontext, uint64_t offset,
                          uint32_t *entries, size_t nr_entries, int *error)
 {
-    NbdReq *r = opaque;
+    NbdInflight *f = opaque;
 
-    if (!r->have_extent && nr_entries >= 2 &&
+    if (!f->res.have_extent && nr_entries >= 2 &&
         strcmp(metacontext, LIBNBD_CONTEXT_BASE_ALLOCATION) == 0) {
-        r->extent_len = entries[0];
-        r->extent_flags = entries[1];
-        r->have_extent = true;
+        f->res.extent_len = entries[0];
+        f->res.extent_flags = entries[1];
+        f->res.have_extent = true;
     }
     return 0;
 }
 
+static void nbd_inflight_unref(NbdInflight *f)
+{
+    if (__atomic_sub_fetch(&f->refs, 1, __ATOMIC_ACQ_REL) == 0) {
+        g_free(f);
+    }
+}
+
+/* Take the one wake-up of f's coroutine: true for the first caller only. */
+static bool nbd_inflight_take_wake(NbdInflight *f)
+{
+    return !__atomic_exchange_n(&f->woken, 1, __ATOMIC_ACQ_REL);
+}
+
+/* Completions that found their command's wake-up already taken: libnbd reached a command twice,
+ * which it must not; counted and logged once, never acted on. */
+static unsigned nbd_late_completions;
+
 static int nbd_done_cb(void *opaque, int *error)
 {
-    NbdReq *r = opaque;
+    NbdInflight *f = opaque;
 
-    r->error = *error;
-    __atomic_store_n(&r->called, true, __ATOMIC_RELEASE);
+    if (!nbd_inflight_take_wake(f)) {
+        if (__atomic_fetch_add(&nbd_late_completions, 1, __ATOMIC_RELAXED) == 0) {
+            log_warning("nbd: libnbd completed a command that was already done (ignored)");
+        }
+        return 1;
+    }
+    f->error = *error;
     /* Never enter it here: libnbd holds the handle's lock, and the coroutine may issue more. */
-    aio_co_schedule(coroutine_get_context(r->co), r->co);
+    aio_co_schedule(coroutine_get_context(f->co), f->co);
     return 1;   /* retire the command */
 }
 
-static int64_t nbd_issue(struct nbd_handle *h, NbdCmd *cmd, NbdReq *r)
+/* libnbd is done with f.  A command it drops without completing it (its handle closed while
+ * it was still queued) failed as if the connection had been lost. */
+static void nbd_inflight_free_cb(void *opaque)
 {
-    nbd_completion_callback done = { .callback = nbd_done_cb, .user_data = r };
+    NbdInflight *f = opaque;
+
+    if (nbd_inflight_take_wake(f)) {
+        f->error = ENOTCONN;
+        aio_co_schedule(coroutine_get_context(f->co), f->co);
+    }
+    nbd_inflight_unref(f);
+}
+
+static int64_t nbd_issue(struct nbd_handle *h, NbdCmd *cmd, NbdInflight *f)
+{
+    nbd_completion_callback done = { .callback = nbd_done_cb, .user_data = f,
+                                     .free = nbd_inflight_free_cb };
 
     switch (cmd->type) {
     case CMD_READ:
@@ -847,7 +908,7 @@ static int64_t nbd_issue(struct nbd_handle *h, NbdCmd *cmd, NbdReq *r)
     case CMD_ZERO:
         return nbd_aio_zero(h, cmd->len, cmd->offset, done, cmd->flags);
     case CMD_BLOCK_STATUS: {
-        nbd_extent_callback extent = { .callback = nbd_extent_cb, .user_data = r };
+        nbd_extent_callback extent = { .callback = nbd_extent_cb, .user_data = f };
         return nbd_aio_block_status(h, cmd->len, cmd->offset, extent, done,
                                     LIBNBD_CMD_FLAG_REQ_ONE);
     }
@@ -947,20 +1008,68 @@ static bool nbd_error_is_loss(int err)
     return err == ENOTCONN || err == ESHUTDOWN || err == ECONNRESET || err == EPIPE;
 }
 
+/*
+ * Issue cmd on c (READY, c->lock held; released on return) and wait for its end.  Returns the
+ * command's errno (0 = success) and fills *res; *lost says the connection was found lost (the
+ * command did not complete and may be issued again).
+ */
+static int coroutine_fn nbd_co_issue(NbdConn *c, bool home, NbdCmd *cmd, NbdReq *res,
+                                     bool *lost)
+{
+    NbdInflight *f = g_new0(NbdInflight, 1);
+    int64_t cookie;
+    int err;
+
+    f->co = coroutine_self();
+    f->refs = 2;                /* ours, and libnbd's until its .free callback */
+    cookie = nbd_issue(c->h, cmd, f);
+    if (cookie < 0) {
+        err = nbd_get_errno();
+        *lost = nbd_aio_is_dead(c->h) || nbd_aio_is_closed(c->h) || nbd_error_is_loss(err);
+        if (!*lost) {
+            g_autofree char *msg = nbd_error_line();
+            log_debug("%s: %s", c->s->server, msg);
+        }
+        g_mutex_unlock(&c->lock);
+        /* libnbd has called .free before returning -1, and that took the wake-up and
+         * scheduled us: take it now, or it would resume us in the middle of a later wait.
+         * (Had it not, the wake-up is ours, and a later .free wakes no one.) */
+        if (!nbd_inflight_take_wake(f)) {
+            coroutine_yield();
+        }
+        nbd_inflight_unref(f);
+        return err ? err : EIO;
+    }
+    {
+        bool want_write = nbd_aio_get_direction(c->h) & LIBNBD_AIO_DIRECTION_WRITE;
+        g_mutex_unlock(&c->lock);
+        if (home) {
+            nbd_conn_check(c);
+        } else if (want_write && !__atomic_exchange_n(&c->kick_pending, 1, __ATOMIC_ACQ_REL)) {
+            aio_bh_schedule(c->home, nbd_conn_kick_bh, c);
+        }
+    }
+    /* The one wake-up: the completion callback's, or .free's if libnbd drops the command. */
+    coroutine_yield();
+    err = f->error;
+    *res = f->res;
+    nbd_inflight_unref(f);
+    *lost = nbd_error_is_loss(err);
+    return err;
+}
+
 /* Issue cmd and wait for its reply, across reconnections.  Returns 0 or -errno. */
-static int coroutine_fn nbd_co_cmd(BDRVNbdState *s, NbdCmd *cmd, NbdReq *r)
+static int coroutine_fn nbd_co_cmd(BDRVNbdState *s, NbdCmd *cmd, NbdReq *res)
 {
     NbdConn *c = nbd_pick_conn(s);
     bool home = aio_get_current() == c->home;
 
     for (;;) {
         unsigned gen;
-        int64_t cookie;
-        bool want_write;
+        bool lost;
         int ret;
 
-        memset(r, 0, sizeof(*r));
-        r->co = coroutine_self();
+        memset(res, 0, sizeof(*res));
         g_mutex_lock(&c->lock);
         ret = nbd_conn_wait_ready(c);
         if (ret < 0) {
@@ -974,42 +1083,15 @@ static int coroutine_fn nbd_co_cmd(BDRVNbdState *s, NbdCmd *cmd, NbdReq *r)
             return ret;
         }
         gen = c->gen;
-        cookie = nbd_issue(c->h, cmd, r);
-        if (cookie < 0) {
-            int err = nbd_get_errno();
-            bool lost = nbd_aio_is_dead(c->h) || nbd_aio_is_closed(c->h) ||
-                        nbd_error_is_loss(err);
-            g_autofree char *msg = lost ? NULL : nbd_error_line();
-            g_mutex_unlock(&c->lock);
-            /* libnbd may have queued the command and failed it (its callback has then
-             * scheduled us) before it returned the error: take that wake-up first, or it would
-             * resume us in the middle of a later wait. */
-            if (__atomic_load_n(&r->called, __ATOMIC_ACQUIRE)) {
-                coroutine_yield();
-            }
-            if (lost) {
-                nbd_conn_lost(c, gen);
-                continue;
-            }
-            log_debug("%s: %s", s->server, msg);
-            return -(err ? err : EIO);
-        }
-        want_write = nbd_aio_get_direction(c->h) & LIBNBD_AIO_DIRECTION_WRITE;
-        g_mutex_unlock(&c->lock);
-        if (home) {
-            nbd_conn_check(c);
-        } else if (want_write && !__atomic_exchange_n(&c->kick_pending, 1, __ATOMIC_ACQ_REL)) {
-            aio_bh_schedule(c->home, nbd_conn_kick_bh, c);
-        }
-        coroutine_yield();
-        if (r->error == 0) {
+        ret = nbd_co_issue(c, home, cmd, res, &lost);
+        if (ret == 0) {
             return 0;
         }
-        if (nbd_error_is_loss(r->error)) {
+        if (lost) {
             nbd_conn_lost(c, gen);
             continue;
         }
-        return -r->error;
+        return -ret;
     }
 }
 
@@ -1341,6 +1423,9 @@ static void nbd_close_conns(BDRVNbdState *s)
         while (g_hash_table_iter_next(&it, NULL, &value)) {
             NbdCtxConns *set = value;
             for (unsigned i = 0; i < set->n; i++) {
+                if (set->conns[i].fd >= 0) {
+                    close(set->conns[i].fd);
+                }
                 if (set->conns[i].h) {
                     nbd_close(set->conns[i].h);
                 }
@@ -1357,6 +1442,8 @@ static void nbd_close_conns(BDRVNbdState *s)
         NbdConn *c = &s->conns[i];
         if (aio_get_current() == s->home) {
             nbd_conn_detach(c);
+        } else if (c->fd >= 0) {
+            close(c->fd);
         }
         if (c->h) {
             nbd_close(c->h);

@@ -1,0 +1,139 @@
+#!/usr/bin/env bats
+# nbd-kills.bats - the NBD server killed and restarted many times while fio
+# writes, reads back and verifies through blkfuse: the daemon never aborts (a
+# coroutine woken twice once made it die with "coroutine scheduled twice"), no
+# request fails, and every write fio had acknowledged is on the server.
+#
+# The suite runs a few kills per connection mode; BLKFUSE_SOAK=1 runs
+# NBD_SOAK_KILLS (150) of them per mode.
+
+load helpers
+load nbd-helpers
+
+setup() {
+    blkfuse_setup
+    require_fuse
+    require_nbd_driver
+    require_nbdkit
+    require fio
+    nbdkit --dump-plugin file >/dev/null 2>&1 || skip "nbdkit has no file plugin"
+    MP=$T/disk.mnt
+}
+
+# ops_written MOUNTPOINT: the export's completed write requests.
+ops_written() {
+    blkfuse stats --json "$1" 2>/dev/null | sed -n 's/^ *"ops_written": \([0-9]*\).*/\1/p'
+}
+
+# fio_runs MOUNTPOINT STOPFILE: fio runs one after another until STOPFILE exists, run r
+# writing region r % REGIONS of the image, every 4 KiB block of it once in random order at
+# depth 16, each block read back and checked soon after it was written (verify_backlog), with
+# seed r + 1 (so that a lost write leaves the data of an earlier run, which fails the check).
+# Each run is logged in $T/runs.log as "RUN STATUS"; a failed run ends the loop.
+REGIONS=4
+REGION_SIZE=$((4 << 20))
+fio_job() {
+    local r=$1
+    echo --name=v --rw=randwrite --bs=4k --iodepth=16 --ioengine=libaio --direct=1 \
+        --verify=crc32c --verify_fatal=1 --verify_backlog=64 --verify_state_save=0 \
+        --offset=$((r % REGIONS * REGION_SIZE)) --size=$REGION_SIZE --randseed=$((r + 1))
+}
+fio_runs() {
+    local r=0 status
+    while ! [[ -e $2 ]]; do
+        status=0
+        fio $(fio_job $r) --filename="$1" --output="$T/fio.$r.out" || status=$?
+        echo "$r $status" >>"$T/runs.log"
+        ((status == 0)) || return 1
+        r=$((r + 1))
+    done
+}
+
+# ops_written MOUNTPOINT: the export's completed write requests.
+ops_written() {
+    blkfuse stats --json "$1" 2>/dev/null | sed -n 's/^ *"ops_written": \([0-9]*\).*/\1/p'
+}
+
+# kills_under_fio KILLS [BLKFUSE-OPTIONS]: the server is killed (SIGKILL) and restarted
+# KILLS times while fio_runs write and read, each time once 256 writes went through since the
+# last restart.  Then: no fio run failed, the daemon is alive and logged no abort, and each
+# region of the server's own file holds what the last run that wrote it wrote (fio
+# --verify_only): nothing acknowledged was lost.
+kills_under_fio() {
+    local kills=$1 done=0 next pid
+    shift
+    make_raw "$T/served.img" $((REGIONS * REGION_SIZE))
+    # SERVER_FILTER: nbdkit filter options around the file plugin ("--filter=F PARAM=V").
+    local filter=(${SERVER_FILTER:-})
+    local server=("${filter[@]:0:1}" file "$T/served.img" "${filter[@]:1}")
+    start_nbdkit srv "${server[@]}"
+    blkfuse_mount_foreground -f raw -o reconnect-timeout=30 "$@" "$(nbd_unix_uri srv)" "$MP"
+    pid=$BLKFUSE_PID
+    fio_runs "$MP" "$T/stop" 3>&- &
+    local runs_pid=$!
+    PIDS+=("$runs_pid")
+    next=256
+    while ((done < kills)) && _pid_alive "$runs_pid" && _pid_alive "$pid"; do
+        local deadline=$(($(_now_ms) + 30000))
+        until (($(ops_written "$MP") >= next)) || ! _pid_alive "$runs_pid"; do
+            if (($(_now_ms) >= deadline)); then
+                echo "kill $done: no progress to $next writes" >&2
+                _show_daemon_log
+                return 1
+            fi
+            sleep 0.01
+        done
+        _pid_alive "$runs_pid" || break
+        stop_server "$NBD_PID"
+        start_nbdkit srv "${server[@]}"
+        done=$((done + 1))
+        next=$(($(ops_written "$MP") + 256))
+    done
+    touch "$T/stop"
+    local runs_status=0
+    wait "$runs_pid" || runs_status=$?
+    echo "# $done kills, $(wc -l <"$T/runs.log") fio runs" >&3
+    if ! _pid_alive "$pid" || grep -qE 'scheduled twice|ERROR|assertion' "$T/daemon.log"; then
+        echo "the daemon died or logged an error after $done kills:" >&2
+        _show_daemon_log
+        return 1
+    fi
+    if ((runs_status != 0)); then
+        local r
+        r=$(tail -n 1 "$T/runs.log" | cut -d' ' -f1)
+        echo "fio run $r failed:" >&2
+        cat "$T/fio.$r.out" >&2
+        return 1
+    fi
+    ((done == kills)) || { echo "only $done kills of $kills" >&2; return 1; }
+    blkfuse unmount "$MP"
+    wait_for_pid_exit "$pid" 10
+    # Every write fio had acknowledged is in the server's file: each region as its last run
+    # left it.
+    local last=$(($(wc -l <"$T/runs.log") - 1)) r
+    for ((r = last; r > last - REGIONS && r >= 0; r--)); do
+        fio $(fio_job $r) --filename="$T/served.img" --verify_only --output="$T/verify.out" || {
+            echo "region $((r % REGIONS)) (run $r) on the server:" >&2
+            cat "$T/verify.out" >&2
+            return 1
+        }
+    done
+}
+
+soak_kills() {
+    if [[ -n ${BLKFUSE_SOAK:-} ]]; then
+        echo "${NBD_SOAK_KILLS:-150}"
+    else
+        echo "$1"
+    fi
+}
+
+@test "nbd-kills: server killed and restarted under fio, connections of each queue (multi-conn)" {
+    kills_under_fio "$(soak_kills 10)" --queues 2
+    EXPECTED_LOG_ERRORS="NBD server"
+}
+
+@test "nbd-kills: the same on the main loop's shared connection (no multi-conn)" {
+    SERVER_FILTER="--filter=multi-conn multi-conn-mode=disable" kills_under_fio "$(soak_kills 10)" --queues 2
+    EXPECTED_LOG_ERRORS="NBD server"
+}
