@@ -20,6 +20,20 @@ setup() {
     MP=$T/disk.mnt
 }
 
+# start_kill_server: the server of $T/served.img on $T/srv.sock: nbdkit's file plugin, with
+# SERVER_FILTER (nbdkit filter options around it: "--filter=F PARAM=V"), or with
+# SERVER=qsd qemu-storage-daemon.
+start_kill_server() {
+    if [[ ${SERVER:-nbdkit} == qsd ]]; then
+        EXPORT=disk
+        start_qsd srv "$T/served.img"
+    else
+        local filter=(${SERVER_FILTER:-})
+        EXPORT=
+        start_nbdkit srv "${filter[@]:0:1}" file "$T/served.img" "${filter[@]:1}"
+    fi
+}
+
 # ops_written MOUNTPOINT: the export's completed write requests.
 ops_written() {
     blkfuse stats --json "$1" 2>/dev/null | sed -n 's/^ *"ops_written": \([0-9]*\).*/\1/p'
@@ -27,16 +41,19 @@ ops_written() {
 
 # fio_runs MOUNTPOINT STOPFILE: fio runs one after another until STOPFILE exists, run r
 # writing region r % REGIONS of the image, every 4 KiB block of it once in random order at
-# depth 16, each block read back and checked soon after it was written (verify_backlog), with
-# seed r + 1 (so that a lost write leaves the data of an earlier run, which fails the check).
-# Each run is logged in $T/runs.log as "RUN STATUS"; a failed run ends the loop.
+# depth 16, each block read back and checked soon after it was written (verify_backlog).  Run
+# r's blocks hold r + 1 and their offset (so that a lost write, which leaves an earlier run's
+# block, fails the check).  Each run is logged in $T/runs.log as "RUN STATUS"; a failed run
+# ends the loop.
 REGIONS=4
 REGION_SIZE=$((4 << 20))
+# fio_job RUN [verify]: fio's options for run RUN; with "verify", those that check the file.
 fio_job() {
     local r=$1
     echo --name=v --rw=randwrite --bs=4k --iodepth=16 --ioengine=libaio --direct=1 \
-        --verify=crc32c --verify_fatal=1 --verify_backlog=64 --verify_state_save=0 \
-        --offset=$((r % REGIONS * REGION_SIZE)) --size=$REGION_SIZE --randseed=$((r + 1))
+        --verify=pattern --verify_pattern=0x$(printf %08x $((r + 1)))%o --verify_fatal=1 \
+        --verify_state_save=0 --offset=$((r % REGIONS * REGION_SIZE)) --size=$REGION_SIZE
+    [[ ${2:-} == verify ]] && echo --verify_only || echo --verify_backlog=64
 }
 fio_runs() {
     local r=0 status
@@ -63,11 +80,9 @@ kills_under_fio() {
     local kills=$1 done=0 next pid
     shift
     make_raw "$T/served.img" $((REGIONS * REGION_SIZE))
-    # SERVER_FILTER: nbdkit filter options around the file plugin ("--filter=F PARAM=V").
-    local filter=(${SERVER_FILTER:-})
-    local server=("${filter[@]:0:1}" file "$T/served.img" "${filter[@]:1}")
-    start_nbdkit srv "${server[@]}"
-    blkfuse_mount_foreground -f raw -o reconnect-timeout=30 "$@" "$(nbd_unix_uri srv)" "$MP"
+    start_kill_server
+    blkfuse_mount_foreground -f raw -o reconnect-timeout=30 "$@" "$(nbd_unix_uri srv "$EXPORT")" \
+        "$MP"
     pid=$BLKFUSE_PID
     fio_runs "$MP" "$T/stop" 3>&- &
     local runs_pid=$!
@@ -85,7 +100,7 @@ kills_under_fio() {
         done
         _pid_alive "$runs_pid" || break
         stop_server "$NBD_PID"
-        start_nbdkit srv "${server[@]}"
+        start_kill_server
         done=$((done + 1))
         next=$(($(ops_written "$MP") + 256))
     done
@@ -112,7 +127,7 @@ kills_under_fio() {
     # left it.
     local last=$(($(wc -l <"$T/runs.log") - 1)) r
     for ((r = last; r > last - REGIONS && r >= 0; r--)); do
-        fio $(fio_job $r) --filename="$T/served.img" --verify_only --output="$T/verify.out" || {
+        fio $(fio_job $r verify) --filename="$T/served.img" --output="$T/verify.out" || {
             echo "region $((r % REGIONS)) (run $r) on the server:" >&2
             cat "$T/verify.out" >&2
             return 1
@@ -129,11 +144,17 @@ soak_kills() {
 }
 
 @test "nbd-kills: server killed and restarted under fio, connections of each queue (multi-conn)" {
-    kills_under_fio "$(soak_kills 10)" --queues 2
+    kills_under_fio "$(soak_kills 8)" --queues 2
     EXPECTED_LOG_ERRORS="NBD server"
 }
 
 @test "nbd-kills: the same on the main loop's shared connection (no multi-conn)" {
-    SERVER_FILTER="--filter=multi-conn multi-conn-mode=disable" kills_under_fio "$(soak_kills 10)" --queues 2
+    SERVER_FILTER="--filter=multi-conn multi-conn-mode=disable" kills_under_fio "$(soak_kills 8)" --queues 2
+    EXPECTED_LOG_ERRORS="NBD server"
+}
+
+@test "nbd-kills: qemu-storage-daemon killed and restarted under fio" {
+    require_qsd
+    SERVER=qsd kills_under_fio "$(soak_kills 4)"
     EXPECTED_LOG_ERRORS="NBD server"
 }
