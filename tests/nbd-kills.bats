@@ -11,13 +11,8 @@ load helpers
 load nbd-helpers
 
 setup() {
-    blkfuse_setup
-    require_fuse
-    require_nbd_driver
-    require_nbdkit
+    nbd_setup file
     require fio
-    nbdkit --dump-plugin file >/dev/null 2>&1 || skip "nbdkit has no file plugin"
-    MP=$T/disk.mnt
 }
 
 # start_kill_server: the server of $T/served.img on $T/srv.sock: nbdkit's file plugin, with
