@@ -4,8 +4,9 @@
 # coroutine woken twice once made it die with "coroutine scheduled twice"), no
 # request fails, and every write fio had acknowledged is on the server.
 #
-# The suite runs a few kills per connection mode; BLKFUSE_SOAK=1 runs
-# NBD_SOAK_KILLS (150) of them per mode.
+# The suite runs a few kills per case (connections of each queue, the shared
+# connection, qemu-storage-daemon, TCP); BLKFUSE_SOAK=1 runs
+# NBD_SOAK_KILLS (150) of them per case.
 
 load helpers
 load nbd-helpers
@@ -16,16 +17,24 @@ setup() {
 }
 
 # start_kill_server: the server of $T/served.img on $T/srv.sock: nbdkit's file plugin, with
-# SERVER_FILTER (nbdkit filter options around it: "--filter=F PARAM=V"), or with
-# SERVER=qsd qemu-storage-daemon.
+# SERVER_FILTER (nbdkit filter options around it: "--filter=F PARAM=V"); with SERVER=qsd
+# qemu-storage-daemon; with SERVER=tcp nbdkit on 127.0.0.1 (the same port each time).  URI is
+# the image's.
 start_kill_server() {
     if [[ ${SERVER:-nbdkit} == qsd ]]; then
-        EXPORT=disk
         start_qsd srv "$T/served.img"
+        URI=$(nbd_unix_uri srv disk)
+    elif [[ ${SERVER:-nbdkit} == tcp ]]; then
+        NBD_PORT=${NBD_PORT:-$(free_port)}
+        rm -f "$T/srv.pid"
+        nbdkit -i 127.0.0.1 -p "$NBD_PORT" -P "$T/srv.pid" file "$T/served.img" 3>&- || return 1
+        NBD_PID=$(_wait_pidfile "$T/srv.pid") || return 1
+        PIDS+=("$NBD_PID")
+        URI=nbd://127.0.0.1:$NBD_PORT/
     else
         local filter=(${SERVER_FILTER:-})
-        EXPORT=
         start_nbdkit srv "${filter[@]:0:1}" file "$T/served.img" "${filter[@]:1}"
+        URI=$(nbd_unix_uri srv)
     fi
 }
 
@@ -76,8 +85,7 @@ kills_under_fio() {
     shift
     make_raw "$T/served.img" $((REGIONS * REGION_SIZE))
     start_kill_server
-    blkfuse_mount_foreground -f raw -o reconnect-timeout=30 "$@" "$(nbd_unix_uri srv "$EXPORT")" \
-        "$MP"
+    blkfuse_mount_foreground -f raw -o reconnect-timeout=30 "$@" "$URI" "$MP"
     pid=$BLKFUSE_PID
     fio_runs "$MP" "$T/stop" 3>&- &
     local runs_pid=$!
@@ -139,17 +147,22 @@ soak_kills() {
 }
 
 @test "nbd-kills: server killed and restarted under fio, connections of each queue (multi-conn)" {
-    kills_under_fio "$(soak_kills 8)" --queues 2
+    kills_under_fio "$(soak_kills 6)" --queues 2
     EXPECTED_LOG_ERRORS="NBD server"
 }
 
 @test "nbd-kills: the same on the main loop's shared connection (no multi-conn)" {
-    SERVER_FILTER="--filter=multi-conn multi-conn-mode=disable" kills_under_fio "$(soak_kills 8)" --queues 2
+    SERVER_FILTER="--filter=multi-conn multi-conn-mode=disable" kills_under_fio "$(soak_kills 6)" --queues 2
     EXPECTED_LOG_ERRORS="NBD server"
 }
 
 @test "nbd-kills: qemu-storage-daemon killed and restarted under fio" {
     require_qsd
     SERVER=qsd kills_under_fio "$(soak_kills 4)"
+    EXPECTED_LOG_ERRORS="NBD server"
+}
+
+@test "nbd-kills: nbdkit on 127.0.0.1 killed and restarted under fio" {
+    SERVER=tcp kills_under_fio "$(soak_kills 4)" --queues 2
     EXPECTED_LOG_ERRORS="NBD server"
 }
