@@ -206,6 +206,7 @@ typedef struct NbdConn {
 
     /* Home thread only */
     int fd;                     /* registered socket, or -1 */
+    bool fd_dup;                /* fd is our duplicate of libnbd's (closed by detach) */
     bool watch_write;           /* fd registered for writability too */
     int kick_pending;           /* atomic: a refresh bottom half is scheduled */
     bool down_logged;           /* the error that it is DOWN was logged */
@@ -671,6 +672,10 @@ static void nbd_conn_attach(NbdConn *c)
     int fd = nbd_aio_get_fd(c->h);
 
     c->fd = fd >= 0 ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
+    c->fd_dup = c->fd >= 0;
+    if (!c->fd_dup) {
+        c->fd = fd;             /* out of descriptors: watch libnbd's own, as a last resort */
+    }
     c->watch_write = false;
     if (c->fd >= 0) {
         aio_set_fd_handler(c->home, c->fd, nbd_conn_readable, NULL, c);
@@ -682,7 +687,9 @@ static void nbd_conn_detach(NbdConn *c)
 {
     if (c->fd >= 0) {
         aio_set_fd_handler(c->home, c->fd, NULL, NULL, NULL);
-        close(c->fd);
+        if (c->fd_dup) {
+            close(c->fd);
+        }
         c->fd = -1;
     }
 }
@@ -1454,7 +1461,7 @@ static void nbd_close_conns(BDRVNbdState *s)
         while (g_hash_table_iter_next(&it, NULL, &value)) {
             NbdCtxConns *set = value;
             for (unsigned i = 0; i < set->n; i++) {
-                if (set->conns[i].fd >= 0) {
+                if (set->conns[i].fd >= 0 && set->conns[i].fd_dup) {
                     close(set->conns[i].fd);
                 }
                 if (set->conns[i].h) {
@@ -1473,7 +1480,7 @@ static void nbd_close_conns(BDRVNbdState *s)
         NbdConn *c = &s->conns[i];
         if (aio_get_current() == s->home) {
             nbd_conn_detach(c);
-        } else if (c->fd >= 0) {
+        } else if (c->fd >= 0 && c->fd_dup) {
             close(c->fd);
         }
         if (c->h) {
