@@ -25,7 +25,19 @@ start_kill_server() {
         start_qsd srv "$T/served.img"
         URI=$(nbd_unix_uri srv disk)
     elif [[ ${SERVER:-nbdkit} == tcp ]]; then
-        NBD_PORT=${NBD_PORT:-$(free_port)}
+        # Below the ephemeral range, where the kernel gives out ports (free_port's, and the
+        # client sockets' own): nothing else takes it while the server is down.
+        NBD_PORT=${NBD_PORT:-$(python3 -c '
+import random, socket
+for _ in range(100):
+    p = random.randrange(20000, 32000)
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p))
+    except OSError:
+        continue
+    print(p)
+    break')}
         rm -f "$T/srv.pid"
         nbdkit -i 127.0.0.1 -p "$NBD_PORT" -P "$T/srv.pid" file "$T/served.img" 3>&- || return 1
         NBD_PID=$(_wait_pidfile "$T/srv.pid") || return 1
@@ -36,11 +48,6 @@ start_kill_server() {
         start_nbdkit srv "${filter[@]:0:1}" file "$T/served.img" "${filter[@]:1}"
         URI=$(nbd_unix_uri srv)
     fi
-}
-
-# ops_written MOUNTPOINT: the export's completed write requests.
-ops_written() {
-    blkfuse stats --json "$1" 2>/dev/null | sed -n 's/^ *"ops_written": \([0-9]*\).*/\1/p'
 }
 
 # fio_runs MOUNTPOINT STOPFILE: fio runs one after another until STOPFILE exists, run r
@@ -70,11 +77,6 @@ fio_runs() {
     done
 }
 
-# ops_written MOUNTPOINT: the export's completed write requests.
-ops_written() {
-    blkfuse stats --json "$1" 2>/dev/null | sed -n 's/^ *"ops_written": \([0-9]*\).*/\1/p'
-}
-
 # kills_under_fio KILLS [BLKFUSE-OPTIONS]: the server is killed (SIGKILL) and restarted
 # KILLS times while fio_runs write and read, each time once 256 writes went through since the
 # last restart.  Then: no fio run failed, the daemon is alive and logged no abort, and each
@@ -90,22 +92,17 @@ kills_under_fio() {
     fio_runs "$MP" "$T/stop" 3>&- &
     local runs_pid=$!
     PIDS+=("$runs_pid")
+    # The next kill: once NEXT writes are done (or fio_runs has ended).
+    kill_point() { _writes_done "$MP" "$next" || ! _pid_alive "$runs_pid"; }
     next=256
     while ((done < kills)) && _pid_alive "$runs_pid" && _pid_alive "$pid"; do
-        local deadline=$(($(_now_ms) + 30000))
-        until (($(ops_written "$MP") >= next)) || ! _pid_alive "$runs_pid"; do
-            if (($(_now_ms) >= deadline)); then
-                echo "kill $done: no progress to $next writes" >&2
-                _show_daemon_log
-                return 1
-            fi
-            sleep 0.01
-        done
+        wait_until 30 kill_point || { _show_daemon_log; return 1; }
         _pid_alive "$runs_pid" || break
         stop_server "$NBD_PID"
         start_kill_server
         done=$((done + 1))
-        next=$(($(ops_written "$MP") + 256))
+        _writes_done "$MP" 0
+        next=$((_WRITES + 256))
     done
     touch "$T/stop"
     local runs_status=0
