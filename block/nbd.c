@@ -20,7 +20,9 @@
  * - When the server offers multi-conn, each queue's event loop gets N connections of its own
  *   on its first request (connected asynchronously in that loop; its requests wait meanwhile,
  *   and use the shared ones if that fails).  Its requests then never leave its thread: issue,
- *   socket, reply and wake-up are all in the queue's loop.  A flush on one connection covers
+ *   socket, reply and wake-up are all in the queue's loop.  These connections ask for simple
+ *   replies (cheaper to read); block status, which needs structured ones, goes to the shared
+ *   connections.  A flush on one connection covers
  *   the writes completed on all of them (that is what multi-conn promises).  These connections
  *   are closed with the node, after the export's queue threads (and loops) have ended.
  *
@@ -98,6 +100,7 @@
     X(nbd_set_tls_certificates) \
     X(nbd_set_tls_psk_file) \
     X(nbd_set_tls_username) \
+    X(nbd_set_request_structured_replies) \
     X(nbd_set_uri_allow_local_file)
 
 static struct {
@@ -166,7 +169,9 @@ static bool nbdlib_load(GError **errp)
 #define nbd_set_tls_certificates (*nbdlib.nbd_set_tls_certificates)
 #define nbd_set_tls_psk_file (*nbdlib.nbd_set_tls_psk_file)
 #define nbd_set_tls_username (*nbdlib.nbd_set_tls_username)
+#define nbd_set_request_structured_replies (*nbdlib.nbd_set_request_structured_replies)
 #define nbd_set_uri_allow_local_file (*nbdlib.nbd_set_uri_allow_local_file)
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/timerfd.h>
 #include <unistd.h>
@@ -201,6 +206,7 @@ typedef struct NbdConn {
 
     /* Home thread only */
     int fd;                     /* registered socket, or -1 */
+    bool fd_dup;                /* fd is our duplicate of libnbd's (closed by detach) */
     bool watch_write;           /* fd registered for writability too */
     int kick_pending;           /* atomic: a refresh bottom half is scheduled */
     bool down_logged;           /* the error that it is DOWN was logged */
@@ -262,15 +268,29 @@ typedef struct NbdCmd {
     uint32_t flags;             /* LIBNBD_CMD_FLAG_* */
 } NbdCmd;
 
-/* One issued command: filled by libnbd's callbacks, in whichever thread runs them. */
+/* What a command brought back (block status: the first extent). */
 typedef struct NbdReq {
-    Coroutine *co;
-    bool called;                /* atomic: the completion callback ran (and scheduled co) */
-    int error;                  /* errno from the completion, 0 = success */
     bool have_extent;
     uint32_t extent_len;
     uint32_t extent_flags;
 } NbdReq;
+
+/*
+ * One command handed to libnbd, on the heap: it has two owners, the coroutine that issued it and
+ * libnbd, which holds it until it calls the .free callback (after the completion callback; or
+ * instead of it when the handle is closed with the command still queued; or before the issuing
+ * call returns -1).  Its coroutine is woken exactly once per command: by the first of the
+ * completion callback and .free to take the wake (woken), and only if the issuer yields for it.
+ * A late callback thus writes only here, never into a coroutine's stack, and never wakes a
+ * coroutine that has moved on.
+ */
+typedef struct NbdInflight {
+    Coroutine *co;
+    int refs;                   /* atomic: the issuer's and libnbd's */
+    int woken;                  /* atomic: someone took the right to wake co */
+    int error;                  /* errno of the command, 0 = success; valid once co is woken */
+    NbdReq res;
+} NbdInflight;
 
 static void nbd_conn_attach(NbdConn *c);
 static void nbd_conn_detach(NbdConn *c);
@@ -459,8 +479,14 @@ static void coroutine_fn nbd_co_sleep_until(int64_t deadline_ns)
 
 /* --- connecting --------------------------------------------------------------------------- */
 
-/* A new handle set up for s (TLS, meta context); NULL with errp set. */
-static struct nbd_handle *nbd_handle_new(BDRVNbdState *s, GError **errp)
+/*
+ * A new handle set up for s (TLS, meta context); NULL with errp set.  A handle for reads and
+ * writes only (a queue's own connection) asks for simple replies: a structured reply to a read
+ * costs the client two more receives and the server more work (about 15% of the daemon's and
+ * of nbdkit's time per 4 KiB read), and only block status needs them, which goes to the shared
+ * connections.
+ */
+static struct nbd_handle *nbd_handle_new(BDRVNbdState *s, bool data_only, GError **errp)
 {
     struct nbd_handle *h = nbd_create();
 
@@ -473,7 +499,8 @@ static struct nbd_handle *nbd_handle_new(BDRVNbdState *s, GError **errp)
         nbd_add_meta_context(h, LIBNBD_CONTEXT_BASE_ALLOCATION) < 0 ||
         (s->tls_certs && nbd_set_tls_certificates(h, s->tls_certs) < 0) ||
         (s->tls_psk_file && nbd_set_tls_psk_file(h, s->tls_psk_file) < 0) ||
-        (s->tls_username && nbd_set_tls_username(h, s->tls_username) < 0)) {
+        (s->tls_username && nbd_set_tls_username(h, s->tls_username) < 0) ||
+        (data_only && nbd_set_request_structured_replies(h, false) < 0)) {
         error_setg(errp, "%s: %s", s->server, nbd_get_error());
         nbd_close(h);
         return NULL;
@@ -568,7 +595,7 @@ static struct nbd_handle *nbd_connect_sync(BDRVNbdState *s, GError **errp)
 {
     NbdConnectCo c = { .s = s, .errp = errp };
 
-    c.h = nbd_handle_new(s, errp);
+    c.h = nbd_handle_new(s, false, errp);
     if (!c.h) {
         return NULL;
     }
@@ -633,9 +660,22 @@ static void nbd_conn_refresh(NbdConn *c)
     }
 }
 
+/*
+ * The home loop watches a duplicate of the handle's socket, closed only by detach: libnbd closes
+ * its own descriptor when the handle dies, and that may happen in another thread (a queue thread
+ * issuing on a shared connection).  Were the loop watching libnbd's descriptor, its number could
+ * be reused (by a control client, a new connection's socket) while the loop still had it
+ * registered: the new file's events would be lost, and detach would remove its handler.
+ */
 static void nbd_conn_attach(NbdConn *c)
 {
-    c->fd = nbd_aio_get_fd(c->h);
+    int fd = nbd_aio_get_fd(c->h);
+
+    c->fd = fd >= 0 ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
+    c->fd_dup = c->fd >= 0;
+    if (!c->fd_dup) {
+        c->fd = fd;             /* out of descriptors: watch libnbd's own, as a last resort */
+    }
     c->watch_write = false;
     if (c->fd >= 0) {
         aio_set_fd_handler(c->home, c->fd, nbd_conn_readable, NULL, c);
@@ -647,6 +687,9 @@ static void nbd_conn_detach(NbdConn *c)
 {
     if (c->fd >= 0) {
         aio_set_fd_handler(c->home, c->fd, NULL, NULL, NULL);
+        if (c->fd_dup) {
+            close(c->fd);
+        }
         c->fd = -1;
     }
 }
@@ -683,6 +726,22 @@ static void nbd_kill_handle(struct nbd_handle *h)
     }
 }
 
+/* A connection to the server came up: the shared connections given up on (DOWN) may try again
+ * at their next request, without waiting out their once-a-second limit (a flush at close on a
+ * shared connection whose last try failed a moment before the server came back must not fail). */
+static void nbd_server_is_back(BDRVNbdState *s)
+{
+    for (unsigned i = 0; i < s->nr_conns; i++) {
+        NbdConn *c = &s->conns[i];
+
+        g_mutex_lock(&c->lock);
+        if (c->state == CONN_DOWN) {
+            c->next_try_ns = 0;
+        }
+        g_mutex_unlock(&c->lock);
+    }
+}
+
 /*
  * Home thread: connect again until the deadline; then READY (waiters issue their commands
  * again) or DOWN (waiters fail with EIO).
@@ -715,7 +774,7 @@ static void coroutine_fn nbd_reconnect_co(void *opaque)
         g_mutex_lock(&c->lock);
         deadline = c->deadline_ns;
         g_mutex_unlock(&c->lock);
-        h = nbd_handle_new(s, &err);
+        h = nbd_handle_new(s, c->set != NULL, &err);
         if (h) {
             /* One full attempt even at the deadline (a retry of a DOWN connection). */
             int64_t budget = MIN(s->connect_timeout_ns, MAX(deadline - now, NBD_RETRY_MAX_NS));
@@ -736,6 +795,7 @@ static void coroutine_fn nbd_reconnect_co(void *opaque)
             nbd_conn_attach(c);
             c->down_logged = false;
             __atomic_store_n(&c->reconnecting, false, __ATOMIC_RELEASE);
+            nbd_server_is_back(s);
             if (c->set && c->gen == 1) {
                 log_debug("%s: a queue's own connection %u is up", s->server, c->index);
             } else {
@@ -809,31 +869,67 @@ static void nbd_conn_lost(NbdConn *c, unsigned gen)
 static int nbd_extent_cb(void *opaque, const char *metacontext, uint64_t offset,
                          uint32_t *entries, size_t nr_entries, int *error)
 {
-    NbdReq *r = opaque;
+    NbdInflight *f = opaque;
 
-    if (!r->have_extent && nr_entries >= 2 &&
+    if (!f->res.have_extent && nr_entries >= 2 &&
         strcmp(metacontext, LIBNBD_CONTEXT_BASE_ALLOCATION) == 0) {
-        r->extent_len = entries[0];
-        r->extent_flags = entries[1];
-        r->have_extent = true;
+        f->res.extent_len = entries[0];
+        f->res.extent_flags = entries[1];
+        f->res.have_extent = true;
     }
     return 0;
 }
 
+static void nbd_inflight_unref(NbdInflight *f)
+{
+    if (__atomic_sub_fetch(&f->refs, 1, __ATOMIC_ACQ_REL) == 0) {
+        g_free(f);
+    }
+}
+
+/* Take the one wake-up of f's coroutine: true for the first caller only. */
+static bool nbd_inflight_take_wake(NbdInflight *f)
+{
+    return !__atomic_exchange_n(&f->woken, 1, __ATOMIC_ACQ_REL);
+}
+
+/* Completions that found their command's wake-up already taken: libnbd reached a command twice,
+ * which it must not; counted and logged once, never acted on. */
+static unsigned nbd_late_completions;
+
 static int nbd_done_cb(void *opaque, int *error)
 {
-    NbdReq *r = opaque;
+    NbdInflight *f = opaque;
 
-    r->error = *error;
-    __atomic_store_n(&r->called, true, __ATOMIC_RELEASE);
+    if (!nbd_inflight_take_wake(f)) {
+        if (__atomic_fetch_add(&nbd_late_completions, 1, __ATOMIC_RELAXED) == 0) {
+            log_warning("nbd: libnbd completed a command that was already done (ignored)");
+        }
+        return 1;
+    }
+    f->error = *error;
     /* Never enter it here: libnbd holds the handle's lock, and the coroutine may issue more. */
-    aio_co_schedule(coroutine_get_context(r->co), r->co);
+    aio_co_schedule(coroutine_get_context(f->co), f->co);
     return 1;   /* retire the command */
 }
 
-static int64_t nbd_issue(struct nbd_handle *h, NbdCmd *cmd, NbdReq *r)
+/* libnbd is done with f.  A command it drops without completing it (its handle closed while
+ * it was still queued) failed as if the connection had been lost. */
+static void nbd_inflight_free_cb(void *opaque)
 {
-    nbd_completion_callback done = { .callback = nbd_done_cb, .user_data = r };
+    NbdInflight *f = opaque;
+
+    if (nbd_inflight_take_wake(f)) {
+        f->error = ENOTCONN;
+        aio_co_schedule(coroutine_get_context(f->co), f->co);
+    }
+    nbd_inflight_unref(f);
+}
+
+static int64_t nbd_issue(struct nbd_handle *h, NbdCmd *cmd, NbdInflight *f)
+{
+    nbd_completion_callback done = { .callback = nbd_done_cb, .user_data = f,
+                                     .free = nbd_inflight_free_cb };
 
     switch (cmd->type) {
     case CMD_READ:
@@ -847,7 +943,7 @@ static int64_t nbd_issue(struct nbd_handle *h, NbdCmd *cmd, NbdReq *r)
     case CMD_ZERO:
         return nbd_aio_zero(h, cmd->len, cmd->offset, done, cmd->flags);
     case CMD_BLOCK_STATUS: {
-        nbd_extent_callback extent = { .callback = nbd_extent_cb, .user_data = r };
+        nbd_extent_callback extent = { .callback = nbd_extent_cb, .user_data = f };
         return nbd_aio_block_status(h, cmd->len, cmd->offset, extent, done,
                                     LIBNBD_CMD_FLAG_REQ_ONE);
     }
@@ -882,7 +978,9 @@ static NbdCtxConns *nbd_ctx_conns_new(BDRVNbdState *s, AioContext *ctx)
         NbdConn *c = &set->conns[i];
         nbd_conn_init(s, c, i, ctx, set);
         c->state = CONN_RECONNECTING;
-        c->deadline_ns = get_clock_ns() + s->connect_timeout_ns;
+        /* Like a reconnection: opened while the server is gone, they do not keep requests
+         * waiting past reconnect-timeout (then the shared ones are tried). */
+        c->deadline_ns = get_clock_ns() + MIN(s->connect_timeout_ns, s->reconnect_timeout_ns);
         c->reconnecting = true;
         aio_bh_schedule(ctx, nbd_reconnect_bh, c);
     }
@@ -890,14 +988,15 @@ static NbdCtxConns *nbd_ctx_conns_new(BDRVNbdState *s, AioContext *ctx)
     return set;
 }
 
-/* The connection for a request of the calling thread: its queue's own when the server offers
- * multi-conn, else (and in the home loop) one of the shared ones; round robin among them. */
-static NbdConn *nbd_pick_conn(BDRVNbdState *s)
+/* The connection for a command of the calling thread: its queue's own when the server offers
+ * multi-conn, else (and in the home loop, and for block status) one of the shared ones; round
+ * robin among them. */
+static NbdConn *nbd_pick_conn(BDRVNbdState *s, NbdCmdType type)
 {
     AioContext *ctx = aio_get_current();
     unsigned i = __atomic_fetch_add(&s->next_conn, 1, __ATOMIC_RELAXED);
 
-    if (ctx != s->home && s->multi_conn) {
+    if (ctx != s->home && s->multi_conn && type != CMD_BLOCK_STATUS) {
         NbdCtxConns *set;
 
         g_mutex_lock(&s->ctx_lock);
@@ -947,69 +1046,90 @@ static bool nbd_error_is_loss(int err)
     return err == ENOTCONN || err == ESHUTDOWN || err == ECONNRESET || err == EPIPE;
 }
 
-/* Issue cmd and wait for its reply, across reconnections.  Returns 0 or -errno. */
-static int coroutine_fn nbd_co_cmd(BDRVNbdState *s, NbdCmd *cmd, NbdReq *r)
+/*
+ * Issue cmd on c (READY, c->lock held; released on return) and wait for its end.  Returns the
+ * command's errno (0 = success) and fills *res; *lost says the connection was found lost (the
+ * command did not complete and may be issued again).
+ */
+static int coroutine_fn nbd_co_issue(NbdConn *c, bool home, NbdCmd *cmd, NbdReq *res,
+                                     bool *lost)
 {
-    NbdConn *c = nbd_pick_conn(s);
-    bool home = aio_get_current() == c->home;
+    NbdInflight *f = g_new0(NbdInflight, 1);
+    int64_t cookie;
+    int err;
 
-    for (;;) {
-        unsigned gen;
-        int64_t cookie;
-        bool want_write;
-        int ret;
-
-        memset(r, 0, sizeof(*r));
-        r->co = coroutine_self();
-        g_mutex_lock(&c->lock);
-        ret = nbd_conn_wait_ready(c);
-        if (ret < 0) {
-            g_mutex_unlock(&c->lock);
-            if (ret == -EAGAIN) {
-                /* This queue's own connections never came up: the shared ones. */
-                c = nbd_pick_conn(s);
-                home = aio_get_current() == c->home;
-                continue;
-            }
-            return ret;
+    f->co = coroutine_self();
+    f->refs = 2;                /* ours, and libnbd's until its .free callback */
+    cookie = nbd_issue(c->h, cmd, f);
+    if (cookie < 0) {
+        err = nbd_get_errno();
+        *lost = nbd_aio_is_dead(c->h) || nbd_aio_is_closed(c->h) || nbd_error_is_loss(err);
+        if (!*lost) {
+            g_autofree char *msg = nbd_error_line();
+            log_debug("%s: %s", c->s->server, msg);
         }
-        gen = c->gen;
-        cookie = nbd_issue(c->h, cmd, r);
-        if (cookie < 0) {
-            int err = nbd_get_errno();
-            bool lost = nbd_aio_is_dead(c->h) || nbd_aio_is_closed(c->h) ||
-                        nbd_error_is_loss(err);
-            g_autofree char *msg = lost ? NULL : nbd_error_line();
-            g_mutex_unlock(&c->lock);
-            /* libnbd may have queued the command and failed it (its callback has then
-             * scheduled us) before it returned the error: take that wake-up first, or it would
-             * resume us in the middle of a later wait. */
-            if (__atomic_load_n(&r->called, __ATOMIC_ACQUIRE)) {
-                coroutine_yield();
-            }
-            if (lost) {
-                nbd_conn_lost(c, gen);
-                continue;
-            }
-            log_debug("%s: %s", s->server, msg);
-            return -(err ? err : EIO);
+        g_mutex_unlock(&c->lock);
+        /* libnbd has called .free before returning -1, and that took the wake-up and
+         * scheduled us: take it now, or it would resume us in the middle of a later wait.
+         * (Had it not, the wake-up is ours, and a later .free wakes no one.) */
+        if (!nbd_inflight_take_wake(f)) {
+            coroutine_yield();
         }
-        want_write = nbd_aio_get_direction(c->h) & LIBNBD_AIO_DIRECTION_WRITE;
+        nbd_inflight_unref(f);
+        return err ? err : EIO;
+    }
+    {
+        bool want_write = nbd_aio_get_direction(c->h) & LIBNBD_AIO_DIRECTION_WRITE;
         g_mutex_unlock(&c->lock);
         if (home) {
             nbd_conn_check(c);
         } else if (want_write && !__atomic_exchange_n(&c->kick_pending, 1, __ATOMIC_ACQ_REL)) {
             aio_bh_schedule(c->home, nbd_conn_kick_bh, c);
         }
-        coroutine_yield();
-        if (r->error == 0) {
+    }
+    /* The one wake-up: the completion callback's, or .free's if libnbd drops the command. */
+    coroutine_yield();
+    err = f->error;
+    *res = f->res;
+    nbd_inflight_unref(f);
+    *lost = nbd_error_is_loss(err);
+    return err;
+}
+
+/* Issue cmd and wait for its reply, across reconnections.  Returns 0 or -errno. */
+static int coroutine_fn nbd_co_cmd(BDRVNbdState *s, NbdCmd *cmd, NbdReq *res)
+{
+    NbdConn *c = nbd_pick_conn(s, cmd->type);
+    bool home = aio_get_current() == c->home;
+
+    for (;;) {
+        unsigned gen;
+        bool lost;
+        int ret;
+
+        memset(res, 0, sizeof(*res));
+        g_mutex_lock(&c->lock);
+        ret = nbd_conn_wait_ready(c);
+        if (ret < 0) {
+            g_mutex_unlock(&c->lock);
+            if (ret == -EAGAIN) {
+                /* This queue's own connections never came up: the shared ones. */
+                c = nbd_pick_conn(s, cmd->type);
+                home = aio_get_current() == c->home;
+                continue;
+            }
+            return ret;
+        }
+        gen = c->gen;
+        ret = nbd_co_issue(c, home, cmd, res, &lost);
+        if (ret == 0) {
             return 0;
         }
-        if (nbd_error_is_loss(r->error)) {
+        if (lost) {
             nbd_conn_lost(c, gen);
             continue;
         }
-        return -r->error;
+        return -ret;
     }
 }
 
@@ -1341,6 +1461,9 @@ static void nbd_close_conns(BDRVNbdState *s)
         while (g_hash_table_iter_next(&it, NULL, &value)) {
             NbdCtxConns *set = value;
             for (unsigned i = 0; i < set->n; i++) {
+                if (set->conns[i].fd >= 0 && set->conns[i].fd_dup) {
+                    close(set->conns[i].fd);
+                }
                 if (set->conns[i].h) {
                     nbd_close(set->conns[i].h);
                 }
@@ -1357,6 +1480,8 @@ static void nbd_close_conns(BDRVNbdState *s)
         NbdConn *c = &s->conns[i];
         if (aio_get_current() == s->home) {
             nbd_conn_detach(c);
+        } else if (c->fd >= 0 && c->fd_dup) {
+            close(c->fd);
         }
         if (c->h) {
             nbd_close(c->h);

@@ -1,10 +1,11 @@
 /* rbd.c - the rbd protocol driver: images in a Ceph cluster through librbd's asynchronous API,
  * named "rbd:pool[/namespace]/image[@snap][:conf=PATH][:id=USER][:keyring=PATH]".
  *
- * Threads: open and close run in the main thread (they talk to the cluster synchronously, bounded
- * by connect-timeout).  Requests run in coroutines in any I/O thread, several threads at once:
- * each submits to librbd (thread-safe) and yields; librbd calls rbd_req_aio_done on one of its
- * own threads, which hands the result back to the coroutine's home loop (aio_co_schedule).
+ * Threads: open talks to the cluster on a worker thread (bounded by connect-timeout) while the
+ * opening thread's event loop runs on; close on a thread of its own (rbd_closer).  Requests run
+ * in coroutines in any I/O thread, several threads at once: each submits to librbd
+ * (thread-safe) and yields; librbd calls rbd_req_aio_done on one of its own threads, which hands
+ * the result back to the coroutine's home loop (aio_co_schedule).
  * Calls librbd only offers synchronously (rbd_diff_iterate2 for block status, rbd_resize) run on
  * a worker thread of this driver, so no event loop ever waits on the cluster.
  *
@@ -17,6 +18,7 @@
 #include "config.h"
 #include "block/block.h"
 #include "block/aio.h"
+#include "block/io-engine.h"
 #include "block/util.h"
 
 #include <rados/librados.h>
@@ -902,17 +904,29 @@ static int rbd_open_image(BlockDriverState *bs, int flags, GError **errp)
     return 0;
 }
 
-static void rbd_free_state(BDRVRBDState *s)
+/* Close the image, the pool's context and the connection, whichever are open.  Waits for the
+ * cluster: never in an event loop's thread once the image is open (see rbd_closer). */
+static void rbd_disconnect(BDRVRBDState *s)
 {
     if (s->image) {
         rbd_close(s->image);
+        s->image = NULL;
     }
     if (s->io) {
         rados_ioctx_destroy(s->io);
+        s->io = NULL;
     }
     if (s->cluster) {
         rados_shutdown(s->cluster);
+        s->cluster = NULL;
     }
+}
+
+/* Free s: rbd_disconnect first (rbd_closer did, or the open failed before anything was in
+ * flight). */
+static void rbd_free_state(BDRVRBDState *s)
+{
+    rbd_disconnect(s);
     co_mutex_destroy(&s->resize_lock);
     g_mutex_clear(&s->lock);
     g_cond_clear(&s->cond);
@@ -925,6 +939,61 @@ static void rbd_free_state(BDRVRBDState *s)
     g_free(s->keyring);
     g_free(s->mon_host);
     g_free(s);
+}
+
+typedef struct RBDOpenJob {
+    BlockDriverState *bs;
+    int flags;
+    GError *err;
+    int ret;
+} RBDOpenJob;
+
+/* A worker thread: everything of the open that waits for the disk or the cluster (loading the
+ * libraries, reading the configuration, rados_connect for up to connect-timeout, rbd_open, the
+ * object map for st_blocks). */
+static int rbd_open_blocking(void *opaque)
+{
+    RBDOpenJob *job = opaque;
+    int ret;
+
+    if (!rbdlib_load(&job->err)) {
+        return -ENOTSUP;
+    }
+    ret = rbd_configure(job->bs, job->flags, &job->err);
+    if (ret == 0) {
+        ret = rbd_connect(job->bs, &job->err);
+    }
+    if (ret == 0) {
+        ret = rbd_open_image(job->bs, job->flags, &job->err);
+    }
+    return ret;
+}
+
+static void coroutine_fn rbd_open_co(void *opaque)
+{
+    RBDOpenJob *job = opaque;
+
+    job->ret = thread_pool_run(rbd_open_blocking, job);
+}
+
+/*
+ * Connect and open the image on a worker thread while the calling thread's event loop runs on:
+ * the other exports' work that the loop carries (the main loop is the home of NBD connections
+ * and of reconnections) goes on during a connect that may last connect-timeout.
+ */
+static int rbd_open_off_loop(BlockDriverState *bs, int flags, GError **errp)
+{
+    RBDOpenJob job = { .bs = bs, .flags = flags };
+
+    if (in_coroutine()) {
+        rbd_open_co(&job);              /* a backing file opened by a format's coroutine */
+    } else {
+        aio_run_coroutine(rbd_open_co, &job);
+    }
+    if (job.err) {
+        g_propagate_error(errp, job.err);
+    }
+    return job.ret;
 }
 
 static int rbd_open_node(BlockDriverState *bs, BlockOptions *opts, int flags, GError **errp)
@@ -947,17 +1016,7 @@ static int rbd_open_node(BlockDriverState *bs, BlockOptions *opts, int flags, GE
         goto fail;
     }
     s->timeout_us = timeout * G_USEC_PER_SEC;
-    if (!rbdlib_load(errp)) {
-        ret = -ENOTSUP;
-        goto fail;
-    }
-    ret = rbd_configure(bs, flags, errp);
-    if (ret == 0) {
-        ret = rbd_connect(bs, errp);
-    }
-    if (ret == 0) {
-        ret = rbd_open_image(bs, flags, errp);
-    }
+    ret = rbd_open_off_loop(bs, flags, errp);
     if (ret < 0) {
         goto fail;
     }
@@ -985,12 +1044,7 @@ static gpointer rbd_closer(gpointer opaque)
         g_cond_wait(&s->cond, &s->lock);
     }
     g_mutex_unlock(&s->lock);
-    rbd_close(s->image);
-    s->image = NULL;
-    rados_ioctx_destroy(s->io);
-    s->io = NULL;
-    rados_shutdown(s->cluster);
-    s->cluster = NULL;
+    rbd_disconnect(s);
 
     g_mutex_lock(&s->lock);
     s->closed = true;

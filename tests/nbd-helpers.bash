@@ -2,6 +2,9 @@
 # nbdkit and qemu-storage-daemon on a unix socket in $T or on 127.0.0.1, each
 # recorded in PIDS so that teardown stops it.
 #
+#   nbd_setup [file]        the set-up of an nbd test: blkfuse_setup, FUSE, the
+#                           driver, MP=$T/disk.mnt; with "file", nbdkit and its
+#                           file plugin too
 #   require_nbd_driver      skip unless this blkfuse was built with libnbd
 #   start_nbdkit NAME ARGS  nbdkit on $T/NAME.sock serving ARGS (plugin and its
 #                           parameters); NBD_PID is its pid
@@ -14,6 +17,17 @@
 #   stop_server PID         kill -KILL the server and wait until it is gone
 #   nbd_unix_uri NAME [EXPORT]
 #                           nbd+unix:///EXPORT?socket=$T/NAME.sock
+
+nbd_setup() {
+    blkfuse_setup
+    require_fuse
+    require_nbd_driver
+    MP=$T/disk.mnt
+    if [[ ${1:-} == file ]]; then
+        require_nbdkit
+        nbdkit --dump-plugin file >/dev/null 2>&1 || skip "nbdkit has no file plugin"
+    fi
+}
 
 # The driver answers a URI with "... NBD server ..."; without libnbd the name
 # goes to the file driver, which knows nothing of NBD.

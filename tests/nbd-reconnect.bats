@@ -8,12 +8,7 @@ load helpers
 load nbd-helpers
 
 setup() {
-    blkfuse_setup
-    require_fuse
-    require_nbd_driver
-    require_nbdkit
-    nbdkit --dump-plugin file >/dev/null 2>&1 || skip "nbdkit has no file plugin"
-    MP=$T/disk.mnt
+    nbd_setup file
 }
 
 # wait_for_log REGEX [SECONDS]: wait until the daemon log has a line matching REGEX.

@@ -8,10 +8,7 @@ load helpers
 load nbd-helpers
 
 setup() {
-    blkfuse_setup
-    require_fuse
-    require_nbd_driver
-    MP=$T/disk.mnt
+    nbd_setup
 }
 
 @test "nbd: raw on nbdkit memory over a unix socket: writes read back, and the server holds them" {

@@ -7,6 +7,7 @@
 load helpers
 load control-helpers
 load ceph-helpers
+load nbd-helpers
 
 setup_file() {
     local reason
@@ -196,6 +197,53 @@ export_cmp() {
     [ "${#lines[@]}" -eq 1 ]
     # 2 s, and some slack for a busy machine; the default would be 20 s.
     ((elapsed < 15000))
+}
+
+# fake_monitor: a TCP server on 127.0.0.1 that accepts connections and never answers (a
+# monitor that hangs); FAKE_MON_PORT is its port, and $T/fake-mon.accepted exists once it has
+# accepted a connection.
+fake_monitor() {
+    FAKE_MON_PORT=$(_ceph_free_port)
+    python3 -c '
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1])))
+s.listen(16)
+conns = []
+while True:
+    c, _ = s.accept()
+    conns.append(c)
+    open(sys.argv[2], "a").close()
+' "$FAKE_MON_PORT" "$T/fake-mon.accepted" 3>&- &
+    PIDS+=($!)
+}
+
+@test "rbd: while a mount waits for a hung monitor, the daemon's loop serves its other exports" {
+    require_nbd_driver
+    require_nbdkit
+    # An NBD export of a server without multi-conn: the daemon's main loop reads its replies.
+    make_pattern "$T/served.img" 4M
+    start_nbdkit srv --filter=multi-conn file "$T/served.img" multi-conn-mode=disable
+    SOCK=$T/serve.sock
+    start_serve
+    blkfuse_mount --daemon="$SOCK" -f raw "$(nbd_unix_uri srv)" "$T/nbd.mnt"
+    fake_monitor
+    printf '[global]\nmon host = v1:127.0.0.1:%s\nauth client required = none\n' \
+        "$FAKE_MON_PORT" >"$T/hung.conf"
+    blkfuse mount --daemon="$SOCK" -o connect-timeout=10 "rbd:rbd/x:conf=$T/hung.conf" "$MP" \
+        >"$T/rbd-mount.out" 2>&1 3>&- &
+    local mount_pid=$!
+    PIDS+=("$mount_pid")
+    wait_until 10 test -e "$T/fake-mon.accepted"
+    # The daemon is connecting: the NBD export still reads, before that mount gives up.
+    dd if="$T/nbd.mnt" of="$T/read.img" bs=64k iflag=direct status=none
+    _pid_alive "$mount_pid"
+    cmp "$T/read.img" "$T/served.img"
+    ! wait "$mount_pid"
+    grep -q "cannot connect to the Ceph monitors at v1:127.0.0.1:$FAKE_MON_PORT" "$T/rbd-mount.out"
+    blkfuse unmount "$T/nbd.mnt"
+    EXPECTED_LOG_ERRORS="cannot connect to the Ceph monitors"
 }
 
 @test "rbd: punch hole, zero range and discard reach the cluster; SEEK_DATA/HOLE, st_blocks" {
