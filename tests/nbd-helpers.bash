@@ -54,15 +54,7 @@ nbd_unix_uri() {
 
 # _wait_pidfile FILE: wait (10 s) until FILE holds a pid; print it.
 _wait_pidfile() {
-    local deadline=$(($(_now_ms) + 10000))
-    while ! [[ -s $1 ]]; do
-        if (($(_now_ms) >= deadline)); then
-            echo "_wait_pidfile: no $1 after 10s" >&2
-            return 1
-        fi
-        sleep 0.02
-    done
-    cat "$1"
+    _wait 10 "_wait_pidfile: no $1 after 10s" test -s "$1" && cat "$1"
 }
 
 start_nbdkit() {

@@ -11,22 +11,20 @@ setup() {
     nbd_setup file
 }
 
-# wait_for_log REGEX [SECONDS]: wait until the daemon log has a line matching REGEX.
-wait_for_log() {
-    local deadline=$(($(_now_ms) + ${2:-20} * 1000))
-    until grep -qE -- "$1" "$T/daemon.log" 2>/dev/null; do
-        if (($(_now_ms) >= deadline)); then
-            echo "wait_for_log: no '$1' in the daemon log" >&2
-            sed 's/^/  | /' "$T/daemon.log" >&2
-            return 1
-        fi
-        sleep 0.02
-    done
+# daemon_log REGEX: wait (20 s) until the daemon log has a line matching REGEX; show the
+# log when it never does.
+daemon_log() {
+    wait_for_log "$T/daemon.log" "$1" 20 || { sed 's/^/  | /' "$T/daemon.log" >&2; false; }
 }
 
 # bytes_written MOUNTPOINT: what the export has written so far.
 bytes_written() {
     blkfuse stats --json "$1" | sed -n 's/^  "bytes_written": \([0-9]*\),*$/\1/p'
+}
+
+# _bytes_written_at_least MOUNTPOINT N: the export has written N bytes or more.
+_bytes_written_at_least() {
+    (($(bytes_written "$1") >= $2))
 }
 
 # kill_under_fio [FILTER PARAMETER]: fio writes and verifies through blkfuse while the
@@ -43,17 +41,13 @@ kill_under_fio() {
     fio_pid=$!
     PIDS+=("$fio_pid")
     # Kill the server once writes flow, while fio still runs.
-    deadline=$(($(_now_ms) + 20000))
-    until (($(bytes_written "$MP") >= 1 << 20)); do
-        (($(_now_ms) < deadline)) || { echo "no writes" >&2; return 1; }
-        sleep 0.01
-    done
+    wait_until 20 _bytes_written_at_least "$MP" $((1 << 20))
     stop_server "$NBD_PID"
     _pid_alive "$fio_pid"
-    wait_for_log "connection 0 to the NBD server unix:$T/srv.sock lost"
+    daemon_log "connection 0 to the NBD server unix:$T/srv.sock lost"
     start_nbdkit srv "${server[@]}"
     wait "$fio_pid"
-    wait_for_log "reconnected to the NBD server unix:$T/srv.sock"
+    daemon_log "reconnected to the NBD server unix:$T/srv.sock"
     # What blkfuse shows is what the server holds.
     cp "$MP" "$T/seen.img"
     blkfuse unmount "$MP"
@@ -80,7 +74,7 @@ kill_under_fio() {
     # The reader starts while the server is gone: its reads notice, and wait.
     dd if="$MP" of="$T/read.img" bs=64k iflag=direct status=none 3>&- &
     dd_pid=$!
-    wait_for_log "lost: reconnecting"
+    daemon_log "lost: reconnecting"
     _pid_alive "$dd_pid"
     start_nbdkit srv file "$T/served.img"
     wait "$dd_pid"
@@ -96,7 +90,7 @@ kill_under_fio() {
     run dd if="$MP" of=/dev/null bs=64k count=1 iflag=direct
     ((status != 0))
     [[ $output == *"Input/output error"* ]]
-    wait_for_log "requests fail with EIO until the server is back"
+    daemon_log "requests fail with EIO until the server is back"
     # Still fails fast (no wait) while the server is gone; the daemon is up.
     run dd if="$MP" of=/dev/null bs=64k count=1 iflag=direct
     ((status != 0))
@@ -104,11 +98,7 @@ kill_under_fio() {
     [[ $output == *"$MP"* ]]
     # The server returns: a request soon reconnects (at most one try a second).
     start_nbdkit srv file "$T/served.img"
-    deadline=$(($(_now_ms) + 10000))
-    until dd if="$MP" of="$T/read.img" bs=64k iflag=direct status=none 2>/dev/null; do
-        (($(_now_ms) < deadline)) || { echo "no recovery" >&2; return 1; }
-        sleep 0.1
-    done
+    wait_until 10 dd if="$MP" of="$T/read.img" bs=64k iflag=direct status=none
     cmp "$T/read.img" "$T/served.img"
     blkfuse unmount "$MP"
     EXPECTED_LOG_ERRORS="NBD server"

@@ -85,11 +85,7 @@ s.listen(8)
 open(sys.argv[2], "w").close()
 time.sleep(120)' "$T/mute.sock" "$T/mute.ready" 3>&- &
     PIDS+=($!)
-    deadline=$(($(_now_ms) + 10000))
-    until [[ -e $T/mute.ready ]]; do
-        (($(_now_ms) < deadline)) || { echo "no listener" >&2; return 1; }
-        sleep 0.02
-    done
+    wait_until 10 test -e "$T/mute.ready"
     start=$(_now_ms)
     run blkfuse mount --log-file "$T/daemon.log" -f raw -o connect-timeout=1 \
         "nbd+unix:///?socket=$T/mute.sock" "$MP"
