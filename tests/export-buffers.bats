@@ -1,7 +1,8 @@
 #!/usr/bin/env bats
-# export-buffers.bats - the request buffers of the /dev/fuse transport: the first ones of a queue
-# have their data area on a transparent huge page (fuse/transport-dev.c), and large writes that
-# land there reach the image intact.
+# export-buffers.bats - the request buffers of the /dev/fuse transport: while requests are large,
+# a queue reads them into (at most two) buffers whose data area is a transparent huge page
+# (fuse/transport-dev.c); small requests never make one; writes through either reach the image
+# intact.
 
 load helpers
 
@@ -23,21 +24,30 @@ huge_buffers() {
     echo "$n"
 }
 
-@test "the first request buffers of a /dev/fuse queue are on transparent huge pages; 1 MiB writes through them are intact" {
+@test "large requests are read into transparent huge pages, small ones are not; the data is intact" {
     [[ -r /sys/kernel/mm/transparent_hugepage/enabled ]] ||
         skip "the kernel has no transparent huge pages (CONFIG_TRANSPARENT_HUGEPAGE)"
     blkfuse_mount --transport=dev -f raw "$IMG" "$MP"
     pid=$(daemon_pid "$MP")
     [[ -n $pid ]]
-    head -c 3M /dev/urandom >"$T/data"
+    head -c 4M /dev/urandom >"$T/data"
     cp "$IMG" "$REF"
-    dd if="$T/data" of="$MP" bs=1M oflag=direct conv=notrunc,fsync status=none
-    dd if="$T/data" of="$REF" bs=1M conv=notrunc status=none
-    # The handshake's request and the writes: at least one buffer, at most FUSE_DEV_HUGE_BUFS
-    # per queue (one queue).
+    # 4 KiB writes: no huge-page buffer.
+    dd if="$T/data" of="$MP" bs=4k count=64 oflag=direct conv=notrunc,fsync status=none
+    dd if="$T/data" of="$REF" bs=4k count=64 conv=notrunc status=none
     n=$(huge_buffers "$pid")
-    echo "huge-page request buffers: $n"
+    echo "huge-page request buffers after 4 KiB writes: $n"
+    ((n == 0))
+    # 1 MiB writes: from the second on, into one (at most two per queue; one queue here).
+    dd if="$T/data" of="$MP" bs=1M count=3 seek=1 skip=1 oflag=direct conv=notrunc,fsync status=none
+    dd if="$T/data" of="$REF" bs=1M count=3 seek=1 skip=1 conv=notrunc status=none
+    n=$(huge_buffers "$pid")
+    echo "huge-page request buffers after 1 MiB writes: $n"
     ((n >= 1 && n <= 2))
+    # Small requests again, some of them read into the huge-page buffer: intact too.
+    dd if="$T/data" of="$MP" bs=512 count=8 seek=9000 skip=9000 oflag=direct conv=notrunc \
+        status=none
+    dd if="$T/data" of="$REF" bs=512 count=8 seek=9000 skip=9000 conv=notrunc status=none
     cmp "$MP" "$REF"
     blkfuse unmount "$MP"
     cmp "$IMG" "$REF"
