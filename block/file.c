@@ -38,8 +38,9 @@
  * the host page cache until the next flush, which then writes all of it back while the writer
  * waits (0.6-0.9 s per 512 MiB on the bench machine).  So once write-behind bytes (option
  * write-behind=SIZE, default 8 MiB, 0: never) have been appended, their write-back is started
- * (sync_file_range SYNC_FILE_RANGE_WRITE, in a worker thread, not waited for completion) while
- * the writes go on, and the flush finds little left to do.  Rewrites inside what was written
+ * (sync_file_range SYNC_FILE_RANGE_WRITE in a worker thread: the write that crosses the mark
+ * waits until the write-back is submitted, not until it is done) while the writes go on, and
+ * the flush finds little left to do.  Rewrites inside what was written
  * before (the file's length at open is the first high-water mark) start nothing: their pages
  * are dirtied again and again, and write-back now would be wasted.
  *
