@@ -33,6 +33,17 @@
  * inline the same way, up to the same size and with the same pause: they copy from memory and
  * wait for nothing (but swap), where the ring or a worker cost two wake-ups.
  *
+ * Write-behind: data appended past everything written to the file before (an image being
+ * filled: a restore into an empty qcow2, a file system written for the first time) stays dirty in
+ * the host page cache until the next flush, which then writes all of it back while the writer
+ * waits (0.6-0.9 s per 512 MiB on the bench machine).  So once write-behind bytes (option
+ * write-behind=SIZE, default 8 MiB, 0: never) have been appended, their write-back is started
+ * (sync_file_range SYNC_FILE_RANGE_WRITE in a worker thread: the write that crosses the mark
+ * waits until the write-back is submitted, not until it is done) while the writes go on, and
+ * the flush finds little left to do.  Rewrites inside what was written
+ * before (the file's length at open is the first high-water mark) start nothing: their pages
+ * are dirtied again and again, and write-back now would be wasted.
+ *
  * Threads: I/O callbacks run in any I/O thread's coroutines; the fd is shared and every call on
  * it is positional (pread/pwrite/fallocate), so no lock is needed.  The cached length is atomic.
  */
@@ -67,6 +78,7 @@
 #define FILE_INLINE_SLOW_US     2000
 #define FILE_INLINE_PAUSE_FACTOR 50
 #define FILE_INLINE_PAUSE_MAX_US (10 * 1000 * 1000)
+#define FILE_WRITE_BEHIND_DEFAULT (8 * 1024 * 1024)
 
 typedef enum { FILE_AIO_AUTO, FILE_AIO_IO_URING, FILE_AIO_NATIVE, FILE_AIO_THREADS } FileAio;
 
@@ -93,6 +105,10 @@ typedef struct BDRVFileState {
     int64_t inline_paused_until;    /* atomic, monotonic us: no inline writes before this */
     uint64_t inline_ops[2];     /* atomic, [write]: made inline (bdrv_file_inline_ops) */
     bool mem_fs;                /* tmpfs or ramfs: reads are inline too */
+    uint64_t write_behind;      /* start write-back every this many appended bytes; 0: never */
+    int64_t wb_hwm;             /* atomic: the end of the furthest write (at open: the length) */
+    int64_t wb_started;         /* atomic: write-back started up to here */
+    uint64_t wb_ops;            /* atomic: write-backs started (bdrv_file_write_behind_ops) */
 } BDRVFileState;
 
 typedef struct FileReq {
@@ -279,9 +295,11 @@ static int file_open(BlockDriverState *bs, BlockOptions *opts, int flags, GError
     s->fd_tail = -1;
     s->filename = bs->filename;
     s->inline_max = FILE_INLINE_MAX_DEFAULT;
+    s->write_behind = FILE_WRITE_BEHIND_DEFAULT;
     if (!block_options_take_bool(opts, "locking", &locking, NULL, errp) ||
         !file_take_aio(bs, opts, flags, &s->aio, errp) ||
-        !block_options_take_size(opts, "inline-write-max", &s->inline_max, NULL, errp)) {
+        !block_options_take_size(opts, "inline-write-max", &s->inline_max, NULL, errp) ||
+        !block_options_take_size(opts, "write-behind", &s->write_behind, NULL, errp)) {
         return -EINVAL;
     }
     if (s->aio != FILE_AIO_AUTO || (flags & BDRV_O_NOCACHE)) {
@@ -324,6 +342,7 @@ static int file_open(BlockDriverState *bs, BlockOptions *opts, int flags, GError
         goto fail;
     }
     s->size = len;
+    s->wb_hwm = s->wb_started = len;
     if (locking) {
         ret = file_lock_image(bs, s, flags & BDRV_O_RDWR, errp);
         if (ret < 0) {
@@ -464,6 +483,13 @@ static int worker_pwrite(void *opaque)
         done += n;
     }
     return 0;
+}
+
+static int worker_writeback(void *opaque)
+{
+    FileReq *r = opaque;
+
+    return sync_file_range(r->fd, r->offset, r->bytes, SYNC_FILE_RANGE_WRITE) < 0 ? -errno : 0;
 }
 
 static int worker_fdatasync(void *opaque)
@@ -806,6 +832,38 @@ static int coroutine_fn file_co_pwrite_direct(BlockDriverState *bs, int64_t offs
     return ret;
 }
 
+/* A buffered write of [offset, end) is done: if it raised the high-water mark and write-behind
+ * bytes are appended since write-back was last started, start it for them (see the top of the
+ * file).  Only a hint: a failure is the flush's to report. */
+static void coroutine_fn file_write_behind(BDRVFileState *s, int64_t offset, int64_t end)
+{
+    int64_t hwm = __atomic_load_n(&s->wb_hwm, __ATOMIC_RELAXED);
+    int64_t from;
+
+    if (!s->write_behind || end <= hwm) {
+        return;                 /* off, or a rewrite inside what was written before */
+    }
+    while (end > hwm && !__atomic_compare_exchange_n(&s->wb_hwm, &hwm, end, true,
+                                                     __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+    }
+    from = __atomic_load_n(&s->wb_started, __ATOMIC_RELAXED);
+    if (end - from >= (int64_t)s->write_behind &&
+        __atomic_compare_exchange_n(&s->wb_started, &from, end, false, __ATOMIC_RELAXED,
+                                    __ATOMIC_RELAXED)) {
+        FileReq r = { .fd = s->fd, .offset = MIN(from, offset), .bytes = end - MIN(from, offset) };
+
+        __atomic_add_fetch(&s->wb_ops, 1, __ATOMIC_RELAXED);
+        thread_pool_run(worker_writeback, &r);
+    }
+}
+
+uint64_t bdrv_file_write_behind_ops(BlockDriverState *bs)
+{
+    BDRVFileState *s = bs->opaque;
+
+    return __atomic_load_n(&s->wb_ops, __ATOMIC_RELAXED);
+}
+
 static int coroutine_fn file_co_pwrite(BlockDriverState *bs, int64_t offset, int64_t bytes,
                                        const void *buf, BdrvRequestFlags flags)
 {
@@ -831,6 +889,9 @@ static int coroutine_fn file_co_pwrite(BlockDriverState *bs, int64_t offset, int
         } else {
             ret = file_co_rw(s, s->fd, offset + done, bytes - done, (char *)buf + done, true,
                              false, ring_ok);
+        }
+        if (ret >= 0) {
+            file_write_behind(s, offset, offset + bytes);
         }
     }
     if (ret >= 0 && !s->is_bdev) {

@@ -48,5 +48,7 @@ bool bdrv_file_set_default_aio(const char *name);
  * for tests). */
 typedef struct BlockDriverState BlockDriverState;
 uint64_t bdrv_file_inline_ops(BlockDriverState *bs, bool write);
+/* How many times a file node has started write-back of appended data (write-behind=; file.c). */
+uint64_t bdrv_file_write_behind_ops(BlockDriverState *bs);
 
 #endif

@@ -6,6 +6,16 @@
  * fuse_write_in) lands at the mark, aligned for O_DIRECT without a copy; a READ's data is read
  * into the buffer from the mark (out_buf) and written to the kernel from there.
  *
+ * Large requests get a buffer whose data area is on a transparent huge page: the 2 MiB from the
+ * mark are 2 MiB aligned and madvise(MADV_HUGEPAGE)'d.  Reading a 1 MiB WRITE from /dev/fuse pins
+ * the buffer page by page (get_user_pages), which a huge page makes cheaper: side by side, daemon
+ * CPU per 1 MiB write 0.87 times as much on null: and 0.85-0.95 times on a raw image.  For 4 KiB
+ * requests it measured a little slower (0.86-0.94 times the IOPS at depth 1), and such a buffer
+ * costs 2 MiB of memory where the others take only the pages requests touch; so a queue has at
+ * most FUSE_DEV_HUGE_BUFS of them, on their own free list, and reads into one only while the
+ * requests it reads are large (the last one was over FUSE_DEV_BIG_REQ bytes: sequential streams
+ * of large writes).  Where the kernel has no THP, there are none.
+ *
  * Threads: the queue thread (its fd handler reads requests and dispatches them; replies come
  * from handlers and coroutines of that thread); the handshake in the main thread during create,
  * before the queue threads start.
@@ -15,6 +25,7 @@
 #include "block/util.h"
 
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <inttypes.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -24,17 +35,24 @@
 #define FUSE_DEV_BUF_SIZE   (FUSE_DEV_DATA_OFF + FUSE_MAX_IO)
 #define FUSE_DEV_REQS_PER_WAKE 32   /* requests read per readable event before yielding */
 #define FUSE_DEV_POOL_MAX   64      /* idle requests (and their buffers) kept per queue */
+#define FUSE_DEV_HUGE_BUFS  2       /* requests per queue whose data area is a huge page */
+#define FUSE_DEV_BIG_REQ    (256 * 1024)    /* after a request this large, read into those */
+#define FUSE_DEV_HUGE_SIZE  (2 * 1024 * 1024)
 
 typedef struct FuseDevReq {
     FuseReq req;                    /* first: the protocol sees this */
     struct FuseDevReq *next_free;
     uint8_t *buf;                   /* FUSE_DEV_BUF_SIZE, aligned */
+    bool huge;                      /* buf from fuse_dev_huge_alloc */
     struct fuse_out_header out;
 } FuseDevReq;
 
 typedef struct FuseDevQueue {
     FuseDevReq *free;
     unsigned nr_free;
+    FuseDevReq *free_huge;          /* idle requests with a huge-page buffer... */
+    unsigned nr_huge;               /* ...and how many were made (they stay pooled) */
+    bool big;                       /* the last request read was over FUSE_DEV_BIG_REQ */
 } FuseDevQueue;
 
 /* --- requests and their buffers --- */
@@ -47,15 +65,63 @@ static FuseDevQueue *fuse_dev_queue(FuseQueue *q)
     return q->transport_state;
 }
 
-static FuseDevReq *fuse_dev_req_get(FuseQueue *q)
+/* A request buffer whose data area (from FUSE_DEV_DATA_OFF) is the start of 2 MiB, aligned, for
+ * a transparent huge page: a mapping of FUSE_DEV_DATA_OFF + 2 MiB.  NULL if it cannot be had. */
+static uint8_t *fuse_dev_huge_alloc(void)
+{
+    size_t len = 2 * FUSE_DEV_HUGE_SIZE;
+    uint8_t *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    uint8_t *data, *start, *end;
+
+    if (m == MAP_FAILED) {
+        return NULL;
+    }
+    data = (uint8_t *)ROUND_UP((uintptr_t)m + FUSE_DEV_DATA_OFF, FUSE_DEV_HUGE_SIZE);
+    start = data - FUSE_DEV_DATA_OFF;
+    end = data + FUSE_DEV_HUGE_SIZE;
+    /* Keep only [start, end): the rest of the reservation goes back. */
+    if (start > m) {
+        munmap(m, start - m);
+    }
+    if (end < m + len) {
+        munmap(end, m + len - end);
+    }
+    if (madvise(data, FUSE_DEV_HUGE_SIZE, MADV_HUGEPAGE) < 0) {
+        munmap(start, end - start);     /* no THP in this kernel: ordinary buffers do as well */
+        return NULL;
+    }
+    return start;
+}
+
+static void fuse_dev_huge_free(uint8_t *buf)
+{
+    munmap(buf, FUSE_DEV_DATA_OFF + FUSE_DEV_HUGE_SIZE);
+}
+
+/* A request to read into: with a huge-page buffer if huge and one is idle or may be made. */
+static FuseDevReq *fuse_dev_req_get(FuseQueue *q, bool huge)
 {
     FuseDevQueue *dq = q->transport_state;
-    FuseDevReq *r = dq->free;
+    FuseDevReq *r = NULL;
 
-    if (r) {
+    if (huge && dq->free_huge) {
+        r = dq->free_huge;
+        dq->free_huge = r->next_free;
+    } else if (huge && dq->nr_huge < FUSE_DEV_HUGE_BUFS) {
+        uint8_t *buf = fuse_dev_huge_alloc();
+
+        dq->nr_huge++;                  /* tried once per slot, whether it worked or not */
+        if (buf) {
+            r = g_new0(FuseDevReq, 1);
+            r->buf = buf;
+            r->huge = true;
+        }
+    }
+    if (!r && dq->free) {
+        r = dq->free;
         dq->free = r->next_free;
         dq->nr_free--;
-    } else {
+    } else if (!r) {
         r = g_new0(FuseDevReq, 1);
         r->buf = blk_blockalign(FUSE_DEV_BUF_SIZE);
     }
@@ -66,7 +132,11 @@ static FuseDevReq *fuse_dev_req_get(FuseQueue *q)
 
 static void fuse_dev_req_free(FuseDevReq *r)
 {
-    blk_vfree(r->buf);
+    if (r->huge) {
+        fuse_dev_huge_free(r->buf);
+    } else {
+        blk_vfree(r->buf);
+    }
     g_free(r);
 }
 
@@ -74,6 +144,11 @@ static void fuse_dev_req_put(FuseQueue *q, FuseDevReq *r)
 {
     FuseDevQueue *dq = q->transport_state;
 
+    if (r->huge) {
+        r->next_free = dq->free_huge;
+        dq->free_huge = r;
+        return;
+    }
     if (dq->nr_free >= FUSE_DEV_POOL_MAX) {
         fuse_dev_req_free(r);
         return;
@@ -131,7 +206,8 @@ static void fuse_dev_readable(void *opaque)
     FuseQueue *q = opaque;
 
     for (int i = 0; i < FUSE_DEV_REQS_PER_WAKE && !q->stopping; i++) {
-        FuseDevReq *r = fuse_dev_req_get(q);
+        FuseDevQueue *dq = q->transport_state;
+        FuseDevReq *r = fuse_dev_req_get(q, dq->big);
         ssize_t n = fuse_dev_read_one(q, r);
 
         if (n < 0) {
@@ -146,6 +222,7 @@ static void fuse_dev_readable(void *opaque)
             }
             return;
         }
+        dq->big = n > FUSE_DEV_BIG_REQ;
         fuse_dev_dispatch(q, r, n);
     }
 }
@@ -156,7 +233,7 @@ int fuse_dev_handshake(FuseExport *exp, GError **errp)
 
     fuse_dev_queue(q);
     while (!exp->got_init) {
-        FuseDevReq *r = fuse_dev_req_get(q);
+        FuseDevReq *r = fuse_dev_req_get(q, false);
         ssize_t n = fuse_dev_read_one(q, r);
 
         if (n < 0) {
@@ -193,6 +270,11 @@ static void fuse_dev_queue_cleanup(FuseQueue *q)
     while (dq->free) {
         FuseDevReq *r = dq->free;
         dq->free = r->next_free;
+        fuse_dev_req_free(r);
+    }
+    while (dq->free_huge) {
+        FuseDevReq *r = dq->free_huge;
+        dq->free_huge = r->next_free;
         fuse_dev_req_free(r);
     }
     g_free(dq);

@@ -56,7 +56,8 @@ syscall_group_names() {
     pid=$!
     PIDS+=("$pid")
     wait_until 30 test -S "$T/serve.sock"
-    blkfuse mount --daemon "$T/serve.sock" "$T/disk.qcow2" "$T/q.img"
+    # write-behind=256k: the 1 MiB written below starts write-back (sync_file_range) too.
+    blkfuse mount --daemon "$T/serve.sock" -o write-behind=256k "$T/disk.qcow2" "$T/q.img"
     MOUNTS+=("$T/q.img")
     dd if="$T/disk.raw" of="$T/q.img" bs=64k conv=notrunc,fsync status=none
     cmp -n 1048576 "$T/q.img" "$T/disk.raw"
@@ -71,6 +72,7 @@ syscall_group_names() {
     wait "$pid" || true
     sed -nE 's/^[0-9]+ +([a-z0-9_]+)\(.*/\1/p' "$T/trace" | sort -u >"$T/used"
     [ "$(wc -l <"$T/used")" -gt 30 ]
+    grep -qx sync_file_range "$T/used"
     # As root the daemon mounts itself (as a user, fusermount3 does, outside the trace's view).
     [[ $(id -u) -ne 0 ]] || grep -qx mount "$T/used"
     missing=$(comm -23 "$T/used" "$T/allowed")

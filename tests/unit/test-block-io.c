@@ -64,6 +64,18 @@ ssize_t pwrite(int fd, const void *buf, size_t n, off_t offset)
     return syscall(SYS_pwrite64, fd, buf, n, offset);
 }
 
+/* Write-behind (file.c): the ranges whose write-back a file node started. */
+static unsigned sync_range_calls;           /* atomic */
+static int64_t sync_range_last[2];          /* offset, bytes of the last call */
+
+int sync_file_range(int fd, off64_t offset, off64_t nbytes, unsigned int flags)
+{
+    sync_range_last[0] = offset;
+    sync_range_last[1] = nbytes;
+    __atomic_add_fetch(&sync_range_calls, 1, __ATOMIC_ACQ_REL);
+    return syscall(SYS_sync_file_range, fd, offset, nbytes, flags);
+}
+
 static char *tmp_path(const char *name)
 {
     return g_build_filename(test_dir, name, NULL);
@@ -1431,6 +1443,72 @@ static void test_inline_writes(void)
     g_unlink(path);
 }
 
+/* Write-behind: data appended past the furthest write (at first: the length at open) starts the
+ * write-back of each write-behind bytes (default 8 MiB) in a worker (sync_file_range); rewrites
+ * inside start none, nor does write-behind=0 or O_DIRECT; the data is right either way. */
+static void test_write_behind(void)
+{
+    g_autofree char *path = tmp_path("write-behind.img");
+    g_autofree uint8_t *ref = g_malloc0(4 * 1024 * 1024);
+    g_autofree uint8_t *data = g_malloc(128 * 1024);
+    const int64_t k128 = 128 * 1024, m1 = 1024 * 1024;
+    BlockDriverState *bs, *file;
+    unsigned calls;
+
+    g_free(uh_create_pattern_file(path, m1, 33));
+    uh_fill_pattern(ref, m1, 0, 33);
+
+    bs = open_ok(path, "raw", "write-behind=256k", BDRV_O_RDWR);
+    file = bs->file->bs;
+    calls = __atomic_load_n(&sync_range_calls, __ATOMIC_ACQUIRE);
+    /* Rewrites inside the file as opened: nothing starts. */
+    for (int64_t off = 0; off < m1; off += k128) {
+        uh_fill_pattern(data, k128, 0, 60);
+        g_assert_cmpint(bdrv_pwrite(bs, off, k128, data), ==, 0);
+        memcpy(ref + off, data, k128);
+    }
+    g_assert_cmpuint(bdrv_file_write_behind_ops(file), ==, 0);
+    /* Appending: every 256 KiB, the write-back of what was appended since the last one. */
+    for (int i = 0; i < 4; i++) {
+        uh_fill_pattern(data, k128, 0, 61 + i);
+        g_assert_cmpint(bdrv_pwrite(bs, m1 + i * k128, k128, data), ==, 0);
+        memcpy(ref + m1 + i * k128, data, k128);
+        g_assert_cmpuint(bdrv_file_write_behind_ops(file), ==, (i + 1) / 2);
+    }
+    g_assert_cmpuint(__atomic_load_n(&sync_range_calls, __ATOMIC_ACQUIRE), ==, calls + 2);
+    g_assert_cmpint(sync_range_last[0], ==, m1 + 2 * k128);
+    g_assert_cmpint(sync_range_last[1], ==, 2 * k128);
+    /* Rewriting what was appended starts nothing either. */
+    g_assert_cmpint(bdrv_pwrite(bs, m1, k128, data), ==, 0);
+    memcpy(ref + m1, data, k128);
+    g_assert_cmpuint(bdrv_file_write_behind_ops(file), ==, 2);
+    bdrv_unref(bs);
+
+    /* Off. */
+    bs = open_ok(path, "raw", "write-behind=0", BDRV_O_RDWR);
+    for (int i = 0; i < 4; i++) {
+        g_assert_cmpint(bdrv_pwrite(bs, 2 * m1 + i * k128, k128, data), ==, 0);
+        memcpy(ref + 2 * m1 + i * k128, data, k128);
+    }
+    g_assert_cmpuint(bdrv_file_write_behind_ops(bs->file->bs), ==, 0);
+    bdrv_unref(bs);
+
+    /* O_DIRECT leaves no dirty pages behind. */
+    bs = try_open(path, "raw", "write-behind=128k", BDRV_O_RDWR | BDRV_O_NOCACHE, NULL);
+    if (bs) {
+        for (int i = 0; i < 4; i++) {
+            g_assert_cmpint(bdrv_pwrite(bs, 3 * m1 + i * k128, k128, data), ==, 0);
+            memcpy(ref + 3 * m1 + i * k128, data, k128);
+        }
+        g_assert_cmpuint(bdrv_file_write_behind_ops(bs->file->bs), ==, 0);
+        bdrv_unref(bs);
+        check_file_contents(path, ref, 3 * m1 + 4 * k128);
+    } else {
+        check_file_contents(path, ref, 2 * m1 + 4 * k128);
+    }
+    g_unlink(path);
+}
+
 /* Buffered reads from a file in memory (tmpfs, which refuses RWF_NOWAIT reads): with the default
  * engine those up to inline-write-max are preads in the event loop, larger ones and those of
  * other engines are not; the data is right either way. */
@@ -1532,6 +1610,7 @@ static const UhTest tests[] = {
     { "/engine/option", test_engine_option },
     { "/engine/reopen", test_engine_reopen },
     { "/inline-writes", test_inline_writes },
+    { "/write-behind", test_write_behind },
     { "/inline-reads/tmpfs", test_inline_reads_tmpfs },
 };
 
