@@ -69,14 +69,15 @@ jobs_images() {
     return 0
 }
 
-# jobs_format FMT OUT: the jobs on a FMT image; appends its Markdown section to OUT.
+# jobs_format FMT OUT [TITLE]: the jobs on a FMT image; appends its Markdown section to OUT, headed
+# "fio jobs, FMT" or "fio jobs, TITLE".
 jobs_format() {
-    local fmt=$1 out=$2 job
+    local fmt=$1 out=$2 title=${3:-$1} job
     local -a exps=(blkfuse)
     local -A file=() res=()
     local bf_pid bfnull_pid qsd_pid= how
 
-    say "== fio jobs, $fmt image of $SIZE, $ROUNDS round(s) of $RUNTIME s"
+    say "== fio jobs, $title: $fmt image of $SIZE, $ROUNDS round(s) of $RUNTIME s"
     jobs_images "$fmt"
     bf_mount -f "$fmt" "$W/b.$fmt" "$W/b.mnt"
     file[blkfuse]=$W/b.mnt
@@ -99,7 +100,7 @@ jobs_format() {
     run_rounds res fio_turn "$JOBS" "${exps[@]}"
 
     {
-        echo "### fio jobs, $fmt"
+        echo "### fio jobs, $title"
         echo
         echo "IOPS, median of $ROUNDS round(s) of $RUNTIME s; image $SIZE of random data, every cluster allocated."
         echo "ratio: blkfuse / qsd (above 1: blkfuse is faster); ceiling: the better of nullserve and"
@@ -153,4 +154,24 @@ jobs_format() {
     } >>"$out"
     stop_exports
     rm -f "$W/a.$fmt" "$W/b.$fmt"
+}
+
+# jobs_passthrough OUT: the jobs on a raw image exported with FUSE passthrough (the kernel reads and
+# writes the image itself; root): the mount options that let every promise hold with it.  The
+# ceiling stays that of servers answering in user space, so a share above 100% is what
+# passthrough is for.
+jobs_passthrough() {
+    local BF_OPTS="$BF_OPTS -f raw --growable --stats=coarse --passthrough=on"
+    jobs_format raw "$1" "raw, passthrough (--growable --stats=coarse --passthrough=on)"
+}
+
+# jobs_uring OUT: 4 KiB random reads at depths 1 and 32 with the fuse module's enable_uring on
+# (switched back at the end of the run), so that blkfuse serves them over FUSE-over-io_uring; the
+# null:/ns column is then blkfuse's io_uring transport against libfuse's /dev/fuse loop.
+jobs_uring() {
+    local JOBS=${URING_JOBS:-"randread-4k-qd1 randread-4k-qd32"}
+    [[ -n $URING_RESTORE ]] || URING_RESTORE=$(cat /sys/module/fuse/parameters/enable_uring)
+    echo Y >/sys/module/fuse/parameters/enable_uring
+    jobs_format raw "$1" "raw, FUSE-over-io_uring (enable_uring on for this part)"
+    echo "$URING_RESTORE" >/sys/module/fuse/parameters/enable_uring
 }

@@ -62,3 +62,17 @@ BENCH_RUN="$BATS_TEST_DIRNAME/../bench/run"
     run pgrep -f "$scratch"
     [ "$status" -eq 1 ]
 }
+
+@test "bench/run -p passthrough measures an export the kernel serves itself, beside the same ceiling" {
+    require fio
+    require_fuse
+    require_root
+    run --separate-stderr "$BENCH_RUN" --quick -p passthrough --output "$T/RESULTS.md"
+    echo "$stderr"
+    [ "$status" -eq 0 ]
+    grep -q '^### fio jobs, raw, passthrough' "$T/RESULTS.md"
+    grep -Eq '^\| randread-4k-qd1 \| [0-9]+ \| ([0-9.]+|-) \| ([0-9.]+|-) \| [0-9.]+ \| [0-9.]+ \| [0-9]+% \| [0-9.]+ \|$' \
+        "$T/RESULTS.md"
+    # the export really was in passthrough (the bench says what it measured)
+    grep -q "^- blkfuse's export: transport [a-z]*, passthrough true" "$T/RESULTS.md"
+}
