@@ -165,6 +165,16 @@ jobs_passthrough() {
     jobs_format raw "$1" "raw, passthrough (--growable --stats=coarse --passthrough=on)"
 }
 
+# jobs_tmpfs OUT: the jobs on a raw image in a directory of /dev/shm (tmpfs refuses RWF_NOWAIT, so
+# even page-cache hits cannot be served without leaving the request's thread), whatever -d says.
+jobs_tmpfs() {
+    local W
+    W=$(mktemp -d /dev/shm/blkfuse-bench-tmpfs.XXXXXX)
+    EXTRA_DIRS+=("$W")
+    jobs_format raw "$1" "raw, images on tmpfs"
+    rm -rf "$W"
+}
+
 # jobs_uring OUT: 4 KiB random reads at depths 1 and 32 with the fuse module's enable_uring on
 # (switched back at the end of the run), so that blkfuse serves them over FUSE-over-io_uring; the
 # null:/ns column is then blkfuse's io_uring transport against libfuse's /dev/fuse loop.

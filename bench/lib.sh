@@ -20,6 +20,7 @@ SCRATCH_FS=             # the ext4-in-RAM mount (directory), SCRATCH_LOOP its lo
 SCRATCH_LOOP=           # SCRATCH_IMG the file in /dev/shm that holds its blocks
 SCRATCH_IMG=
 SCRATCH_DIR=            # the directory the bench created for its files (removed at exit)
+EXTRA_DIRS=()           # more directories the bench created (the tmpfs part's), removed at exit
 URING_RESTORE=          # the fuse module's enable_uring before --enable-uring changed it
 
 say() { printf '%s\n' "$*" >&2; }
@@ -96,6 +97,7 @@ bench_cleanup() {
     [[ -n $SCRATCH_LOOP ]] && losetup -d "$SCRATCH_LOOP" 2>/dev/null
     [[ -n $SCRATCH_IMG ]] && rm -f "$SCRATCH_IMG"
     [[ -n $SCRATCH_DIR ]] && rm -rf "$SCRATCH_DIR"
+    for i in ${EXTRA_DIRS[@]+"${EXTRA_DIRS[@]}"}; do rm -rf "$i"; done
     [[ -n $URING_RESTORE ]] && echo "$URING_RESTORE" >/sys/module/fuse/parameters/enable_uring
     exit "$rc"
 }

@@ -63,14 +63,20 @@ BENCH_RUN="$BATS_TEST_DIRNAME/../bench/run"
     [ "$status" -eq 1 ]
 }
 
-@test "bench/run -p passthrough measures an export the kernel serves itself, beside the same ceiling" {
+@test "bench/run -p 'tmpfs passthrough': images on tmpfs, and an export the kernel serves itself" {
     require fio
     require_fuse
     require_root
-    run --separate-stderr "$BENCH_RUN" --quick -p passthrough --output "$T/RESULTS.md"
+    run --separate-stderr "$BENCH_RUN" --quick -d ext4 -p "tmpfs passthrough" --output "$T/RESULTS.md"
     echo "$stderr"
     [ "$status" -eq 0 ]
+    grep -q '^- images on: ext4 in RAM' "$T/RESULTS.md"
+    grep -q '^### fio jobs, raw, images on tmpfs$' "$T/RESULTS.md"
     grep -q '^### fio jobs, raw, passthrough' "$T/RESULTS.md"
+    [ "$(grep -Ec '^\| randread-4k-qd1 \| [0-9]+ \|' "$T/RESULTS.md")" -eq 2 ]
+    # the tmpfs part's directory is gone
+    run ls -d /dev/shm/blkfuse-bench-tmpfs.*
+    [ "$status" -ne 0 ]
     grep -Eq '^\| randread-4k-qd1 \| [0-9]+ \| ([0-9.]+|-) \| ([0-9.]+|-) \| [0-9.]+ \| [0-9.]+ \| [0-9]+% \| [0-9.]+ \|$' \
         "$T/RESULTS.md"
     # the export really was in passthrough (the bench says what it measured)
