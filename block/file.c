@@ -38,9 +38,10 @@
  * the host page cache until the next flush, which then writes all of it back while the writer
  * waits (0.6-0.9 s per 512 MiB on the bench machine).  So once write-behind bytes (option
  * write-behind=SIZE, default 8 MiB, 0: never) have been appended, their write-back is started
- * (sync_file_range SYNC_FILE_RANGE_WRITE in a worker thread: the write that crosses the mark
- * waits until the write-back is submitted, not until it is done) while the writes go on, and
- * the flush finds little left to do.  Rewrites inside what was written
+ * (sync_file_range SYNC_FILE_RANGE_WRITE in a worker thread, on a dup of the fd; the write that
+ * crosses the mark does not wait for it, unless FILE_WB_DETACHED_MAX such starts are still
+ * queued or running in the process: then it waits for its own, which bounds them) while the
+ * writes go on, and the flush finds little left to do.  Rewrites inside what was written
  * before (the file's length at open is the first high-water mark) start nothing: their pages
  * are dirtied again and again, and write-back now would be wasted.
  *
@@ -79,6 +80,7 @@
 #define FILE_INLINE_PAUSE_FACTOR 50
 #define FILE_INLINE_PAUSE_MAX_US (10 * 1000 * 1000)
 #define FILE_WRITE_BEHIND_DEFAULT (8 * 1024 * 1024)
+#define FILE_WB_DETACHED_MAX    4
 
 typedef enum { FILE_AIO_AUTO, FILE_AIO_IO_URING, FILE_AIO_NATIVE, FILE_AIO_THREADS } FileAio;
 
@@ -492,6 +494,50 @@ static int worker_writeback(void *opaque)
     return sync_file_range(r->fd, r->offset, r->bytes, SYNC_FILE_RANGE_WRITE) < 0 ? -errno : 0;
 }
 
+/* Write-back starts submitted and not yet done (process-wide: they outlive their node).  At
+ * most FILE_WB_DETACHED_MAX at once; beyond, a write waits for its own (file_write_behind). */
+static int file_wb_detached;
+
+/* worker_writeback on a FileReq of its own, whose fd is a dup (the node may be closed first). */
+static int worker_writeback_detached(void *opaque)
+{
+    FileReq *r = opaque;
+
+    worker_writeback(r);        /* a hint: a failure is the flush's to report */
+    close(r->fd);
+    g_free(r);
+    __atomic_sub_fetch(&file_wb_detached, 1, __ATOMIC_RELEASE);
+    return 0;
+}
+
+/* Start worker_writeback(r) in a worker without waiting for it: false if it cannot be (too
+ * many in flight, no fd or worker left), then the caller runs it itself. */
+static bool file_writeback_submit(const FileReq *r)
+{
+    FileReq *own;
+
+    if (__atomic_add_fetch(&file_wb_detached, 1, __ATOMIC_ACQUIRE) > FILE_WB_DETACHED_MAX) {
+        goto fail;
+    }
+    own = g_memdup2(r, sizeof(*r));
+    own->fd = fcntl(r->fd, F_DUPFD_CLOEXEC, 0);
+    if (own->fd >= 0 && thread_pool_submit(worker_writeback_detached, own)) {
+        return true;
+    }
+    if (own->fd >= 0) {
+        close(own->fd);
+    }
+    g_free(own);
+fail:
+    __atomic_sub_fetch(&file_wb_detached, 1, __ATOMIC_RELEASE);
+    return false;
+}
+
+unsigned bdrv_file_write_behind_pending(void)
+{
+    return __atomic_load_n(&file_wb_detached, __ATOMIC_ACQUIRE);
+}
+
 static int worker_fdatasync(void *opaque)
 {
     FileReq *r = opaque;
@@ -853,7 +899,9 @@ static void coroutine_fn file_write_behind(BDRVFileState *s, int64_t offset, int
         FileReq r = { .fd = s->fd, .offset = MIN(from, offset), .bytes = end - MIN(from, offset) };
 
         __atomic_add_fetch(&s->wb_ops, 1, __ATOMIC_RELAXED);
-        thread_pool_run(worker_writeback, &r);
+        if (!file_writeback_submit(&r)) {
+            thread_pool_run(worker_writeback, &r);
+        }
     }
 }
 

@@ -16,6 +16,11 @@ typedef int ThreadPoolFunc(void *opaque);
  * its return value.  opaque usually lives on the coroutine's stack. */
 int coroutine_fn thread_pool_run(ThreadPoolFunc *fn, void *opaque);
 
+/* Run fn(opaque) in a worker thread and return at once: nobody waits for it, its return value
+ * is dropped, and fn owns opaque (frees it).  false if no worker could be started (then fn is
+ * not called and opaque is still the caller's).  Any thread. */
+bool thread_pool_submit(ThreadPoolFunc *fn, void *opaque);
+
 typedef enum { LAIO_READ, LAIO_WRITE } LaioType;
 
 /* Submit one O_DIRECT read or write through the calling thread's libaio context and yield until
@@ -50,5 +55,8 @@ typedef struct BlockDriverState BlockDriverState;
 uint64_t bdrv_file_inline_ops(BlockDriverState *bs, bool write);
 /* How many times a file node has started write-back of appended data (write-behind=; file.c). */
 uint64_t bdrv_file_write_behind_ops(BlockDriverState *bs);
+/* How many of those write-back starts, in the whole process, are still queued or running in a
+ * worker thread (the write that started one did not wait for it; file.c; for tests). */
+unsigned bdrv_file_write_behind_pending(void);
 
 #endif

@@ -13,7 +13,7 @@
 typedef struct ThreadPoolReq {
     ThreadPoolFunc *fn;
     void *opaque;
-    Coroutine *co;
+    Coroutine *co;              /* waits for the result; NULL: submitted, owned by the worker */
     int ret;
 } ThreadPoolReq;
 
@@ -25,7 +25,11 @@ static void worker(gpointer data, gpointer user_data)
     ThreadPoolReq *req = data;
 
     req->ret = req->fn(req->opaque);
-    aio_co_schedule(coroutine_get_context(req->co), req->co);
+    if (req->co) {
+        aio_co_schedule(coroutine_get_context(req->co), req->co);
+    } else {
+        g_free(req);
+    }
 }
 
 static gpointer pool_init(gpointer unused)
@@ -39,16 +43,34 @@ static gpointer pool_init(gpointer unused)
     return p;
 }
 
+static bool pool_push(ThreadPoolReq *req)
+{
+    g_autoptr(GError) err = NULL;
+
+    pool = g_once(&pool_once, pool_init, NULL);
+    return g_thread_pool_push(pool, req, &err);
+}
+
 int coroutine_fn thread_pool_run(ThreadPoolFunc *fn, void *opaque)
 {
     ThreadPoolReq req = { .fn = fn, .opaque = opaque, .co = coroutine_self() };
-    g_autoptr(GError) err = NULL;
 
     g_assert(req.co);
-    pool = g_once(&pool_once, pool_init, NULL);
-    if (!g_thread_pool_push(pool, &req, &err)) {
+    if (!pool_push(&req)) {
         return -EAGAIN;
     }
     coroutine_yield();
     return req.ret;
+}
+
+bool thread_pool_submit(ThreadPoolFunc *fn, void *opaque)
+{
+    ThreadPoolReq *req = g_new(ThreadPoolReq, 1);
+
+    *req = (ThreadPoolReq) { .fn = fn, .opaque = opaque };
+    if (!pool_push(req)) {
+        g_free(req);
+        return false;
+    }
+    return true;
 }

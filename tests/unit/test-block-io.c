@@ -64,16 +64,39 @@ ssize_t pwrite(int fd, const void *buf, size_t n, off_t offset)
     return syscall(SYS_pwrite64, fd, buf, n, offset);
 }
 
-/* Write-behind (file.c): the ranges whose write-back a file node started. */
+/* Write-behind (file.c): the ranges whose write-back a file node started.  While
+ * sync_range_hold is set, calls wait (at most 30 s, then sync_range_timed_out) until it is
+ * cleared: a write that waited for its write-back start would wait as long. */
+static GMutex sync_range_lock;
+static GCond sync_range_cond;
+static bool sync_range_hold, sync_range_timed_out;
 static unsigned sync_range_calls;           /* atomic */
-static int64_t sync_range_last[2];          /* offset, bytes of the last call */
+static int64_t sync_range_seen[8][2];       /* offset, bytes of each call (the first 8) */
 
 int sync_file_range(int fd, off64_t offset, off64_t nbytes, unsigned int flags)
 {
-    sync_range_last[0] = offset;
-    sync_range_last[1] = nbytes;
-    __atomic_add_fetch(&sync_range_calls, 1, __ATOMIC_ACQ_REL);
+    gint64 deadline = g_get_monotonic_time() + 30 * G_TIME_SPAN_SECOND;
+    unsigned n;
+
+    g_mutex_lock(&sync_range_lock);
+    while (sync_range_hold && !sync_range_timed_out) {
+        sync_range_timed_out = !g_cond_wait_until(&sync_range_cond, &sync_range_lock, deadline);
+    }
+    n = __atomic_fetch_add(&sync_range_calls, 1, __ATOMIC_ACQ_REL);
+    if (n < G_N_ELEMENTS(sync_range_seen)) {
+        sync_range_seen[n][0] = offset;
+        sync_range_seen[n][1] = nbytes;
+    }
+    g_mutex_unlock(&sync_range_lock);
     return syscall(SYS_sync_file_range, fd, offset, nbytes, flags);
+}
+
+static void sync_range_set_hold(bool hold)
+{
+    g_mutex_lock(&sync_range_lock);
+    sync_range_hold = hold;
+    g_cond_broadcast(&sync_range_cond);
+    g_mutex_unlock(&sync_range_lock);
 }
 
 static char *tmp_path(const char *name)
@@ -1443,21 +1466,48 @@ static void test_inline_writes(void)
     g_unlink(path);
 }
 
+static unsigned open_fds(void)
+{
+    g_autoptr(GDir) dir = g_dir_open("/proc/self/fd", 0, NULL);
+    unsigned n = 0;
+
+    g_assert(dir);
+    while (g_dir_read_name(dir)) {
+        n++;
+    }
+    return n;
+}
+
+/* Wait until no write-back start is queued or running (at most 30 s). */
+static void wait_write_behind_idle(void)
+{
+    gint64 deadline = g_get_monotonic_time() + 30 * G_TIME_SPAN_SECOND;
+
+    while (bdrv_file_write_behind_pending() && g_get_monotonic_time() < deadline) {
+        g_usleep(1000);
+    }
+    g_assert_cmpuint(bdrv_file_write_behind_pending(), ==, 0);
+}
+
 /* Write-behind: data appended past the furthest write (at first: the length at open) starts the
- * write-back of each write-behind bytes (default 8 MiB) in a worker (sync_file_range); rewrites
- * inside start none, nor does write-behind=0 or O_DIRECT; the data is right either way. */
+ * write-back of each write-behind bytes (default 8 MiB) in a worker (sync_file_range), and the
+ * write that starts it does not wait for it (the calls are held below until the writes are
+ * done); rewrites inside start none, nor does write-behind=0 or O_DIRECT; the data is right
+ * either way, and the node's close leaves no descriptor behind. */
 static void test_write_behind(void)
 {
     g_autofree char *path = tmp_path("write-behind.img");
     g_autofree uint8_t *ref = g_malloc0(4 * 1024 * 1024);
-    g_autofree uint8_t *data = g_malloc(128 * 1024);
+    g_autofree uint8_t *data = g_malloc(256 * 1024);
     const int64_t k128 = 128 * 1024, m1 = 1024 * 1024;
     BlockDriverState *bs, *file;
-    unsigned calls;
+    unsigned calls, fds;
 
     g_free(uh_create_pattern_file(path, m1, 33));
     uh_fill_pattern(ref, m1, 0, 33);
 
+    wait_write_behind_idle();
+    fds = open_fds();
     bs = open_ok(path, "raw", "write-behind=256k", BDRV_O_RDWR);
     file = bs->file->bs;
     calls = __atomic_load_n(&sync_range_calls, __ATOMIC_ACQUIRE);
@@ -1468,21 +1518,50 @@ static void test_write_behind(void)
         memcpy(ref + off, data, k128);
     }
     g_assert_cmpuint(bdrv_file_write_behind_ops(file), ==, 0);
-    /* Appending: every 256 KiB, the write-back of what was appended since the last one. */
+    /* Appending: every 256 KiB, the write-back of what was appended since the last one, started
+     * without waiting: both starts are still held when the writes are done. */
+    sync_range_set_hold(true);
     for (int i = 0; i < 4; i++) {
         uh_fill_pattern(data, k128, 0, 61 + i);
         g_assert_cmpint(bdrv_pwrite(bs, m1 + i * k128, k128, data), ==, 0);
         memcpy(ref + m1 + i * k128, data, k128);
         g_assert_cmpuint(bdrv_file_write_behind_ops(file), ==, (i + 1) / 2);
     }
+    g_assert_false(sync_range_timed_out);
+    g_assert_cmpuint(bdrv_file_write_behind_pending(), ==, 2);
+    g_assert_cmpuint(__atomic_load_n(&sync_range_calls, __ATOMIC_ACQUIRE), ==, calls);
+    sync_range_set_hold(false);
+    wait_write_behind_idle();
     g_assert_cmpuint(__atomic_load_n(&sync_range_calls, __ATOMIC_ACQUIRE), ==, calls + 2);
-    g_assert_cmpint(sync_range_last[0], ==, m1 + 2 * k128);
-    g_assert_cmpint(sync_range_last[1], ==, 2 * k128);
+    if (calls + 2 <= G_N_ELEMENTS(sync_range_seen)) {
+        /* the two workers may run in either order */
+        int64_t (*a)[2] = &sync_range_seen[calls], (*b)[2] = &sync_range_seen[calls + 1];
+        if ((*a)[0] > (*b)[0]) {
+            int64_t (*t)[2] = a;
+            a = b;
+            b = t;
+        }
+        g_assert_cmpint((*a)[0], ==, m1);
+        g_assert_cmpint((*a)[1], ==, 2 * k128);
+        g_assert_cmpint((*b)[0], ==, m1 + 2 * k128);
+        g_assert_cmpint((*b)[1], ==, 2 * k128);
+    }
     /* Rewriting what was appended starts nothing either. */
     g_assert_cmpint(bdrv_pwrite(bs, m1, k128, data), ==, 0);
     memcpy(ref + m1, data, k128);
     g_assert_cmpuint(bdrv_file_write_behind_ops(file), ==, 2);
+    /* A start still held when the node closes: it ends later, on its own descriptor. */
+    sync_range_set_hold(true);
+    uh_fill_pattern(data, 2 * k128, 0, 65);
+    g_assert_cmpint(bdrv_pwrite(bs, m1 + 4 * k128, 2 * k128, data), ==, 0);
+    memcpy(ref + m1 + 4 * k128, data, 2 * k128);
+    g_assert_cmpuint(bdrv_file_write_behind_ops(file), ==, 3);
     bdrv_unref(bs);
+    g_assert_cmpuint(bdrv_file_write_behind_pending(), ==, 1);
+    sync_range_set_hold(false);
+    wait_write_behind_idle();
+    g_assert_false(sync_range_timed_out);
+    g_assert_cmpuint(open_fds(), ==, fds);
 
     /* Off. */
     bs = open_ok(path, "raw", "write-behind=0", BDRV_O_RDWR);
