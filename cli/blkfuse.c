@@ -746,10 +746,11 @@ static ControlServer *daemon_start(const DaemonConfig *cfg, AioContext *ctx,
     /* External, like the control connections: handled by the main loop, between requests. */
     aio_set_fd_handler_external(ctx, sig->fd, signal_read, NULL, sig);
 
-    /* No client is served until the first export is up (or has failed): not even in the
-     * loops its opening and closing paths run, top-level as they are here. */
+    /* Signals wait until the first export is up (or has failed), even in the loops its opening
+     * and closing paths run, top-level as they are here; clients are served from those loops
+     * (list shows the export as opening). */
     aio_disable_external(ctx);
-    exp = cfg->export ? blk_exp_add(cfg->export, errp) : NULL;
+    exp = cfg->export ? control_server_add_export(srv, cfg->export, errp) : NULL;
     aio_enable_external(ctx);
     if (cfg->export && !exp) {
         control_server_free(srv);
@@ -1185,6 +1186,62 @@ static char *human_bytes(int64_t n)
     return format_size(n < 0 ? 0 : n);
 }
 
+/* The SINCE column: "YYYY-MM-DD HH:MM:SS" of the export's "since". */
+static char *list_since(json_t *e)
+{
+    const char *since = json_string_value(json_object_get(e, "since"));
+    char *s = g_strndup(since ? since : "", 19);
+
+    if (s[0]) {
+        s[10] = ' ';
+    }
+    return s;
+}
+
+/* The row of an export still opening: what is known, "opening" as its mode. */
+static void list_row_opening(char **row, json_t *e)
+{
+    const char *id = json_string_value(json_object_get(e, "id"));
+    const char *format = json_string_value(json_object_get(e, "format"));
+
+    row[0] = g_strdup(id ? id : "-");
+    row[1] = g_strdup_printf("%" G_GINT64_FORMAT, json_util_get_int(e, "pid", 0));
+    row[2] = g_strdup(json_string_value(json_object_get(e, "image")));
+    row[3] = g_strdup(format ? format : "-");
+    row[4] = g_strdup(json_string_value(json_object_get(e, "mountpoint")));
+    row[5] = g_strdup("opening");
+    for (int i = 6; i < 10; i++) {
+        row[i] = g_strdup("-");
+    }
+    row[10] = g_strdup(json_string_value(json_object_get(e, "owner")));
+    row[11] = list_since(e);
+}
+
+/* The columns of export E in ROW. */
+static void list_row(char **row, json_t *e)
+{
+    if (!g_strcmp0(json_string_value(json_object_get(e, "state")), "opening")) {
+        list_row_opening(row, e);
+        return;
+    }
+    row[0] = g_strdup(json_string_value(json_object_get(e, "id")));
+    row[1] = g_strdup_printf("%" G_GINT64_FORMAT, json_util_get_int(e, "pid", 0));
+    row[2] = g_strdup(json_string_value(json_object_get(e, "image")));
+    row[3] = g_strdup(json_string_value(json_object_get(e, "format")));
+    row[4] = g_strdup(json_string_value(json_object_get(e, "mountpoint")));
+    row[5] = g_strdup_printf("%s%s%s%s", json_util_get_bool(e, "read_only", false) ?
+                             "ro" : "rw",
+                             json_util_get_bool(e, "growable", false) ? ",grow" : "",
+                             json_util_get_bool(e, "snapshot", false) ? ",snap" : "",
+                             json_util_get_bool(e, "passthrough", false) ? ",pt" : "");
+    row[6] = g_strdup(json_string_value(json_object_get(e, "transport")));
+    row[7] = g_strdup_printf("%" G_GINT64_FORMAT, json_util_get_int(e, "clients", 0));
+    row[8] = human_bytes(json_util_get_int(e, "bytes_read", 0));
+    row[9] = human_bytes(json_util_get_int(e, "bytes_written", 0));
+    row[10] = g_strdup(json_string_value(json_object_get(e, "owner")));
+    row[11] = list_since(e);
+}
+
 static int cmd_list(GHashTable *o, int argc, char **argv)
 {
     g_autoptr(GPtrArray) replies = NULL;
@@ -1221,26 +1278,7 @@ static int cmd_list(GHashTable *o, int argc, char **argv)
     for (guint i = 0; i < found->len; i++) {
         json_t *e = found->pdata[i];
         char **row = g_new0(char *, NCOL + 1);
-        const char *since = json_string_value(json_object_get(e, "since"));
-        row[0] = g_strdup(json_string_value(json_object_get(e, "id")));
-        row[1] = g_strdup_printf("%" G_GINT64_FORMAT, json_util_get_int(e, "pid", 0));
-        row[2] = g_strdup(json_string_value(json_object_get(e, "image")));
-        row[3] = g_strdup(json_string_value(json_object_get(e, "format")));
-        row[4] = g_strdup(json_string_value(json_object_get(e, "mountpoint")));
-        row[5] = g_strdup_printf("%s%s%s%s", json_util_get_bool(e, "read_only", false) ?
-                                 "ro" : "rw",
-                                 json_util_get_bool(e, "growable", false) ? ",grow" : "",
-                                 json_util_get_bool(e, "snapshot", false) ? ",snap" : "",
-                                 json_util_get_bool(e, "passthrough", false) ? ",pt" : "");
-        row[6] = g_strdup(json_string_value(json_object_get(e, "transport")));
-        row[7] = g_strdup_printf("%" G_GINT64_FORMAT, json_util_get_int(e, "clients", 0));
-        row[8] = human_bytes(json_util_get_int(e, "bytes_read", 0));
-        row[9] = human_bytes(json_util_get_int(e, "bytes_written", 0));
-        row[10] = g_strdup(json_string_value(json_object_get(e, "owner")));
-        row[11] = g_strndup(since ? since : "", 19);
-        if (row[11][0]) {
-            row[11][10] = ' ';
-        }
+        list_row(row, e);
         g_ptr_array_add(rows, row);
     }
     for (guint r = 0; r < rows->len; r++) {
@@ -1269,6 +1307,9 @@ static int cmd_stats(GHashTable *o, int argc, char **argv)
 
     if (!exp) {
         return fail("%s: not a blkfuse mount (see 'blkfuse list')", argv[0]);
+    }
+    if (!g_strcmp0(json_string_value(json_object_get(exp, "state")), "opening")) {
+        return fail("%s: still opening, no statistics yet (see 'blkfuse list')", argv[0]);
     }
     stats = json_object_get(exp, "stats");
     if (opt_flag(o, "json")) {

@@ -46,7 +46,19 @@ typedef struct ControlConn {
     bool processing;            /* conn_process is running for it */
     bool resume;                /* run conn_process again from the outermost loop */
     bool reading, writing;      /* the handlers registered */
+    bool nested;                /* registered as a plain handler (ControlServer.nested) */
+    bool deferred;              /* its next request is a mount, run once the opening is done */
 } ControlConn;
+
+/* The export being opened (blk_exp_add runs): what "list" shows of it until it is up. */
+typedef struct ControlOpening {
+    char *id;                   /* as asked, or NULL */
+    char *image;                /* without options or credentials (opening_image) */
+    char *format;               /* as asked, or NULL */
+    char *mountpoint;           /* absolute */
+    time_t since;
+    ControlConn *conn;          /* the client that asked; NULL for the daemon's first export */
+} ControlOpening;
 
 struct ControlServer {
     AioContext *ctx;
@@ -59,6 +71,8 @@ struct ControlServer {
     GArray *allowed_uids;       /* uid_t: served besides root and our own uid */
     GList *conns;               /* ControlConn *, open ones */
     unsigned nconns;
+    ControlOpening *opening;    /* an export is being opened: one at a time */
+    bool nested;                /* clients served from the opening's nested polls */
     int64_t refusal_logged;     /* monotonic time of the last refusal logged */
     unsigned refusals_unlogged;
 };
@@ -66,6 +80,8 @@ struct ControlServer {
 static void conn_process(ControlConn *c);
 static void conn_read(void *opaque);
 static void conn_write(void *opaque);
+static void server_accept(void *opaque);
+static void server_set_nested(ControlServer *srv, bool on);
 
 char *control_runtime_dir(bool create, GError **errp)
 {
@@ -147,24 +163,34 @@ static void conn_close(ControlConn *c)
 }
 
 /* Watch for requests while c may take more, and for writability while it has replies to send
- * (or must resume from the outermost loop: a writable socket reports at once). */
+ * (or must resume from the outermost loop: a writable socket reports at once).  While an export
+ * is opening (srv->nested), every connection but the one that asked for it is watched by a
+ * plain handler, which the opening's nested polls run too. */
 static void conn_update_handlers(ControlConn *c)
 {
-    bool rd, wr;
+    bool rd, wr, nested;
+    IOHandler *io_read, *io_write;
 
     if (c->closed || c->fd < 0) {
         return;
     }
-    rd = !c->eof && !c->waiting_for && conn_pending(c) < CONTROL_OUT_HIGH &&
+    rd = !c->eof && !c->waiting_for && !c->deferred && conn_pending(c) < CONTROL_OUT_HIGH &&
          c->in->len <= CONTROL_LINE_MAX;
     wr = conn_pending(c) > 0 || c->resume;
-    if (rd == c->reading && wr == c->writing) {
+    nested = c->srv->nested && !(c->srv->opening && c->srv->opening->conn == c);
+    if (rd == c->reading && wr == c->writing && nested == c->nested) {
         return;
     }
-    aio_set_fd_handler_external(c->srv->ctx, c->fd, rd ? conn_read : NULL, wr ? conn_write : NULL,
-                                c);
+    io_read = rd ? conn_read : NULL;
+    io_write = wr ? conn_write : NULL;
+    if (nested) {
+        aio_set_fd_handler(c->srv->ctx, c->fd, io_read, io_write, c);
+    } else {
+        aio_set_fd_handler_external(c->srv->ctx, c->fd, io_read, io_write, c);
+    }
     c->reading = rd;
     c->writing = wr;
+    c->nested = nested;
 }
 
 /* Send what the socket takes now, never waiting.  Closes c on a send error. */
@@ -296,6 +322,7 @@ static json_t *describe_export(BlockExport *exp)
 
     json_object_set_new(o, "id", json_util_string(exp->id));
     json_object_set_new(o, "pid", json_integer(getpid()));
+    json_object_set_new(o, "state", json_string("mounted"));
     json_object_set_new(o, "image", json_util_string(exp->image));
     if ((remote = control_describe_protocol(blk_bs(exp->blk)))) {
         json_object_set_new(o, "remote", remote);
@@ -672,16 +699,143 @@ static bool validate_request(const char *cmd, const FieldSpec *fields, json_t *r
     return true;
 }
 
+/* --- an export opening --- */
+
+/* IMAGE as list shows it while it opens, before its protocol driver names it without secrets: a
+ * URI loses its user information, query and fragment, "PROTO:NAME:KEY=VALUE..." its options,
+ * and a file name becomes absolute.  Caller frees. */
+static char *opening_image(const char *image)
+{
+    const char *auth = strstr(image, "://");
+    const char *colon = strchr(image, ':');
+
+    if (auth) {
+        const char *host = auth + 3;
+        const char *path = host + strcspn(host, "/?#");
+        const char *at = memchr(host, '@', path - host);
+        const char *end = path + strcspn(path, "?#");
+
+        host = at ? at + 1 : host;
+        return g_strdup_printf("%.*s%.*s%.*s", (int)(auth + 3 - image), image,
+                               (int)(path - host), host, (int)(end - path), path);
+    }
+    if (colon && !g_file_test(image, G_FILE_TEST_EXISTS)) {
+        const char *opts = strchr(colon + 1, ':');
+        return opts ? g_strndup(image, opts - image) : g_strdup(image);
+    }
+    return g_canonicalize_filename(image, NULL);
+}
+
+static json_t *describe_opening(const ControlOpening *op)
+{
+    json_t *o = json_object();
+    char since[32];
+    struct tm tm;
+
+    localtime_r(&op->since, &tm);
+    strftime(since, sizeof(since), "%Y-%m-%dT%H:%M:%S%z", &tm);
+    json_object_set_new(o, "id", op->id ? json_util_string(op->id) : json_null());
+    json_object_set_new(o, "pid", json_integer(getpid()));
+    json_object_set_new(o, "state", json_string("opening"));
+    json_object_set_new(o, "image", json_util_string(op->image));
+    json_object_set_new(o, "format", op->format ? json_util_string(op->format) : json_null());
+    json_object_set_new(o, "mountpoint", json_util_string(op->mountpoint));
+    json_object_set_new(o, "owner_uid", json_integer(getuid()));
+    json_object_set_new(o, "owner", json_util_string(g_get_user_name()));
+    json_object_set_new(o, "since", json_util_string(since));
+    json_object_set_new(o, "since_epoch", json_integer(op->since));
+    return o;
+}
+
+/* True if the request's id or mountpoint (one of them non-NULL) names the opening export. */
+static bool opening_matches(ControlServer *srv, const char *id, const char *mountpoint)
+{
+    g_autofree char *mp = mountpoint ? g_canonicalize_filename(mountpoint, NULL) : NULL;
+
+    if (!srv->opening) {
+        return false;
+    }
+    return id ? !g_strcmp0(id, srv->opening->id) : !strcmp(mp, srv->opening->mountpoint);
+}
+
+/* Serve clients from the nested polls of an opening (on), or from the outermost loop only. */
+static void server_set_nested(ControlServer *srv, bool on)
+{
+    srv->nested = on;
+    if (srv->fd >= 0 && on) {
+        aio_set_fd_handler(srv->ctx, srv->fd, server_accept, NULL, srv);
+    } else if (srv->fd >= 0) {
+        aio_set_fd_handler_external(srv->ctx, srv->fd, server_accept, NULL, srv);
+    }
+    for (GList *l = srv->conns; l; l = l->next) {
+        conn_update_handlers(l->data);
+    }
+}
+
+/*
+ * Open and add the export of EO for client C (NULL: the daemon's first export).  An open may
+ * wait long (a remote server's connect-timeout), in polls nested inside this call: meanwhile the
+ * other clients are served from those polls, one request at a time, and see the export in list
+ * as opening.  A mount of theirs waits until this open is done (it would nest its own).
+ */
+static BlockExport *server_add_export(ControlServer *srv, ControlConn *c,
+                                      const BlockExportOptions *eo, GError **errp)
+{
+    ControlOpening op = {
+        .id = g_strdup(eo->id),
+        .image = opening_image(eo->image),
+        .format = g_strdup(eo->format),
+        .mountpoint = g_canonicalize_filename(eo->mountpoint, NULL),
+        .since = time(NULL),
+        .conn = c,
+    };
+    BlockExport *exp;
+
+    g_assert(!srv->opening);
+    srv->opening = &op;
+    server_set_nested(srv, true);
+    exp = blk_exp_add(eo, errp);
+    server_set_nested(srv, false);
+    srv->opening = NULL;
+    g_free(op.id);
+    g_free(op.image);
+    g_free(op.format);
+    g_free(op.mountpoint);
+    if (!exp && c && !srv->serve && blk_exp_count() == 0) {
+        srv->exit_requested = true;     /* its other exports were unmounted meanwhile */
+    }
+    for (GList *l = srv->conns; l; l = l->next) {
+        ControlConn *d = l->data;
+        if (d->deferred) {
+            d->deferred = false;
+            d->resume = true;           /* its mount runs from the outermost loop */
+            conn_update_handlers(d);
+        }
+    }
+    return exp;
+}
+
+BlockExport *control_server_add_export(ControlServer *srv, const BlockExportOptions *eo,
+                                       GError **errp)
+{
+    return server_add_export(srv, NULL, eo, errp);
+}
+
 /* --- commands --- */
 
 static void cmd_list(ControlConn *c, json_t *req)
 {
     g_autoptr(json_t) r = reply_ok();
 
+    const char *mp = json_string_value(json_object_get(req, "mountpoint"));
+    json_t *exports = control_describe_exports(mp);
+
+    if (c->srv->opening && (!mp || opening_matches(c->srv, NULL, mp))) {
+        json_array_append_new(exports, describe_opening(c->srv->opening));
+    }
     json_object_set_new(r, "pid", json_integer(getpid()));
     json_object_set_new(r, "serve", json_boolean(c->srv->serve));
-    json_object_set_new(r, "exports", control_describe_exports(
-                            json_string_value(json_object_get(req, "mountpoint"))));
+    json_object_set_new(r, "exports", exports);
     conn_send(c, r);
 }
 
@@ -702,6 +856,14 @@ static void cmd_unmount(ControlConn *c, json_t *req)
         return;
     }
     exp = id ? blk_exp_find(id) : blk_exp_find_by_mountpoint(mp);
+    if (!exp && opening_matches(c->srv, id, mp)) {
+        g_autofree char *msg = g_strdup_printf("%s: still opening (its driver waits for the "
+                                               "image, up to its connect timeout); unmount it "
+                                               "once 'blkfuse list' shows it mounted",
+                                               id ? id : mp);
+        conn_send_error(c, EBUSY, NULL, msg);
+        return;
+    }
     if (!exp) {
         g_autofree char *msg = g_strdup_printf("%s: no such export in daemon %d",
                                                id ? id : mp, getpid());
@@ -770,7 +932,7 @@ static void cmd_mount(ControlConn *c, json_t *req)
         conn_send_error(c, ENOTSUP, NULL, "dry run: nothing mounted");
         return;
     }
-    exp = blk_exp_add(&eo, &err);
+    exp = server_add_export(c->srv, c, &eo, &err);
     if (!exp) {
         conn_send_error(c, err->code, NULL, err->message);
         return;
@@ -800,8 +962,10 @@ static const struct {
     { "quit", cmd_quit, no_fields },
 };
 
-/* Parse, validate and run one request line (len bytes, not NUL-terminated). */
-static void conn_dispatch(ControlConn *c, const char *line, size_t len)
+/* Parse, validate and run one request line (len bytes, not NUL-terminated).  False: a mount
+ * while another export is opening, which would nest its open inside that one's; the line is
+ * left for when that open is done (c->deferred). */
+static bool conn_dispatch(ControlConn *c, const char *line, size_t len)
 {
     g_autoptr(GError) err = NULL;
     g_autoptr(json_t) req = control_parse_json(line, len, &err);
@@ -810,37 +974,43 @@ static void conn_dispatch(ControlConn *c, const char *line, size_t len)
 
     if (!req) {
         conn_send_error(c, EINVAL, NULL, err->message);
-        return;
+        return true;
     }
     if (!json_is_object(req)) {
         conn_send_error(c, EINVAL, NULL, "a request is a JSON object");
-        return;
+        return true;
     }
     cmdv = json_object_get(req, "cmd");
     if (!json_is_string(cmdv)) {
         conn_send_error(c, EINVAL, "cmd", cmdv ? "\"cmd\": expected a string" :
                         "\"cmd\": required (list, stats, mount, unmount or quit)");
-        return;
+        return true;
     }
     cmd = json_string_value(cmdv);
     for (size_t i = 0; i < G_N_ELEMENTS(commands); i++) {
         if (strcmp(commands[i].name, cmd) == 0) {
             if (!validate_request(cmd, commands[i].fields, req, &bad, &err)) {
                 conn_send_error(c, EINVAL, bad, err->message);
-                return;
+                return true;
+            }
+            if (commands[i].fn == cmd_mount && c->srv->opening) {
+                c->deferred = true;
+                return false;
             }
             commands[i].fn(c, req);
-            return;
+            return true;
         }
     }
     conn_send_error(c, EINVAL, "cmd", "\"cmd\": unknown command (known: list, stats, mount, "
                     "unmount, quit)");
+    return true;
 }
 
 /* Run the complete request lines c has received, in order, while it may: not while an unmount
  * is pending, nor while its unsent replies pile up.  Then close it if its client is done. */
 static void conn_process(ControlConn *c)
 {
+    bool nested = c->srv->nested;       /* run from a nested poll of an opening */
     size_t done = 0;
 
     if (c->processing || c->closed) {
@@ -849,6 +1019,9 @@ static void conn_process(ControlConn *c)
     c->processing = true;
     conn_ref(c);
     c->resume = false;
+    if (nested) {
+        server_set_nested(c->srv, false);       /* no client runs inside this one's request */
+    }
     while (!c->closed && !c->waiting_for && conn_pending(c) < CONTROL_OUT_HIGH) {
         const char *start = c->in->str + done;
         size_t avail = c->in->len - done;
@@ -862,8 +1035,10 @@ static void conn_process(ControlConn *c)
             }
             break;
         }
+        if (!conn_dispatch(c, start, nl - start)) {
+            break;
+        }
         done += nl - start + 1;
-        conn_dispatch(c, start, nl - start);
     }
     if (!c->closed) {
         g_string_erase(c->in, 0, done);
@@ -876,6 +1051,9 @@ static void conn_process(ControlConn *c)
         conn_close(c);          /* the client is done, and so are we */
     }
     conn_update_handlers(c);
+    if (nested) {
+        server_set_nested(c->srv, true);
+    }
     c->processing = false;
     conn_unref(c);
 }
@@ -986,7 +1164,7 @@ static void export_removed(BlockExport *exp, const char *reason, void *opaque)
     ControlServer *srv = opaque;
     GList *copy = g_list_copy(srv->conns);
 
-    if (!srv->serve && blk_exp_count() == 0) {
+    if (!srv->serve && blk_exp_count() == 0 && !srv->opening) {
         srv->exit_requested = true;
     }
     for (GList *l = copy; l; l = l->next) {

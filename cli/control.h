@@ -14,7 +14,11 @@
  * non-blocking, each connection's replies are buffered (a connection whose client does not
  * read them is not read from either, and is dropped beyond 1 MiB), connections are limited in
  * number, and they are served only by the outermost event loop (external handlers, aio.h),
- * never from inside another request, so a request that opens an image cannot be re-entered.
+ * never from inside another request, with one exception: while an export opens (a remote image
+ * may wait up to its connect timeout), the other clients are served from the opening's nested
+ * polls, one request at a time.  "list" then shows the export with "state": "opening" (the
+ * others say "mounted"), an "unmount" of it fails with EBUSY, and a "mount" waits until the open
+ * is done.  The client that asked for the opening export is not read meanwhile.
  *
  * Threads: the server runs in the main thread's event loop.
  */
@@ -45,6 +49,11 @@ void control_server_free(ControlServer *srv);
 bool control_server_should_exit(ControlServer *srv);
 void control_server_request_exit(ControlServer *srv);
 
+/* Open the daemon's first export (see the opening exception above): blk_exp_add. */
+struct BlockExportOptions;
+struct BlockExport *control_server_add_export(ControlServer *srv,
+                                              const struct BlockExportOptions *eo,
+                                              GError **errp);
 /* Build the export description used by "list" and "stats": a new JSON array. */
 json_t *control_describe_exports(const char *mountpoint_filter);
 

@@ -15,6 +15,11 @@
 #                           or FORMAT on it) as "disk" on $T/NAME.sock, writable
 #                           unless EXPORT-OPTIONS says otherwise
 #   stop_server PID         kill -KILL the server and wait until it is gone
+#   start_mute_server NAME  a server on $T/NAME.sock that accepts connections and
+#                           never says a word; MUTE_PID is its pid, and
+#                           $T/NAME.accepted exists once it has accepted one
+#   listed STATE MOUNTPOINT `blkfuse list --json` answers within 5 s and shows an
+#                           export on MOUNTPOINT in STATE (opening, mounted)
 #   nbd_unix_uri NAME [EXPORT]
 #                           nbd+unix:///EXPORT?socket=$T/NAME.sock
 
@@ -101,4 +106,29 @@ start_qsd() {
 stop_server() {
     kill -KILL "$1" 2>/dev/null
     wait_for_pid_exit "$1" 10
+}
+
+start_mute_server() {
+    local name=$1
+    rm -f "$T/$name.sock" "$T/$name.accepted" "$T/$name.ready"
+    python3 -c '
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.bind(sys.argv[1])
+s.listen(8)
+open(sys.argv[3], "w").close()
+conns = []
+while True:
+    conns.append(s.accept()[0])
+    open(sys.argv[2], "w").close()' "$T/$name.sock" "$T/$name.accepted" "$T/$name.ready" 3>&- &
+    MUTE_PID=$!
+    PIDS+=("$MUTE_PID")
+    wait_until 10 test -e "$T/$name.ready"
+}
+
+listed() {
+    timeout 5 blkfuse list --json | python3 -c '
+import json, sys
+sys.exit(not any(e["mountpoint"] == sys.argv[2] and e["state"] == sys.argv[1]
+                 for e in json.load(sys.stdin)))' "$1" "$2"
 }

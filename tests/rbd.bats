@@ -219,7 +219,7 @@ while True:
     PIDS+=($!)
 }
 
-@test "rbd: while a mount waits for a hung monitor, the daemon's loop serves its other exports" {
+@test "rbd: while a mount waits for a hung monitor, the daemon serves its other exports and list" {
     require_nbd_driver
     require_nbdkit
     # An NBD export of a server without multi-conn: the daemon's main loop reads its replies.
@@ -236,8 +236,11 @@ while True:
     local mount_pid=$!
     PIDS+=("$mount_pid")
     wait_until 10 test -e "$T/fake-mon.accepted"
-    # The daemon is connecting: the NBD export still reads, before that mount gives up.
+    # The daemon is connecting: the NBD export still reads, before that mount gives up, and
+    # the control socket answers, showing that mount as opening.
     dd if="$T/nbd.mnt" of="$T/read.img" bs=64k iflag=direct status=none
+    listed opening "$MP"
+    listed mounted "$T/nbd.mnt"
     _pid_alive "$mount_pid"
     cmp "$T/read.img" "$T/served.img"
     ! wait "$mount_pid"
