@@ -109,31 +109,23 @@ static struct {
 #undef X
 } nbdlib;
 
-static gpointer nbdlib_load_once(gpointer unused)
-{
-    static const char *const sonames[] = { "libnbd.so.0" };
-    static const LibSym syms[] = {
+static const char *const nbdlib_names[] = { "libnbd.so.0" };
+
+static const LibSym nbdlib_syms[] = {
 #define X(name) { 0, #name, (void **)&nbdlib.name },
-        NBD_LIB_FUNCS(X)
+    NBD_LIB_FUNCS(X)
 #undef X
-    };
-    static char why[512];
+};
 
-    return (gpointer)load_libraries(sonames, 1, syms, G_N_ELEMENTS(syms), "Debian: libnbd0",
-                                    why, sizeof(why));
-}
-
-static bool nbdlib_load(GError **errp)
-{
-    static GOnce once = G_ONCE_INIT;
-    const char *why = g_once(&once, nbdlib_load_once, NULL);
-
-    if (why) {
-        error_setg(errp, "nbd: %s", why);
-        return false;
-    }
-    return true;
-}
+static LibLoader nbdlib_loader = {
+    .driver = "nbd",
+    .sonames = nbdlib_names,
+    .nlibs = G_N_ELEMENTS(nbdlib_names),
+    .syms = nbdlib_syms,
+    .nsyms = G_N_ELEMENTS(nbdlib_syms),
+    .install_hint = "Debian: libnbd0",
+    .once = G_ONCE_INIT,
+};
 
 #define nbd_add_meta_context (*nbdlib.nbd_add_meta_context)
 #define nbd_aio_block_status (*nbdlib.nbd_aio_block_status)
@@ -1521,7 +1513,7 @@ static int nbd_open(BlockDriverState *bs, BlockOptions *opts, int flags, GError 
         nbd_free_state(s);
         return -EINVAL;
     }
-    if (!nbdlib_load(errp)) {
+    if (!load_libraries(&nbdlib_loader, errp)) {
         nbd_free_state(s);
         return -ENOTSUP;
     }

@@ -69,32 +69,21 @@ static struct {
 
 static const char *const rbdlib_names[] = { [RADOS] = "librados.so.2", [RBD] = "librbd.so.1" };
 
-/* Once: load both libraries and every function; NULL, or why not (a static message). */
-static gpointer rbdlib_load_once(gpointer unused)
-{
-    static char why[512];
-    static const LibSym syms[] = {
+static const LibSym rbdlib_syms[] = {
 #define X(lib, name) { lib, #name, (void **)&rbdlib.name },
-        RBD_LIB_FUNCS(X)
+    RBD_LIB_FUNCS(X)
 #undef X
-    };
+};
 
-    return (gpointer)load_libraries(rbdlib_names, G_N_ELEMENTS(rbdlib_names), syms,
-                                    G_N_ELEMENTS(syms), "Debian: librbd1, Ceph 15 or later",
-                                    why, sizeof(why));
-}
-
-static bool rbdlib_load(GError **errp)
-{
-    static GOnce once = G_ONCE_INIT;
-    const char *why = g_once(&once, rbdlib_load_once, NULL);
-
-    if (why) {
-        error_setg(errp, "rbd: %s", why);
-        return false;
-    }
-    return true;
-}
+static LibLoader rbdlib_loader = {
+    .driver = "rbd",
+    .sonames = rbdlib_names,
+    .nlibs = G_N_ELEMENTS(rbdlib_names),
+    .syms = rbdlib_syms,
+    .nsyms = G_N_ELEMENTS(rbdlib_syms),
+    .install_hint = "Debian: librbd1, Ceph 15 or later",
+    .once = G_ONCE_INIT,
+};
 
 #define rados_conf_get (*rbdlib.rados_conf_get)
 #define rados_conf_read_file (*rbdlib.rados_conf_read_file)
@@ -956,7 +945,7 @@ static int rbd_open_blocking(void *opaque)
     RBDOpenJob *job = opaque;
     int ret;
 
-    if (!rbdlib_load(&job->err)) {
+    if (!load_libraries(&rbdlib_loader, &job->err)) {
         return -ENOTSUP;
     }
     ret = rbd_configure(job->bs, job->flags, &job->err);

@@ -248,27 +248,40 @@ char *mount_fstype_at(const char *path)
     return fstype;
 }
 
-const char *load_libraries(const char *const *sonames, size_t nlibs, const LibSym *syms,
-                           size_t nsyms, const char *install_hint, char *why, size_t whylen)
+/* Under l's GOnce: NULL, or why not (in l->why). */
+static gpointer load_libraries_once(gpointer opaque)
 {
+    LibLoader *l = opaque;
     void *h[8];
 
-    g_assert(nlibs <= G_N_ELEMENTS(h));
-    for (size_t i = 0; i < nlibs; i++) {
-        h[i] = dlopen(sonames[i], RTLD_NOW | RTLD_LOCAL);
+    g_assert(l->nlibs <= G_N_ELEMENTS(h));
+    for (size_t i = 0; i < l->nlibs; i++) {
+        h[i] = dlopen(l->sonames[i], RTLD_NOW | RTLD_LOCAL);
         if (!h[i]) {
-            g_snprintf(why, whylen, "cannot load %s (%s): install it (%s)", sonames[i],
-                       dlerror(), install_hint);
-            return why;
+            g_snprintf(l->why, sizeof(l->why), "cannot load %s (%s): install it (%s)",
+                       l->sonames[i], dlerror(), l->install_hint);
+            return l->why;
         }
     }
-    for (size_t i = 0; i < nsyms; i++) {
-        *syms[i].ptr = dlsym(h[syms[i].lib], syms[i].name);
-        if (!*syms[i].ptr) {
-            g_snprintf(why, whylen, "%s has no %s: a newer version is needed (%s)",
-                       sonames[syms[i].lib], syms[i].name, install_hint);
-            return why;
+    for (size_t i = 0; i < l->nsyms; i++) {
+        const LibSym *sym = &l->syms[i];
+        *sym->ptr = dlsym(h[sym->lib], sym->name);
+        if (!*sym->ptr) {
+            g_snprintf(l->why, sizeof(l->why), "%s has no %s: a newer version is needed (%s)",
+                       l->sonames[sym->lib], sym->name, l->install_hint);
+            return l->why;
         }
     }
     return NULL;
+}
+
+bool load_libraries(LibLoader *l, GError **errp)
+{
+    const char *why = g_once(&l->once, load_libraries_once, l);
+
+    if (why) {
+        error_setg(errp, "%s: %s", l->driver, why);
+        return false;
+    }
+    return true;
 }

@@ -72,10 +72,22 @@ typedef struct LibSym {
     void **ptr;
 } LibSym;
 
-/* dlopen each soname (RTLD_NOW | RTLD_LOCAL) and dlsym each of syms from its library.  Returns
- * NULL, or why not as one line in why (whylen bytes), naming the library or function and what
- * to install (install_hint, e.g. "Debian: librbd1").  Not thread-safe: call it under a GOnce. */
-const char *load_libraries(const char *const *sonames, size_t nlibs, const LibSym *syms,
-                           size_t nsyms, const char *install_hint, char *why, size_t whylen);
+/* A driver's client libraries: a static one per driver, loaded by load_libraries. */
+typedef struct LibLoader {
+    const char *driver;         /* names it in messages: "nbd" */
+    const char *const *sonames; /* at most 8 */
+    size_t nlibs;
+    const LibSym *syms;
+    size_t nsyms;
+    const char *install_hint;   /* what to install, e.g. "Debian: librbd1" */
+    GOnce once;                 /* G_ONCE_INIT */
+    char why[512];
+} LibLoader;
+
+/* On the first call (thread-safe, once per loader): dlopen each soname (RTLD_NOW | RTLD_LOCAL)
+ * and dlsym each function of syms from its library.  Returns whether they are all there; if not
+ * (now or at the first call), sets errp to one line, "DRIVER: ...", naming the library or
+ * function and what to install. */
+bool load_libraries(LibLoader *l, GError **errp);
 
 #endif
