@@ -4,7 +4,9 @@
 # default, -J) run, round after round in rotating order, through:
 #
 #   blkfuse    blkfuse mount nbd+unix:///?socket=... (one connection)
-#   blkfuse-2c the same with -o connections=2 (nbdkit offers multi-conn)
+#   blkfuse-2c the same with -o connections=2 (nbdkit offers multi-conn): one queue thread, two
+#              connections
+#   blkfuse-2q the same with --queues=2: two queue threads, each with its own connection
 #   qsd        qemu-storage-daemon's FUSE export of the same NBD image, which it opens itself
 #              (--blockdev driver=nbd), if installed
 #
@@ -47,7 +49,7 @@ qsd_nbd_mount() {
 # nbd_run OUT: the jobs over NBD; appends a Markdown section to OUT.
 nbd_run() {
     local out=$1 sock=$W/nbd.sock job
-    local -a exps=(blkfuse blkfuse-2c)
+    local -a exps=(blkfuse blkfuse-2c blkfuse-2q)
     local -A file=() res=()
 
     say "== NBD: fio jobs over nbdkit on a unix socket, image of $SIZE, $ROUNDS round(s) of $RUNTIME s"
@@ -57,6 +59,8 @@ nbd_run() {
     file[blkfuse]=$W/n1.mnt
     bf_mount -f raw -o connections=2 "nbd+unix:///?socket=$sock" "$W/n2.mnt"
     file[blkfuse-2c]=$W/n2.mnt
+    bf_mount -f raw --queues=2 "nbd+unix:///?socket=$sock" "$W/n2q.mnt"
+    file[blkfuse-2q]=$W/n2q.mnt
     if ((HAVE_QSD)); then
         qsd_nbd_mount "$sock" "$W/nq.mnt"
         file[qsd]=$W/nq.mnt
@@ -69,25 +73,27 @@ nbd_run() {
         echo "### fio jobs over NBD"
         echo
         echo "IOPS, median of $ROUNDS round(s) of $RUNTIME s; a raw image of $SIZE of random data served"
-        echo "by nbdkit (file plugin) on a unix socket; blkfuse with one and with two connections"
-        echo "(\`-o connections=2\`), and qemu-storage-daemon's FUSE export of the same NBD image."
+        echo "by nbdkit (file plugin) on a unix socket; blkfuse with one connection, with two on one"
+        echo "queue (\`-o connections=2\`) and with two queues of one connection each (\`--queues=2\`),"
+        echo "and qemu-storage-daemon's FUSE export of the same NBD image."
         echo
-        echo "| job | blkfuse | blkfuse 2 conns | qsd | blkfuse / qsd |"
-        echo "| --- | ---: | ---: | ---: | ---: |"
+        echo "| job | blkfuse | blkfuse 2 conns | blkfuse 2 queues | qsd | blkfuse / qsd |"
+        echo "| --- | ---: | ---: | ---: | ---: | ---: |"
     } >>"$out"
-    local b b2 a ratio
+    local b b2 bq a ratio
     local -A med=()
     for job in $NBD_JOBS; do
         b=$(tr ' ' '\n' <<<"${res[blkfuse,$job]}" | median)
         b2=$(tr ' ' '\n' <<<"${res[blkfuse-2c,$job]}" | median)
-        med[blkfuse,$job]=$b med[blkfuse-2c,$job]=$b2
+        bq=$(tr ' ' '\n' <<<"${res[blkfuse-2q,$job]}" | median)
+        med[blkfuse,$job]=$b med[blkfuse-2c,$job]=$b2 med[blkfuse-2q,$job]=$bq
         if ((HAVE_QSD)); then
             a=$(tr ' ' '\n' <<<"${res[qsd,$job]}" | median)
             ratio=$(calc 'a > 0 ? sprintf("%.2f", b / a) : 0' a="$a" b="$b")
         else
             a="-" ratio="-"
         fi
-        echo "| $job | $b | $b2 | $a | $ratio |" >>"$out"
+        echo "| $job | $b | $b2 | $bq | $a | $ratio |" >>"$out"
     done
     echo >>"$out"
     if [[ -n ${med[blkfuse,randread-4k-qd1]:-} && -n ${med[blkfuse,randread-4k-qd32]:-} ]]; then
@@ -97,7 +103,9 @@ nbd_run() {
     fi
     for job in $NBD_JOBS; do
         echo "- $job, 2 connections / 1: $(calc 'a > 0 ? sprintf("%.2f", b / a) : 0' \
-            a="${med[blkfuse,$job]}" b="${med[blkfuse-2c,$job]}")" >>"$out"
+            a="${med[blkfuse,$job]}" b="${med[blkfuse-2c,$job]}"); 2 queues / 1:" \
+            "$(calc 'a > 0 ? sprintf("%.2f", b / a) : 0' \
+            a="${med[blkfuse,$job]}" b="${med[blkfuse-2q,$job]}")" >>"$out"
     done
     echo >>"$out"
     stop_exports
