@@ -702,8 +702,8 @@ static bool validate_request(const char *cmd, const FieldSpec *fields, json_t *r
 /* --- an export opening --- */
 
 /* IMAGE as list shows it while it opens, before its protocol driver names it without secrets: a
- * URI loses its user information, query and fragment, "PROTO:NAME:KEY=VALUE..." its options,
- * and a file name becomes absolute.  Caller frees. */
+ * URI loses its user information, fragment and query but for socket=, "PROTO:NAME:KEY=VALUE..."
+ * its options, and a file name becomes absolute.  Caller frees. */
 static char *opening_image(const char *image)
 {
     const char *auth = strstr(image, "://");
@@ -714,10 +714,20 @@ static char *opening_image(const char *image)
         const char *path = host + strcspn(host, "/?#");
         const char *at = memchr(host, '@', path - host);
         const char *end = path + strcspn(path, "?#");
+        g_autofree char *query = *end == '?' ? g_strndup(end + 1, strcspn(end + 1, "#")) : NULL;
+        g_auto(GStrv) params = query ? g_strsplit(query, "&", -1) : NULL;
+        GString *out = g_string_new(NULL);
 
         host = at ? at + 1 : host;
-        return g_strdup_printf("%.*s%.*s%.*s", (int)(auth + 3 - image), image,
+        g_string_append_printf(out, "%.*s%.*s%.*s", (int)(auth + 3 - image), image,
                                (int)(path - host), host, (int)(end - path), path);
+        for (char **p = params; p && *p; p++) {
+            if (g_str_has_prefix(*p, "socket=")) {
+                g_string_append_printf(out, "?%s", *p);
+                break;
+            }
+        }
+        return g_string_free(out, false);
     }
     if (colon && !g_file_test(image, G_FILE_TEST_EXISTS)) {
         const char *opts = strchr(colon + 1, ':');

@@ -32,7 +32,7 @@ setup() {
     listed opening "$MP"
     listed mounted "$T/a.mnt"
     run -0 timeout 5 blkfuse list
-    [[ $output == *"$MP"*opening* ]]
+    [[ $output == *"nbd+unix:///?socket=$T/mute.sock"*"$MP"*opening* ]]
     [[ $output != *secret* ]]
     run -0 timeout 5 blkfuse stats "$T/a.mnt"
     run timeout 5 blkfuse stats "$MP"
