@@ -5,6 +5,7 @@
 # hostile one sending a million random and mutated requests.  Each time the
 # daemon's other exports keep working and `blkfuse list` answers within 1 s.
 
+# run-tests: alone (list_within_1s times blkfuse list: a file beside it could slow it down)
 load helpers
 load control-helpers
 

@@ -16,13 +16,7 @@ setup() {
 # refused JSON FIELD: the daemon answers JSON with ok false, EINVAL and an
 # error naming FIELD, and nothing is mounted.
 refused() {
-    local reply
-    reply=$(ctl "$1") || return 1
-    echo "$1 -> $reply" >&2
-    [[ $(json_get ok <<<"$reply") == False ]] || return 1
-    [[ $(json_get errno <<<"$reply") == 22 ]] || return 1
-    [[ $(json_get error <<<"$reply") == *"\"$2\""* ]] || return 1
-    [[ $(json_get field <<<"$reply") == "$2" ]] || return 1
+    ctl_expect "$1" ok=False errno=22 "error~\"$2\"" "field=$2" || return 1
     ! is_mounted "$T/m"
 }
 

@@ -4,6 +4,7 @@
 # (fuse/transport-dev.c); small requests never make one; writes through either reach the image
 # intact.
 
+# run-tests: alone (huge pages for the daemon's buffers: other files' memory use could deny them)
 load helpers
 
 setup() {

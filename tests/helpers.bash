@@ -528,15 +528,30 @@ make_raw() {
 # make_pattern PATH SIZE: a file of SIZE bytes with a deterministic, non-zero
 # pattern in which every 64-byte record names its own offset, so data read
 # back from the wrong place never matches.  SIZE takes K/M/G suffixes (1024).
+# Each size is made once per bats file and copied from $BATS_FILE_TMPDIR after
+# that (awk takes several times as long as the copy).
 make_pattern() {
-    local path=$1 bytes
+    local path=$1 bytes cache
     bytes=$(numfmt --from=iec -- "$2") || return 1
-    awk -v n="$bytes" 'BEGIN {
+    cache=${BATS_FILE_TMPDIR:+$BATS_FILE_TMPDIR/make_pattern.$bytes}
+    if [[ -z $cache ]]; then
+        _pattern "$bytes" >"$path"
+        return
+    fi
+    if [[ ! -f $cache ]]; then
+        _pattern "$bytes" >"$cache.$BASHPID" && mv "$cache.$BASHPID" "$cache" || return 1
+    fi
+    cat "$cache" >"$path"
+}
+
+# _pattern BYTES: make_pattern's pattern on stdout.
+_pattern() {
+    awk -v n="$1" 'BEGIN {
         for (off = 0; off + 64 <= n; off += 64)
             printf "%-63s\n", sprintf("blkfuse pattern @%d", off)
         if (off < n)
             printf "%s", substr(sprintf("%-63s\n", sprintf("blkfuse pattern @%d", off)), 1, n - off)
-    }' >"$path"
+    }'
 }
 
 # --- qcow2 images ----------------------------------------------------------------------
