@@ -341,6 +341,13 @@ struct BlockDriverState {
     /* Serialisation of read-modify-write padding (block/io.c) */
     GMutex reqs_lock;
     GList *tracked_reqs;
+
+    /* Write generations (block/io.c), atomic: write_gen counts the writes, write-zeroes,
+     * discards, preallocations and truncates that completed on this node; flushed_gen is one
+     * more than the write_gen the last successful flush began at (0: never flushed).  A node
+     * without a file child skips a flush that would cover nothing new. */
+    uint64_t write_gen;
+    uint64_t flushed_gen;
 };
 
 /* --- opening and closing (main thread) --- */
@@ -395,8 +402,14 @@ int coroutine_fn bdrv_co_pwrite_zeroes(BlockDriverState *bs, int64_t offset, int
                                        BdrvRequestFlags flags);
 int coroutine_fn bdrv_co_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes);
 int coroutine_fn bdrv_co_preallocate(BlockDriverState *bs, int64_t offset, int64_t bytes);
-/* Flush bs (driver), then its file child, recursively. */
+/* Flush bs (driver), then its file child, recursively.  A node without a file child (file,
+ * nbd, rbd, null) is flushed only if something was written to it through this block layer
+ * since its last successful flush began: an fdatasync right after another one makes nothing
+ * more durable.  Writes that bypass the block layer must be announced first. */
 int coroutine_fn bdrv_co_flush(BlockDriverState *bs);
+/* Something wrote to bs's storage without the block layer (FUSE passthrough: the kernel writes
+ * the image file itself): the next flush of bs and of its file children must reach the disk. */
+void bdrv_note_unseen_writes(BlockDriverState *bs);
 int coroutine_fn bdrv_co_truncate(BlockDriverState *bs, int64_t offset, bool exact,
                                   PreallocMode prealloc, GError **errp);
 /* Status of one extent starting at offset (see the driver callback); resolves RAW through the

@@ -1,5 +1,6 @@
 /* io.c - generic I/O on nodes: alignment padding (read-modify-write) with serialisation of
- * overlapping requests, write-zeroes fallback, FUA emulation, recursive flush, block status.
+ * overlapping requests, write-zeroes fallback, FUA emulation, recursive flush that skips what
+ * would cover no new write (write generations), block status.
  *
  * Threads: any I/O thread, coroutine context.  bs->reqs_lock protects bs->tracked_reqs; waiters
  * sleep in a CoQueue and are woken in their own threads.
@@ -101,6 +102,20 @@ int coroutine_fn bdrv_co_pread(BlockDriverState *bs, int64_t offset, int64_t byt
     return ret;
 }
 
+/* A request that may have changed bs's storage completed (successfully or not: a failed write
+ * may have written part of its range): the next flush must reach the disk. */
+static void write_done(BlockDriverState *bs)
+{
+    __atomic_add_fetch(&bs->write_gen, 1, __ATOMIC_SEQ_CST);
+}
+
+void bdrv_note_unseen_writes(BlockDriverState *bs)
+{
+    for (; bs; bs = bs->file ? bs->file->bs : NULL) {
+        write_done(bs);
+    }
+}
+
 static int coroutine_fn do_pwrite(BlockDriverState *bs, int64_t offset, int64_t bytes,
                                   const void *buf, BdrvRequestFlags flags)
 {
@@ -110,6 +125,7 @@ static int coroutine_fn do_pwrite(BlockDriverState *bs, int64_t offset, int64_t 
         return -EROFS;
     }
     ret = bs->drv->bdrv_co_pwrite(bs, offset, bytes, buf, flags & bs->supported_write_flags);
+    write_done(bs);
     if (ret >= 0 && (flags & BDRV_REQ_FUA) && !(bs->supported_write_flags & BDRV_REQ_FUA)) {
         ret = bdrv_co_flush(bs);
     }
@@ -194,6 +210,7 @@ int coroutine_fn bdrv_co_pwrite_zeroes(BlockDriverState *bs, int64_t offset, int
             tracked_begin(bs, &req, offset, bytes, false);
         }
         ret = bs->drv->bdrv_co_pwrite_zeroes(bs, offset, bytes, flags);
+        write_done(bs);
         if (track) {
             tracked_end(bs, &req);
         }
@@ -218,27 +235,55 @@ int coroutine_fn bdrv_co_pwrite_zeroes(BlockDriverState *bs, int64_t offset, int
 
 int coroutine_fn bdrv_co_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes)
 {
+    int ret;
+
     if (bytes == 0 || !bs->drv->bdrv_co_pdiscard) {
         return 0;
     }
-    return bs->drv->bdrv_co_pdiscard(bs, offset, bytes);
+    ret = bs->drv->bdrv_co_pdiscard(bs, offset, bytes);
+    write_done(bs);
+    return ret;
 }
 
 int coroutine_fn bdrv_co_preallocate(BlockDriverState *bs, int64_t offset, int64_t bytes)
 {
+    int ret;
+
     if (bytes == 0 || !bs->drv->bdrv_co_preallocate) {
         return 0;
     }
-    return bs->drv->bdrv_co_preallocate(bs, offset, bytes);
+    ret = bs->drv->bdrv_co_preallocate(bs, offset, bytes);
+    write_done(bs);
+    return ret;
+}
+
+/* The flush that began at generation gen succeeded: every write completed before it is
+ * durable.  Flushes may end out of order; flushed_gen only grows. */
+static void flush_done(BlockDriverState *bs, uint64_t gen)
+{
+    uint64_t cur = __atomic_load_n(&bs->flushed_gen, __ATOMIC_SEQ_CST);
+
+    while (cur < gen + 1 &&
+           !__atomic_compare_exchange_n(&bs->flushed_gen, &cur, gen + 1, false,
+                                        __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
+    }
 }
 
 int coroutine_fn bdrv_co_flush(BlockDriverState *bs)
 {
+    /* Read before the flush begins: a write that completes while it runs is not covered. */
+    uint64_t gen = __atomic_load_n(&bs->write_gen, __ATOMIC_SEQ_CST);
     int ret = 0;
 
     /* A node that turned read-only after open (a qcow2 image found corrupt) still answers:
      * its driver reports writes it could not make durable. */
     if (bs->read_only && !(bs->open_flags & BDRV_O_RDWR)) {
+        return 0;
+    }
+    /* A format or filter node always runs its flush (it may hold metadata of its own, or an
+     * error to report); a leaf skips one that follows a successful flush with nothing written
+     * in between (the first flush after open always runs). */
+    if (!bs->file && __atomic_load_n(&bs->flushed_gen, __ATOMIC_SEQ_CST) == gen + 1) {
         return 0;
     }
     if (bs->drv->bdrv_co_flush) {
@@ -247,18 +292,25 @@ int coroutine_fn bdrv_co_flush(BlockDriverState *bs)
     if (ret >= 0 && bs->file) {
         ret = bdrv_co_flush(bs->file->bs);
     }
+    if (ret >= 0) {
+        flush_done(bs, gen);
+    }
     return ret;
 }
 
 int coroutine_fn bdrv_co_truncate(BlockDriverState *bs, int64_t offset, bool exact,
                                   PreallocMode prealloc, GError **errp)
 {
+    int ret;
+
     if (!bs->drv->bdrv_co_truncate) {
         g_set_error(errp, BLK_ERROR, ENOTSUP, "%s: format %s cannot be resized", bs->filename,
                     bs->drv->format_name);
         return -ENOTSUP;
     }
-    return bs->drv->bdrv_co_truncate(bs, offset, exact, prealloc, errp);
+    ret = bs->drv->bdrv_co_truncate(bs, offset, exact, prealloc, errp);
+    write_done(bs);
+    return ret;
 }
 
 int coroutine_fn bdrv_co_block_status(BlockDriverState *bs, int64_t offset, int64_t bytes,

@@ -459,8 +459,14 @@ static void coroutine_fn fuse_co_flush(void *opaque)
 {
     FuseReq *req = opaque;
     FuseExport *exp = req->q->exp;
-    int ret = exp->common.read_only ? 0 : blk_co_flush(exp->common.blk);
+    int ret = 0;
 
+    if (!exp->common.read_only) {
+        if (exp->common.passthrough) {      /* the kernel wrote the image file itself */
+            bdrv_note_unseen_writes(blk_bs(exp->common.blk));
+        }
+        ret = blk_co_flush(exp->common.blk);
+    }
     fuse_reply_err(req, ret < 0 ? -ret : 0);
     fuse_co_done(exp);
 }

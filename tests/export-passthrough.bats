@@ -82,6 +82,27 @@ m.flush()' "$MP"
     [ "$(pt_json "$MP" stats flush ops)" -gt 0 ]
 }
 
+@test "passthrough: a flush after the kernel's writes reaches the image's disk" {
+    # The block layer skips an fdatasync when nothing was written since the last one (io.c);
+    # the kernel's passthrough writes never pass through it, so the export must say them.
+    require_passthrough
+    require strace
+    blkfuse_mount "${PT_OPTS[@]}" --passthrough=on -o aio=threads "$IMG" "$MP"
+    python3 -c 'import os, sys; fd = os.open(sys.argv[1], os.O_RDWR); os.fsync(fd)' "$MP"
+    strace -f -e trace=fdatasync -o "$T/trace" -p "$(daemon_pid "$MP")" 2>"$T/strace.err" &
+    local strace_pid=$!
+    wait_for_log "$T/strace.err" "attached"
+    head -c 65536 /dev/urandom | python3 -c '
+import os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY)
+os.pwrite(fd, sys.stdin.buffer.read(), 1 << 20)
+os.fsync(fd)' "$MP"
+    kill -INT "$strace_pid"
+    wait "$strace_pid" || true
+    [ "$(pt_json "$MP" stats write ops)" -eq 0 ]
+    grep -q "fdatasync(.*= 0" "$T/trace"
+}
+
 @test "passthrough: a write past the end grows the image; size, SEEK_DATA and fallocate see it" {
     require_passthrough
     blkfuse_mount "${PT_OPTS[@]}" --passthrough=on "$IMG" "$MP"

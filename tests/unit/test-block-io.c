@@ -99,6 +99,16 @@ static void sync_range_set_hold(bool hold)
     g_mutex_unlock(&sync_range_lock);
 }
 
+/* fdatasync from libc: the file driver's flushes in worker threads (through the ring they are
+ * SQEs and this does not see them). */
+static unsigned fdatasync_calls;            /* atomic */
+
+int fdatasync(int fd)
+{
+    __atomic_add_fetch(&fdatasync_calls, 1, __ATOMIC_ACQ_REL);
+    return syscall(SYS_fdatasync, fd);
+}
+
 static char *tmp_path(const char *name)
 {
     return g_build_filename(test_dir, name, NULL);
@@ -1291,10 +1301,65 @@ static void test_flush(void)
     g_unlink(path);
 }
 
-/* --- the engines -------------------------------------------------------------------------- */
-
 /* The engine a test runs under, selected before it runs. */
 static const char *cur_engine;
+
+/* Write generations (io.c): a flush with nothing written to the file since the last successful
+ * one is not sent to the disk; one after a write, write-zeroes, discard, truncate or a write
+ * the block layer did not see (passthrough) is.  Counted where the engine flushes with libc's
+ * fdatasync (in workers); under io_uring only the data is checked. */
+static void test_flush_skip(void)
+{
+    g_autofree char *path = tmp_path("flush-skip.img");
+    g_autofree uint8_t *ref = uh_create_pattern_file(path, 1024 * 1024, 16);
+    g_autoptr(GError) err = NULL;
+    BlockDriverState *bs = open_ok(path, "raw", NULL, BDRV_O_RDWR);
+    unsigned n0 = __atomic_load_n(&fdatasync_calls, __ATOMIC_ACQUIRE);
+    bool counted;
+
+#define FLUSHES() (__atomic_load_n(&fdatasync_calls, __ATOMIC_ACQUIRE) - n0)
+    g_assert_cmpint(bdrv_flush(bs), ==, 0);             /* the first one after open: sent */
+    counted = FLUSHES() == 1;
+    if (!counted) {
+        g_test_message("fdatasync not through libc under engine %s: counts unchecked",
+                       cur_engine);
+    }
+    g_assert_cmpint(bdrv_flush(bs), ==, 0);             /* nothing written: skipped */
+    g_assert_cmpint(bdrv_flush(bs), ==, 0);
+    g_assert_true(!counted || FLUSHES() == 1);
+    g_assert_cmpint(bdrv_pwrite(bs, 10, 5, "hello"), ==, 0);
+    memcpy(ref + 10, "hello", 5);
+    g_assert_cmpint(bdrv_flush(bs), ==, 0);             /* after a write: sent */
+    g_assert_true(!counted || FLUSHES() == 2);
+    g_assert_cmpint(bdrv_flush(bs), ==, 0);
+    g_assert_true(!counted || FLUSHES() == 2);
+    g_assert_cmpint(bdrv_pwrite_zeroes(bs, 4096, 4096, 0), ==, 0);
+    memset(ref + 4096, 0, 4096);
+    g_assert_cmpint(bdrv_flush(bs), ==, 0);
+    g_assert_true(!counted || FLUSHES() == 3);
+    g_assert_cmpint(bdrv_pdiscard(bs, 65536, 65536), ==, 0);
+    g_assert_cmpint(bdrv_flush(bs), ==, 0);
+    g_assert_true(!counted || FLUSHES() == 4);
+    g_assert_cmpint(bdrv_truncate(bs, 2 * 1024 * 1024, false, PREALLOC_MODE_OFF, &err), ==, 0);
+    g_assert_no_error(err);
+    g_assert_cmpint(bdrv_flush(bs), ==, 0);
+    g_assert_true(!counted || FLUSHES() == 5);
+    bdrv_note_unseen_writes(bs);                        /* passthrough wrote behind our back */
+    g_assert_cmpint(bdrv_flush(bs), ==, 0);
+    g_assert_true(!counted || FLUSHES() == 6);
+    g_assert_cmpint(bdrv_flush(bs), ==, 0);
+    g_assert_true(!counted || FLUSHES() == 6);
+#undef FLUSHES
+    bdrv_unref(bs);
+    ref = g_realloc(ref, 2 * 1024 * 1024);
+    memset(ref + 65536, 0, 65536);                      /* discarded: a hole */
+    memset(ref + 1024 * 1024, 0, 1024 * 1024);          /* grown */
+    check_file_contents(path, ref, 2 * 1024 * 1024);
+    g_unlink(path);
+}
+
+/* --- the engines -------------------------------------------------------------------------- */
+
 
 /* Buffered and O_DIRECT writes and reads go where the engine says: no worker thread writes
  * under io_uring; workers do under threads (the pwrite counter sees them). */
@@ -1685,6 +1750,7 @@ static const UhTest tests[] = {
     { "/raw-guard/concurrent-zeroes", test_raw_guard_concurrent_zeroes },
     { "/null", test_null },
     { "/flush", test_flush },
+    { "/flush/skip-clean", test_flush_skip },
     { "/engine/used", test_engine_used },
     { "/engine/option", test_engine_option },
     { "/engine/reopen", test_engine_reopen },
