@@ -94,7 +94,8 @@ jobs_format() {
     file[null]=$W/d.mnt
     bfnull_pid=${BF_PID[$W/d.mnt]}
     exps+=(nullserve null)
-    TRANSPORT=$(stats_field "$W/b.mnt" transport)
+    # the run's transport is that of its first export (the uring part switches it for itself)
+    [[ -n $TRANSPORT ]] || TRANSPORT=$(stats_field "$W/b.mnt" transport)
     how=$(stats_field "$W/b.mnt" transport),$(stats_field "$W/b.mnt" passthrough)
 
     run_rounds res fio_turn "$JOBS" "${exps[@]}"
