@@ -328,49 +328,6 @@ static char *nbd_uri_query(const char *uri, const char *key)
     return NULL;
 }
 
-/*
- * uri without secrets, for everything people see: the authority loses a password
- * (user:password@ becomes user@), the query keeps only socket=, a fragment goes.  Caller frees.
- */
-static char *nbd_uri_redact(const char *uri)
-{
-    const char *auth = strstr(uri, "://");
-    const char *path, *query;
-    GString *out = g_string_new(NULL);
-
-    if (!auth) {
-        g_string_append(out, uri);
-        return g_string_free(out, false);
-    }
-    auth += 3;
-    path = auth + strcspn(auth, "/?#");
-    g_string_append_len(out, uri, auth - uri);
-    {
-        const char *at = memchr(auth, '@', path - auth);
-        if (at) {
-            const char *colon = memchr(auth, ':', at - auth);
-            g_string_append_len(out, auth, (colon ? colon : at) - auth);
-            g_string_append_c(out, '@');
-            auth = at + 1;
-        }
-        g_string_append_len(out, auth, path - auth);
-    }
-    query = path + strcspn(path, "?#");
-    g_string_append_len(out, path, query - path);
-    if (*query == '?') {
-        g_autofree char *q = g_strndup(query + 1, strcspn(query + 1, "#"));
-        g_auto(GStrv) params = g_strsplit(q, "&", -1);
-        bool first = true;
-        for (char **p = params; *p; p++) {
-            if (g_str_has_prefix(*p, "socket=")) {
-                g_string_append_printf(out, "%c%s", first ? '?' : '&', *p);
-                first = false;
-            }
-        }
-    }
-    return g_string_free(out, false);
-}
-
 /* "unix:PATH" or "HOST[:PORT]" of uri, for messages (caller frees). */
 static char *nbd_uri_server(const char *uri, bool unix_socket)
 {
@@ -1513,7 +1470,7 @@ static int nbd_open(BlockDriverState *bs, BlockOptions *opts, int flags, GError 
     }
     /* From here on, people see the URI without its secrets; libnbd gets it whole. */
     s->uri = bs->filename;
-    bs->filename = nbd_uri_redact(s->uri);
+    bs->filename = uri_redact(s->uri);
     s->server = nbd_uri_server(s->uri, unix_socket);
     if (!nbd_take_options(bs, s, opts, errp)) {
         nbd_free_state(s);

@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <syslog.h>
 #include <time.h>
 #include <unistd.h>
@@ -284,4 +285,48 @@ bool load_libraries(LibLoader *l, GError **errp)
         return false;
     }
     return true;
+}
+
+/*
+ * uri without secrets, for everything people see (nbd's node name, an opening export in list):
+ * the authority loses a password (user:password@ becomes user@), the query keeps only socket=, a
+ * fragment goes.  A string without "://" is returned as it is.  Caller frees.
+ */
+char *uri_redact(const char *uri)
+{
+    const char *auth = strstr(uri, "://");
+    const char *path, *query;
+    GString *out = g_string_new(NULL);
+
+    if (!auth) {
+        g_string_append(out, uri);
+        return g_string_free(out, false);
+    }
+    auth += 3;
+    path = auth + strcspn(auth, "/?#");
+    g_string_append_len(out, uri, auth - uri);
+    {
+        const char *at = memchr(auth, '@', path - auth);
+        if (at) {
+            const char *colon = memchr(auth, ':', at - auth);
+            g_string_append_len(out, auth, (colon ? colon : at) - auth);
+            g_string_append_c(out, '@');
+            auth = at + 1;
+        }
+        g_string_append_len(out, auth, path - auth);
+    }
+    query = path + strcspn(path, "?#");
+    g_string_append_len(out, path, query - path);
+    if (*query == '?') {
+        g_autofree char *q = g_strndup(query + 1, strcspn(query + 1, "#"));
+        g_auto(GStrv) params = g_strsplit(q, "&", -1);
+        bool first = true;
+        for (char **p = params; *p; p++) {
+            if (g_str_has_prefix(*p, "socket=")) {
+                g_string_append_printf(out, "%c%s", first ? '?' : '&', *p);
+                first = false;
+            }
+        }
+    }
+    return g_string_free(out, false);
 }

@@ -37,6 +37,8 @@ void log_set_verbose(bool verbose);
 bool parse_size(const char *str, uint64_t *out, GError **errp);
 /* Format a size for people: "1 GiB", "512 B", "1.5 MiB" (caller frees). */
 char *format_size(uint64_t n);
+/* A URI without its secrets (password, query but socket=, fragment), for logs and list. */
+char *uri_redact(const char *uri);
 
 #define ROUND_DOWN(n, d) ((n) / (d) * (d))
 #define ROUND_UP(n, d)   (((n) + (d) - 1) / (d) * (d))

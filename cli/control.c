@@ -307,6 +307,15 @@ json_t *control_describe_protocol(BlockDriverState *bs)
     return o;
 }
 
+/* "since" of list: a local time with its offset. */
+static void format_since(time_t t, char *buf, size_t len)
+{
+    struct tm tm;
+
+    localtime_r(&t, &tm);
+    strftime(buf, len, "%Y-%m-%dT%H:%M:%S%z", &tm);
+}
+
 static json_t *describe_export(BlockExport *exp)
 {
     json_t *o = json_object();
@@ -314,11 +323,9 @@ static json_t *describe_export(BlockExport *exp)
     json_t *remote;
     BlockBackendStats st;
     char since[32];
-    struct tm tm;
 
     blk_get_stats(exp->blk, &st);
-    localtime_r(&exp->since, &tm);
-    strftime(since, sizeof(since), "%Y-%m-%dT%H:%M:%S%z", &tm);
+    format_since(exp->since, since, sizeof(since));
 
     json_object_set_new(o, "id", json_util_string(exp->id));
     json_object_set_new(o, "pid", json_integer(getpid()));
@@ -701,33 +708,15 @@ static bool validate_request(const char *cmd, const FieldSpec *fields, json_t *r
 
 /* --- an export opening --- */
 
-/* IMAGE as list shows it while it opens, before its protocol driver names it without secrets: a
- * URI loses its user information, fragment and query but for socket=, "PROTO:NAME:KEY=VALUE..."
- * its options, and a file name becomes absolute.  Caller frees. */
+/* IMAGE as list shows it while it opens, before its protocol driver names it: a URI without its
+ * secrets (uri_redact), "PROTO:NAME:KEY=VALUE..." without its options, a file name absolute.
+ * Caller frees. */
 static char *opening_image(const char *image)
 {
-    const char *auth = strstr(image, "://");
     const char *colon = strchr(image, ':');
 
-    if (auth) {
-        const char *host = auth + 3;
-        const char *path = host + strcspn(host, "/?#");
-        const char *at = memchr(host, '@', path - host);
-        const char *end = path + strcspn(path, "?#");
-        g_autofree char *query = *end == '?' ? g_strndup(end + 1, strcspn(end + 1, "#")) : NULL;
-        g_auto(GStrv) params = query ? g_strsplit(query, "&", -1) : NULL;
-        GString *out = g_string_new(NULL);
-
-        host = at ? at + 1 : host;
-        g_string_append_printf(out, "%.*s%.*s%.*s", (int)(auth + 3 - image), image,
-                               (int)(path - host), host, (int)(end - path), path);
-        for (char **p = params; p && *p; p++) {
-            if (g_str_has_prefix(*p, "socket=")) {
-                g_string_append_printf(out, "?%s", *p);
-                break;
-            }
-        }
-        return g_string_free(out, false);
+    if (strstr(image, "://")) {
+        return uri_redact(image);
     }
     if (colon && !g_file_test(image, G_FILE_TEST_EXISTS)) {
         const char *opts = strchr(colon + 1, ':');
@@ -740,10 +729,8 @@ static json_t *describe_opening(const ControlOpening *op)
 {
     json_t *o = json_object();
     char since[32];
-    struct tm tm;
 
-    localtime_r(&op->since, &tm);
-    strftime(since, sizeof(since), "%Y-%m-%dT%H:%M:%S%z", &tm);
+    format_since(op->since, since, sizeof(since));
     json_object_set_new(o, "id", op->id ? json_util_string(op->id) : json_null());
     json_object_set_new(o, "pid", json_integer(getpid()));
     json_object_set_new(o, "state", json_string("opening"));
