@@ -102,10 +102,17 @@ static void sync_range_set_hold(bool hold)
 /* fdatasync from libc: the file driver's flushes in worker threads (through the ring they are
  * SQEs and this does not see them). */
 static unsigned fdatasync_calls;            /* atomic */
+static int fdatasync_fail;                  /* atomic: an errno the next calls fail with, or 0 */
 
 int fdatasync(int fd)
 {
+    int err = __atomic_load_n(&fdatasync_fail, __ATOMIC_ACQUIRE);
+
     __atomic_add_fetch(&fdatasync_calls, 1, __ATOMIC_ACQ_REL);
+    if (err) {
+        errno = err;
+        return -1;
+    }
     return syscall(SYS_fdatasync, fd);
 }
 
@@ -1349,6 +1356,21 @@ static void test_flush_skip(void)
     g_assert_true(!counted || FLUSHES() == 6);
     g_assert_cmpint(bdrv_flush(bs), ==, 0);
     g_assert_true(!counted || FLUSHES() == 6);
+    if (counted) {      /* a failed flush makes nothing clean: the next one is sent again */
+        g_assert_cmpint(bdrv_pwrite(bs, 20, 5, "world"), ==, 0);
+        memcpy(ref + 20, "world", 5);
+        __atomic_store_n(&fdatasync_fail, EIO, __ATOMIC_RELEASE);
+        g_assert_cmpint(bdrv_flush(bs), ==, -EIO);
+        __atomic_store_n(&fdatasync_fail, 0, __ATOMIC_RELEASE);
+        g_assert_cmpint(FLUSHES(), ==, 7);
+        g_assert_cmpint(bdrv_flush(bs), ==, 0);
+        g_assert_cmpint(FLUSHES(), ==, 8);
+        g_assert_cmpint(bdrv_flush(bs), ==, 0);
+        g_assert_cmpint(FLUSHES(), ==, 8);
+    } else {
+        g_assert_cmpint(bdrv_pwrite(bs, 20, 5, "world"), ==, 0);
+        memcpy(ref + 20, "world", 5);
+    }
 #undef FLUSHES
     bdrv_unref(bs);
     ref = g_realloc(ref, 2 * 1024 * 1024);
