@@ -71,8 +71,9 @@ static const CliOption mount_options[] = {
       "with ENOSPC" },
     { "cache", OPT_CACHE, "MODE", "writeback (default: host page cache), writethrough (flush "
       "after every write), none (O_DIRECT), directsync (O_DIRECT + flush after every write)" },
-    { "queues", OPT_QUEUES, "N", "serve the file from N threads, each with its own /dev/fuse "
-      "queue (default 1; the uring transport has one queue per CPU instead)" },
+    { "queues", OPT_QUEUES, "auto|N", "threads serving the file: auto (default: one per CPU, "
+      "up to 4, each serving requests on its client's CPU while they come one at a time), or N "
+      "threads that take any request (/dev/fuse; the uring transport always has one per CPU)" },
     { "transport", OPT_TRANSPORT, "auto|uring|dev", "how requests reach the export: uring "
       "(FUSE-over-io_uring, when the fuse module's enable_uring parameter is Y), dev "
       "(/dev/fuse), auto (default: uring when the kernel offers it, else dev)" },
@@ -156,6 +157,39 @@ static const CliOption serve_options[] = {
 static int cmd_mount(GHashTable *o, int argc, char **argv);
 static int cmd_unmount(GHashTable *o, int argc, char **argv);
 static int cmd_list(GHashTable *o, int argc, char **argv);
+/* stats: "queues: 2, local (each serves its clients on its own CPU), 3 switches; requests:
+ * 1200 on CPU 0, 35 on CPU 1". */
+static void print_queues(json_t *aff)
+{
+    const char *mode = json_string_value(json_object_get(aff, "mode"));
+    json_t *queues = json_object_get(aff, "queues");
+    const char *what = "";
+    size_t i;
+    json_t *q;
+
+    if (!mode) {
+        return;
+    }
+    if (!strcmp(mode, "local")) {
+        what = " (requests come one at a time: each queue serves them on its client's CPU)";
+    } else if (!strcmp(mode, "spread")) {
+        what = " (many requests in flight: the queues run on any CPU)";
+    } else if (!strcmp(mode, "fixed")) {
+        what = " (--queues=N: each takes any request, on any CPU)";
+    }
+    printf("queues: %zu, %s%s, %" G_GINT64_FORMAT " switches; requests:", json_array_size(queues),
+           mode, what, json_util_get_int(aff, "switches", 0));
+    json_array_foreach(queues, i, q) {
+        json_t *cpu = json_object_get(q, "cpu");
+
+        printf("%s %" G_GINT64_FORMAT, i ? "," : "", json_util_get_int(q, "requests", 0));
+        if (json_is_integer(cpu)) {
+            printf(" on CPU %" JSON_INTEGER_FORMAT, json_integer_value(cpu));
+        }
+    }
+    printf("\n");
+}
+
 static int cmd_stats(GHashTable *o, int argc, char **argv);
 static int cmd_info(GHashTable *o, int argc, char **argv);
 static int cmd_create(GHashTable *o, int argc, char **argv);
@@ -831,8 +865,8 @@ static bool parse_queues(const char *s, unsigned *out)
     char *end;
     unsigned long v;
 
-    if (!s) {
-        *out = 1;
+    if (!s || !strcmp(s, "auto")) {
+        *out = 0;               /* one per CPU, following the clients' CPUs */
         return true;
     }
     v = strtoul(s, &end, 10);
@@ -852,7 +886,7 @@ static int mount_check_options(const CliCommand *c, GHashTable *o, BlockExportOp
     BlockCacheMode cache_mode;
 
     if (!parse_queues(opt_str(o, "queues"), &eo->queues)) {
-        return usage_error(c, "--queues needs a number from 1 to 64, not '%s'",
+        return usage_error(c, "--queues needs auto or a number from 1 to 64, not '%s'",
                            opt_str(o, "queues"));
     }
     if (eo->transport && !blk_exp_transport_valid(eo->transport)) {
@@ -942,7 +976,9 @@ static json_t *mount_request(GHashTable *o, const BlockExportOptions *eo)
     if (eo->cache) {
         json_object_set_new(req, "cache", json_util_string(eo->cache));
     }
-    json_object_set_new(req, "queues", json_integer(eo->queues));
+    if (eo->queues) {
+        json_object_set_new(req, "queues", json_integer(eo->queues));   /* absent: auto */
+    }
     if (eo->transport) {
         json_object_set_new(req, "transport", json_util_string(eo->transport));
     }
@@ -1331,6 +1367,7 @@ static int cmd_stats(GHashTable *o, int argc, char **argv)
         const char *why = json_string_value(json_object_get(exp, "passthrough_reason"));
         printf("passthrough: off (%s%s%s)\n", mode, why ? ": " : "", why ? why : "");
     }
+    print_queues(json_object_get(exp, "affinity"));
     printf("%-14s %12s %12s %8s %14s %14s\n", "kind", "ops", "bytes", "failed",
            "avg latency us", "max latency us");
     for (int i = 0; i < BLK_STAT__MAX; i++) {

@@ -316,6 +316,35 @@ static void format_since(time_t t, char *buf, size_t len)
     strftime(buf, len, "%Y-%m-%dT%H:%M:%S%z", &tm);
 }
 
+/* "affinity": how the queues serve now (see the man page, --queues). */
+static void describe_queues(json_t *o, BlockExport *exp)
+{
+    BlockExportQueues info;
+    json_t *aff, *arr;
+
+    if (!blk_exp_queues(exp, &info)) {
+        return;
+    }
+    aff = json_object();
+    arr = json_array();
+    json_object_set_new(aff, "mode", json_string(info.affinity));
+    json_object_set_new(aff, "switches", json_integer(info.switches));
+    for (unsigned i = 0; i < info.nr; i++) {
+        const BlockExportQueue *q = &info.queue[i];
+        json_t *j = json_object();
+
+        json_object_set_new(j, "cpu", q->cpu >= 0 ? json_integer(q->cpu) : json_null());
+        json_object_set_new(j, "pinned_to", q->pinned >= 0 ? json_integer(q->pinned)
+                                                            : json_null());
+        json_object_set_new(j, "taking_requests", json_boolean(q->taking));
+        json_object_set_new(j, "requests", json_integer(q->requests));
+        json_array_append_new(arr, j);
+    }
+    json_object_set_new(aff, "queues", arr);
+    json_object_set_new(o, "affinity", aff);
+    blk_exp_queues_clear(&info);
+}
+
 static json_t *describe_export(BlockExport *exp)
 {
     json_t *o = json_object();
@@ -372,6 +401,7 @@ static json_t *describe_export(BlockExport *exp)
     }
     json_object_set_new(stats, "in_flight", json_integer(st.in_flight));
     json_object_set_new(o, "stats", stats);
+    describe_queues(o, exp);
     return o;
 }
 
@@ -600,7 +630,7 @@ static const FieldSpec mount_fields[] = {
     { "snapshot", FIELD_BOOL },
     { "snapshot_name", FIELD_STRING, .check = check_not_empty },
     { "cache", FIELD_STRING, .max_len = 64, .check = check_cache },
-    { "queues", FIELD_INT, .min = 1, .max = 64 },
+    { "queues", FIELD_INT, .min = 1, .max = 64 },   /* absent: auto */
     { "transport", FIELD_STRING, .max_len = 16, .check = check_transport },
     { "allow_remote_backing", FIELD_BOOL },
     { "passthrough", FIELD_STRING, .max_len = 8, .check = check_passthrough },
@@ -897,7 +927,7 @@ static void cmd_mount(ControlConn *c, json_t *req)
         .allow_other = json_util_get_bool(req, "allow_other", false),
         .snapshot = json_util_get_bool(req, "snapshot", false),
         .cache = json_string_value(json_object_get(req, "cache")),
-        .queues = json_util_get_int(req, "queues", 1),
+        .queues = json_util_get_int(req, "queues", 0),
         .transport = json_string_value(json_object_get(req, "transport")),
         .allow_remote_backing = json_util_get_bool(req, "allow_remote_backing", false),
         .coarse_stats = !g_strcmp0(json_string_value(json_object_get(req, "stats")), "coarse"),

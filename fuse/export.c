@@ -183,7 +183,7 @@ BlockExport *blk_exp_add(const BlockExportOptions *opts, GError **errp)
     exp->read_only = opts->read_only;
     exp->growable = opts->growable;
     exp->snapshot = opts->snapshot;
-    exp->queues = MAX(opts->queues, 1);
+    exp->queues = opts->queues;            /* 0: auto, the driver sets how many */
     exp->owner = getuid();
     exp->since = time(NULL);
     exp->coarse_stats = opts->coarse_stats;
@@ -269,6 +269,22 @@ unsigned blk_exp_count(void)
 unsigned blk_exp_clients(BlockExport *exp)
 {
     return exp->drv->clients ? exp->drv->clients(exp) : 0;
+}
+
+bool blk_exp_queues(BlockExport *exp, BlockExportQueues *info)
+{
+    memset(info, 0, sizeof(*info));
+    if (!exp->drv->queues) {
+        return false;
+    }
+    exp->drv->queues(exp, info);
+    return true;
+}
+
+void blk_exp_queues_clear(BlockExportQueues *info)
+{
+    g_free(info->queue);
+    memset(info, 0, sizeof(*info));
 }
 
 int blk_exp_request_remove(BlockExport *exp, bool force, GError **errp)

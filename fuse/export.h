@@ -15,6 +15,7 @@
 #include "block/backend.h"
 
 typedef struct BlockExport BlockExport;
+typedef struct BlockExportQueues BlockExportQueues;
 
 /* --passthrough: let the kernel read and write the image itself (fuse/passthrough.h). */
 typedef enum {
@@ -35,7 +36,7 @@ typedef struct BlockExportOptions {
     bool allow_other;
     bool snapshot;              /* writes go to a temporary overlay */
     const char *cache;          /* block_cache_mode_parse: NULL = writeback */
-    unsigned queues;            /* 0 = 1 */
+    unsigned queues;            /* 0: auto (one per CPU, following the clients' CPUs) */
     /* How requests reach the export: "uring" (FUSE-over-io_uring: fails if the kernel does not
      * offer it), "dev" (reads and writes on /dev/fuse), or "auto"/NULL (uring when the kernel
      * offers it, else dev, saying so once in the log). */
@@ -65,6 +66,9 @@ typedef struct BlockExportDriver {
 
     /* Optional.  Number of users holding the export open. */
     unsigned (*clients)(BlockExport *exp);
+
+    /* Optional.  How the queues serve now: fills *info (blk_exp_queues). */
+    void (*queues)(BlockExport *exp, BlockExportQueues *info);
 } BlockExportDriver;
 
 struct BlockExport {
@@ -115,6 +119,25 @@ BlockExport *blk_exp_find_by_mountpoint(const char *mountpoint);
 GList *blk_exp_list(void);
 unsigned blk_exp_count(void);
 unsigned blk_exp_clients(BlockExport *exp);
+
+/* How an export's queues serve now, for list and stats. */
+typedef struct BlockExportQueue {
+    int cpu;                    /* the CPU it serves its clients on while in mode local, or -1 */
+    int pinned;                 /* the CPU it is pinned to now, or -1 */
+    bool taking;                /* takes requests now */
+    uint64_t requests;          /* requests served */
+} BlockExportQueue;
+
+struct BlockExportQueues {
+    const char *affinity;       /* "local", "spread", or "fixed" (not following: --queues=N) */
+    uint64_t switches;          /* between local and spread */
+    unsigned nr;
+    BlockExportQueue *queue;    /* nr of them */
+};
+
+/* Fill *info (free with blk_exp_queues_clear); false if the driver does not say. */
+bool blk_exp_queues(BlockExport *exp, BlockExportQueues *info);
+void blk_exp_queues_clear(BlockExportQueues *info);
 
 /* Begin removing exp.  Returns 0 (removal in progress: the removed notifier fires when done,
  * or the remove-failed notifier if a safe removal gives up because the file stays open) or

@@ -18,6 +18,7 @@
 #ifndef FUSE_FUSE_INT_H
 #define FUSE_FUSE_INT_H
 
+#include <sched.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -61,6 +62,12 @@ struct FuseReq {
 
 struct FuseTransportOps {
     const char *name;           /* "dev", "uring": shown by list and stats */
+    /* Queue N gets the requests issued on CPU N (uring), not any request (dev). */
+    bool queue_per_cpu;
+
+    /* Optional.  Queue thread: take requests (on) or leave them to the other queues (off).
+     * Needed unless queue_per_cpu. */
+    void (*queue_listen)(FuseQueue *q, bool on);
 
     /* Required.  Queue thread, once, q->ctx current: start receiving requests (register fd
      * handlers or ring entries).  Returns 0, or -errno with errp set. */
@@ -97,6 +104,17 @@ struct FuseQueue {
     bool stopping;              /* queue thread: stop receiving, finish in-flight, exit */
     bool disconnected;          /* the kernel ended the connection (unmounted) */
     unsigned in_flight;         /* requests dispatched, not yet replied (queue thread only) */
+
+    uint64_t requests;          /* requests dispatched (queue thread writes, atomic) */
+
+    /* Where the thread runs (affinity.c; queue thread only but aff_cpu): */
+    int aff_cpu;                /* the CPU it is pinned to in LOCAL mode, or -1 */
+    int aff_pinned;             /* the CPU it is pinned to now, or -1 */
+    bool aff_listening;         /* taking requests (dev: its fd is watched) */
+    unsigned aff_count;         /* requests in this window */
+    unsigned aff_calm;          /* windows in a row at depth 1 */
+    unsigned aff_depth;         /* the most requests the export had in flight, or the queue
+                                 * found waiting at once, in this window */
     void *transport_state;      /* the transport's, from queue_start to queue_cleanup */
 };
 
@@ -109,6 +127,13 @@ struct FuseExport {
     bool created_mountpoint;
     bool mounted;
     bool allow_other;
+
+    /* Which CPU serves a request (affinity.c): */
+    bool aff_on;                /* set before the queues start, then fixed */
+    int aff_mode;               /* atomic: FUSE_AFF_LOCAL or FUSE_AFF_SPREAD */
+    unsigned aff_in_flight;     /* atomic: requests of every queue dispatched, not answered */
+    unsigned aff_switches;      /* atomic: mode switches */
+    cpu_set_t aff_allowed;      /* the CPUs the daemon was allowed at create */
 
     /* INIT negotiation (protocol.c).  Before mounting, parts that need a kernel feature ask for
      * it; it is agreed if the kernel offers it: */
@@ -184,6 +209,70 @@ void fuse_queue_disconnected(FuseQueue *q);
 /* Any thread: count an open (delta 1) or a release (-1); the release of the last open file
  * wakes a safe removal waiting for it. */
 void fuse_count_open(FuseExport *exp, int delta);
+
+/* --- affinity.c --- */
+
+#define FUSE_AFFINITY_WINDOW 64     /* requests between two looks at the export's depth */
+#define FUSE_AFFINITY_PROBE  8      /* requests between two looks for requests waiting */
+#define FUSE_AFFINITY_CALM   8      /* windows at depth 1 before going back to LOCAL */
+#define FUSE_AUTO_QUEUES_MAX 4      /* --queues=auto over /dev/fuse: one per CPU, up to this */
+enum { FUSE_AFF_LOCAL, FUSE_AFF_SPREAD };
+
+/* Main thread, before the queue threads start (the transport chosen): follow: whether the
+ * queues move between LOCAL and SPREAD (else they run where the scheduler puts them). */
+void fuse_affinity_setup(FuseExport *exp, bool follow);
+/* Queue thread: take the export's mode (at start, and when another queue switched it). */
+void fuse_affinity_apply(FuseQueue *q);
+/* Queue thread: a window of FUSE_AFFINITY_WINDOW requests has ended. */
+void fuse_affinity_window(FuseQueue *q);
+/* "local", "spread", or "fixed" when not following. */
+const char *fuse_affinity_mode_name(FuseExport *exp);
+/* Main thread: the queues' state, for list and stats. */
+void fuse_affinity_queues(FuseExport *exp, BlockExportQueues *info);
+
+/* Queue thread, for each request dispatched (in_flight counts it)... */
+static inline void fuse_affinity_dispatched(FuseQueue *q)
+{
+    FuseExport *exp = q->exp;
+    unsigned all;
+
+    __atomic_store_n(&q->requests, q->requests + 1, __ATOMIC_RELAXED);
+    if (!exp->aff_on) {
+        return;
+    }
+    all = __atomic_add_fetch(&exp->aff_in_flight, 1, __ATOMIC_RELAXED);
+    if (all > q->aff_depth) {
+        q->aff_depth = all;
+    }
+    if (++q->aff_count >= FUSE_AFFINITY_WINDOW) {
+        fuse_affinity_window(q);
+    }
+}
+
+/* Transport, before dispatching a request: whether to look for another request waiting
+ * already (it costs a system call over /dev/fuse; once per FUSE_AFFINITY_PROBE requests). */
+static inline bool fuse_affinity_probe_due(FuseQueue *q)
+{
+    return q->exp->aff_on && q->aff_count % FUSE_AFFINITY_PROBE == 0;
+}
+
+/* Transport, before dispatching a request: n requests (this one included) were waiting at
+ * once, whether or not they will be in flight together (a request answered at once never
+ * counts more than one in flight). */
+static inline void fuse_affinity_waiting(FuseQueue *q, unsigned n)
+{
+    if (n > q->aff_depth) {
+        q->aff_depth = n;
+    }
+}
+
+/* ...and answered. */
+static inline void fuse_affinity_answered(FuseQueue *q)
+{
+    if (q->exp->aff_on) {
+        __atomic_sub_fetch(&q->exp->aff_in_flight, 1, __ATOMIC_RELAXED);
+    }
+}
 
 /* --- transport-dev.c --- */
 

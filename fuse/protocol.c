@@ -44,8 +44,12 @@ static int fuse_reply(FuseReq *req, int error, const void *arg, size_t arg_len, 
 {
     FuseQueue *q = req->q;
     const FuseTransportOps *ops = req->ops ? req->ops : q->exp->transport;
-    int ret = ops->reply(req, error, arg, arg_len, out_len);
+    int ret;
 
+    /* Before the reply: the client it wakes may send its next request to another queue
+     * before this thread runs again, and that must not count as two in flight. */
+    fuse_affinity_answered(q);
+    ret = ops->reply(req, error, arg, arg_len, out_len);
     q->in_flight--;
     return ret;
 }
@@ -683,6 +687,7 @@ bool fuse_dispatch(FuseReq *req)
         return false;
     }
     req->q->in_flight++;
+    fuse_affinity_dispatched(req->q);
     if (!op || !op->handler) {
         fuse_reply_err(req, ENOSYS);
         return true;

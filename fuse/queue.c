@@ -59,6 +59,7 @@ static gpointer fuse_queue_thread(gpointer opaque)
     int verdict;
 
     aio_context_set_current(q->ctx);
+    fuse_affinity_apply(q);
     if (t->queue_start(q, &err) < 0 && !err) {
         error_setg(&err, "export %s: queue %u did not start", exp->common.id, q->index);
     }
@@ -118,8 +119,6 @@ static void fuse_queue_exited_bh(void *opaque)
 
     g_thread_join(q->thread);
     q->thread = NULL;
-    aio_context_free(q->ctx);
-    q->ctx = NULL;
     if (q->disconnected && !exp->stop_reason) {
         exp->stop_reason = "unmounted";
     }
@@ -131,6 +130,12 @@ static void fuse_queue_exited_bh(void *opaque)
             }
         }
         return;
+    }
+    /* Every queue thread has exited: no queue can schedule on another's context any more
+     * (affinity.c), so the contexts can go. */
+    for (unsigned i = 0; i < exp->nr_queues; i++) {
+        aio_context_free(exp->queues[i].ctx);
+        exp->queues[i].ctx = NULL;
     }
     fuse_unmount_wait_end(exp);        /* unmounted from outside while a removal waited */
     if (exp->mounted) {
@@ -160,6 +165,11 @@ static unsigned fuse_export_clients(BlockExport *blk_exp)
     FuseExport *exp = (FuseExport *)blk_exp;
 
     return __atomic_load_n(&exp->open_count, __ATOMIC_RELAXED);
+}
+
+static void fuse_export_queues(BlockExport *blk_exp, BlockExportQueues *info)
+{
+    fuse_affinity_queues((FuseExport *)blk_exp, info);
 }
 
 static void fuse_set_busy_error(FuseExport *exp, unsigned clients, GError **errp)
@@ -468,6 +478,18 @@ static int fuse_start_queues(FuseExport *exp, GError **errp)
     return -EIO;
 }
 
+/* --queues=auto over /dev/fuse: one queue per CPU the daemon may use, up to
+ * FUSE_AUTO_QUEUES_MAX (every waiting queue wakes for each request: affinity.c). */
+static unsigned fuse_auto_queues(void)
+{
+    cpu_set_t allowed;
+
+    if (sched_getaffinity(0, sizeof(allowed), &allowed) < 0) {
+        return 1;
+    }
+    return CLAMP(CPU_COUNT(&allowed), 1, FUSE_AUTO_QUEUES_MAX);
+}
+
 static int fuse_export_create(BlockExport *blk_exp, const BlockExportOptions *opts,
                               GError **errp)
 {
@@ -481,7 +503,8 @@ static int fuse_export_create(BlockExport *blk_exp, const BlockExportOptions *op
     exp->unmount_timer = -1;
     exp->allow_other = opts->allow_other;
     exp->main_ctx = aio_get_current();
-    exp->nr_queues = exp->common.queues;
+    exp->nr_queues = exp->common.queues ? exp->common.queues : fuse_auto_queues();
+    exp->common.queues = exp->nr_queues;
     exp->queues = g_new0(FuseQueue, exp->nr_queues);
     for (unsigned i = 0; i < exp->nr_queues; i++) {
         exp->queues[i].exp = exp;
@@ -525,6 +548,8 @@ static int fuse_export_create(BlockExport *blk_exp, const BlockExportOptions *op
         fuse_transport_dev.queue_cleanup(&exp->queues[0]);
     }
 
+    /* Follow the clients' CPUs with FUSE-over-io_uring and with --queues=auto. */
+    fuse_affinity_setup(exp, exp->transport->queue_per_cpu || opts->queues == 0);
     for (unsigned i = 0; i < exp->nr_queues; i++) {
         FuseQueue *q = &exp->queues[i];
         if (q->fd >= 0) {
@@ -585,4 +610,5 @@ const BlockExportDriver blk_exp_fuse = {
     .request_shutdown   = fuse_export_request_shutdown,
     .delete             = fuse_export_delete,
     .clients            = fuse_export_clients,
+    .queues             = fuse_export_queues,
 };

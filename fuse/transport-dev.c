@@ -200,16 +200,44 @@ static void fuse_dev_dispatch(FuseQueue *q, FuseDevReq *r, size_t n)
     }
 }
 
+/* Now and then (fuse_affinity_probe_due), before dispatching r, look whether another request
+ * is already waiting: then more than one came at once, which the requests in flight do not show
+ * when each is answered at once.  Returns that request, or NULL. */
+static FuseDevReq *fuse_dev_probe(FuseQueue *q, FuseDevQueue *dq, ssize_t *np)
+{
+    FuseDevReq *r;
+
+    if (!fuse_affinity_probe_due(q)) {
+        return NULL;
+    }
+    r = fuse_dev_req_get(q, dq->big);
+    *np = fuse_dev_read_one(q, r);
+    if (*np < 0) {
+        /* EAGAIN: nothing waiting.  An error shows again at the next read. */
+        fuse_dev_req_put(q, r);
+        return NULL;
+    }
+    fuse_affinity_waiting(q, 2);
+    return r;
+}
+
 /* The fd is readable: read and dispatch what is waiting, a batch at a time. */
 static void fuse_dev_readable(void *opaque)
 {
     FuseQueue *q = opaque;
+    FuseDevReq *ahead = NULL;
+    ssize_t ahead_n = 0;
 
     for (int i = 0; i < FUSE_DEV_REQS_PER_WAKE && !q->stopping; i++) {
         FuseDevQueue *dq = q->transport_state;
-        FuseDevReq *r = fuse_dev_req_get(q, dq->big);
-        ssize_t n = fuse_dev_read_one(q, r);
+        FuseDevReq *r = ahead;
+        ssize_t n = ahead_n;
 
+        if (!r) {
+            r = fuse_dev_req_get(q, dq->big);
+            n = fuse_dev_read_one(q, r);
+        }
+        ahead = NULL;
         if (n < 0) {
             fuse_dev_req_put(q, r);
             if (n != -EAGAIN) {
@@ -223,7 +251,11 @@ static void fuse_dev_readable(void *opaque)
             return;
         }
         dq->big = n > FUSE_DEV_BIG_REQ;
+        ahead = fuse_dev_probe(q, dq, &ahead_n);
         fuse_dev_dispatch(q, r, n);
+    }
+    if (ahead) {
+        fuse_dev_dispatch(q, ahead, ahead_n);   /* read, so it must be answered */
     }
 }
 
@@ -253,6 +285,11 @@ static int fuse_dev_queue_start(FuseQueue *q, GError **errp)
     fuse_dev_queue(q);
     aio_set_fd_handler(q->ctx, q->fd, fuse_dev_readable, NULL, q);
     return 0;
+}
+
+static void fuse_dev_queue_listen(FuseQueue *q, bool on)
+{
+    aio_set_fd_handler(q->ctx, q->fd, on ? fuse_dev_readable : NULL, NULL, q);
 }
 
 static void fuse_dev_queue_stop(FuseQueue *q)
@@ -319,6 +356,7 @@ static int fuse_dev_reply(FuseReq *req, int error, const void *out_arg, size_t o
 const FuseTransportOps fuse_transport_dev = {
     .name           = "dev",
     .queue_start    = fuse_dev_queue_start,
+    .queue_listen   = fuse_dev_queue_listen,
     .queue_stop     = fuse_dev_queue_stop,
     .queue_cleanup  = fuse_dev_queue_cleanup,
     .reply          = fuse_dev_reply,

@@ -6,8 +6,9 @@
  * - INIT is answered over /dev/fuse with FUSE_OVER_IO_URING (protocol.c, when the export asks for
  *   it in init_want); the kernel then holds every new request back until each of its queues,
  *   one per possible CPU, has an entry registered.  A request is queued on the queue of the CPU
- *   that issued it (qid = CPU), so the queue thread for qid is pinned to that CPU: the request is
- *   served where it was issued, without a cross-CPU wake-up.
+ *   that issued it (qid = CPU), so the queue thread for qid runs on that CPU while requests come
+ *   one at a time: the request is served where it was issued, without a cross-CPU wake-up
+ *   (affinity.c; with many in flight it may run anywhere).
  * - An entry is two buffers: a header (struct fuse_uring_req_header: fuse_in_header, then the
  *   op's fixed argument, then fuse_uring_ent_in_out) and a payload of at least max_write bytes
  *   (WRITE data and names in; READ data and out arguments back).  REGISTER hands an entry to the
@@ -36,7 +37,6 @@
 #ifdef CONFIG_LIBURING
 #include <liburing.h>
 #include <stddef.h>
-#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
@@ -180,6 +180,10 @@ static void uring_ent_done(AioUringOp *op, int res, uint32_t cqe_flags)
         fuse_transport_uring.reply(req, -EIO, NULL, 0, 0);
         return;
     }
+    /* Other completions ready too: more than one request came at once.  (On a ring shared
+     * with the block I/O its completions count as well: a rough sign, but at depth 1 there
+     * is rarely anything else ready.) */
+    fuse_affinity_waiting(uq->q, 1 + io_uring_cq_ready(uq->ring));
     if (!fuse_dispatch(req)) {
         /* FORGET and INTERRUPT travel over /dev/fuse; should one come here, the kernel still
          * waits for the commit of its entry. */
@@ -287,20 +291,6 @@ static void uring_dev_readable(void *opaque)
 
 /* --- queues --- */
 
-/* Serve qid from its own CPU, where the kernel queues the requests issued there.  Best effort:
- * a cpuset may forbid it. */
-static void uring_pin_thread(UringQueue *uq)
-{
-    cpu_set_t set;
-
-    CPU_ZERO(&set);
-    CPU_SET(uq->qid, &set);
-    if (sched_setaffinity(0, sizeof(set), &set) < 0) {
-        log_debug("export %s: queue %u not pinned to CPU %u: %s", uq->q->exp->common.id,
-                  uq->qid, uq->qid, g_strerror(errno));
-    }
-}
-
 static int uring_setup_ring(UringQueue *uq, GError **errp)
 {
     struct io_uring_params p = {
@@ -364,7 +354,6 @@ static int uring_queue_start(FuseQueue *q, GError **errp)
     uq->q = q;
     uq->qid = q->index;
     q->transport_state = uq;
-    uring_pin_thread(uq);
     ret = uring_setup_ring(uq, errp);
     if (ret < 0) {
         return ret;
@@ -448,6 +437,7 @@ static void uring_queue_cleanup(FuseQueue *q)
 
 const FuseTransportOps fuse_transport_uring = {
     .name           = "uring",
+    .queue_per_cpu  = true,
     .queue_start    = uring_queue_start,
     .queue_stop     = uring_queue_stop,
     .queue_cleanup  = uring_queue_cleanup,

@@ -1,6 +1,7 @@
 #!/usr/bin/env bats
 # export-uring.bats - the export over FUSE-over-io_uring: chosen by auto and by
-# --transport=uring when the kernel offers it, one queue per CPU pinned to its CPU, the
+# --transport=uring when the kernel offers it, one queue per CPU pinned to its CPU while
+# requests come one at a time and free to run anywhere while many are in flight, the
 # export's I/O tests passing over it, and the daemon leaving cleanly when the mount goes.
 #
 # The kernel offers FUSE-over-io_uring only while the fuse module's enable_uring parameter
@@ -71,6 +72,50 @@ print(n)'
         n=$((n + 1))
     done
     [ "$n" -eq "$(possible_cpus)" ]
+}
+
+# aff_mode MP: local or spread (list --json's affinity.mode).
+aff_mode() {
+    blkfuse list --json | python3 -c '
+import json, sys
+print([e for e in json.load(sys.stdin) if e["mountpoint"] == sys.argv[1]][0]["affinity"]["mode"])
+' "$(_abspath "$1")"
+}
+
+# uring_threads MP: "NAME CPUS" for each queue thread of the daemon on MP.
+uring_threads() {
+    local pid task
+    pid=$(daemon_pid "$1")
+    for task in /proc/"$pid"/task/*; do
+        [[ $(cat "$task/comm") == fuse-q* ]] || continue
+        echo "$(cat "$task/comm") $(awk '/^Cpus_allowed_list/ { print $2 }' "$task/status")"
+    done
+}
+
+@test "many requests in flight: the queue threads run on any CPU; one at a time again, on their own" {
+    need_tool rwstress
+    local cpus all name cpus_now
+    cpus=($(python3 -c 'import os; print(*sorted(os.sched_getaffinity(0)))'))
+    ((${#cpus[@]} >= 2)) || skip "needs 2 CPUs"
+    all=$(awk '/^Cpus_allowed_list/ { print $2 }' /proc/self/status)
+    blkfuse_mount --transport=uring "$IMG" "$MP"
+
+    # All from one CPU: its queue gets them all, many at once.
+    taskset -c "${cpus[1]}" rwstress --file "$MP" --offset 0 --length 8M --seed 3 --ops 2048 \
+        --depth 32 --direct --verify
+    [ "$(aff_mode "$MP")" = spread ]
+    while read -r name cpus_now; do
+        echo "$name: $cpus_now (allowed: $all)"
+        [ "$cpus_now" = "$all" ]
+    done < <(uring_threads "$MP")
+
+    # 8 windows of 64 requests one at a time switch back.
+    taskset -c "${cpus[1]}" dd if="$MP" of=/dev/null bs=4k count=1024 iflag=direct status=none
+    [ "$(aff_mode "$MP")" = local ]
+    while read -r name cpus_now; do
+        echo "$name: $cpus_now"
+        [ "$cpus_now" = "${name#fuse-q}" ]
+    done < <(uring_threads "$MP")
 }
 
 @test "umount from outside ends the daemon cleanly; the ring entries come back" {
