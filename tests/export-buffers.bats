@@ -28,7 +28,8 @@ huge_buffers() {
 @test "large requests are read into transparent huge pages, small ones are not; the data is intact" {
     [[ -r /sys/kernel/mm/transparent_hugepage/enabled ]] ||
         skip "the kernel has no transparent huge pages (CONFIG_TRANSPARENT_HUGEPAGE)"
-    blkfuse_mount --transport=dev -f raw "$IMG" "$MP"
+    # One queue: the bound below is per queue.
+    blkfuse_mount --transport=dev --queues=1 -f raw "$IMG" "$MP"
     pid=$(daemon_pid "$MP")
     [[ -n $pid ]]
     head -c 4M /dev/urandom >"$T/data"
