@@ -43,16 +43,6 @@ assert eval("(" + sys.argv[2] + ")"), sys.argv[2]
 ' "$a" "$2" "${@:3}"
 }
 
-# queue_threads MP: "NAME CPUS" for each queue thread of the daemon on MP.
-queue_threads() {
-    local pid task
-    pid=$(daemon_pid "$1")
-    for task in /proc/"$pid"/task/*; do
-        [[ $(cat "$task/comm") == fuse-q* ]] || continue
-        echo "$(cat "$task/comm") $(awk '/^Cpus_allowed_list/ { print $2 }' "$task/status")"
-    done
-}
-
 # read_at_depth1 CPU FILE COUNT: COUNT reads of 4 KiB, one at a time, O_DIRECT, from CPU.
 read_at_depth1() {
     taskset -c "$1" dd if="$2" of=/dev/null bs=4k count="$3" iflag=direct status=none

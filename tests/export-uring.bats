@@ -82,16 +82,6 @@ print([e for e in json.load(sys.stdin) if e["mountpoint"] == sys.argv[1]][0]["af
 ' "$(_abspath "$1")"
 }
 
-# uring_threads MP: "NAME CPUS" for each queue thread of the daemon on MP.
-uring_threads() {
-    local pid task
-    pid=$(daemon_pid "$1")
-    for task in /proc/"$pid"/task/*; do
-        [[ $(cat "$task/comm") == fuse-q* ]] || continue
-        echo "$(cat "$task/comm") $(awk '/^Cpus_allowed_list/ { print $2 }' "$task/status")"
-    done
-}
-
 @test "many requests in flight: the queue threads run on any CPU; one at a time again, on their own" {
     need_tool rwstress
     local cpus all name cpus_now
@@ -107,7 +97,7 @@ uring_threads() {
     while read -r name cpus_now; do
         echo "$name: $cpus_now (allowed: $all)"
         [ "$cpus_now" = "$all" ]
-    done < <(uring_threads "$MP")
+    done < <(queue_threads "$MP")
 
     # 8 windows of 64 requests one at a time switch back.
     taskset -c "${cpus[1]}" dd if="$MP" of=/dev/null bs=4k count=1024 iflag=direct status=none
@@ -115,7 +105,7 @@ uring_threads() {
     while read -r name cpus_now; do
         echo "$name: $cpus_now"
         [ "$cpus_now" = "${name#fuse-q}" ]
-    done < <(uring_threads "$MP")
+    done < <(queue_threads "$MP")
 }
 
 @test "umount from outside ends the daemon cleanly; the ring entries come back" {

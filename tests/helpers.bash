@@ -479,6 +479,17 @@ daemon_pid() {
     pgrep -o -f -- "blkfuse.* mount .*($(_regex_quote "$abs")|$(_regex_quote "$1"))( |\$)"
 }
 
+# queue_threads MOUNTPOINT: "NAME CPUS" for each queue thread (fuse-qN) of the daemon on
+# MOUNTPOINT: its name and the CPUs it may run on (Cpus_allowed_list).
+queue_threads() {
+    local pid task
+    pid=$(daemon_pid "$1")
+    for task in /proc/"$pid"/task/*; do
+        [[ $(cat "$task/comm") == fuse-q* ]] || continue
+        echo "$(cat "$task/comm") $(awk '/^Cpus_allowed_list/ { print $2 }' "$task/status")"
+    done
+}
+
 # Quote STRING for use inside an extended regex.
 _regex_quote() {
     printf '%s' "$1" | sed 's/[][\\.*^$+?(){}|]/\\&/g'
