@@ -49,6 +49,7 @@ struct AioContext {
     int ext_epfd;               /* epoll set of the external handlers, -1 until the first */
     bool ext_armed;             /* ext_epfd is a member of epfd */
     int external_disabled;      /* aio_disable_external count */
+    bool serial;                /* aio_set_serial: requests come one at a time */
 #ifdef CONFIG_LIBURING
     int ring_state;             /* RING_UNTRIED, RING_READY or RING_UNAVAILABLE */
     struct io_uring ring;       /* its fd is a member of epfd */
@@ -612,3 +613,13 @@ static void ring_free(AioContext *ctx)
 }
 
 #endif
+
+void aio_set_serial(AioContext *ctx, bool serial)
+{
+    ctx->serial = serial;
+}
+
+bool aio_current_serial(void)
+{
+    return current_ctx && current_ctx->serial;
+}

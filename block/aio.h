@@ -48,6 +48,13 @@ void aio_set_fd_handler_external(AioContext *ctx, int fd, IOHandler *io_read,
 void aio_disable_external(AioContext *ctx);
 void aio_enable_external(AioContext *ctx);
 
+/* A hint from the owner thread: the requests it serves come one at a time now (a FUSE queue in
+ * its local mode, fuse/affinity.c), so work done inline delays no other request; drivers may
+ * then do more inline (block/file.c: buffered writes up to 1 MiB).  Owner thread only. */
+void aio_set_serial(AioContext *ctx, bool serial);
+/* Whether the calling thread's context has that hint (false without a context). */
+bool aio_current_serial(void);
+
 /* Run cb(opaque) once, soon, in ctx's thread.  Thread-safe; never blocks. */
 void aio_bh_schedule(AioContext *ctx, BHFunc *cb, void *opaque);
 

@@ -102,6 +102,7 @@ void fuse_affinity_apply(FuseQueue *q)
     if (!exp->aff_on || q->stopping) {
         return;         /* stopped queues take no requests whatever the mode */
     }
+    aio_set_serial(q->ctx, mode == FUSE_AFF_LOCAL);
     if (cpu != q->aff_pinned && (cpu >= 0 || q->aff_pinned >= 0)) {
         fuse_affinity_pin(q, cpu);
     }

@@ -1475,20 +1475,25 @@ static void test_engine_option(void)
 
 /* Buffered writes where the file system refuses RWF_NOWAIT writes (ext4, tmpfs): with the default
  * engine, those up to inline-write-max (default 64 KiB) are pwrites in the event loop, larger
- * ones go to workers; a slow inline write sends the next writes to the workers; the data is
- * right either way.  Other engines never write inline. */
+ * ones go to workers, but up to 1 MiB while the thread's requests come one at a time (the serial
+ * hint of its AioContext, a FUSE queue's local mode); a slow inline write sends the next writes
+ * to the workers; the data is right either way.  Other engines never write inline. */
 static void test_inline_writes(void)
 {
     g_autofree char *path = tmp_path("inline.img");
-    g_autofree uint8_t *ref = uh_create_pattern_file(path, 1024 * 1024, 31);
-    g_autofree uint8_t *data = g_malloc(256 * 1024);
-    static const struct { const char *opts; int64_t off, len; bool inl; } w[] = {
+    g_autofree uint8_t *ref = uh_create_pattern_file(path, 2 * 1024 * 1024, 31);
+    g_autofree uint8_t *data = g_malloc(1024 * 1024 + 1);
+    static const struct { const char *opts; int64_t off, len; bool inl, serial; } w[] = {
         { "inline-write-max=128k", 4096, 4096, true },
         { "inline-write-max=128k", 70000, 131072, true },      /* exactly the limit */
         { "inline-write-max=128k", 300000, 131073, false },    /* one byte more */
         { "inline-write-max=0", 5000, 512, false },
         { NULL, 600000, 65536, true },                         /* the default limit */
         { NULL, 700000, 65537, false },
+        { NULL, 4096, 1024 * 1024, true, true },               /* serial: up to 1 MiB */
+        { NULL, 8192, 1024 * 1024 + 1, false, true },          /* one byte more */
+        { "inline-write-max=128k", 12288, 500000, true, true },
+        { "inline-write-max=0", 20000, 70000, false, true },   /* 0: never, serial or not */
     };
     bool is_auto = strcmp(cur_engine, "auto") == 0;
 
@@ -1500,9 +1505,11 @@ static void test_inline_writes(void)
         uint64_t inl;
 
         uh_fill_pattern(data, w[i].len, 0, 40 + i);
+        aio_set_serial(aio_get_current(), w[i].serial);
         /* The first write of a node finds out whether the file system takes RWF_NOWAIT. */
         g_assert_cmpint(bdrv_pwrite(bs, w[i].off, w[i].len, data), ==, 0);
         g_assert_cmpint(bdrv_pwrite(bs, w[i].off, w[i].len, data), ==, 0);
+        aio_set_serial(aio_get_current(), false);
         memcpy(ref + w[i].off, data, w[i].len);
         inl = bdrv_file_inline_ops(file, true);
         if (!is_auto) {
@@ -1522,7 +1529,7 @@ static void test_inline_writes(void)
         }
         bdrv_unref(bs);
     }
-    check_file_contents(path, ref, 1024 * 1024);
+    check_file_contents(path, ref, 2 * 1024 * 1024);
 
     /* A slow inline write (200 ms: more than FILE_INLINE_SLOW_US) pauses inline writes for 50
      * times as long, 10 s: the next writes go to the workers. */
@@ -1548,7 +1555,7 @@ static void test_inline_writes(void)
         }
         memcpy(ref + 8192, data, 8192);
         bdrv_unref(bs);
-        check_file_contents(path, ref, 1024 * 1024);
+        check_file_contents(path, ref, 2 * 1024 * 1024);
     }
     g_unlink(path);
 }
