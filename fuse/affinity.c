@@ -37,10 +37,24 @@
 
 #include <errno.h>
 
+/* Main thread, at create: the CPUs the daemon may use (taskset, cpusets), read once; and how
+ * many queues --queues=auto makes over /dev/fuse: one per such CPU, up to
+ * FUSE_AUTO_QUEUES_MAX (every waiting queue wakes for each request). */
+unsigned fuse_affinity_init(FuseExport *exp)
+{
+    exp->aff_known = sched_getaffinity(0, sizeof(exp->aff_allowed), &exp->aff_allowed) == 0;
+    if (!exp->aff_known) {
+        log_debug("export %s: cannot read the CPUs it may use (%s): one queue, where the "
+                  "scheduler puts it", exp->common.id, g_strerror(errno));
+        return 1;
+    }
+    return CLAMP(CPU_COUNT(&exp->aff_allowed), 1, FUSE_AUTO_QUEUES_MAX);
+}
+
 /* Main thread, before the queues start: the queues' CPUs, and whether to follow at all. */
 void fuse_affinity_setup(FuseExport *exp, bool follow)
 {
-    cpu_set_t allowed;
+    const cpu_set_t *allowed = &exp->aff_allowed;
     unsigned i = 0;
 
     exp->aff_on = false;
@@ -49,21 +63,20 @@ void fuse_affinity_setup(FuseExport *exp, bool follow)
         exp->queues[q].aff_pinned = -1;
         exp->queues[q].aff_listening = true;
     }
-    if (!follow || sched_getaffinity(0, sizeof(allowed), &allowed) < 0) {
+    if (!follow || !exp->aff_known) {
         return;
     }
-    exp->aff_allowed = allowed;
     if (exp->transport->queue_per_cpu) {
         /* The kernel's queue N gets what CPU N issues. */
         for (unsigned q = 0; q < exp->nr_queues; q++) {
-            if (q < CPU_SETSIZE && CPU_ISSET(q, &allowed)) {
+            if (q < CPU_SETSIZE && CPU_ISSET(q, allowed)) {
                 exp->queues[q].aff_cpu = q;
             }
         }
     } else {
         /* Queue N on the N-th CPU the daemon may use. */
         for (int cpu = 0; cpu < CPU_SETSIZE && i < exp->nr_queues; cpu++) {
-            if (CPU_ISSET(cpu, &allowed)) {
+            if (CPU_ISSET(cpu, allowed)) {
                 exp->queues[i++].aff_cpu = cpu;
             }
         }

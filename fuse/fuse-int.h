@@ -133,6 +133,7 @@ struct FuseExport {
     int aff_mode;               /* atomic: FUSE_AFF_LOCAL or FUSE_AFF_SPREAD */
     unsigned aff_in_flight;     /* atomic: requests of every queue dispatched, not answered */
     unsigned aff_switches;      /* atomic: mode switches */
+    bool aff_known;             /* aff_allowed was read */
     cpu_set_t aff_allowed;      /* the CPUs the daemon was allowed at create */
 
     /* INIT negotiation (protocol.c).  Before mounting, parts that need a kernel feature ask for
@@ -218,6 +219,9 @@ void fuse_count_open(FuseExport *exp, int delta);
 #define FUSE_AUTO_QUEUES_MAX 4      /* --queues=auto over /dev/fuse: one per CPU, up to this */
 enum { FUSE_AFF_LOCAL, FUSE_AFF_SPREAD };
 
+/* Main thread, at create: read the CPUs the daemon may use; returns the queues of
+ * --queues=auto. */
+unsigned fuse_affinity_init(FuseExport *exp);
 /* Main thread, before the queue threads start (the transport chosen): follow: whether the
  * queues move between LOCAL and SPREAD (else they run where the scheduler puts them). */
 void fuse_affinity_setup(FuseExport *exp, bool follow);

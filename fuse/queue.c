@@ -478,22 +478,11 @@ static int fuse_start_queues(FuseExport *exp, GError **errp)
     return -EIO;
 }
 
-/* --queues=auto over /dev/fuse: one queue per CPU the daemon may use, up to
- * FUSE_AUTO_QUEUES_MAX (every waiting queue wakes for each request: affinity.c). */
-static unsigned fuse_auto_queues(void)
-{
-    cpu_set_t allowed;
-
-    if (sched_getaffinity(0, sizeof(allowed), &allowed) < 0) {
-        return 1;
-    }
-    return CLAMP(CPU_COUNT(&allowed), 1, FUSE_AUTO_QUEUES_MAX);
-}
-
 static int fuse_export_create(BlockExport *blk_exp, const BlockExportOptions *opts,
                               GError **errp)
 {
     FuseExport *exp = (FuseExport *)blk_exp;
+    unsigned auto_queues;
     int ret;
 
     g_mutex_init(&exp->start_lock);
@@ -503,7 +492,8 @@ static int fuse_export_create(BlockExport *blk_exp, const BlockExportOptions *op
     exp->unmount_timer = -1;
     exp->allow_other = opts->allow_other;
     exp->main_ctx = aio_get_current();
-    exp->nr_queues = exp->common.queues ? exp->common.queues : fuse_auto_queues();
+    auto_queues = fuse_affinity_init(exp);
+    exp->nr_queues = exp->common.queues ? exp->common.queues : auto_queues;
     exp->common.queues = exp->nr_queues;
     exp->queues = g_new0(FuseQueue, exp->nr_queues);
     for (unsigned i = 0; i < exp->nr_queues; i++) {

@@ -165,3 +165,100 @@ assert got[cpu] > sum(got.values()) / 2, got
     blkfuse unmount "$MP"
     cmp "$IMG" "$REF"
 }
+
+# spread_now MP: drive the export on MP into mode spread (32 requests in flight) and check
+# that queue 0 alone takes requests.
+spread_now() {
+    rwstress --file "$1" --offset 0 --length 16M --seed 11 --ops 512 --depth 32 --direct
+    check_aff "$1" 'a["mode"] == "spread" and q[0]["taking_requests"] and
+        not any(x["taking_requests"] for x in q[1:])'
+}
+
+# mount_fg_dev IMAGE MP: a foreground daemon (its pid in BLKFUSE_PID), for its exit status.
+mount_fg_dev() {
+    EXITS=$(grep -c exiting "$T/daemon.log" 2>/dev/null) || true
+    blkfuse_mount_foreground "$1" "$2"
+}
+
+# exited_cleanly: the daemon of mount_fg_dev ended with status 0 and logged its exit.
+exited_cleanly() {
+    local rc=0
+    wait "$BLKFUSE_PID" || rc=$?
+    echo "daemon exit status $rc"
+    [ "$rc" -eq 0 ]
+    [ "$(grep -c exiting "$T/daemon.log")" -eq $((${EXITS:-0} + 1)) ]
+}
+
+@test "removed while in spread mode (queue 1 not taking requests): unmount, --force under load, umount from outside" {
+    ((${#CPUS[@]} >= 2)) || skip "needs 2 CPUs"
+    local client
+
+    # blkfuse unmount: a clean exit, the writes in the image.
+    mount_fg_dev "$IMG" "$MP"
+    spread_now "$MP"
+    rwstress --file "$REF" --offset 0 --length 16M --seed 11 --ops 512 --depth 32
+    blkfuse unmount "$MP"
+    exited_cleanly
+    ! is_mounted "$MP"
+    cmp "$IMG" "$REF"
+
+    # --force while a client keeps 32 requests in flight: the client fails, the daemon ends.
+    mount_fg_dev "$IMG" "$MP"
+    spread_now "$MP"
+    (
+        while rwstress --file "$MP" --offset 0 --length 16M --seed 12 --ops 4096 --depth 32 \
+            --direct; do
+            :
+        done
+        echo "client: rwstress failed"
+    ) >"$T/client.out" 2>&1 &
+    client=$!
+    PIDS+=("$client")
+    wait_for_writes "$MP" 3000
+    check_aff "$MP" 'a["mode"] == "spread"'
+    blkfuse unmount --force "$MP"
+    exited_cleanly
+    wait "$client"
+    cat "$T/client.out"
+    grep -q "client: rwstress failed" "$T/client.out"
+    ! is_mounted "$MP"
+
+    # umount from outside: queue 0 sees the end of the connection and stops the others.
+    require_root
+    mount_fg_dev "$IMG" "$MP"
+    spread_now "$MP"
+    umount "$MP"
+    wait_for_pid_exit "$BLKFUSE_PID"
+    exited_cleanly
+    ! is_mounted "$MP"
+}
+
+@test "removal racing mode switches: a client switching between depth 32 and 1 while the export is removed" {
+    ((${#CPUS[@]} >= 2)) || skip "needs 2 CPUs"
+    local i client switches=0 n
+    for i in 1 2 3 4 5 6; do
+        mount_fg_dev "$IMG" "$MP"
+        rm -f "$T/stop"
+        # Each turn: 96 requests 32 deep (spread), then 600 one at a time (local again).
+        (
+            while [[ ! -e $T/stop ]] && is_mounted "$MP"; do
+                rwstress --file "$MP" --offset 0 --length 16M --seed "$i" --ops 96 --depth 32 \
+                    --direct || exit 0
+                read_at_depth1 "${CPUS[i % 2]}" "$MP" 600 || exit 0
+            done
+        ) >/dev/null 2>&1 &
+        client=$!
+        PIDS+=("$client")
+        # Removed at a different point of the cycle each round, with requests in flight.
+        wait_until 10 check_aff "$MP" 'a["switches"] >= '$((i % 3 + 1))
+        n=$(aff "$MP" | python3 -c 'import json, sys; print(json.load(sys.stdin)["switches"])')
+        switches=$((switches + n))
+        blkfuse unmount --force "$MP"
+        touch "$T/stop"
+        exited_cleanly
+        wait "$client" || true
+        ! is_mounted "$MP"
+    done
+    echo "switches seen before the removals: $switches"
+    ((switches >= 12))
+}

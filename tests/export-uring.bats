@@ -61,16 +61,12 @@ print(n)'
 
 @test "each queue thread runs on its own CPU, where the kernel queues that CPU's requests" {
     blkfuse_mount --transport=uring "$IMG" "$MP"
-    local pid task name cpus n=0
-    pid=$(daemon_pid "$MP")
-    for task in /proc/"$pid"/task/*; do
-        name=$(cat "$task/comm")
-        [[ $name == fuse-q* ]] || continue
-        cpus=$(awk '/^Cpus_allowed_list/ { print $2 }' "$task/status")
+    local name cpus n=0
+    while read -r name cpus; do
         echo "$name: $cpus"
         [ "$cpus" = "${name#fuse-q}" ]
         n=$((n + 1))
-    done
+    done < <(queue_threads "$MP")
     [ "$n" -eq "$(possible_cpus)" ]
 }
 
