@@ -49,11 +49,11 @@ backup_run() {
         img=$W/bk/vm.qcow2 dir=$W/bk/chain
         rm -rf "$dir" && mkdir -p "$dir"
         cp --sparse=always "$W/bk/src.qcow2" "$img"
-        sync
+        scratch_settle
         backup_night "$img" "$dir"
         full+=("$SECS")
         backup_changes $((r + 1)) "$img"
-        sync
+        scratch_settle
         backup_night "$img" "$dir"
         incr+=("$SECS")
         qemu-img compare -q -f qcow2 -F qcow2 "$dir/2.qcow2" "$img" ||

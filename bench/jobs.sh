@@ -66,6 +66,7 @@ jobs_images() {
         rm -f "$W/seed.raw"
     fi
     ((HAVE_QSD)) && cp "$W/b.$fmt" "$W/a.$fmt"
+    scratch_settle
     return 0
 }
 

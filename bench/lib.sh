@@ -104,6 +104,28 @@ bench_cleanup() {
 
 # --- scratch storage ---------------------------------------------------------------------------
 
+# scratch_settle: before a timed run, nothing left for the kernel to do that the run would wait
+# for: no dirty pages (sync), and on ext4 in RAM no deleted blocks to discard (fstrim, which also
+# gives their RAM back).  Then memory is warmed: on virtual machines that hand free memory back
+# to the host at once (free page reporting; this bench's machine does), the first touch of a page
+# freed earlier costs a fault in the host, and a workload that fills 1 GiB of page cache paid 1-5
+# s for it, whichever server it went through.  Writing WARM_MIB of a tmpfs file and deleting it
+# right before the run leaves that much memory faulted in and free, which the run's allocations
+# take first.
+WARM_MIB=3072
+scratch_settle() {
+    local avail
+    sync
+    if [[ -n $SCRATCH_FS ]]; then
+        fstrim "$SCRATCH_FS" 2>/dev/null || true
+    fi
+    avail=$(awk '/^MemAvailable:/ { print int($2 / 1024) }' /proc/meminfo)
+    if ((avail > 2 * WARM_MIB)) && [[ -d /dev/shm && -w /dev/shm ]]; then
+        head -c "${WARM_MIB}M" /dev/zero >"/dev/shm/blkfuse-bench-warm.$$" 2>/dev/null || true
+        rm -f "/dev/shm/blkfuse-bench-warm.$$"
+    fi
+}
+
 # scratch_setup KIND SIZE: make the directory the images live in and set W to it.
 #   ext4   an ext4 file system whose blocks live in RAM (a sparse file in /dev/shm, loop-mounted):
 #          the file system users keep images on, without a disk's noise.  Needs root.
@@ -122,8 +144,11 @@ scratch_setup() {
         mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0,nodiscard "$SCRATCH_IMG" ||
             die "mkfs.ext4 of $SCRATCH_IMG failed"
         SCRATCH_LOOP=$(losetup -f --show "$SCRATCH_IMG") || die "no free loop device for the scratch ext4"
-        # discard: a deleted image gives its RAM back
-        mount -o discard "$SCRATCH_LOOP" "$SCRATCH_DIR" || die "cannot mount $SCRATCH_LOOP on $SCRATCH_DIR"
+        # No -o discard: ext4 would discard the blocks of each deleted image at its next journal
+        # commit, in the middle of whatever is being timed then (1-3 s of stalls in a 1 s
+        # workload, for blkfuse and qsd alike).  scratch_settle trims them between runs instead,
+        # which gives their RAM back all the same.
+        mount "$SCRATCH_LOOP" "$SCRATCH_DIR" || die "cannot mount $SCRATCH_LOOP on $SCRATCH_DIR"
         SCRATCH_FS=$SCRATCH_DIR
         W=$SCRATCH_DIR
         STORE_DESC="ext4 in RAM (loop device on /dev/shm, $size)"

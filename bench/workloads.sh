@@ -136,7 +136,7 @@ wl_timed() {
     else
         bf_mount -f "$fmt" "$img" "$mnt"
     fi
-    sync    # no dirty pages of the previous run left to write back during this one
+    scratch_settle  # nothing of the previous run left to write back or discard during this one
     t0=$(now_us)
     "run_$wl" "$mnt" "$fmt" || die "workload $wl ($fmt) failed through $who (logs: $LOGDIR)"
     t1=$(now_us)
