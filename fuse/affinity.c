@@ -20,9 +20,10 @@
  *   than it gives), with FUSE-over-io_uring every queue still takes its CPU's.
  * Every FUSE_AFFINITY_WINDOW requests a queue looks at the most requests the export had in
  * flight meanwhile, or that it found waiting at once (requests answered at once are never two
- * in flight, so the transports look for a second one waiting now and then: a read ahead over
- * /dev/fuse, the ring's other completions with io_uring).  More than one switches to SPREAD;
- * FUSE_AFFINITY_CALM windows in a row at one switch back to LOCAL.  The queue that switches
+ * in flight, so the transports look for a second one waiting: now and then a read ahead over
+ * /dev/fuse; with io_uring, the completions of other requests already on the ring, block I/O's
+ * not counted).  More than one switches to SPREAD; FUSE_AFFINITY_CALM windows in a row at one
+ * switch back to LOCAL.  The queue that switches
  * tells the others with a bottom half (fuse_affinity_apply_bh).
  *
  * On for FUSE-over-io_uring, and over /dev/fuse with --queues=auto (the default: one queue per

@@ -146,6 +146,24 @@ static void uring_check_gone(UringQueue *uq)
     }
 }
 
+/* Requests that came at once: this one, and the completions of the queue's other ring entries
+ * already posted behind it.  (Other completions on a ring shared with the block I/O do not
+ * count: they say nothing about how many requests the clients have in flight.) */
+static unsigned uring_arrivals(UringQueue *uq)
+{
+    const char *first = (const char *)&uq->ents[0];
+    const char *end = (const char *)&uq->ents[URING_ENTRIES];
+    struct io_uring_cqe *cqe;
+    unsigned head, n = 1;
+
+    io_uring_for_each_cqe(uq->ring, head, cqe) {
+        const char *data = io_uring_cqe_get_data(cqe);
+
+        n += data >= first && data < end;
+    }
+    return n;
+}
+
 static void uring_ent_done(AioUringOp *op, int res, uint32_t cqe_flags)
 {
     UringEnt *e = (UringEnt *)((char *)op - offsetof(UringEnt, op));
@@ -180,10 +198,8 @@ static void uring_ent_done(AioUringOp *op, int res, uint32_t cqe_flags)
         fuse_transport_uring.reply(req, -EIO, NULL, 0, 0);
         return;
     }
-    /* Other completions ready too: more than one request came at once.  (On a ring shared
-     * with the block I/O its completions count as well: a rough sign, but at depth 1 there
-     * is rarely anything else ready.) */
-    fuse_affinity_waiting(uq->q, 1 + io_uring_cq_ready(uq->ring));
+    /* Other requests posted too: more than one came at once (no system call to look). */
+    fuse_affinity_waiting(uq->q, uring_arrivals(uq));
     if (!fuse_dispatch(req)) {
         /* FORGET and INTERRUPT travel over /dev/fuse; should one come here, the kernel still
          * waits for the commit of its entry. */
