@@ -240,6 +240,29 @@ int64_t coroutine_fn blk_co_read_upto(BlockBackend *blk, int64_t offset, int64_t
     return ret < 0 ? ret : bytes;
 }
 
+bool blk_can_splice_read(BlockBackend *blk)
+{
+    return blk->bs->splice_read;
+}
+
+int coroutine_fn blk_co_splice_read(BlockBackend *blk, int64_t offset, int64_t bytes,
+                                    int pipe_fd)
+{
+    int64_t start = req_begin(blk);
+    int64_t ret = check_request(blk, offset, bytes, false);
+
+    if (ret == 0) {
+        ret = bdrv_co_splice_read(blk->bs, offset, bytes, pipe_fd);
+    }
+    if (ret != bytes) {
+        /* Not counted: the caller reads the usual way, and that read counts. */
+        in_flight_dec(blk);
+        return ret < 0 ? ret : -EIO;
+    }
+    req_end(blk, BLK_STAT_READ, start, bytes, 0);
+    return 0;
+}
+
 int coroutine_fn blk_co_pwrite(BlockBackend *blk, int64_t offset, int64_t bytes,
                                const void *buf, BdrvRequestFlags flags)
 {

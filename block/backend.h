@@ -57,6 +57,14 @@ int coroutine_fn blk_co_pread(BlockBackend *blk, int64_t offset, int64_t bytes, 
  * are held off, so a concurrent truncate shortens the read instead of failing it. */
 int64_t coroutine_fn blk_co_read_upto(BlockBackend *blk, int64_t offset, int64_t bytes,
                                       void *buf);
+/* Whether blk_co_splice_read may move data: the image is a buffered host file or raw on one. */
+bool blk_can_splice_read(BlockBackend *blk);
+/* Move bytes at offset (inside the image) into the pipe whose write end is pipe_fd, without a
+ * copy through this process, if that cannot block (block.h, bdrv_co_splice_read).  Returns 0
+ * (counted as a read), or -errno when it did not happen whole (not counted: read the usual way;
+ * the pipe may hold part of the range).  -ENOTSUP: nothing was moved. */
+int coroutine_fn blk_co_splice_read(BlockBackend *blk, int64_t offset, int64_t bytes,
+                                    int pipe_fd);
 int coroutine_fn blk_co_pwrite(BlockBackend *blk, int64_t offset, int64_t bytes,
                                const void *buf, BdrvRequestFlags flags);
 int coroutine_fn blk_co_pwrite_zeroes(BlockBackend *blk, int64_t offset, int64_t bytes,

@@ -216,6 +216,14 @@ struct BlockDriver {
     int coroutine_fn (*bdrv_co_pread)(BlockDriverState *bs, int64_t offset, int64_t bytes,
                                       void *buf, BdrvRequestFlags flags);
 
+    /* Optional.  Move bytes at offset into the pipe whose write end is pipe_fd, without
+     * copying them through this process (splice), if that cannot block: returns bytes, fewer
+     * only where the storage ended first; -ENOTSUP if nothing was moved (read the usual way);
+     * or another -errno, after which the pipe may hold part of the range.  Only nodes with
+     * bs->splice_read set are asked. */
+    int64_t coroutine_fn (*bdrv_co_splice_read)(BlockDriverState *bs, int64_t offset,
+                                                int64_t bytes, int pipe_fd);
+
     /* Optional (NULL: node is read-only).  Write bytes at offset from buf.  flags holds only
      * what bs->supported_write_flags has (BDRV_REQ_FUA); io.c emulates the rest (flush after).
      * offset is aligned to request_alignment, and so is bytes except in one case: a write that
@@ -332,6 +340,9 @@ struct BlockDriverState {
     /* Request flags the driver's bdrv_co_pwrite handles itself (BDRV_REQ_FUA), set at open;
      * io.c emulates the others (FUA: a flush after the write). */
     BdrvRequestFlags supported_write_flags;
+    /* bdrv_co_splice_read may move data (set at open: a buffered host file, or a raw node on
+     * one). */
+    bool splice_read;
 
     BdrvChild *file;            /* protocol child of a format node, or NULL */
     BdrvChild *backing;         /* backing image of a format node, or NULL */
@@ -398,6 +409,9 @@ int coroutine_fn bdrv_co_pread(BlockDriverState *bs, int64_t offset, int64_t byt
                                BdrvRequestFlags flags);
 int coroutine_fn bdrv_co_pwrite(BlockDriverState *bs, int64_t offset, int64_t bytes,
                                 const void *buf, BdrvRequestFlags flags);
+/* The driver callback, or -ENOTSUP where the node has none or bs->splice_read is off. */
+int64_t coroutine_fn bdrv_co_splice_read(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                                         int pipe_fd);
 int coroutine_fn bdrv_co_pwrite_zeroes(BlockDriverState *bs, int64_t offset, int64_t bytes,
                                        BdrvRequestFlags flags);
 int coroutine_fn bdrv_co_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes);

@@ -37,6 +37,13 @@
  * inline the same way, up to the same size and with the same pause: they copy from memory and
  * wait for nothing (but swap), where the ring or a worker cost two wake-ups.
  *
+ * Splice reads (bdrv_co_splice_read, option splice-read, default on): a caller that has a pipe
+ * (the FUSE export answering a large read over /dev/fuse) may have the data moved into it from the
+ * page cache without a copy through this process.  Only where it cannot block: a buffered file
+ * (not O_DIRECT, not a block device), the whole range inside the file and in the page cache
+ * (cachestat, Linux 6.5; without it, never).  Anything else is -ENOTSUP, and the caller reads
+ * the usual way.
+ *
  * Write-behind: data appended past everything written to the file before (an image being
  * filled: a restore into an empty qcow2, a file system written for the first time) stays dirty in
  * the host page cache until the next flush, which then writes all of it back while the writer
@@ -67,6 +74,7 @@
 #include <sys/ioctl.h>
 #include <sys/uio.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/vfs.h>
 #include <unistd.h>
 
@@ -117,6 +125,8 @@ typedef struct BDRVFileState {
     int64_t wb_hwm;             /* atomic: the end of the furthest write (at open: the length) */
     int64_t wb_started;         /* atomic: write-back started up to here */
     uint64_t wb_ops;            /* atomic: write-backs started (bdrv_file_write_behind_ops) */
+    bool splice_read;           /* atomic: splice reads allowed (off once cachestat fails) */
+    uint64_t splice_ops;        /* atomic: reads made by splice (bdrv_file_splice_ops) */
 } BDRVFileState;
 
 typedef struct FileReq {
@@ -304,7 +314,9 @@ static int file_open(BlockDriverState *bs, BlockOptions *opts, int flags, GError
     s->filename = bs->filename;
     s->inline_max = FILE_INLINE_MAX_DEFAULT;
     s->write_behind = FILE_WRITE_BEHIND_DEFAULT;
+    s->splice_read = true;
     if (!block_options_take_bool(opts, "locking", &locking, NULL, errp) ||
+        !block_options_take_bool(opts, "splice-read", &s->splice_read, NULL, errp) ||
         !file_take_aio(bs, opts, flags, &s->aio, errp) ||
         !block_options_take_size(opts, "inline-write-max", &s->inline_max, NULL, errp) ||
         !block_options_take_size(opts, "write-behind", &s->write_behind, NULL, errp)) {
@@ -358,6 +370,8 @@ static int file_open(BlockDriverState *bs, BlockOptions *opts, int flags, GError
         }
     }
     s->direct = flags & BDRV_O_NOCACHE;
+    s->splice_read = s->splice_read && !s->direct && !s->is_bdev;
+    bs->splice_read = s->splice_read;
     log_debug("%s: I/O engine %s", bs->filename, file_engine_name(s, s->direct));
     if (s->direct && !s->is_bdev && (flags & BDRV_O_RDWR)) {
         s->fd_tail = file_reopen_buffered(s, bs->filename);
@@ -849,6 +863,81 @@ static int coroutine_fn file_co_pread(BlockDriverState *bs, int64_t offset, int6
                       true);
 }
 
+#ifndef __NR_cachestat
+#define __NR_cachestat 451      /* Linux 6.5, the same number on every architecture */
+#endif
+
+struct file_cachestat_range {
+    uint64_t off;
+    uint64_t len;
+};
+
+struct file_cachestat {
+    uint64_t nr_cache;
+    uint64_t nr_dirty;
+    uint64_t nr_writeback;
+    uint64_t nr_evicted;
+    uint64_t nr_recently_evicted;
+};
+
+/* Whether every page of [offset, offset + bytes) is in the page cache, so that splicing it
+ * cannot wait for the disk.  A kernel without cachestat (or a seccomp filter) turns splice
+ * reads off for the node. */
+static bool file_range_cached(BDRVFileState *s, int64_t offset, int64_t bytes)
+{
+    struct file_cachestat_range range = { offset, bytes };
+    struct file_cachestat cs;
+    long page = sysconf(_SC_PAGESIZE);
+    uint64_t pages = (offset + bytes - 1) / page - offset / page + 1;
+
+    if (syscall(__NR_cachestat, s->fd, &range, &cs, 0) < 0) {
+        if (errno == ENOSYS || errno == EPERM) {
+            log_debug("%s: no cachestat (%s): reads are copied, never spliced", s->filename,
+                      g_strerror(errno));
+            __atomic_store_n(&s->splice_read, false, __ATOMIC_RELAXED);
+        }
+        return false;
+    }
+    return cs.nr_cache >= pages;
+}
+
+static int64_t coroutine_fn file_co_splice_read(BlockDriverState *bs, int64_t offset,
+                                                int64_t bytes, int pipe_fd)
+{
+    BDRVFileState *s = bs->opaque;
+    loff_t pos = offset;
+    int64_t done = 0;
+
+    if (!__atomic_load_n(&s->splice_read, __ATOMIC_RELAXED) || bytes <= 0 ||
+        offset + bytes > file_getlength(bs) || !file_range_cached(s, offset, bytes)) {
+        return -ENOTSUP;
+    }
+    while (done < bytes) {
+        /* NONBLOCK: a pipe too small for the range fails instead of waiting for a reader. */
+        ssize_t n = splice(s->fd, &pos, pipe_fd, NULL, bytes - done, SPLICE_F_NONBLOCK);
+
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0) {
+            return done == 0 && (errno == EINVAL || errno == EAGAIN) ? -ENOTSUP : -errno;
+        }
+        if (n == 0) {
+            break;              /* the file ended (truncated meanwhile) */
+        }
+        done += n;
+    }
+    __atomic_add_fetch(&s->splice_ops, 1, __ATOMIC_RELAXED);
+    return done;
+}
+
+uint64_t bdrv_file_splice_ops(BlockDriverState *bs)
+{
+    BDRVFileState *s = bs->opaque;
+
+    return __atomic_load_n(&s->splice_ops, __ATOMIC_RELAXED);
+}
+
 static void file_update_size(BDRVFileState *s, int64_t end)
 {
     int64_t cur = __atomic_load_n(&s->size, __ATOMIC_RELAXED);
@@ -1120,6 +1209,7 @@ const BlockDriver bdrv_file = {
     .bdrv_close                     = file_close,
     .bdrv_refresh_limits            = file_refresh_limits,
     .bdrv_co_pread                  = file_co_pread,
+    .bdrv_co_splice_read            = file_co_splice_read,
     .bdrv_co_pwrite                 = file_co_pwrite,
     .bdrv_co_pwrite_zeroes          = file_co_pwrite_zeroes,
     .bdrv_co_pdiscard               = file_co_pdiscard,

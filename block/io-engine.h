@@ -53,6 +53,8 @@ bool bdrv_file_set_default_aio(const char *name);
  * for tests). */
 typedef struct BlockDriverState BlockDriverState;
 uint64_t bdrv_file_inline_ops(BlockDriverState *bs, bool write);
+/* Reads of a file node made by splice (bdrv_co_splice_read), for tests. */
+uint64_t bdrv_file_splice_ops(BlockDriverState *bs);
 /* How many times a file node has started write-back of appended data (write-behind=; file.c). */
 uint64_t bdrv_file_write_behind_ops(BlockDriverState *bs);
 /* How many of those write-back starts, in the whole process, are still queued or running in a

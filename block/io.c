@@ -102,6 +102,15 @@ int coroutine_fn bdrv_co_pread(BlockDriverState *bs, int64_t offset, int64_t byt
     return ret;
 }
 
+int64_t coroutine_fn bdrv_co_splice_read(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                                         int pipe_fd)
+{
+    if (!bs->splice_read || !bs->drv->bdrv_co_splice_read) {
+        return -ENOTSUP;
+    }
+    return bs->drv->bdrv_co_splice_read(bs, offset, bytes, pipe_fd);
+}
+
 /* A request that may have changed bs's storage completed (successfully or not: a failed write
  * may have written part of its range): the next flush must reach the disk. */
 static void write_done(BlockDriverState *bs)

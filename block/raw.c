@@ -30,6 +30,7 @@ static int raw_open(BlockDriverState *bs, BlockOptions *opts, int flags, GError 
     co_mutex_init(&s->guard_lock);
     /* A write is the file's write: FUA goes down with it. */
     bs->supported_write_flags = bs->file->bs->supported_write_flags & BDRV_REQ_FUA;
+    bs->splice_read = bs->file->bs->splice_read;
     if (!block_options_take_size(opts, "offset", &s->offset, NULL, errp) ||
         !block_options_take_size(opts, "size", &s->size, &s->has_size, errp)) {
         return -EINVAL;
@@ -82,6 +83,14 @@ static int coroutine_fn raw_co_pread(BlockDriverState *bs, int64_t offset, int64
     BDRVRawState *s = bs->opaque;
 
     return bdrv_co_pread(bs->file->bs, offset + s->offset, bytes, buf, flags);
+}
+
+static int64_t coroutine_fn raw_co_splice_read(BlockDriverState *bs, int64_t offset,
+                                               int64_t bytes, int pipe_fd)
+{
+    BDRVRawState *s = bs->opaque;
+
+    return bdrv_co_splice_read(bs->file->bs, offset + s->offset, bytes, pipe_fd);
 }
 
 /* Does a change of [offset, offset + bytes) need the first-sector guard? */
@@ -231,6 +240,7 @@ const BlockDriver bdrv_raw = {
     .bdrv_open                      = raw_open,
     .bdrv_close                     = raw_close,
     .bdrv_co_pread                  = raw_co_pread,
+    .bdrv_co_splice_read            = raw_co_splice_read,
     .bdrv_co_pwrite                 = raw_co_pwrite,
     .bdrv_co_pwrite_zeroes          = raw_co_pwrite_zeroes,
     .bdrv_co_pdiscard               = raw_co_pdiscard,

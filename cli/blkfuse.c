@@ -79,7 +79,8 @@ static const CliOption mount_options[] = {
       "(/dev/fuse), auto (default: uring when the kernel offers it, else dev)" },
     { "options", 'o', "KEY=VALUE,...", "format and protocol options: raw offset=,size=; qcow2 "
       "l2-cache-size=; file locking=off, aio=io_uring|native|threads, inline-write-max=SIZE, "
-      "write-behind=SIZE; nbd and rbd connect-timeout=SECONDS, reconnect-timeout=SECONDS; nbd connections=N, "
+      "write-behind=SIZE, splice-read=on|off; nbd and rbd connect-timeout=SECONDS, "
+      "reconnect-timeout=SECONDS; nbd connections=N, "
       "tls-certs=DIR, tls-psk-file=FILE, tls-username=NAME; fault-rules=PATH (testing); and "
       "every option here by its long name (ro, format=qcow2, cache=none, ...), as mount(8) and "
       "fstab give them" },

@@ -58,7 +58,7 @@ _blkfuse_o_keys() {
               changed= allow_other allow-remote-backing passthrough= stats= id= daemon= log-file=
               verbose offset= size= l2-cache-size= locking=off aio= fault-rules=
               connections= connect-timeout= reconnect-timeout= tls-certs= tls-psk-file=
-              tls-username= inline-write-max= write-behind=" ;;
+              tls-username= inline-write-max= write-behind= splice-read=" ;;
     create)
         echo "cluster_size= lazy_refcounts= extended_l2= compression_type= preallocation=
               refcount_bits= compat=" ;;

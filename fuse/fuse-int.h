@@ -33,6 +33,9 @@
 /* The largest request: a WRITE header and argument, then max_write bytes of data. */
 #define FUSE_WRITE_HDR      (sizeof(struct fuse_in_header) + sizeof(struct fuse_write_in))
 #define FUSE_MAX_REQ_SIZE   (FUSE_WRITE_HDR + FUSE_MAX_IO)
+/* READs from this size on are answered by splice where possible (protocol.c): below it the
+ * copy it saves costs less than its extra system calls. */
+#define FUSE_SPLICE_MIN     (64 * 1024)
 
 typedef struct FuseExport FuseExport;
 typedef struct FuseQueue FuseQueue;
@@ -87,6 +90,19 @@ struct FuseTransportOps {
      * learns this only later returns 0), or another -errno. */
     int (*reply)(FuseReq *req, int error, const void *out_arg, size_t out_arg_len,
                  size_t out_len);
+
+    /* Optional, all three or none: answer a READ with data moved into a pipe (splice) instead
+     * of copied into req->out_buf.  splice_pipe puts the reply's header, for len bytes of data,
+     * in the queue's pipe and returns the pipe's write end for the data, or -errno if it
+     * cannot (no pipe, len too large for it).  Then exactly one of: splice_reply, once the len
+     * bytes are in the pipe, sends header and data and frees req (returns as reply does);
+     * splice_cancel, if they could not be put there, empties the pipe (req stays: answer it
+     * with reply).  splice_reply returns -EAGAIN, req kept and the pipe emptied, if the kernel
+     * refused the spliced reply: answer it with reply.  Nothing else may use the queue's pipe
+     * meanwhile: no yield in between. */
+    int (*splice_pipe)(FuseReq *req, size_t len);
+    int (*splice_reply)(FuseReq *req, size_t len);
+    void (*splice_cancel)(FuseReq *req);
 };
 
 extern const FuseTransportOps fuse_transport_dev;
@@ -145,6 +161,7 @@ struct FuseExport {
     uint32_t proto_minor;       /* the protocol minor version in use */
     uint64_t kernel_flags;      /* what the kernel offered */
     uint64_t init_flags;        /* what was agreed (our INIT reply) */
+    bool splice_read;           /* large READs may be answered by splice (blk_can_splice_read) */
 
     /* Passthrough (passthrough.c), after INIT: */
     int backing_id;             /* the image registered with the kernel, or 0 */

@@ -492,6 +492,7 @@ static int fuse_export_create(BlockExport *blk_exp, const BlockExportOptions *op
     exp->unmount_timer = -1;
     exp->allow_other = opts->allow_other;
     exp->main_ctx = aio_get_current();
+    exp->splice_read = blk_can_splice_read(exp->common.blk);
     auto_queues = fuse_affinity_init(exp);
     exp->nr_queues = exp->common.queues ? exp->common.queues : auto_queues;
     exp->common.queues = exp->nr_queues;

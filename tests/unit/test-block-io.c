@@ -1685,6 +1685,123 @@ static void test_write_behind(void)
 /* Buffered reads from a file in memory (tmpfs, which refuses RWF_NOWAIT reads): with the default
  * engine those up to inline-write-max are preads in the event loop, larger ones and those of
  * other engines are not; the data is right either way. */
+typedef struct SpliceReq {
+    BlockDriverState *bs;
+    int64_t offset, bytes;
+    int pipe_fd;
+    int64_t ret;
+} SpliceReq;
+
+static void coroutine_fn splice_entry(void *opaque)
+{
+    SpliceReq *r = opaque;
+
+    r->ret = bdrv_co_splice_read(r->bs, r->offset, r->bytes, r->pipe_fd);
+}
+
+static int64_t splice_sync(BlockDriverState *bs, int64_t offset, int64_t bytes, int pipe_fd)
+{
+    SpliceReq r = { bs, offset, bytes, pipe_fd, 0 };
+
+    aio_run_coroutine(splice_entry, &r);
+    return r.ret;
+}
+
+/* What the pipe holds: its bytes must be want's len bytes, and nothing more. */
+static void check_pipe(int pipe_r, const uint8_t *want, size_t len)
+{
+    g_autofree uint8_t *got = g_malloc(len + 1);
+    size_t n = 0;
+    ssize_t r;
+
+    while (n < len + 1 && (r = read(pipe_r, got + n, len + 1 - n)) > 0) {
+        n += r;
+    }
+    g_assert_cmpuint(n, ==, len);
+    g_assert_cmpmem(got, len, want, len);
+}
+
+/* Splice reads (bdrv_co_splice_read): a buffered file, and raw on one (with its offset), move a
+ * cached range into a pipe; nothing is moved (-ENOTSUP) past the end of the file, from a range
+ * not in the page cache, with splice-read=off, with O_DIRECT, or from a qcow2 image. */
+static void test_splice_read(void)
+{
+    g_autofree char *path = tmp_path("splice.img");
+    const int64_t size = 2 * 1024 * 1024;
+    g_autofree uint8_t *ref = uh_create_pattern_file(path, size, 33);
+    g_autofree uint8_t *buf = g_malloc(size);
+    BlockDriverState *bs, *file;
+    struct statfs sfs;
+    int p[2];
+
+    g_assert_cmpint(pipe2(p, O_CLOEXEC | O_NONBLOCK), ==, 0);
+    if (fcntl(p[1], F_SETPIPE_SZ, 2 * 1024 * 1024) < 0) {
+        g_assert_cmpint(fcntl(p[1], F_SETPIPE_SZ, 1024 * 1024), >, 0);
+    }
+
+    bs = open_ok(path, "raw", NULL, 0);
+    file = bs->file->bs;
+    g_assert_true(bs->splice_read && file->splice_read);
+    g_assert_cmpint(bdrv_pread(bs, 0, size, buf), ==, 0);   /* now in the page cache */
+    g_assert_cmpint(splice_sync(bs, 12345, 300000, p[1]), ==, 300000);
+    check_pipe(p[0], ref + 12345, 300000);
+    g_assert_cmpint(splice_sync(file, size - 4096, 4096, p[1]), ==, 4096);
+    check_pipe(p[0], ref + size - 4096, 4096);
+    g_assert_cmpuint(bdrv_file_splice_ops(file), ==, 2);
+    /* Past the end of the file: nothing moved. */
+    g_assert_cmpint(splice_sync(file, size - 4096, 4097, p[1]), ==, -ENOTSUP);
+    g_assert_cmpint(splice_sync(file, size, 1, p[1]), ==, -ENOTSUP);
+    check_pipe(p[0], NULL, 0);
+    /* Not in the page cache (except on tmpfs, where the page cache is the storage). */
+    g_assert_cmpint(statfs(path, &sfs), ==, 0);
+    if (sfs.f_type != TMPFS_MAGIC) {
+        int fd = open(path, O_RDONLY);
+        g_assert_cmpint(fd, >=, 0);
+        g_assert_cmpint(fsync(fd), ==, 0);     /* dirty pages stay cached */
+        g_assert_cmpint(posix_fadvise(fd, 0, size, POSIX_FADV_DONTNEED), ==, 0);
+        close(fd);
+        g_assert_cmpint(splice_sync(bs, 0, 65536, p[1]), ==, -ENOTSUP);
+        check_pipe(p[0], NULL, 0);
+        g_assert_cmpint(bdrv_pread(bs, 0, 65536, buf), ==, 0);
+        g_assert_cmpint(splice_sync(bs, 0, 65536, p[1]), ==, 65536);
+        check_pipe(p[0], ref, 65536);
+    }
+    bdrv_unref(bs);
+
+    /* raw with an offset: the slice's bytes. */
+    bs = open_ok(path, "raw", "offset=4096,size=1M", 0);
+    g_assert_cmpint(bdrv_pread(bs, 0, 1024 * 1024, buf), ==, 0);
+    g_assert_cmpint(splice_sync(bs, 100, 200000, p[1]), ==, 200000);
+    check_pipe(p[0], ref + 4096 + 100, 200000);
+    bdrv_unref(bs);
+
+    /* Off: by option, with O_DIRECT (where the file system has it), for qcow2. */
+    bs = open_ok(path, "raw", "splice-read=off", 0);
+    g_assert_false(bs->splice_read);
+    g_assert_cmpint(splice_sync(bs, 0, 4096, p[1]), ==, -ENOTSUP);
+    bdrv_unref(bs);
+    if (sfs.f_type != TMPFS_MAGIC) {
+        bs = open_ok(path, "raw", NULL, BDRV_O_NOCACHE);
+        g_assert_false(bs->splice_read);
+        g_assert_cmpint(splice_sync(bs, 0, 4096, p[1]), ==, -ENOTSUP);
+        bdrv_unref(bs);
+    }
+    check_pipe(p[0], NULL, 0);
+    close(p[0]);
+    close(p[1]);
+    g_unlink(path);
+
+    if (require_qemu_img()) {
+        g_autofree char *qpath = tmp_path("splice.qcow2");
+        g_assert_cmpint(uh_sh(NULL, "qemu-img create -q -f qcow2 '%s' 1M", qpath), ==, 0);
+        bs = open_ok(qpath, "qcow2", NULL, 0);
+        g_assert_false(bs->splice_read);
+        g_assert_true(bs->file->bs->splice_read);
+        bdrv_unref(bs);
+        g_unlink(qpath);
+    }
+}
+
 static void test_inline_reads_tmpfs(void)
 {
     g_autofree char *dir = g_strdup("/dev/shm/blkfuse-unit.XXXXXX");
@@ -1786,6 +1903,7 @@ static const UhTest tests[] = {
     { "/inline-writes", test_inline_writes },
     { "/write-behind", test_write_behind },
     { "/inline-reads/tmpfs", test_inline_reads_tmpfs },
+    { "/splice-read", test_splice_read },
 };
 
 static EngineTest engine_tests[G_N_ELEMENTS(engines)][G_N_ELEMENTS(tests)];

@@ -1,0 +1,129 @@
+#!/usr/bin/env bats
+# export-splice.bats - large READs of a raw image in the page cache are answered by splice over
+# /dev/fuse (the data copied once, page cache to reader, instead of twice): they return the
+# image's bytes at any offset and length, at the end of the image too; reads that cannot be
+# spliced (not in the page cache, -o splice-read=off, a qcow2 image) are copied and equally
+# right.  The daemon's splice calls are watched with strace.
+
+load helpers
+load control-helpers
+
+# Splice replies are the /dev/fuse transport's (FUSE-over-io_uring has its own buffers).
+BLKFUSE_TEST_TRANSPORT=dev
+
+setup() {
+    export_setup
+    require strace
+    make_pattern "$IMG" 16M
+    # 16 MiB and 700,001 bytes more: the end is not on a page.
+    head -c 700001 /dev/urandom >>"$IMG"
+}
+
+# trace_start MP / trace_stop: the daemon's splice calls, in $T/trace.
+trace_start() {
+    strace -f -e trace=splice -o "$T/trace" -p "$(daemon_pid "$1")" 2>"$T/strace.err" &
+    STRACE_PID=$!
+    wait_for_log "$T/strace.err" "attached"
+}
+
+trace_stop() {
+    kill -INT "$STRACE_PID"
+    wait "$STRACE_PID" || true
+}
+
+# spliced_replies: splices of a reply to /dev/fuse that succeeded.  (The data's way into the
+# pipe is a splice from the image's fd; the reply's, one to /dev/fuse with its header.)
+spliced_replies() {
+    grep -Ec 'splice\(.*= [0-9]+$' "$T/trace" || true
+}
+
+# read_direct FILE OFFSET LENGTH BS: LENGTH bytes at OFFSET in reads of BS, O_DIRECT (each a
+# READ of the export: no page cache of the FUSE file in between).
+read_direct() {
+    python3 - "$@" <<'PY'
+import mmap, os, sys
+path, off, length, bs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+buf = mmap.mmap(-1, bs)
+out = bytearray()
+while len(out) < length:
+    n = os.preadv(fd, [buf], off + len(out))
+    if n == 0:
+        break
+    out += buf[:min(n, length - len(out))]
+sys.stdout.buffer.write(out)
+PY
+}
+
+# check_reads MP [REF]: whole-image, unaligned and end-crossing reads through MP equal REF
+# (default: the image).
+check_reads() {
+    local mp=$1 ref=${2:-$IMG} size
+    size=$(stat -c %s "$ref")
+    [ "$(stat -c %s "$mp")" -eq "$size" ]
+    read_direct "$mp" 0 "$size" 524288 | cmp - "$ref"
+    read_direct "$mp" 0 "$size" 1048576 | cmp - "$ref"
+    read_direct "$mp" 4096 $((3 << 20)) 131072 | cmp - <(tail -c +4097 "$ref" | head -c $((3 << 20)))
+    # Unaligned offsets through the page cache of the FUSE file (buffered reads, readahead).
+    dd if="$mp" bs=100000 skip=7 count=20 status=none |
+        cmp - <(dd if="$ref" bs=100000 skip=7 count=20 status=none)
+    # Across the end: a short read.
+    read_direct "$mp" $((size - 300000)) 524288 524288 | cmp - <(tail -c 300000 "$ref")
+    cat "$mp" | cmp - "$ref"
+}
+
+@test "large reads of a raw image in the page cache are spliced, and return the image's bytes" {
+    cat "$IMG" >/dev/null       # in the page cache
+    blkfuse_mount -f raw "$IMG" "$MP"
+    trace_start "$MP"
+    check_reads "$MP"
+    trace_stop
+    echo "spliced replies: $(spliced_replies)"
+    # 33 reads of 512 KiB and 24 of 128 KiB at least, each two splices: into the pipe, out.
+    # (1 MiB ones only where the pipe may grow past pipe-max-size: CAP_SYS_RESOURCE.)
+    (($(spliced_replies) >= 2 * (33 + 24)))
+    grep -q "= 524288$" "$T/trace"
+    grep -q "= 524304$" "$T/trace"
+}
+
+@test "reads not in the page cache, or with -o splice-read=off, are copied, and equally right" {
+    blkfuse_mount -f raw "$IMG" "$MP"
+    python3 -c 'import os, sys; fd = os.open(sys.argv[1], os.O_RDONLY); os.fsync(fd); os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)' "$IMG"
+    trace_start "$MP"
+    read_direct "$MP" 0 $((4 << 20)) 1048576 | cmp - <(head -c $((4 << 20)) "$IMG")
+    trace_stop
+    echo "spliced replies, first reads: $(spliced_replies)"
+    [ "$(spliced_replies)" -eq 0 ]
+    blkfuse unmount "$MP"
+
+    cat "$IMG" >/dev/null
+    blkfuse_mount -f raw -o splice-read=off "$IMG" "$MP"
+    trace_start "$MP"
+    check_reads "$MP"
+    trace_stop
+    [ "$(spliced_replies)" -eq 0 ]
+}
+
+@test "a qcow2 image is read by copy; its reads are right" {
+    qemu-img convert -f raw -O qcow2 "$IMG" "$T/disk.qcow2"
+    # The qcow2 image is a whole number of sectors: its bytes, padded with zeros.
+    qemu-img convert -f qcow2 -O raw "$T/disk.qcow2" "$T/ref.raw"
+    blkfuse_mount -f qcow2 "$T/disk.qcow2" "$MP"
+    trace_start "$MP"
+    check_reads "$MP" "$T/ref.raw"
+    trace_stop
+    [ "$(spliced_replies)" -eq 0 ]
+}
+
+@test "spliced reads are counted in stats, and writes in between are seen by the next read" {
+    cat "$IMG" >/dev/null
+    blkfuse_mount -f raw "$IMG" "$MP"
+    read_direct "$MP" 0 $((8 << 20)) 524288 >/dev/null
+    [ "$(blkfuse stats --json "$MP" | json_get stats read ops)" -eq 16 ]
+    [ "$(blkfuse stats --json "$MP" | json_get stats read bytes)" -eq $((8 << 20)) ]
+    head -c 1048576 /dev/urandom >"$T/piece"
+    dd if="$T/piece" of="$MP" bs=1M seek=2 oflag=direct conv=notrunc status=none
+    read_direct "$MP" $((2 << 20)) 1048576 524288 | cmp - "$T/piece"
+    blkfuse unmount "$MP"
+    dd if="$IMG" bs=1M skip=2 count=1 status=none | cmp - "$T/piece"
+}
