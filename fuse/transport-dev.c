@@ -454,6 +454,7 @@ static int fuse_dev_splice_reply(FuseReq *req, size_t len)
     FuseDevQueue *dq = q->transport_state;
     size_t total = sizeof(struct fuse_out_header) + len;
     ssize_t n;
+    int err;
 
     do {
         n = splice(dq->pipe[0], NULL, q->fd, NULL, total, 0);
@@ -463,15 +464,16 @@ static int fuse_dev_splice_reply(FuseReq *req, size_t len)
         fuse_dev_req_put(q, (FuseDevReq *)req);
         return 0;
     }
-    /* Nothing was taken from the pipe (the kernel takes a reply whole or not at all). */
+    err = n < 0 ? errno : EIO;
+    /* Whatever the kernel left in the pipe goes. */
     fuse_dev_splice_cancel(req);
-    if (n < 0 && (errno == ENOENT || errno == ENODEV)) {
+    if (err == ENOENT || err == ENODEV) {
         fuse_dev_req_put(q, (FuseDevReq *)req);     /* interrupted, or the connection is gone */
-        return -errno;
+        return -err;
     }
     log_warning("export %s: splicing the reply to request %" PRIu64 " failed (%s); sending "
                 "it again as a copy", q->exp->common.id, (uint64_t)req->in->unique,
-                n < 0 ? g_strerror(errno) : "short");
+                n < 0 ? g_strerror(err) : "short");
     return -EAGAIN;
 }
 
