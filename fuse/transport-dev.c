@@ -424,15 +424,14 @@ static void fuse_dev_pipe_drain(FuseDevQueue *dq, FuseReq *req)
 
 static int fuse_dev_splice_pipe(FuseReq *req, size_t len)
 {
-    FuseDevReq *r = (FuseDevReq *)req;
     FuseDevQueue *dq = req->q->transport_state;
+    struct fuse_out_header out = { .len = sizeof(out) + len, .error = 0,
+                                   .unique = req->in->unique };
 
     if (!fuse_dev_pipe(req->q, dq) || len > dq->pipe_data || dq->pipe_busy) {
         return -ENOTSUP;
     }
-    r->out = (struct fuse_out_header){ .len = sizeof(r->out) + len, .error = 0,
-                                       .unique = req->in->unique };
-    if (write(dq->pipe[1], &r->out, sizeof(r->out)) != sizeof(r->out)) {
+    if (write(dq->pipe[1], &out, sizeof(out)) != sizeof(out)) {
         fuse_dev_pipe_drain(dq, req);
         return -EIO;
     }
