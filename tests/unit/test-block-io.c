@@ -50,16 +50,26 @@ off_t lseek(int fd, off_t offset, int whence)
 static unsigned worker_pwrite_calls;        /* atomic */
 static unsigned loop_pwrite_calls;          /* atomic */
 static unsigned slow_pwrite_us;             /* atomic */
+static int64_t loop_pwrite_max_us;          /* atomic: the slowest event-loop pwrite since reset */
 
 ssize_t pwrite(int fd, const void *buf, size_t n, off_t offset)
 {
     if (!aio_peek_current()) {
         __atomic_add_fetch(&worker_pwrite_calls, 1, __ATOMIC_ACQ_REL);
     } else {
+        int64_t start = g_get_monotonic_time(), took;
+        ssize_t ret;
+
         __atomic_add_fetch(&loop_pwrite_calls, 1, __ATOMIC_ACQ_REL);
         if (__atomic_load_n(&slow_pwrite_us, __ATOMIC_ACQUIRE)) {
             g_usleep(__atomic_load_n(&slow_pwrite_us, __ATOMIC_ACQUIRE));
         }
+        ret = syscall(SYS_pwrite64, fd, buf, n, offset);
+        took = g_get_monotonic_time() - start;
+        if (took > __atomic_load_n(&loop_pwrite_max_us, __ATOMIC_ACQUIRE)) {
+            __atomic_store_n(&loop_pwrite_max_us, took, __ATOMIC_RELEASE);
+        }
+        return ret;
     }
     return syscall(SYS_pwrite64, fd, buf, n, offset);
 }
@@ -1505,6 +1515,7 @@ static void test_inline_writes(void)
         uint64_t inl;
 
         uh_fill_pattern(data, w[i].len, 0, 40 + i);
+        __atomic_store_n(&loop_pwrite_max_us, 0, __ATOMIC_RELEASE);
         aio_set_serial(aio_get_current(), w[i].serial);
         /* The first write of a node finds out whether the file system takes RWF_NOWAIT. */
         g_assert_cmpint(bdrv_pwrite(bs, w[i].off, w[i].len, data), ==, 0);
@@ -1518,6 +1529,14 @@ static void test_inline_writes(void)
                    __atomic_load_n(&worker_pwrite_calls, __ATOMIC_ACQUIRE) == workers) {
             g_test_message("the file system takes RWF_NOWAIT writes: nothing is inline");
             g_assert_cmpuint(inl, ==, 0);
+        } else if (w[i].inl && inl == 1 &&
+                   __atomic_load_n(&loop_pwrite_max_us, __ATOMIC_ACQUIRE) > 2000) {
+            /* The first took longer than FILE_INLINE_SLOW_US (a slow machine, valgrind): the
+             * second rightly went to a worker. */
+            g_test_message("write %zu: the first inline write took %" G_GINT64_FORMAT " us",
+                           i, __atomic_load_n(&loop_pwrite_max_us, __ATOMIC_ACQUIRE));
+            g_assert_cmpuint(__atomic_load_n(&worker_pwrite_calls, __ATOMIC_ACQUIRE), >,
+                             workers);
         } else if (w[i].inl) {
             g_assert_cmpuint(inl, ==, 2);
             g_assert_cmpuint(__atomic_load_n(&loop_pwrite_calls, __ATOMIC_ACQUIRE), ==,
