@@ -403,6 +403,9 @@ const BlockDriver *bdrv_probe_buffer(const uint8_t *buf, int len, const char *fi
 /* Probe the format of filename from its first bytes; returns the driver or NULL (errp). */
 const BlockDriver *bdrv_probe_format(const char *filename, GError **errp);
 
+/* The host's page size, at least 4096 (read once). */
+uint32_t bdrv_host_page_size(void);
+
 /* --- generic I/O (coroutine context; validated by the caller) --- */
 
 int coroutine_fn bdrv_co_pread(BlockDriverState *bs, int64_t offset, int64_t bytes, void *buf,

@@ -887,7 +887,7 @@ static bool file_range_cached(BDRVFileState *s, int64_t offset, int64_t bytes)
 {
     struct file_cachestat_range range = { offset, bytes };
     struct file_cachestat cs;
-    long page = sysconf(_SC_PAGESIZE);
+    uint32_t page = bdrv_host_page_size();
     uint64_t pages = (offset + bytes - 1) / page - offset / page + 1;
 
     if (syscall(__NR_cachestat, s->fd, &range, &cs, 0) < 0) {

@@ -24,8 +24,7 @@ static bool needs_tracking(BlockDriverState *bs)
     return bs->bl.request_alignment > 1;
 }
 
-/* The host's page size, at least 4096. */
-static uint32_t host_page_size(void)
+uint32_t bdrv_host_page_size(void)
 {
     static uint32_t size;
 
@@ -46,7 +45,7 @@ static uint32_t host_page_size(void)
 static void coroutine_fn tracked_begin(BlockDriverState *bs, TrackedReq *req, int64_t offset,
                                        int64_t bytes, bool serialising)
 {
-    uint32_t align = serialising ? MAX(bs->bl.request_alignment, host_page_size())
+    uint32_t align = serialising ? MAX(bs->bl.request_alignment, bdrv_host_page_size())
                                  : bs->bl.request_alignment;
 
     req->offset = ROUND_DOWN(offset, align);

@@ -369,17 +369,24 @@ static void fuse_op_open(FuseReq *req)
     }
 }
 
-/* A READ of n bytes at offset (inside the image), answered by splice where the transport and
- * the image allow it: the data goes from the image's page cache to the reader with one copy
- * instead of two (transport-dev.c).  Returns false if it did not answer req. */
-static bool coroutine_fn fuse_co_read_spliced(FuseReq *req, int64_t offset, int64_t n)
+/* A READ of up to size bytes at offset, answered by splice where the transport and the image
+ * allow it: the data goes from the image's page cache to the reader with one copy instead of
+ * two (transport-dev.c).  Returns false if it did not answer req. */
+static bool coroutine_fn fuse_co_read_spliced(FuseReq *req, int64_t offset, int64_t size)
 {
     FuseQueue *q = req->q;
     BlockBackend *blk = q->exp->common.blk;
     const FuseTransportOps *ops = req->ops ? req->ops : q->exp->transport;
+    int64_t len, n;
     int pipe_fd;
 
-    if (n < FUSE_SPLICE_MIN || !q->exp->splice_read || !ops->splice_pipe) {
+    if (size < FUSE_SPLICE_MIN || !q->exp->splice_read || !ops->splice_pipe) {
+        return false;
+    }
+    /* Up to the end of the image (blk_co_splice_read checks again, with resizes held off). */
+    len = blk_getlength(blk);
+    n = len > offset ? MIN(size, len - offset) : 0;
+    if (n < FUSE_SPLICE_MIN) {
         return false;
     }
     pipe_fd = ops->splice_pipe(req, n);
@@ -406,11 +413,9 @@ static void coroutine_fn fuse_co_read(void *opaque)
     const struct fuse_read_in *in = req->arg;
     FuseExport *exp = req->q->exp;
     int64_t size = MIN(MIN(in->size, FUSE_MAX_IO), req->out_cap);
-    int64_t len = blk_getlength(exp->common.blk);
     int64_t n;
 
-    if (len > (int64_t)in->offset &&
-        fuse_co_read_spliced(req, in->offset, MIN(size, len - (int64_t)in->offset))) {
+    if (fuse_co_read_spliced(req, in->offset, size)) {
         fuse_co_done(exp);
         return;
     }

@@ -31,6 +31,7 @@
  */
 #include "config.h"
 #include "fuse/fuse-int.h"
+#include "block/block.h"
 #include "block/util.h"
 
 #include <fcntl.h>
@@ -380,7 +381,7 @@ static int fuse_dev_reply(FuseReq *req, int error, const void *out_arg, size_t o
  * FUSE_MAX_IO of data), or as large as this user may make it.  False if there is none. */
 static bool fuse_dev_pipe(FuseQueue *q, FuseDevQueue *dq)
 {
-    long page = sysconf(_SC_PAGESIZE);
+    long page = bdrv_host_page_size();
     int size;
 
     if (dq->pipe_tried) {
