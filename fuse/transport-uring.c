@@ -146,22 +146,25 @@ static void uring_check_gone(UringQueue *uq)
     }
 }
 
-/* Requests that came at once: this one, and the completions of the queue's other ring entries
- * already posted behind it.  (Other completions on a ring shared with the block I/O do not
- * count: they say nothing about how many requests the clients have in flight.) */
+/* Requests that came at once: 2 if a completion of another of the queue's ring entries is
+ * already posted behind this one, else 1 (only "more than one" decides the mode).  Other
+ * completions on a ring shared with the block I/O do not count: they say nothing about how
+ * many requests the clients have in flight. */
 static unsigned uring_arrivals(UringQueue *uq)
 {
     const char *first = (const char *)&uq->ents[0];
     const char *end = (const char *)&uq->ents[URING_ENTRIES];
     struct io_uring_cqe *cqe;
-    unsigned head, n = 1;
+    unsigned head;
 
     io_uring_for_each_cqe(uq->ring, head, cqe) {
         const char *data = io_uring_cqe_get_data(cqe);
 
-        n += data >= first && data < end;
+        if (data >= first && data < end) {
+            return 2;
+        }
     }
-    return n;
+    return 1;
 }
 
 static void uring_ent_done(AioUringOp *op, int res, uint32_t cqe_flags)
