@@ -127,3 +127,41 @@ check_reads() {
     blkfuse unmount "$MP"
     dd if="$IMG" bs=1M skip=2 count=1 status=none | cmp - "$T/piece"
 }
+
+@test "spliced reads in flight when the export is forced away: the readers fail, the daemon exits cleanly" {
+    cat "$IMG" >/dev/null
+    blkfuse_mount_foreground -f raw "$IMG" "$MP"
+    # Two readers of 512 KiB at a time, O_DIRECT, over and over: replies spliced back to back.
+    local i readers=()
+    for i in 1 2; do
+        python3 - "$MP" <<'PY' >"$T/reader.$i" 2>&1 &
+import mmap, os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECT)
+buf = mmap.mmap(-1, 524288)
+try:
+    while True:
+        for off in range(0, 16 << 20, 524288):
+            os.preadv(fd, [buf], off)
+except OSError as e:
+    print("reader failed:", e)
+PY
+        readers+=($!)
+        PIDS+=($!)
+    done
+    wait_until 10 python3 -c '
+import json, subprocess, sys
+s = json.loads(subprocess.check_output(["blkfuse", "stats", "--json", sys.argv[1]]))
+sys.exit(0 if s["stats"]["read"]["ops"] >= 200 else 1)' "$MP"
+    blkfuse unmount --force "$MP"
+    local rc=0
+    wait "$BLKFUSE_PID" || rc=$?
+    echo "daemon exit status $rc"
+    [ "$rc" -eq 0 ]
+    for i in 1 2; do
+        wait "${readers[i - 1]}" || true
+        cat "$T/reader.$i"
+        grep -q "reader failed" "$T/reader.$i"
+    done
+    ! is_mounted "$MP"
+    grep -q exiting "$T/daemon.log"
+}
