@@ -165,14 +165,20 @@ static void print_queues(json_t *aff)
     const char *mode = json_string_value(json_object_get(aff, "mode"));
     json_t *queues = json_object_get(aff, "queues");
     const char *what = "";
+    bool idle = false;
     size_t i;
     json_t *q;
 
     if (!mode) {
         return;
     }
+    json_array_foreach(queues, i, q) {
+        idle |= json_is_true(json_object_get(q, "yields_cpu"));
+    }
     if (!strcmp(mode, "local")) {
-        what = " (requests come one at a time: each queue serves them on its client's CPU)";
+        what = idle ? " (requests come one at a time: each queue serves them on its client's "
+                      "CPU, and yields it to the client with each reply)"
+                    : " (requests come one at a time: each queue serves them on its client's CPU)";
     } else if (!strcmp(mode, "spread")) {
         what = " (many requests in flight: the queues run on any CPU)";
     } else if (!strcmp(mode, "fixed")) {

@@ -337,6 +337,9 @@ static void describe_queues(json_t *o, BlockExport *exp)
         json_object_set_new(j, "pinned_to", q->pinned >= 0 ? json_integer(q->pinned)
                                                             : json_null());
         json_object_set_new(j, "taking_requests", json_boolean(q->taking));
+        json_object_set_new(j, "yields_cpu", json_boolean(q->yields));
+        json_object_set_new(j, "yields", json_integer(q->yields_done));
+        json_object_set_new(j, "yield_pauses", json_integer(q->yield_pauses));
         json_object_set_new(j, "requests", json_integer(q->requests));
         json_array_append_new(arr, j);
     }

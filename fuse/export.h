@@ -125,6 +125,9 @@ typedef struct BlockExportQueue {
     int cpu;                    /* the CPU it serves its clients on while in mode local, or -1 */
     int pinned;                 /* the CPU it is pinned to now, or -1 */
     bool taking;                /* takes requests now */
+    bool yields;                /* commits replies at idle priority (mode local, uring) */
+    uint64_t yields_done;       /* replies committed so */
+    uint64_t yield_pauses;      /* pauses of that (a CPU busy with other work) */
     uint64_t requests;          /* requests served */
 } BlockExportQueue;
 

@@ -127,6 +127,12 @@ struct FuseQueue {
     int aff_cpu;                /* the CPU it is pinned to in LOCAL mode, or -1 */
     int aff_pinned;             /* the CPU it is pinned to now, or -1 */
     bool aff_listening;         /* taking requests (dev: its fd is watched) */
+    bool aff_idle;              /* commits replies at idle priority (atomic: read by list) */
+    int64_t aff_yield_start;    /* the last yield began (monotonic us) */
+    int64_t aff_yield_paused_until; /* no yields before (monotonic us) */
+    unsigned aff_yield_since_slow; /* yields since the last that took too long */
+    uint64_t aff_yields;        /* replies committed at idle priority (atomic: read by list) */
+    uint64_t aff_yield_pauses;  /* pauses of them (atomic: read by list) */
     unsigned aff_count;         /* requests in this window */
     unsigned aff_calm;          /* windows in a row at depth 1 */
     unsigned aff_depth;         /* the most requests the export had in flight, or the queue
@@ -150,6 +156,9 @@ struct FuseExport {
     unsigned aff_in_flight;     /* atomic: requests of every queue dispatched, not answered */
     unsigned aff_switches;      /* atomic: mode switches */
     bool aff_known;             /* aff_allowed was read */
+    bool aff_yield;             /* LOCAL-mode queues commit replies at idle priority (set
+                                 * before they start; atomic: cleared if that fails) */
+    int aff_policy;             /* the daemon's scheduling policy, theirs in SPREAD mode */
     cpu_set_t aff_allowed;      /* the CPUs the daemon was allowed at create */
 
     /* INIT negotiation (protocol.c).  Before mounting, parts that need a kernel feature ask for
@@ -244,6 +253,17 @@ unsigned fuse_affinity_init(FuseExport *exp);
 void fuse_affinity_setup(FuseExport *exp, bool follow);
 /* Queue thread: take the export's mode (at start, and when another queue switched it). */
 void fuse_affinity_apply(FuseQueue *q);
+/* Queue thread, FUSE-over-io_uring: around the system call that commits a reply, SCHED_IDLE
+ * for that call only (see the top of affinity.c).  due: whether to (mode, permission, pause);
+ * begin: false if the switch failed (then no end). */
+#define FUSE_YIELD_SLOW_US       200         /* two yields longer than this... */
+#define FUSE_YIELD_SLOW_SPAN     256         /* within this many yields... */
+#define FUSE_YIELD_PAUSE_FACTOR  50          /* pause them for this many times as long, */
+#define FUSE_YIELD_PAUSE_MIN_US  (100 * 1000)        /* at least this */
+#define FUSE_YIELD_PAUSE_MAX_US  (10 * 1000 * 1000)  /* and at most this */
+bool fuse_affinity_yield_due(FuseQueue *q);
+bool fuse_affinity_yield_begin(FuseQueue *q);
+void fuse_affinity_yield_end(FuseQueue *q);
 /* Queue thread: a window of FUSE_AFFINITY_WINDOW requests has ended. */
 void fuse_affinity_window(FuseQueue *q);
 /* "local", "spread", or "fixed" when not following. */

@@ -111,8 +111,20 @@ static void uring_submit_soon(UringQueue *uq)
     /* The AioContext's ring submits before its loop next waits. */
 }
 
-/* Queue a REGISTER (commit_id 0) or a COMMIT_AND_FETCH for e. */
-static void uring_queue_cmd(UringEnt *e, uint32_t cmd_op, uint64_t commit_id)
+/* Submit what is queued now. */
+static void uring_submit_now(UringQueue *uq)
+{
+    if (uq->own_ring) {
+        if (io_uring_sq_ready(uq->ring)) {
+            io_uring_submit(uq->ring);
+        }
+    } else {
+        aio_uring_submit(uq->q->ctx);
+    }
+}
+
+/* Put a REGISTER (commit_id 0) or a COMMIT_AND_FETCH for e in the SQ. */
+static void uring_prep_cmd(UringEnt *e, uint32_t cmd_op, uint64_t commit_id)
 {
     UringQueue *uq = e->uq;
     struct io_uring_sqe *sqe = uring_get_sqe(uq, e);
@@ -132,7 +144,13 @@ static void uring_queue_cmd(UringEnt *e, uint32_t cmd_op, uint64_t commit_id)
     cr->commit_id = commit_id;
     e->in_kernel = true;
     uq->in_kernel++;
-    uring_submit_soon(uq);
+}
+
+/* Queue a REGISTER (commit_id 0) or a COMMIT_AND_FETCH for e. */
+static void uring_queue_cmd(UringEnt *e, uint32_t cmd_op, uint64_t commit_id)
+{
+    uring_prep_cmd(e, cmd_op, commit_id);
+    uring_submit_soon(e->uq);
 }
 
 /* --- requests --- */
@@ -240,6 +258,20 @@ static int uring_reply(FuseReq *req, int error, const void *out_arg, size_t out_
     e->hdr->ring_ent_in_out.payload_sz = len;
     if (uq->gone) {
         return 0;               /* the connection ended: nothing waits for the answer */
+    }
+    if (fuse_affinity_yield_due(uq->q)) {
+        /* The commit wakes the client: alone, at idle priority (affinity.c, top).  What
+         * else was queued goes first, so that nothing the kernel might hand to a new worker
+         * thread (which would inherit the policy) goes in that system call. */
+        uring_submit_now(uq);
+        uring_prep_cmd(e, FUSE_IO_URING_CMD_COMMIT_AND_FETCH, e->commit_id);
+        if (fuse_affinity_yield_begin(uq->q)) {
+            uring_submit_now(uq);
+            fuse_affinity_yield_end(uq->q);
+        } else {
+            uring_submit_soon(uq);
+        }
+        return 0;
     }
     uring_queue_cmd(e, FUSE_IO_URING_CMD_COMMIT_AND_FETCH, e->commit_id);
     return 0;
