@@ -158,7 +158,7 @@ struct FuseExport {
     bool aff_known;             /* aff_allowed was read */
     bool aff_yield;             /* LOCAL-mode queues commit replies at idle priority (set
                                  * before they start; atomic: cleared if that fails) */
-    int aff_policy;             /* the daemon's scheduling policy, theirs in SPREAD mode */
+    int aff_policy;             /* the daemon's scheduling policy: back to it after each yield */
     cpu_set_t aff_allowed;      /* the CPUs the daemon was allowed at create */
 
     /* INIT negotiation (protocol.c).  Before mounting, parts that need a kernel feature ask for
