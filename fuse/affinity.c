@@ -173,36 +173,30 @@ bool fuse_affinity_yield_due(FuseQueue *q)
            g_get_monotonic_time() >= q->aff_yield_paused_until;
 }
 
-bool fuse_affinity_yield_begin(FuseQueue *q)
+bool fuse_affinity_yield(FuseQueue *q, void (*commit)(void *), void *opaque)
 {
     struct sched_param none = { 0 };
+    int64_t start, took;
 
     if (sched_setscheduler(0, SCHED_IDLE, &none) < 0) {
         return false;
     }
-    q->aff_yield_start = g_get_monotonic_time();
-    return true;
-}
-
-void fuse_affinity_yield_end(FuseQueue *q)
-{
-    struct sched_param none = { 0 };
-    int64_t took;
-
+    start = g_get_monotonic_time();
+    commit(opaque);
     if (sched_setscheduler(0, q->exp->aff_policy, &none) < 0) {
         /* Tried at setup: failing now is worth a warning, and no more tries. */
         log_warning("export %s: queue %u: cannot leave idle priority (%s)", q->exp->common.id,
                     q->index, g_strerror(errno));
         __atomic_store_n(&q->exp->aff_yield, false, __ATOMIC_RELAXED);
         __atomic_store_n(&q->aff_idle, false, __ATOMIC_RELAXED);
-        return;
+        return true;
     }
     /* The client runs a few microseconds before it sleeps again.  Longer, twice within
      * FUSE_YIELD_SLOW_SPAN yields (once is the host or an interrupt now and then), and
      * something else takes the CPU meanwhile (the thread at idle priority waits behind any
      * other work): no yields for a while, as without them. */
     __atomic_store_n(&q->aff_yields, q->aff_yields + 1, __ATOMIC_RELAXED);
-    took = g_get_monotonic_time() - q->aff_yield_start;
+    took = g_get_monotonic_time() - start;
     if (took <= FUSE_YIELD_SLOW_US) {
         q->aff_yield_since_slow = MIN(q->aff_yield_since_slow + 1, FUSE_YIELD_SLOW_SPAN);
     } else if (q->aff_yield_since_slow >= FUSE_YIELD_SLOW_SPAN) {
@@ -212,9 +206,10 @@ void fuse_affinity_yield_end(FuseQueue *q)
                               FUSE_YIELD_PAUSE_MAX_US);
 
         q->aff_yield_since_slow = 0;
-        q->aff_yield_paused_until = q->aff_yield_start + took + pause;
+        q->aff_yield_paused_until = start + took + pause;
         __atomic_store_n(&q->aff_yield_pauses, q->aff_yield_pauses + 1, __ATOMIC_RELAXED);
     }
+    return true;
 }
 
 /* Queue thread: take the export's current mode.  (Over /dev/fuse, a queue that stops taking

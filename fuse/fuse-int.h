@@ -128,7 +128,6 @@ struct FuseQueue {
     int aff_pinned;             /* the CPU it is pinned to now, or -1 */
     bool aff_listening;         /* taking requests (dev: its fd is watched) */
     bool aff_idle;              /* commits replies at idle priority (atomic: read by list) */
-    int64_t aff_yield_start;    /* the last yield began (monotonic us) */
     int64_t aff_yield_paused_until; /* no yields before (monotonic us) */
     unsigned aff_yield_since_slow; /* yields since the last that took too long */
     uint64_t aff_yields;        /* replies committed at idle priority (atomic: read by list) */
@@ -253,17 +252,16 @@ unsigned fuse_affinity_init(FuseExport *exp);
 void fuse_affinity_setup(FuseExport *exp, bool follow);
 /* Queue thread: take the export's mode (at start, and when another queue switched it). */
 void fuse_affinity_apply(FuseQueue *q);
-/* Queue thread, FUSE-over-io_uring: around the system call that commits a reply, SCHED_IDLE
- * for that call only (see the top of affinity.c).  due: whether to (mode, permission, pause);
- * begin: false if the switch failed (then no end). */
+/* Queue thread, FUSE-over-io_uring: the system call that commits a reply, commit(opaque), at
+ * SCHED_IDLE for that call only (see the top of affinity.c).  due: whether to (mode,
+ * permission, pause); fuse_affinity_yield: false, commit not called, if the switch failed. */
 #define FUSE_YIELD_SLOW_US       200         /* two yields longer than this... */
 #define FUSE_YIELD_SLOW_SPAN     256         /* within this many yields... */
 #define FUSE_YIELD_PAUSE_FACTOR  50          /* pause them for this many times as long, */
 #define FUSE_YIELD_PAUSE_MIN_US  (100 * 1000)        /* at least this */
 #define FUSE_YIELD_PAUSE_MAX_US  (10 * 1000 * 1000)  /* and at most this */
 bool fuse_affinity_yield_due(FuseQueue *q);
-bool fuse_affinity_yield_begin(FuseQueue *q);
-void fuse_affinity_yield_end(FuseQueue *q);
+bool fuse_affinity_yield(FuseQueue *q, void (*commit)(void *), void *opaque);
 /* Queue thread: a window of FUSE_AFFINITY_WINDOW requests has ended. */
 void fuse_affinity_window(FuseQueue *q);
 /* "local", "spread", or "fixed" when not following. */

@@ -123,6 +123,11 @@ static void uring_submit_now(UringQueue *uq)
     }
 }
 
+static void uring_submit_now_cb(void *opaque)
+{
+    uring_submit_now(opaque);
+}
+
 /* Put a REGISTER (commit_id 0) or a COMMIT_AND_FETCH for e in the SQ. */
 static void uring_prep_cmd(UringEnt *e, uint32_t cmd_op, uint64_t commit_id)
 {
@@ -236,6 +241,7 @@ static int uring_reply(FuseReq *req, int error, const void *out_arg, size_t out_
     struct fuse_out_header *out = (struct fuse_out_header *)e->hdr->in_out;
     uint64_t unique = req->in->unique;     /* in and out headers share the space */
     size_t len = 0;
+    bool yield;
 
     if (error == 0 && out_arg_len > 0) {
         if (out_arg_len > uq->payload_size) {
@@ -259,21 +265,17 @@ static int uring_reply(FuseReq *req, int error, const void *out_arg, size_t out_
     if (uq->gone) {
         return 0;               /* the connection ended: nothing waits for the answer */
     }
-    if (fuse_affinity_yield_due(uq->q)) {
+    yield = fuse_affinity_yield_due(uq->q);
+    if (yield) {
         /* The commit wakes the client: alone, at idle priority (affinity.c, top).  What
          * else was queued goes first, so that nothing the kernel might hand to a new worker
          * thread (which would inherit the policy) goes in that system call. */
         uring_submit_now(uq);
-        uring_prep_cmd(e, FUSE_IO_URING_CMD_COMMIT_AND_FETCH, e->commit_id);
-        if (fuse_affinity_yield_begin(uq->q)) {
-            uring_submit_now(uq);
-            fuse_affinity_yield_end(uq->q);
-        } else {
-            uring_submit_soon(uq);
-        }
-        return 0;
     }
-    uring_queue_cmd(e, FUSE_IO_URING_CMD_COMMIT_AND_FETCH, e->commit_id);
+    uring_prep_cmd(e, FUSE_IO_URING_CMD_COMMIT_AND_FETCH, e->commit_id);
+    if (!yield || !fuse_affinity_yield(uq->q, uring_submit_now_cb, uq)) {
+        uring_submit_soon(uq);
+    }
     return 0;
 }
 
