@@ -313,6 +313,14 @@ static inline void fuse_affinity_answered(FuseQueue *q)
     }
 }
 
+/* ...or not after all: the transport did not send the reply (req is still to answer). */
+static inline void fuse_affinity_unanswered(FuseQueue *q)
+{
+    if (q->exp->aff_on) {
+        __atomic_add_fetch(&q->exp->aff_in_flight, 1, __ATOMIC_RELAXED);
+    }
+}
+
 /* --- transport-dev.c --- */
 
 /* Main thread, during create: read and answer requests on queue 0's fd, blocking, until INIT

@@ -40,7 +40,10 @@
 
 /* --- replies: every handler ends in exactly one of these --- */
 
-static int fuse_reply(FuseReq *req, int error, const void *arg, size_t arg_len, size_t out_len)
+/* spliced: the reply is READ data of out_len bytes that the transport's pipe already holds
+ * (fuse_co_read_spliced); -EAGAIN then means it was not sent and req is still to answer. */
+static int fuse_reply_how(FuseReq *req, bool spliced, int error, const void *arg,
+                          size_t arg_len, size_t out_len)
 {
     FuseQueue *q = req->q;
     const FuseTransportOps *ops = req->ops ? req->ops : q->exp->transport;
@@ -49,9 +52,22 @@ static int fuse_reply(FuseReq *req, int error, const void *arg, size_t arg_len, 
     /* Before the reply: the client it wakes may send its next request to another queue
      * before this thread runs again, and that must not count as two in flight. */
     fuse_affinity_answered(q);
-    ret = ops->reply(req, error, arg, arg_len, out_len);
+    if (spliced) {
+        ret = ops->splice_reply(req, out_len);
+        if (ret == -EAGAIN) {
+            fuse_affinity_unanswered(q);
+            return ret;
+        }
+    } else {
+        ret = ops->reply(req, error, arg, arg_len, out_len);
+    }
     q->in_flight--;
     return ret;
+}
+
+static int fuse_reply(FuseReq *req, int error, const void *arg, size_t arg_len, size_t out_len)
+{
+    return fuse_reply_how(req, false, error, arg, arg_len, out_len);
 }
 
 /* err: 0 or a positive errno, as the kernel's errors are named. */
@@ -397,14 +413,8 @@ static bool coroutine_fn fuse_co_read_spliced(FuseReq *req, int64_t offset, int6
         ops->splice_cancel(req);        /* not in the page cache, or truncated meanwhile */
         return false;
     }
-    fuse_affinity_answered(q);          /* as fuse_reply: before the reply goes out */
-    if (ops->splice_reply(req, n) == -EAGAIN) {
-        int64_t got = blk_co_read_upto(blk, offset, n, req->out_buf);
-
-        ops->reply(req, MIN(got, 0), NULL, 0, MAX(got, 0));
-    }
-    q->in_flight--;
-    return true;
+    /* -EAGAIN: the kernel refused the spliced reply; the caller answers with a copy. */
+    return fuse_reply_how(req, true, 0, NULL, 0, n) != -EAGAIN;
 }
 
 static void coroutine_fn fuse_co_read(void *opaque)

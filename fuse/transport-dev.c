@@ -65,9 +65,10 @@ typedef struct FuseDevQueue {
     unsigned nr_huge;               /* ...and how many were made (they stay pooled) */
     bool big;                       /* the last request read was over FUSE_DEV_BIG_REQ */
     int pipe[2];                    /* splice replies: made at the first, -1 until then */
-    size_t pipe_data;               /* the most data bytes a reply may have in it; 0: none */
-    bool pipe_tried;                /* made, or failed for good */
+    ssize_t pipe_data;              /* the most data bytes a reply may have in it; 0: no
+                                     * pipe; -1 until the first splice reply tries to make it */
     bool pipe_busy;                 /* between splice_pipe and splice_reply/cancel */
+    bool splice_fault;              /* BLKFUSE_SPLICE_REPLY_FAULT (fuse_dev_splice_reply) */
 } FuseDevQueue;
 
 /* --- requests and their buffers --- */
@@ -78,6 +79,7 @@ static FuseDevQueue *fuse_dev_queue(FuseQueue *q)
         FuseDevQueue *dq = g_new0(FuseDevQueue, 1);
 
         dq->pipe[0] = dq->pipe[1] = -1;
+        dq->pipe_data = -1;
         q->transport_state = dq;
     }
     return q->transport_state;
@@ -384,10 +386,11 @@ static bool fuse_dev_pipe(FuseQueue *q, FuseDevQueue *dq)
     long page = bdrv_host_page_size();
     int size;
 
-    if (dq->pipe_tried) {
+    if (dq->pipe_data >= 0) {
         return dq->pipe_data > 0;
     }
-    dq->pipe_tried = true;
+    dq->pipe_data = 0;
+    dq->splice_fault = g_getenv("BLKFUSE_SPLICE_REPLY_FAULT") != NULL;
     if (pipe2(dq->pipe, O_CLOEXEC | O_NONBLOCK) < 0) {
         log_debug("export %s: queue %u: no pipe for splice replies (%s)", q->exp->common.id,
                   q->index, g_strerror(errno));
@@ -411,7 +414,7 @@ static bool fuse_dev_pipe(FuseQueue *q, FuseDevQueue *dq)
     }
     /* A pipe buffer per page: the header takes one, data not starting on a page one more. */
     dq->pipe_data = size > 2 * page ? size - 2 * page : 0;
-    log_debug("export %s: queue %u: splice replies of up to %zu bytes", q->exp->common.id,
+    log_debug("export %s: queue %u: splice replies of up to %zd bytes", q->exp->common.id,
               q->index, dq->pipe_data);
     return dq->pipe_data > 0;
 }
@@ -429,7 +432,7 @@ static int fuse_dev_splice_pipe(FuseReq *req, size_t len)
     struct fuse_out_header out = { .len = sizeof(out) + len, .error = 0,
                                    .unique = req->in->unique };
 
-    if (!fuse_dev_pipe(req->q, dq) || len > dq->pipe_data || dq->pipe_busy) {
+    if (!fuse_dev_pipe(req->q, dq) || len > (size_t)dq->pipe_data || dq->pipe_busy) {
         return -ENOTSUP;
     }
     if (write(dq->pipe[1], &out, sizeof(out)) != sizeof(out)) {
@@ -456,9 +459,15 @@ static int fuse_dev_splice_reply(FuseReq *req, size_t len)
     ssize_t n;
     int err;
 
-    do {
-        n = splice(dq->pipe[0], NULL, q->fd, NULL, total, 0);
-    } while (n < 0 && errno == EINTR);
+    if (G_UNLIKELY(dq->splice_fault)) {
+        /* For testing: as if the kernel refused the reply (tests/export-splice.bats). */
+        n = -1;
+        errno = EINVAL;
+    } else {
+        do {
+            n = splice(dq->pipe[0], NULL, q->fd, NULL, total, 0);
+        } while (n < 0 && errno == EINTR);
+    }
     if (n == (ssize_t)total) {
         dq->pipe_busy = false;
         fuse_dev_req_put(q, (FuseDevReq *)req);
@@ -471,9 +480,12 @@ static int fuse_dev_splice_reply(FuseReq *req, size_t len)
         fuse_dev_req_put(q, (FuseDevReq *)req);     /* interrupted, or the connection is gone */
         return -err;
     }
-    log_warning("export %s: splicing the reply to request %" PRIu64 " failed (%s); sending "
-                "it again as a copy", q->exp->common.id, (uint64_t)req->in->unique,
-                n < 0 ? g_strerror(err) : "short");
+    /* Whatever the kernel disliked, it would likely dislike again: this queue copies from
+     * now on, as with -o splice-read=off. */
+    log_warning("export %s: queue %u: splicing the reply to request %" PRIu64 " failed (%s); "
+                "sending it as a copy, and copying every reply from now on", q->exp->common.id,
+                q->index, (uint64_t)req->in->unique, n < 0 ? g_strerror(err) : "short");
+    dq->pipe_data = 0;
     return -EAGAIN;
 }
 

@@ -128,6 +128,36 @@ check_reads() {
     dd if="$IMG" bs=1M skip=2 count=1 status=none | cmp - "$T/piece"
 }
 
+@test "a spliced reply that the kernel refuses goes as a copy, and the queue copies from then on" {
+    # BLKFUSE_SPLICE_REPLY_FAULT: each splice of a reply to /dev/fuse fails as if the kernel
+    # had refused it (EINVAL), after the data went into the pipe.
+    EXPECTED_LOG_ERRORS='splicing the reply to request [0-9]+ failed'
+    cat "$IMG" >/dev/null
+    export BLKFUSE_SPLICE_REPLY_FAULT=1
+    blkfuse_mount -f raw --queues=1 "$IMG" "$MP"
+    unset BLKFUSE_SPLICE_REPLY_FAULT
+    trace_start "$MP"
+    read_direct "$MP" 0 $((8 << 20)) 524288 | cmp - <(head -c $((8 << 20)) "$IMG")
+    trace_stop
+    # One try: the data went into the pipe (a splice from the image), the reply failed.
+    echo "spliced: $(spliced_replies)"
+    [ "$(spliced_replies)" -eq 1 ]
+    [ "$(grep -c 'splicing the reply to request' "$T/daemon.log")" -eq 1 ]
+    grep -q 'copying every reply from now on' "$T/daemon.log"
+    check_reads "$MP"
+    run -0 --separate-stderr blkfuse stats --json "$MP"
+    python3 -c '
+import json, sys
+s = json.loads(sys.argv[1])["stats"]
+assert s["read"]["ops"] >= 16 and s["read"]["failed"] == 0, s["read"]
+assert s["in_flight"] == 0, s
+' "$output"
+    # The queue counts the request answered once: it stops without waiting for more replies.
+    run timeout 30 blkfuse unmount "$MP"
+    [ "$status" -eq 0 ]
+    ! is_mounted "$MP"
+}
+
 @test "spliced reads in flight when the export is forced away: the readers fail, the daemon exits cleanly" {
     cat "$IMG" >/dev/null
     blkfuse_mount_foreground -f raw "$IMG" "$MP"
