@@ -179,6 +179,31 @@ static void memfile_drop_pages(MemFile *f, uint64_t first, uint64_t end)
     }
 }
 
+/* The first page in [index, end) that the file holds, or end: by index when the range is
+ * small, else by walking the pages held (as memfile_drop_pages). */
+static uint64_t memfile_next_page(MemFile *f, uint64_t index, uint64_t end)
+{
+    GHashTableIter it;
+    gpointer key;
+    uint64_t next = end;
+
+    if (end <= index || end - index <= g_hash_table_size(f->pages)) {
+        while (index < end && !memfile_page(f, index)) {
+            index++;
+        }
+        return MIN(index, end);
+    }
+    g_hash_table_iter_init(&it, f->pages);
+    while (g_hash_table_iter_next(&it, &key, NULL)) {
+        uint64_t i = *(uint64_t *)key;
+
+        if (i >= index && i < next) {
+            next = i;
+        }
+    }
+    return next;
+}
+
 /* Zero the bytes [offset, end) inside one page. */
 static void memfile_zero_partial(MemFile *f, int64_t offset, int64_t end)
 {
@@ -326,14 +351,20 @@ static int coroutine_fn mem_co_block_status(BlockDriverState *bs, int64_t offset
                                             BlockDriverState **file)
 {
     BDRVMemState *s = bs->opaque;
-    bool data = memfile_page(s->f, offset / MEMFILE_PAGE) != NULL;
-    int64_t pos = ROUND_DOWN(offset, MEMFILE_PAGE) + MEMFILE_PAGE;
+    uint64_t first = offset / MEMFILE_PAGE;
+    uint64_t end = DIV_ROUND_UP(offset + bytes, MEMFILE_PAGE);
+    bool data = memfile_page(s->f, first) != NULL;
+    uint64_t next = first + 1;
 
-    for (int i = 0; i < 1024 && pos < offset + bytes &&
-                    (memfile_page(s->f, pos / MEMFILE_PAGE) != NULL) == data; i++) {
-        pos += MEMFILE_PAGE;
+    /* The whole run: a run of holes can span terabytes of a sparse file (lseek's walk). */
+    if (data) {
+        while (next < end && memfile_page(s->f, next)) {
+            next++;
+        }
+    } else {
+        next = memfile_next_page(s->f, next, end);
     }
-    *pnum = MIN(pos, offset + bytes) - offset;
+    *pnum = MIN((int64_t)(next * MEMFILE_PAGE), offset + bytes) - offset;
     *map = offset;
     *file = bs;
     return (data ? BDRV_BLOCK_DATA : BDRV_BLOCK_ZERO) | BDRV_BLOCK_OFFSET_VALID;

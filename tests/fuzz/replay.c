@@ -1,7 +1,9 @@
 /* replay.c - runs a libFuzzer harness without libFuzzer, for 'make check': every argument is
  * an input file, or a directory whose files (sorted by name, dot files skipped) are inputs, each
  * passed once to LLVMFuzzerTestOneInput.  A crash or abort in the harness fails the run; so
- * does an argument that cannot be read.  Prints how many inputs were replayed. */
+ * do an input that takes longer than REPLAY_SLOW_SEC (inputs take milliseconds, even under
+ * sanitizers: a slow one is a bug, as a libFuzzer "slow unit" or timeout is) and an argument
+ * that cannot be read.  Prints how many inputs were replayed. */
 #include "config.h"
 #include "fuzz.h"
 
@@ -13,6 +15,8 @@
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) __attribute__((weak));
 
+#define REPLAY_SLOW_SEC 10
+
 static unsigned replayed;
 
 static void replay_file(const char *path)
@@ -20,12 +24,20 @@ static void replay_file(const char *path)
     g_autoptr(GError) err = NULL;
     g_autofree char *data = NULL;
     gsize len;
+    int64_t start, took;
 
     if (!g_file_get_contents(path, &data, &len, &err)) {
         fprintf(stderr, "replay: %s\n", err->message);
         exit(1);
     }
+    start = g_get_monotonic_time();
     LLVMFuzzerTestOneInput((const uint8_t *)data, len);
+    took = g_get_monotonic_time() - start;
+    if (took > REPLAY_SLOW_SEC * G_USEC_PER_SEC) {
+        fprintf(stderr, "replay: %s took %.1f s (more than %d s)\n", path,
+                took / (double)G_USEC_PER_SEC, REPLAY_SLOW_SEC);
+        exit(1);
+    }
     replayed++;
 }
 
