@@ -151,13 +151,6 @@ static void uring_prep_cmd(UringEnt *e, uint32_t cmd_op, uint64_t commit_id)
     uq->in_kernel++;
 }
 
-/* Queue a REGISTER (commit_id 0) or a COMMIT_AND_FETCH for e. */
-static void uring_queue_cmd(UringEnt *e, uint32_t cmd_op, uint64_t commit_id)
-{
-    uring_prep_cmd(e, cmd_op, commit_id);
-    uring_submit_soon(e->uq);
-}
-
 /* --- requests --- */
 
 /* The kernel ended the connection: once every entry is back, the queue is disconnected. */
@@ -432,8 +425,9 @@ static int uring_queue_start(FuseQueue *q, GError **errp)
         e->hdr = (void *)(uq->mem + URING_ENTRIES * uq->payload_size + i * URING_HDR_SIZE);
         e->iov[0] = (struct iovec){ e->hdr, sizeof(*e->hdr) };
         e->iov[1] = (struct iovec){ e->payload, fault ? 4096 : uq->payload_size };
-        uring_queue_cmd(e, FUSE_IO_URING_CMD_REGISTER, 0);
+        uring_prep_cmd(e, FUSE_IO_URING_CMD_REGISTER, 0);
     }
+    uring_submit_soon(uq);          /* every entry's REGISTER at once */
     if (q->index == 0) {
         uq->dev_buf = blk_blockalign(URING_DEV_BUF);
         aio_set_fd_handler(q->ctx, q->fd, uring_dev_readable, NULL, uq);
