@@ -44,6 +44,8 @@ BENCH_RUN="$BATS_TEST_DIRNAME/../bench/run"
     grep -q '^- kernel: ' "$T/RESULTS.md"
     grep -q '^- CPUs: [0-9]' "$T/RESULTS.md"
     grep -q '^- blkfuse: .*commit ' "$T/RESULTS.md"
+    grep -Eq '^- wake-up round trip .*: [0-9.]+ us on one CPU, ([0-9.]+|n/a) us across two CPUs' \
+        "$T/RESULTS.md"
     # the row of the one job: blkfuse IOPS, then qsd's (or "-"), ratio, nullserve, null:, share
     grep -Eq '^\| randread-4k-qd1 \| [0-9]+ \| ([0-9.]+|-) \| ([0-9.]+|-) \| [0-9.]+ \| [0-9.]+ \| [0-9]+% \| [0-9.]+ \|$' \
         "$T/RESULTS.md"
@@ -61,6 +63,22 @@ BENCH_RUN="$BATS_TEST_DIRNAME/../bench/run"
     [[ $output != *"$scratch"* ]]
     run pgrep -f "$scratch"
     [ "$status" -eq 1 ]
+}
+
+@test "bench/wakeup times a wake-up round trip on one CPU and across two, n/a with one CPU" {
+    require cc
+    cc -O2 -Wall -o "$T/wakeup" "$BATS_TEST_DIRNAME/../bench/wakeup.c" -lpthread
+    run --separate-stderr "$T/wakeup" -n 200
+    [ "$status" -eq 0 ]
+    if [ "$(nproc)" -ge 2 ]; then
+        [[ $output =~ ^one-cpu\ [0-9]+\.[0-9]\ two-cpus\ [0-9]+\.[0-9]$ ]]
+    fi
+    run --separate-stderr taskset -c "$(taskset -pc $$ | sed 's/.*: *//; s/[-,].*//')" "$T/wakeup" -n 200
+    [ "$status" -eq 0 ]
+    [[ $output =~ ^one-cpu\ [0-9]+\.[0-9]\ two-cpus\ n/a$ ]]
+    run --separate-stderr "$T/wakeup" -n 0
+    [ "$status" -eq 2 ]
+    [[ $stderr == *usage* ]]
 }
 
 @test "bench/run -p 'tmpfs passthrough': images on tmpfs, and an export the kernel serves itself" {
